@@ -1,0 +1,208 @@
+// The one kernel interface the layers call. The CPU reference backend (kernels/cpu/) and the
+// CUDA backend (kernels/cuda/) implement it with the same semantics; the context owns one
+// instance for its device, so layers never ask which device they run on.
+//
+// Conventions (every implementation must follow them exactly; the CPU reference is the oracle):
+// - Row-major everywhere. "[R, C]" means R rows of C contiguous elements.
+// - `dt` is the working type of activations and of the working copy of the parameters
+//   (F32/F64 on the CPU, F32/F16/BF16 on CUDA). Statistics, gradients of parameters, master
+//   weights and optimizer moments use acc = accum_dtype(dt) (F64 when dt is F64, else F32).
+// - Pointers are device pointers for the CUDA backend and host pointers for the CPU backend,
+//   including the scalar pointers named *_dev.
+// - Parameter gradients (d_gamma, d_bias, d_table, ...) always ACCUMULATE (+=) into acc
+//   buffers; the trainer zeroes the flat gradient buffer once per update. Activation gradients
+//   are written (=), unless an argument says otherwise.
+// - Dropout: p in [0, 1); p == 0 means identity (no RNG drawn). Kept elements are scaled by
+//   1/(1-p). Masks are never stored: backward regenerates them from the same DropoutKey and
+//   the element's flat index in the tensor the forward call saw (see philox.h).
+// - Token ids are int32. Key padding masks are uint8 [B, Lk], 1 = padded key (masked out).
+// - Reductions (LayerNorm statistics, softmax, cross-entropy, norms) accumulate in acc (>= fp32).
+// - No implementation allocates memory in any of these calls; scratch comes from `workspace`.
+// - Errors (bad shapes, unsupported dtype, CUDA/cuBLAS failures) throw ls::Error with a message
+//   naming the call.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "layers/kernels/philox.h"
+#include "runtime/dtype.h"
+
+namespace ls {
+
+enum class Activation : uint8_t {
+  ReLU = 0,
+  GELU = 1,  // tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+};
+
+enum class Epilogue : uint8_t {
+  None = 0,     // C = alpha op(A) op(B) + beta C
+  Bias,         // C = alpha op(A) op(B) + bias[n]            (beta must be 0)
+  BiasAct,      // aux = alpha op(A) op(B) + bias[n]; C = act(aux)  (beta must be 0)
+  DActBGrad,    // C = (alpha op(A) op(B)) * act'(aux); bias_grad[n] += sum over rows of C
+                //                                                     (beta must be 0)
+  BGradA,       // C as None; additionally bias_grad[m] += sum over k of op(A)[m, k]
+};
+
+// C[M, N] (+)= alpha * op(A)[M, K] * op(B)[K, N], batched over `batch` matrices with element
+// strides stride_a/b/c between them. op(X) = X^T when trans_x. Leading dimensions are the row
+// lengths of A, B, C as stored (row-major). A and B have type ab_type; C has c_type, which is
+// either ab_type or accum_dtype(ab_type) (the latter for accumulating weight gradients).
+// bias has ab_type; aux has c_type with ldc; bias_grad has accum_dtype(ab_type).
+struct GemmArgs {
+  bool trans_a = false, trans_b = false;
+  int64_t m = 0, n = 0, k = 0;
+  const void* a = nullptr;
+  int64_t lda = 0, stride_a = 0;
+  const void* b = nullptr;
+  int64_t ldb = 0, stride_b = 0;
+  void* c = nullptr;
+  int64_t ldc = 0, stride_c = 0;
+  int64_t batch = 1;
+  float alpha = 1.f, beta = 0.f;
+  DType ab_type = DType::F32;
+  DType c_type = DType::F32;
+  Epilogue epilogue = Epilogue::None;
+  Activation act = Activation::ReLU;
+  const void* bias = nullptr;
+  void* aux = nullptr;
+  void* bias_grad = nullptr;
+};
+
+struct EmbeddingArgs {
+  const int32_t* tokens = nullptr;  // [B, L]
+  int64_t batch = 0, len = 0, dim = 0, vocab = 0;
+  int32_t padding_idx = 1;
+  float scale = 1.f;  // token embedding multiplier (sqrt(dim) when enabled, else 1)
+  // Positions follow fairseq's make_positions: the j-th non-padding token of a row gets
+  // position padding_idx + j (j from 1); padding tokens get no positional embedding.
+  // Sinusoidal (fairseq SinusoidalPositionalEmbedding, half_dim = dim/2,
+  // f_i = exp(-i log(10000)/(half_dim-1)), row p = [sin(p f_i)..., cos(p f_i)...], zero for odd
+  // dim's last column) when learned_positions is null; else learned table
+  // [max_positions, dim] of type dt indexed by that position.
+  const void* learned_positions = nullptr;
+  int64_t max_positions = 0;
+  DType dt = DType::F32;
+  float dropout = 0.f;
+  DropoutKey key;
+};
+
+class Ops {
+ public:
+  virtual ~Ops() = default;
+  virtual bool is_cuda() const = 0;
+
+  // ---- memory (pointers are of this backend's kind unless named host) ----
+  virtual void zero(void* p, size_t bytes) = 0;
+  virtual void copy(void* dst, const void* src, size_t bytes) = 0;  // same side
+  virtual void to_host(void* host_dst, const void* src, size_t bytes) = 0;
+  virtual void from_host(void* dst, const void* host_src, size_t bytes) = 0;
+  virtual void synchronize() = 0;
+  // Converts n elements between types (e.g. master fp32 -> working fp16).
+  virtual void cast(const void* src, DType src_t, void* dst, DType dst_t, size_t n) = 0;
+  // y[i] += x[i] (both of type t), n elements.
+  virtual void add_inplace(void* y, const void* x, DType t, size_t n) = 0;
+
+  // ---- GEMM ----
+  virtual void gemm(const GemmArgs& g) = 0;
+
+  // ---- embedding ----
+  // out [B*L, dim] (dt) = dropout(scale * table[tok] + pos(tok)). table [vocab, dim] (dt).
+  // Throws before touching memory if a token is outside [0, vocab) only when the backend can
+  // check cheaply (CPU); callers validate tokens before calling.
+  virtual void embedding_forward(const EmbeddingArgs& a, const void* table, void* out) = 0;
+  // d_table [vocab, dim] (acc) += scale * dropout_bwd(d_out) scattered by token, skipping
+  // padding tokens; d_positions [max_positions, dim] (acc, learned only, may be null) likewise.
+  // deterministic: a fixed summation order (no atomics) when true.
+  virtual void embedding_backward(const EmbeddingArgs& a, const void* d_out, void* d_table,
+                                  void* d_positions, bool deterministic) = 0;
+
+  // ---- LayerNorm over the last dimension ----
+  // y = (x - mean) * rstd * gamma + beta; mean, rstd [rows] (acc) saved for backward.
+  virtual void layernorm_forward(const void* x, const void* gamma, const void* beta, void* y,
+                                 void* mean, void* rstd, int64_t rows, int64_t cols, float eps,
+                                 DType dt) = 0;
+  // dx = LN backward of dy (+ d_residual if non-null: the gradient that reaches x through a
+  // residual branch, added in the same pass). d_gamma, d_beta [cols] (acc) accumulate.
+  virtual void layernorm_backward(const void* dy, const void* x, const void* gamma,
+                                  const void* mean, const void* rstd, const void* d_residual,
+                                  void* dx, void* d_gamma, void* d_beta, int64_t rows,
+                                  int64_t cols, DType dt) = 0;
+
+  // ---- elementwise fusions ----
+  // out = residual + dropout(x + bias)   (bias [cols] may be null). out may alias residual.
+  virtual void bias_dropout_residual_forward(const void* x, const void* bias, const void* residual,
+                                             void* out, int64_t rows, int64_t cols, float p,
+                                             DropoutKey key, DType dt) = 0;
+  // dx = dropout_bwd(d_out); d_bias [cols] (acc, may be null) += column sums of dx.
+  virtual void dropout_bias_backward(const void* d_out, void* dx, void* d_bias, int64_t rows,
+                                     int64_t cols, float p, DropoutKey key, DType dt) = 0;
+  // out = dropout(act(pre)); pre [rows, cols] already includes the bias.
+  virtual void act_dropout_forward(const void* pre, void* out, int64_t rows, int64_t cols,
+                                   Activation act, float p, DropoutKey key, DType dt) = 0;
+  // d_pre = act'(pre) * dropout_bwd(d_out); d_bias [cols] (acc, may be null) += column sums of
+  // d_pre.
+  virtual void act_dropout_backward(const void* d_out, const void* pre, void* d_pre, void* d_bias,
+                                    int64_t rows, int64_t cols, Activation act, float p,
+                                    DropoutKey key, DType dt) = 0;
+  // out = dropout(x), n elements (out may alias x).
+  virtual void dropout_forward(const void* x, void* out, size_t n, float p, DropoutKey key,
+                               DType dt) = 0;
+  // d_bias [cols] (acc) += column sums of dy [rows, cols].
+  virtual void bias_grad(const void* dy, void* d_bias, int64_t rows, int64_t cols, DType dt) = 0;
+
+  // ---- attention ----
+  // in [B*L, n*H*D] (+ bias [n*H*D] when non-null) -> out [n, B, H, L, D].
+  // (n = 3 for fused QKV, 2 for cross-attention K/V, 1 for Q.)
+  virtual void split_heads(const void* in, const void* bias, void* out, int64_t n, int64_t batch,
+                           int64_t len, int64_t heads, int64_t head_dim, DType dt) = 0;
+  // The inverse: in [n, B, H, L, D] -> out [B*L, n*H*D].
+  virtual void merge_heads(const void* in, void* out, int64_t n, int64_t batch, int64_t len,
+                           int64_t heads, int64_t head_dim, DType dt) = 0;
+  // probs [B, H, Lq, Lk] = softmax over k of scores, where key k of batch b is excluded when
+  // key_pad[b*Lk + k] != 0 (key_pad may be null) and, when causal, when k > q. A row with every
+  // key excluded is all zeros. Statistics in acc. probs may alias scores.
+  virtual void softmax_forward(const void* scores, void* probs, const uint8_t* key_pad,
+                               bool causal, int64_t batch, int64_t heads, int64_t len_q,
+                               int64_t len_k, DType dt) = 0;
+  // d_scores = softmax backward of (dropout_bwd(d_dropped)) given the saved (pre-dropout)
+  // probs; the dropout key is the one used on probs in forward (p == 0: none).
+  virtual void softmax_backward(const void* d_dropped, const void* probs, void* d_scores,
+                                int64_t rows, int64_t len_k, float p, DropoutKey key,
+                                DType dt) = 0;
+
+  // ---- criterion: label-smoothed cross-entropy (fairseq's label_smoothed_nll_loss) ----
+  // For each row t with target y != padding_idx: lse = logsumexp(logits[t]),
+  // nll = lse - logits[t, y], smooth = V*lse - sum_v logits[t, v],
+  // loss = (1 - eps - eps/(V-1)) * nll + eps/(V-1) * smooth.
+  // sums (acc) [3]: += {loss, nll, non-padding token count}; lse [rows] (acc) saved.
+  virtual void cross_entropy_forward(const void* logits, const int32_t* targets, void* lse,
+                                     void* sums, int64_t rows, int64_t vocab, int32_t padding_idx,
+                                     float eps, DType dt) = 0;
+  // d_logits = grad_scale[0] * (softmax(logits) - q) with q[y] = 1 - eps, q[v != y] = eps/(V-1);
+  // zero rows for padding targets. grad_scale_dev is one acc scalar (loss scale on device).
+  virtual void cross_entropy_backward(const void* logits, const int32_t* targets, const void* lse,
+                                      const void* grad_scale_dev, void* d_logits, int64_t rows,
+                                      int64_t vocab, int32_t padding_idx, float eps,
+                                      DType dt) = 0;
+
+  // ---- optimizer over flat acc buffers ----
+  // out[0] += sum of x[i]^2 (acc), n elements of x (acc type); inf/NaN propagate.
+  virtual void sum_squares(const void* x, size_t n, void* out, DType acc) = 0;
+  // Adam / AdamW over n parameters (acc): g = grads[i] * grad_mult_dev[0];
+  // AdamW (decoupled): p -= lr * wd * p; Adam (L2): g += wd * p;
+  // m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+  // p -= lr * (m / bias1) / (sqrt(v / bias2) + eps), with bias1 = 1 - b1^t, bias2 = 1 - b2^t.
+  // When skip_dev is non-null and skip_dev[0] != 0 nothing is written. When work is non-null
+  // the updated parameter is also written to it as work_t (the working copy).
+  struct AdamArgs {
+    float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.f;
+    bool decoupled = false;  // AdamW
+    double bias1 = 1.0, bias2 = 1.0;
+  };
+  virtual void adam_update(void* params, const void* grads, void* m, void* v, void* work,
+                           DType work_t, size_t n, const AdamArgs& h, const void* grad_mult_dev,
+                           const int32_t* skip_dev, DType acc) = 0;
+};
+
+}  // namespace ls

@@ -1,0 +1,69 @@
+// Philox4x32-10 counter-based generator, usable from host and device code, so the CPU
+// reference and the CUDA kernels draw the same dropout masks and backward regenerates a
+// mask from (seed, offset, element index) instead of storing it.
+//
+// Element i of a dropout call keyed by (seed, offset) uses word (i % 4) of
+// philox(key = seed, counter = {i/4 low, i/4 high, offset low, offset high}); the element is
+// kept when that word < keep_threshold(p), i.e. with probability 1 - p.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define LS_HD __host__ __device__ __forceinline__
+#else
+#define LS_HD inline
+#endif
+
+namespace ls {
+
+struct Philox4 {
+  uint32_t v[4];
+};
+
+LS_HD uint32_t philox_mulhilo(uint32_t a, uint32_t b, uint32_t* hi) {
+  uint64_t p = static_cast<uint64_t>(a) * b;
+  *hi = static_cast<uint32_t>(p >> 32);
+  return static_cast<uint32_t>(p);
+}
+
+LS_HD Philox4 philox4x32_10(uint64_t key64, uint64_t ctr_lo64, uint64_t ctr_hi64) {
+  uint32_t c0 = static_cast<uint32_t>(ctr_lo64), c1 = static_cast<uint32_t>(ctr_lo64 >> 32);
+  uint32_t c2 = static_cast<uint32_t>(ctr_hi64), c3 = static_cast<uint32_t>(ctr_hi64 >> 32);
+  uint32_t k0 = static_cast<uint32_t>(key64), k1 = static_cast<uint32_t>(key64 >> 32);
+  for (int r = 0; r < 10; ++r) {
+    uint32_t hi0, hi1;
+    uint32_t lo0 = philox_mulhilo(0xD2511F53u, c0, &hi0);
+    uint32_t lo1 = philox_mulhilo(0xCD9E8D57u, c2, &hi1);
+    uint32_t n0 = hi1 ^ c1 ^ k0, n1 = lo1, n2 = hi0 ^ c3 ^ k1, n3 = lo0;
+    c0 = n0; c1 = n1; c2 = n2; c3 = n3;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  Philox4 out;
+  out.v[0] = c0; out.v[1] = c1; out.v[2] = c2; out.v[3] = c3;
+  return out;
+}
+
+// Key of one dropout site in one step. offset must differ between every dropout call of a step
+// and between steps (the runtime derives it from the step counter and the site index).
+struct DropoutKey {
+  uint64_t seed = 0;
+  uint64_t offset = 0;
+};
+
+// Words strictly below this keep the element. p in [0, 1).
+LS_HD uint32_t dropout_keep_threshold(float p) {
+  double keep = 1.0 - static_cast<double>(p);
+  double t = keep * 4294967296.0;
+  return t >= 4294967295.0 ? 0xFFFFFFFFu : static_cast<uint32_t>(t);
+}
+
+// Whether element i is kept (slow path: one Philox call per element; kernels that handle
+// four consecutive elements call philox4x32_10 once and use all four words).
+LS_HD bool dropout_keep(DropoutKey key, uint64_t i, uint32_t threshold) {
+  Philox4 r = philox4x32_10(key.seed, i >> 2, key.offset);
+  return r.v[i & 3] < threshold;
+}
+
+}  // namespace ls

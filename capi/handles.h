@@ -1,0 +1,11 @@
+// The opaque handle types of ls_train.h, defined over the runtime objects they own.
+#pragma once
+
+#include <memory>
+
+#include "ls_train.h"
+#include "runtime/context.h"
+
+struct ls_context {
+  std::unique_ptr<ls::Context> impl;
+};

@@ -1,0 +1,47 @@
+// The context: which device the runtime works on, its stream, the kernel backend (Ops) for
+// that device, and the base random seed. Everything else (models, trainers, layers) is created
+// against a context.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "layers/kernels/ops.h"
+#include "runtime/device.h"
+
+namespace ls {
+
+struct ContextOptions {
+  enum class Device { Auto, Cpu, Cuda } device = Device::Auto;
+  int device_index = 0;
+  uint64_t seed = 1;
+  void* stream = nullptr;  // cudaStream_t owned by the caller, or null
+};
+
+class Context {
+ public:
+  explicit Context(const ContextOptions& options);
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  bool is_cuda() const { return info_.cuda; }
+  const DeviceInfo& device() const { return info_; }
+  // Refreshes free memory in the device info.
+  DeviceInfo query_device() const;
+  uint64_t seed() const { return seed_; }
+  Ops& ops() { return *ops_; }
+  void* stream() const { return stream_; }
+  void synchronize();
+  // Makes this context's device current on the calling thread (no-op on the CPU).
+  void activate() const;
+
+ private:
+  DeviceInfo info_;
+  uint64_t seed_;
+  void* stream_ = nullptr;
+  bool owns_stream_ = false;
+  std::unique_ptr<Ops> ops_;
+};
+
+}  // namespace ls

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The main job: sets up a fresh machine, builds, and trains the sample English->German
+# translation model (on the GPU when there is one, else a small model on the CPU).
+# Extra arguments go to `ls-train train` (see `ls-train train --help`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+LS_BUILD_TESTS=OFF bash scripts/build.sh
+build=${LS_BUILD_DIR:-build}
+if "$build/ls-train" help 2>/dev/null | grep -q "^  train"; then
+  exec "$build/ls-train" train "$@"
+else
+  exec "$build/ls-train" info "$@"
+fi

@@ -1,0 +1,90 @@
+// Host-side launchers of the CUDA kernels, one group per .cu file. CudaOps (cuda_ops.cu) checks
+// arguments and forwards here; each launcher enqueues on `stream` and allocates nothing.
+// Semantics are those of the same-named Ops method in layers/kernels/ops.h.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "layers/kernels/ops.h"
+
+namespace ls {
+namespace cuda {
+
+// cast.cu
+void launch_cast(const void* src, DType src_t, void* dst, DType dst_t, size_t n, cudaStream_t s);
+void launch_add_inplace(void* y, const void* x, DType t, size_t n, cudaStream_t s);
+// bias [n] (type dt) added to every row of c [rows, n] (ld ldc) of type c_t.
+void launch_add_bias_rows(void* c, DType c_t, int64_t ldc, const void* bias, DType dt, int64_t rows,
+                          int64_t n, cudaStream_t s);
+// dst[i] += src[i] (src of type src_t, dst fp32), n elements.
+void launch_accumulate_f32(float* dst, const void* src, DType src_t, size_t n, cudaStream_t s);
+
+// embedding.cu
+void launch_embedding_forward(const EmbeddingArgs& a, const void* table, void* out, cudaStream_t s);
+void launch_embedding_backward(const EmbeddingArgs& a, const void* d_out, float* d_table,
+                               float* d_positions, bool deterministic, cudaStream_t s);
+
+// layernorm.cu
+void launch_layernorm_forward(const void* x, const void* gamma, const void* beta, void* y,
+                              float* mean, float* rstd, int64_t rows, int64_t cols, float eps,
+                              DType dt, cudaStream_t s);
+void launch_layernorm_backward(const void* dy, const void* x, const void* gamma, const float* mean,
+                               const float* rstd, const void* d_residual, void* dx, float* d_gamma,
+                               float* d_beta, int64_t rows, int64_t cols, DType dt, cudaStream_t s);
+
+// dropout_fusions.cu
+void launch_bias_dropout_residual(const void* x, const void* bias, const void* residual, void* out,
+                                  int64_t rows, int64_t cols, float p, DropoutKey key, DType dt,
+                                  cudaStream_t s);
+void launch_act_dropout_forward(const void* pre, void* out, int64_t rows, int64_t cols,
+                                Activation act, float p, DropoutKey key, DType dt, cudaStream_t s);
+// d_pre = [act'(pre) *] dropout_bwd(d_out), d_bias += column sums (when non-null).
+// has_act false: dropout_bias_backward. pre/d_out/d_pre rows use leading dimension ld.
+void launch_act_dropout_backward(const void* d_out, const void* pre, void* d_pre, float* d_bias,
+                                 int64_t rows, int64_t cols, int64_t ld, bool has_act,
+                                 Activation act, float p, DropoutKey key, DType dt, cudaStream_t s);
+void launch_dropout_forward(const void* x, void* out, size_t n, float p, DropoutKey key, DType dt,
+                            cudaStream_t s);
+// d_bias [cols] += column sums of dy [rows, cols] with leading dimension ld.
+void launch_bias_grad(const void* dy, float* d_bias, int64_t rows, int64_t cols, int64_t ld,
+                      DType dt, cudaStream_t s);
+// d_bias [rows] += row sums of a [rows, cols] with leading dimension ld.
+void launch_row_sums(const void* a, float* d_bias, int64_t rows, int64_t cols, int64_t ld, DType dt,
+                     cudaStream_t s);
+// out[i] = act(in[i]) over a [rows, cols] matrix with leading dimension ld (in may alias out).
+void launch_activation(const void* in, void* out, int64_t rows, int64_t cols, int64_t ld,
+                       Activation act, DType dt, cudaStream_t s);
+
+// attention_heads.cu
+void launch_split_heads(const void* in, const void* bias, void* out, int64_t n, int64_t batch,
+                        int64_t len, int64_t heads, int64_t head_dim, DType dt, cudaStream_t s);
+void launch_merge_heads(const void* in, void* out, int64_t n, int64_t batch, int64_t len,
+                        int64_t heads, int64_t head_dim, DType dt, cudaStream_t s);
+
+// softmax.cu
+void launch_softmax_forward(const void* scores, void* probs, const uint8_t* key_pad, bool causal,
+                            int64_t batch, int64_t heads, int64_t len_q, int64_t len_k, DType dt,
+                            cudaStream_t s);
+void launch_softmax_backward(const void* d_dropped, const void* probs, void* d_scores, int64_t rows,
+                             int64_t len_k, float p, DropoutKey key, DType dt, cudaStream_t s);
+
+// cross_entropy.cu
+void launch_cross_entropy_forward(const void* logits, const int32_t* targets, float* lse,
+                                  float* sums, int64_t rows, int64_t vocab, int32_t padding_idx,
+                                  float eps, DType dt, cudaStream_t s);
+void launch_cross_entropy_backward(const void* logits, const int32_t* targets, const float* lse,
+                                   const float* grad_scale_dev, void* d_logits, int64_t rows,
+                                   int64_t vocab, int32_t padding_idx, float eps, DType dt,
+                                   cudaStream_t s);
+
+// adam.cu
+void launch_sum_squares(const float* x, size_t n, float* out, cudaStream_t s);
+void launch_adam_update(float* params, const float* grads, float* m, float* v, void* work,
+                        DType work_t, size_t n, const Ops::AdamArgs& h, const float* grad_mult_dev,
+                        const int32_t* skip_dev, cudaStream_t s);
+
+}  // namespace cuda
+}  // namespace ls

@@ -1,0 +1,171 @@
+// Token + position embedding, fused with the scale and the dropout.
+// Shapes: tokens [B, L] (int32), table [V, C] (dt), learned positions [P, C] (dt),
+//   out / d_out [B*L, C] (dt), d_table [V, C] and d_positions [P, C] (fp32).
+// Forward: one block of 128 threads per token row t = b*L + l. The block first counts the
+//   non-padding tokens of row b up to l (__syncthreads_count over chunks of the token row) to
+//   get fairseq's position padding_idx + j, then writes
+//   out[t, c] = dropout(scale * table[tok, c] + pos[c]), 4 columns per thread per step (one
+//   Philox call per 4 columns when C % 4 == 0). The sinusoid is evaluated in double per element,
+//   as the CPU reference does, so both agree to fp32 rounding.
+// Backward, two paths:
+//   - default (deterministic == false): one block per token row, atomicAdd of
+//     scale * dropout_bwd(d_out) into d_table[tok] (and of dropout_bwd(d_out) into
+//     d_positions[pos]); repeated tokens make the fp32 summation order nondeterministic.
+//   - deterministic: no atomics. Each thread owns one column c and one bucket of table rows
+//     (token % buckets == bucket) and one bucket of position rows, and scans the whole token
+//     list in order, so every d_table / d_positions element is updated by exactly one thread in
+//     token order: bitwise reproducible. Grid: (ceil(C/128), buckets) blocks of 128 threads.
+// Dropout masks are regenerated from the key and the flat index t*C + c (never stored).
+#include "layers/kernels/cuda/cuda_common.cuh"
+#include "layers/kernels/cuda/cuda_kernels.h"
+
+namespace ls {
+namespace cuda {
+namespace {
+
+constexpr int kThreads = 128;
+
+__device__ __forceinline__ float sinusoid(int64_t pos, int64_t c, int64_t dim) {
+  int64_t half = dim / 2;
+  if (c >= 2 * half) return 0.f;
+  int64_t i = c < half ? c : c - half;
+  double freq = exp(-double(i) * log(10000.0) / double(half - 1));
+  double angle = double(pos) * freq;
+  return float(c < half ? sin(angle) : cos(angle));
+}
+
+// Position of token row t (-1 for padding), computed by the whole block.
+__device__ int64_t block_position(const int32_t* tokens, int64_t t, int64_t len,
+                                  int32_t padding_idx) {
+  int64_t b = t / len, l = t % len;
+  const int32_t* row = tokens + b * len;
+  int64_t count = 0;
+  for (int64_t base = 0; base <= l; base += blockDim.x) {
+    int64_t j = base + threadIdx.x;
+    int pred = (j <= l && row[j] != padding_idx) ? 1 : 0;
+    count += __syncthreads_count(pred);
+  }
+  return tokens[t] == padding_idx ? -1 : int64_t(padding_idx) + count;
+}
+
+template <class T>
+__global__ void embedding_forward_kernel(EmbeddingArgs a, const T* __restrict__ table,
+                                         const T* __restrict__ learned, T* __restrict__ out,
+                                         DropoutParams d) {
+  int64_t t = blockIdx.x;
+  int64_t pos = block_position(a.tokens, t, a.len, a.padding_idx);
+  int64_t tok = a.tokens[t];
+  int64_t dim = a.dim;
+  const T* trow = table + tok * dim;
+  const T* prow = (learned != nullptr && pos >= 0) ? learned + pos * dim : nullptr;
+  T* orow = out + t * dim;
+  bool aligned = dim % 4 == 0 && pack_aligned<T>(table) && pack_aligned<T>(out) &&
+                 (learned == nullptr || pack_aligned<T>(learned));
+  for (int64_t c = 4 * int64_t(threadIdx.x); c < dim; c += 4 * int64_t(blockDim.x)) {
+    bool vec = aligned && c + 4 <= dim;
+    float v[4], p[4] = {0.f, 0.f, 0.f, 0.f}, f[4];
+    load4(trow, c, dim, vec, v);
+    if (prow != nullptr) {
+      load4(prow, c, dim, vec, p);
+    } else if (pos >= 0) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) p[j] = c + j < dim ? sinusoid(pos, c + j, dim) : 0.f;
+    }
+    dropout_factors4(d, uint64_t(t * dim + c), f);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) v[j] = (a.scale * v[j] + p[j]) * f[j];
+    store4(orow, c, dim, vec, v);
+  }
+}
+
+template <class T>
+__global__ void embedding_backward_atomic_kernel(EmbeddingArgs a, const T* __restrict__ d_out,
+                                                 float* d_table, float* d_positions,
+                                                 DropoutParams d) {
+  int64_t t = blockIdx.x;
+  int64_t pos = block_position(a.tokens, t, a.len, a.padding_idx);
+  if (pos < 0) return;  // padding: no gradient
+  int64_t tok = a.tokens[t];
+  int64_t dim = a.dim;
+  bool aligned = dim % 4 == 0 && pack_aligned<T>(d_out);
+  for (int64_t c = 4 * int64_t(threadIdx.x); c < dim; c += 4 * int64_t(blockDim.x)) {
+    bool vec = aligned && c + 4 <= dim;
+    float g[4], f[4];
+    load4(d_out + t * dim, c, dim, vec, g);
+    dropout_factors4(d, uint64_t(t * dim + c), f);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      if (c + j >= dim) break;
+      float gj = g[j] * f[j];
+      if (d_table != nullptr) atomicAdd(d_table + tok * dim + c + j, a.scale * gj);
+      if (d_positions != nullptr) atomicAdd(d_positions + pos * dim + c + j, gj);
+    }
+  }
+}
+
+template <class T>
+__global__ void embedding_backward_deterministic_kernel(EmbeddingArgs a,
+                                                        const T* __restrict__ d_out, float* d_table,
+                                                        float* d_positions, DropoutParams d) {
+  int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= a.dim) return;
+  int64_t bucket = blockIdx.y, buckets = gridDim.y, dim = a.dim;
+  for (int64_t b = 0; b < a.batch; ++b) {
+    int64_t pos = a.padding_idx;
+    for (int64_t l = 0; l < a.len; ++l) {
+      int64_t t = b * a.len + l;
+      int64_t tok = a.tokens[t];
+      if (tok == a.padding_idx) continue;
+      ++pos;
+      bool mine_tok = d_table != nullptr && tok % buckets == bucket;
+      bool mine_pos = d_positions != nullptr && pos % buckets == bucket;
+      if (!mine_tok && !mine_pos) continue;
+      uint64_t i = uint64_t(t * dim + c);
+      float g = to_f32(d_out[i]) * dropout_factor1(d, i);
+      if (mine_tok) d_table[tok * dim + c] += a.scale * g;
+      if (mine_pos) d_positions[pos * dim + c] += g;
+    }
+  }
+}
+
+}  // namespace
+
+void launch_embedding_forward(const EmbeddingArgs& a, const void* table, void* out,
+                              cudaStream_t s) {
+  int64_t rows = a.batch * a.len;
+  if (rows == 0) return;
+  DropoutParams d = make_dropout(a.dropout, a.key);
+  dispatch_dtype(a.dt, "embedding_forward", [&](auto tv) {
+    using T = decltype(tv);
+    embedding_forward_kernel<T><<<unsigned(rows), kThreads, 0, s>>>(
+        a, static_cast<const T*>(table), static_cast<const T*>(a.learned_positions),
+        static_cast<T*>(out), d);
+  });
+  LS_LAUNCH_CHECK("embedding_forward");
+}
+
+void launch_embedding_backward(const EmbeddingArgs& a, const void* d_out, float* d_table,
+                               float* d_positions, bool deterministic, cudaStream_t s) {
+  int64_t rows = a.batch * a.len;
+  if (rows == 0 || (d_table == nullptr && d_positions == nullptr)) return;
+  DropoutParams d = make_dropout(a.dropout, a.key);
+  dispatch_dtype(a.dt, "embedding_backward", [&](auto tv) {
+    using T = decltype(tv);
+    if (deterministic) {
+      unsigned gx = unsigned((a.dim + kThreads - 1) / kThreads);
+      // About 16 blocks per SM in all; each thread scans every token once.
+      int64_t buckets = int64_t(device_sm_count()) * 16 / gx;
+      if (buckets < 1) buckets = 1;
+      if (buckets > 1024) buckets = 1024;
+      embedding_backward_deterministic_kernel<T><<<dim3(gx, unsigned(buckets)), kThreads, 0, s>>>(
+          a, static_cast<const T*>(d_out), d_table, d_positions, d);
+    } else {
+      embedding_backward_atomic_kernel<T><<<unsigned(rows), kThreads, 0, s>>>(
+          a, static_cast<const T*>(d_out), d_table, d_positions, d);
+    }
+  });
+  LS_LAUNCH_CHECK("embedding_backward");
+}
+
+}  // namespace cuda
+}  // namespace ls

@@ -1,0 +1,474 @@
+// CPU reference kernels between the GEMMs: embedding (fairseq positions, scale, dropout),
+// LayerNorm, the bias/activation/dropout/residual fusions and plain dropout. Gradients are
+// checked against finite differences in double; dropout masks against philox.h's
+// dropout_keep(); fp32 against fp64 where rounding is the only difference.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "layers/kernels/backends.h"
+#include "layers/kernels/philox.h"
+#include "test_util.h"
+
+using ls::Activation;
+using ls::DropoutKey;
+using ls::DType;
+using namespace ls::test;
+
+namespace {
+
+// Central differences in double (see numeric_gradient): truncation and rounding stay near
+// 1e-9 relative, so 1e-6 catches any wrong term while never failing on noise.
+constexpr double kGradTol = 1e-6;
+
+std::vector<double> minus(std::vector<double> v, double start) {
+  for (auto& e : v) e -= start;
+  return v;
+}
+
+// Column sums of a [rows, cols] matrix in double.
+std::vector<double> column_sums(const std::vector<double>& x, int64_t rows, int64_t cols) {
+  std::vector<double> s(cols, 0.0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) s[c] += x[r * cols + c];
+  return s;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- embedding
+
+TEST_CASE("embedding forward: scale * table row + fairseq sinusoidal positions") {
+  auto ops = ls::make_cpu_ops();
+  const int64_t dim = 8, vocab = 10;
+  // Padding (id 1) in the middle and at the start: positions count non-padding tokens only,
+  // starting at padding_idx + 1 = 2.
+  const std::vector<int32_t> tokens = {5, 1, 7, 1, 3, 9};  // [B=2, L=3]
+  const auto table = random_vector<double>(vocab * dim, 40);
+  ls::EmbeddingArgs a;
+  a.tokens = tokens.data();
+  a.batch = 2;
+  a.len = 3;
+  a.dim = dim;
+  a.vocab = vocab;
+  a.padding_idx = 1;
+  a.scale = 2.f;
+  a.dt = DType::F64;
+  std::vector<double> out(6 * dim);
+  poison(out);
+  ops->embedding_forward(a, table.data(), out.data());
+
+  // Rows of fairseq's sinusoidal table at positions 2 and 4 (h = 4, f_i = 10000^(-i/3)),
+  // computed independently in Python.
+  const std::vector<double> pos2 = {
+      0.90929742682568171,  0.092698500778727197, 0.0043088560467428091, 0.0001999999986666665,
+      -0.41614683654714241, 0.99569422412373987,  0.99999071683669571,   0.99999998000000012};
+  const std::vector<double> pos4 = {
+      -0.7568024953079282,  0.18459872362061736, 0.0086176320938569449, 0.00039999998933333303,
+      -0.65364362086361194, 0.98281397590675268, 0.99996286751913688,   0.99999992000000104};
+  // Expected position per token (-1: padding, no positional term).
+  const std::vector<int> position = {2, -1, 3, -1, 2, 3};
+  for (int64_t t = 0; t < 6; ++t) {
+    for (int64_t c = 0; c < dim; ++c) {
+      double expected = 2.0 * table[tokens[t] * dim + c];
+      if (position[t] == 2) expected += pos2[c];
+      const double got = out[t * dim + c];
+      if (position[t] == 3) {
+        // Position 3 lies between the two hand-computed rows; check it via the formula.
+        const int64_t i = c % 4;
+        const double f = std::exp(-static_cast<double>(i) * std::log(10000.0) / 3.0);
+        expected += c < 4 ? std::sin(3.0 * f) : std::cos(3.0 * f);
+      }
+      CHECK(got == doctest::Approx(expected).epsilon(1e-14));
+    }
+  }
+  // The third non-padding token of a row (at index 4, after two paddings) gets position
+  // padding_idx + 3 = 4.
+  const std::vector<int32_t> long_row = {1, 4, 1, 4, 4};
+  a.tokens = long_row.data();
+  a.batch = 1;
+  a.len = 5;
+  a.scale = 1.f;
+  std::vector<double> out2(5 * dim);
+  ops->embedding_forward(a, table.data(), out2.data());
+  for (int64_t c = 0; c < dim; ++c)
+    CHECK(out2[4 * dim + c] == doctest::Approx(table[4 * dim + c] + pos4[c]).epsilon(1e-14));
+}
+
+TEST_CASE("embedding: odd dim leaves the last sinusoidal column zero") {
+  auto ops = ls::make_cpu_ops();
+  const int64_t dim = 9;
+  const std::vector<int32_t> tokens = {0, 2};
+  std::vector<double> table(3 * dim, 0.0), out(2 * dim);
+  ls::EmbeddingArgs a;
+  a.tokens = tokens.data();
+  a.batch = 1;
+  a.len = 2;
+  a.dim = dim;
+  a.vocab = 3;
+  a.padding_idx = 1;
+  a.dt = DType::F64;
+  ops->embedding_forward(a, table.data(), out.data());
+  CHECK(out[dim - 1] == 0.0);
+  CHECK(out[2 * dim - 1] == 0.0);
+  CHECK(out[0] == doctest::Approx(std::sin(2.0)).epsilon(1e-15));
+}
+
+TEST_CASE("embedding backward matches finite differences (learned and sinusoidal, dropout)") {
+  auto ops = ls::make_cpu_ops();
+  const int64_t batch = 2, len = 5, dim = 4, vocab = 7, max_positions = 8;
+  const int32_t pad = 1;
+  const std::vector<int32_t> tokens = {3, 1, 0, 6, 2, /**/ 1, 1, 5, 3, 3};
+  for (bool learned : {true, false}) {
+    CAPTURE(learned);
+    auto table = random_vector<double>(vocab * dim, 50);
+    auto positions = random_vector<double>(max_positions * dim, 51);
+    const auto weights = random_vector<double>(batch * len * dim, 52);
+    ls::EmbeddingArgs a;
+    a.tokens = tokens.data();
+    a.batch = batch;
+    a.len = len;
+    a.dim = dim;
+    a.vocab = vocab;
+    a.padding_idx = pad;
+    a.scale = 1.5f;
+    a.learned_positions = learned ? positions.data() : nullptr;
+    a.max_positions = max_positions;
+    a.dt = DType::F64;
+    a.dropout = 0.3f;
+    a.key = DropoutKey{1234, 7};
+    std::vector<double> out(batch * len * dim);
+    auto loss = [&]() {
+      ops->embedding_forward(a, table.data(), out.data());
+      return dot(weights, out);
+    };
+    const double start = 0.5;  // gradients accumulate
+    std::vector<double> d_table(table.size(), start), d_pos(positions.size(), start);
+    ops->embedding_backward(a, weights.data(), d_table.data(), learned ? d_pos.data() : nullptr,
+                            true);
+    auto numeric = numeric_gradient(table, loss);
+    // The padding row is read by forward (fairseq keeps it zero) but never gets a gradient.
+    for (int64_t c = 0; c < dim; ++c) {
+      CHECK(d_table[pad * dim + c] == start);
+      numeric[pad * dim + c] = 0.0;
+      d_table[pad * dim + c] = start;
+    }
+    CHECK(rel_error(minus(d_table, start), numeric) < kGradTol);
+    if (learned) CHECK(gradient_error(positions, loss, minus(d_pos, start)) < kGradTol);
+    // Dropout really dropped something (else the check above would not cover it).
+    ops->embedding_forward(a, table.data(), out.data());
+    int zeros = 0;
+    for (double v : out) zeros += v == 0.0;
+    CHECK(zeros > 0);
+  }
+}
+
+TEST_CASE("embedding rejects out-of-range tokens before writing anything") {
+  auto ops = ls::make_cpu_ops();
+  const int64_t dim = 4;
+  std::vector<int32_t> tokens = {2, 0, 3, 9};  // 9 >= vocab at flat position 3
+  std::vector<double> table(5 * dim, 1.0), out(4 * dim);
+  poison(out);
+  ls::EmbeddingArgs a;
+  a.tokens = tokens.data();
+  a.batch = 2;
+  a.len = 2;
+  a.dim = dim;
+  a.vocab = 5;
+  a.dt = DType::F64;
+  const std::string message =
+      error_message([&] { ops->embedding_forward(a, table.data(), out.data()); });
+  CHECK(message.find("embedding_forward") != std::string::npos);
+  CHECK(message.find("token id 9") != std::string::npos);
+  CHECK(message.find("position 3") != std::string::npos);
+  CHECK(status_of([&] { ops->embedding_forward(a, table.data(), out.data()); }) ==
+        LS_ERR_INVALID_ARGUMENT);
+  for (double v : out) CHECK(std::isnan(v));
+
+  tokens[3] = -1;
+  std::vector<double> d_table(table.size(), 0.0);
+  CHECK(status_of([&] { ops->embedding_backward(a, out.data(), d_table.data(), nullptr, true); }) ==
+        LS_ERR_INVALID_ARGUMENT);
+  for (double v : d_table) CHECK(v == 0.0);
+
+  // A learned table too short for the positions: 4 tokens after padding_idx 1 need 6 rows.
+  tokens = {2, 2, 2, 2};
+  a.batch = 1;
+  a.len = 4;
+  std::vector<double> positions(5 * dim, 0.0);
+  a.learned_positions = positions.data();
+  a.max_positions = 5;
+  CHECK(status_of([&] { ops->embedding_forward(a, table.data(), out.data()); }) ==
+        LS_ERR_INVALID_ARGUMENT);
+  a.max_positions = 6;
+  CHECK(status_of([&] { ops->embedding_forward(a, table.data(), out.data()); }) == LS_OK);
+  CHECK(status_of([&] { ops->embedding_forward(a, nullptr, out.data()); }) ==
+        LS_ERR_INVALID_ARGUMENT);
+}
+
+// ---------------------------------------------------------------- LayerNorm
+
+TEST_CASE("layernorm forward on a hand-computed row") {
+  auto ops = ls::make_cpu_ops();
+  const std::vector<double> x = {1, 2, 3, 4}, gamma = {1, 1, 2, 1}, beta = {0, 0, 0, 0.5};
+  std::vector<double> y(4), mean(1), rstd(1);
+  ops->layernorm_forward(x.data(), gamma.data(), beta.data(), y.data(), mean.data(), rstd.data(), 1,
+                         4, 0.f, DType::F64);
+  // mean 2.5, variance (2.25 + 0.25 + 0.25 + 2.25) / 4 = 1.25.
+  CHECK(mean[0] == doctest::Approx(2.5).epsilon(1e-15));
+  CHECK(rstd[0] == doctest::Approx(0.89442719099991586).epsilon(1e-15));
+  const std::vector<double> expected = {-1.3416407864998738, -0.44721359549995793,
+                                        2 * 0.44721359549995793, 1.3416407864998738 + 0.5};
+  CHECK(rel_error(y, expected) < 1e-15);
+}
+
+TEST_CASE("layernorm backward (dx with d_residual, d_gamma, d_beta) matches finite differences") {
+  auto ops = ls::make_cpu_ops();
+  const int64_t rows = 3, cols = 6;
+  const float eps = 1e-5f;
+  auto x = random_vector<double>(rows * cols, 60, -2, 2);
+  auto gamma = random_vector<double>(cols, 61, 0.5, 1.5);
+  auto beta = random_vector<double>(cols, 62);
+  const auto weights = random_vector<double>(rows * cols, 63);
+  const auto d_residual = random_vector<double>(rows * cols, 64);
+  std::vector<double> y(rows * cols), mean(rows), rstd(rows);
+  // The residual branch adds <d_residual, x> to the loss, so its gradient reaches dx.
+  auto loss = [&]() {
+    ops->layernorm_forward(x.data(), gamma.data(), beta.data(), y.data(), mean.data(), rstd.data(),
+                           rows, cols, eps, DType::F64);
+    return dot(weights, y) + dot(d_residual, x);
+  };
+  loss();
+  const double start = -0.75;
+  std::vector<double> dx(rows * cols), d_gamma(cols, start), d_beta(cols, start);
+  ops->layernorm_backward(weights.data(), x.data(), gamma.data(), mean.data(), rstd.data(),
+                          d_residual.data(), dx.data(), d_gamma.data(), d_beta.data(), rows, cols,
+                          DType::F64);
+  CHECK(gradient_error(x, loss, dx) < kGradTol);
+  CHECK(gradient_error(gamma, loss, minus(d_gamma, start)) < kGradTol);
+  CHECK(gradient_error(beta, loss, minus(d_beta, start)) < kGradTol);
+
+  // Without d_residual, dx is the same less d_residual.
+  std::vector<double> dx_plain(rows * cols);
+  ops->layernorm_backward(weights.data(), x.data(), gamma.data(), mean.data(), rstd.data(), nullptr,
+                          dx_plain.data(), d_gamma.data(), d_beta.data(), rows, cols, DType::F64);
+  for (size_t i = 0; i < dx.size(); ++i)
+    CHECK(dx_plain[i] + d_residual[i] == doctest::Approx(dx[i]).epsilon(1e-14));
+}
+
+TEST_CASE("layernorm in fp32 agrees with fp64") {
+  auto ops = ls::make_cpu_ops();
+  const int64_t rows = 4, cols = 64;
+  const auto x = random_vector<double>(rows * cols, 70, -3, 3);
+  const auto gamma = random_vector<double>(cols, 71), beta = random_vector<double>(cols, 72);
+  const auto dy = random_vector<double>(rows * cols, 73);
+  std::vector<double> y(rows * cols), mean(rows), rstd(rows), dx(rows * cols), dg(cols, 0),
+      db(cols, 0);
+  ops->layernorm_forward(x.data(), gamma.data(), beta.data(), y.data(), mean.data(), rstd.data(),
+                         rows, cols, 1e-5f, DType::F64);
+  ops->layernorm_backward(dy.data(), x.data(), gamma.data(), mean.data(), rstd.data(), nullptr,
+                          dx.data(), dg.data(), db.data(), rows, cols, DType::F64);
+  const auto x32 = convert<float>(x), g32 = convert<float>(gamma), b32 = convert<float>(beta),
+             dy32 = convert<float>(dy);
+  std::vector<float> y32(rows * cols), mean32(rows), rstd32(rows), dx32(rows * cols), dg32(cols, 0),
+      db32(cols, 0);
+  ops->layernorm_forward(x32.data(), g32.data(), b32.data(), y32.data(), mean32.data(),
+                         rstd32.data(), rows, cols, 1e-5f, DType::F32);
+  ops->layernorm_backward(dy32.data(), x32.data(), g32.data(), mean32.data(), rstd32.data(),
+                          nullptr, dx32.data(), dg32.data(), db32.data(), rows, cols, DType::F32);
+  // fp32 rounding (u = 6e-8) of inputs and of 64-term row sums: ~cols u = 4e-6 worst case.
+  CHECK(rel_error(y32, y) < 1e-5);
+  CHECK(rel_error(rstd32, rstd) < 1e-5);
+  CHECK(rel_error(dx32, dx) < 1e-5);
+  CHECK(rel_error(dg32, dg) < 1e-5);
+  CHECK(rel_error(db32, db) < 1e-5);
+}
+
+// ---------------------------------------------------------------- elementwise fusions
+
+TEST_CASE("bias_dropout_residual forward / dropout_bias_backward match finite differences") {
+  auto ops = ls::make_cpu_ops();
+  const int64_t rows = 4, cols = 5;
+  const float p = 0.25f;
+  const DropoutKey key{99, 3};
+  auto x = random_vector<double>(rows * cols, 80);
+  auto bias = random_vector<double>(cols, 81);
+  auto residual = random_vector<double>(rows * cols, 82);
+  const auto weights = random_vector<double>(rows * cols, 83);
+  std::vector<double> out(rows * cols);
+  auto loss = [&]() {
+    ops->bias_dropout_residual_forward(x.data(), bias.data(), residual.data(), out.data(), rows,
+                                       cols, p, key, DType::F64);
+    return dot(weights, out);
+  };
+  loss();
+  const double start = 2.0;
+  std::vector<double> dx(rows * cols), d_bias(cols, start);
+  ops->dropout_bias_backward(weights.data(), dx.data(), d_bias.data(), rows, cols, p, key,
+                             DType::F64);
+  CHECK(gradient_error(x, loss, dx) < kGradTol);
+  CHECK(gradient_error(bias, loss, minus(d_bias, start)) < kGradTol);
+  CHECK(gradient_error(residual, loss, weights) < kGradTol);
+
+  // out may alias residual.
+  loss();
+  std::vector<double> in_place = residual;
+  ops->bias_dropout_residual_forward(x.data(), bias.data(), in_place.data(), in_place.data(), rows,
+                                     cols, p, key, DType::F64);
+  CHECK(in_place == out);
+  // A null bias is x alone.
+  std::vector<double> zero_bias(cols, 0.0), with_zero(rows * cols), without(rows * cols);
+  ops->bias_dropout_residual_forward(x.data(), zero_bias.data(), residual.data(), with_zero.data(),
+                                     rows, cols, p, key, DType::F64);
+  ops->bias_dropout_residual_forward(x.data(), nullptr, residual.data(), without.data(), rows, cols,
+                                     p, key, DType::F64);
+  CHECK(with_zero == without);
+}
+
+TEST_CASE("act_dropout backward matches finite differences (ReLU and GELU, with bias grad)") {
+  auto ops = ls::make_cpu_ops();
+  const int64_t rows = 3, cols = 7;
+  const float p = 0.2f;
+  const DropoutKey key{5, 11};
+  for (Activation act : {Activation::ReLU, Activation::GELU}) {
+    CAPTURE(static_cast<int>(act));
+    // pre = base + bias; keep every pre-activation at least 0.1 from ReLU's kink at 0.
+    const auto base = random_vector_away_from_zero<double>(rows * cols, 90, 0.2, 2.0);
+    auto bias = random_vector<double>(cols, 91, -0.05, 0.05);
+    const auto weights = random_vector<double>(rows * cols, 92);
+    std::vector<double> pre(rows * cols), out(rows * cols);
+    auto make_pre = [&]() {
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) pre[r * cols + c] = base[r * cols + c] + bias[c];
+    };
+    auto loss = [&]() {
+      make_pre();
+      ops->act_dropout_forward(pre.data(), out.data(), rows, cols, act, p, key, DType::F64);
+      return dot(weights, out);
+    };
+    loss();
+    const double start = 1.0;
+    std::vector<double> d_pre(rows * cols), d_bias(cols, start);
+    ops->act_dropout_backward(weights.data(), pre.data(), d_pre.data(), d_bias.data(), rows, cols,
+                              act, p, key, DType::F64);
+    CHECK(gradient_error(
+              pre,
+              [&] {
+                ops->act_dropout_forward(pre.data(), out.data(), rows, cols, act, p, key,
+                                         DType::F64);
+                return dot(weights, out);
+              },
+              d_pre) < kGradTol);
+    CHECK(gradient_error(bias, loss, minus(d_bias, start)) < kGradTol);
+    CHECK(rel_error(minus(d_bias, start), column_sums(d_pre, rows, cols)) < 1e-15);
+  }
+}
+
+TEST_CASE("bias_grad accumulates column sums") {
+  auto ops = ls::make_cpu_ops();
+  const std::vector<double> dy = {1, 2, 3, 4, 5, 6};  // [2, 3]
+  std::vector<double> d_bias = {10, 20, 30};
+  ops->bias_grad(dy.data(), d_bias.data(), 2, 3, DType::F64);
+  CHECK(d_bias == std::vector<double>{15, 27, 39});
+}
+
+// ---------------------------------------------------------------- dropout
+
+TEST_CASE("dropout keeps each element exactly when philox dropout_keep() says so") {
+  auto ops = ls::make_cpu_ops();
+  const size_t n = 1003;  // not a multiple of 4
+  const float p = 0.4f;
+  const DropoutKey key{0x123456789abcdefULL, 42};
+  const uint32_t threshold = ls::dropout_keep_threshold(p);
+  const double scale = 1.0 / (1.0 - static_cast<double>(p));
+  const auto x = random_vector<double>(n, 100, 0.5, 1.5);  // never 0, so 0 means dropped
+  std::vector<double> out(n);
+  ops->dropout_forward(x.data(), out.data(), n, p, key, DType::F64);
+  for (size_t i = 0; i < n; ++i) {
+    const double expected = ls::dropout_keep(key, i, threshold) ? x[i] * scale : 0.0;
+    CHECK(out[i] == expected);
+  }
+  // fp32 uses the same mask.
+  const auto x32 = convert<float>(x);
+  std::vector<float> out32(n);
+  ops->dropout_forward(x32.data(), out32.data(), n, p, key, DType::F32);
+  for (size_t i = 0; i < n; ++i) CHECK((out32[i] != 0.f) == ls::dropout_keep(key, i, threshold));
+  // In place gives the same.
+  std::vector<double> in_place = x;
+  ops->dropout_forward(in_place.data(), in_place.data(), n, p, key, DType::F64);
+  CHECK(in_place == out);
+}
+
+TEST_CASE("dropout keeps 1-p of 1e6 elements within 4 sigma; keys fix the mask") {
+  auto ops = ls::make_cpu_ops();
+  const size_t n = 1000000;
+  const float p = 0.1f;
+  const std::vector<float> ones(n, 1.f);
+  std::vector<float> a(n), b(n), c(n);
+  const DropoutKey key{2024, 5};
+  ops->dropout_forward(ones.data(), a.data(), n, p, key, DType::F32);
+  size_t kept = 0;
+  for (float v : a) kept += v != 0.f;
+  const double fraction = static_cast<double>(kept) / n;
+  const double sigma = std::sqrt(0.1 * 0.9 / n);  // binomial standard deviation of the fraction
+  CHECK(std::fabs(fraction - 0.9) < 4 * sigma);
+
+  ops->dropout_forward(ones.data(), b.data(), n, p, key, DType::F32);
+  CHECK(a == b);  // same key, same mask
+
+  ops->dropout_forward(ones.data(), c.data(), n, p, DropoutKey{2024, 6}, DType::F32);
+  size_t differ = 0;
+  for (size_t i = 0; i < n; ++i) differ += (a[i] != 0.f) != (c[i] != 0.f);
+  // Independent masks disagree on 2 p (1-p) = 18% of elements.
+  CHECK(std::fabs(static_cast<double>(differ) / n - 0.18) < 0.01);
+
+  ops->dropout_forward(ones.data(), c.data(), n, p, DropoutKey{2025, 5}, DType::F32);
+  differ = 0;
+  for (size_t i = 0; i < n; ++i) differ += (a[i] != 0.f) != (c[i] != 0.f);
+  CHECK(std::fabs(static_cast<double>(differ) / n - 0.18) < 0.01);
+}
+
+TEST_CASE("dropout with p == 0 is the identity") {
+  auto ops = ls::make_cpu_ops();
+  const auto x = random_vector<double>(37, 110);
+  std::vector<double> out(37);
+  ops->dropout_forward(x.data(), out.data(), x.size(), 0.f, DropoutKey{1, 1}, DType::F64);
+  CHECK(out == x);
+  std::vector<double> dx(37);
+  ops->dropout_bias_backward(x.data(), dx.data(), nullptr, 1, 37, 0.f, DropoutKey{1, 1},
+                             DType::F64);
+  CHECK(dx == x);
+}
+
+TEST_CASE("elementwise kernels reject bad arguments") {
+  auto ops = ls::make_cpu_ops();
+  std::vector<double> x(6, 1.0), out(6);
+  const DropoutKey key{};
+  CHECK(status_of([&] { ops->dropout_forward(x.data(), out.data(), 6, 1.f, key, DType::F64); }) ==
+        LS_ERR_INVALID_ARGUMENT);
+  CHECK(status_of([&] { ops->dropout_forward(x.data(), out.data(), 6, -0.1f, key, DType::F64); }) ==
+        LS_ERR_INVALID_ARGUMENT);
+  CHECK(status_of([&] { ops->dropout_forward(nullptr, out.data(), 6, 0.f, key, DType::F64); }) ==
+        LS_ERR_INVALID_ARGUMENT);
+  CHECK(status_of([&] {
+          ops->act_dropout_forward(x.data(), out.data(), -2, 3, Activation::GELU, 0.f, key,
+                                   DType::F64);
+        }) == LS_ERR_INVALID_ARGUMENT);
+  CHECK(status_of([&] {
+          ops->act_dropout_forward(x.data(), out.data(), 2, 3, Activation::GELU, 0.f, key,
+                                   DType::BF16);
+        }) == LS_ERR_UNSUPPORTED);
+  std::vector<double> mean(2), rstd(2), g(3, 1.0);
+  CHECK(status_of([&] {
+          ops->layernorm_forward(x.data(), g.data(), nullptr, out.data(), mean.data(), rstd.data(),
+                                 2, 3, 1e-5f, DType::F64);
+        }) == LS_ERR_INVALID_ARGUMENT);
+  CHECK(error_message([&] {
+          ops->layernorm_forward(x.data(), g.data(), nullptr, out.data(), mean.data(), rstd.data(),
+                                 2, 3, 1e-5f, DType::F64);
+        }).find("layernorm_forward: beta") != std::string::npos);
+}

@@ -188,6 +188,7 @@ typedef struct ls_model_config {
   int32_t max_batch_tokens;   /* default 4096 */
   ls_dtype dtype;             /* working precision; default fp32 */
   float label_smoothing;      /* criterion epsilon, default 0.1 (fairseq's eps/(V-1) form) */
+  int32_t eos_idx;            /* end of sentence, default 2 (fairseq: bos 0, pad 1, eos 2, unk 3) */
 } ls_model_config;
 
 /* Defaults (a small encoder-decoder). */

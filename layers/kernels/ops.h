@@ -140,7 +140,8 @@ class Ops {
   // out = dropout(act(pre)); pre [rows, cols] already includes the bias.
   virtual void act_dropout_forward(const void* pre, void* out, int64_t rows, int64_t cols,
                                    Activation act, float p, DropoutKey key, DType dt) = 0;
-  // d_pre = act'(pre) * dropout_bwd(d_out); d_bias [cols] (acc, may be null) += column sums of
+  // d_pre = act'(pre) * dropout_bwd(d_out) (d_pre may alias d_out); d_bias [cols] (acc, may be
+  // null) += column sums of
   // d_pre.
   virtual void act_dropout_backward(const void* d_out, const void* pre, void* d_pre, void* d_bias,
                                     int64_t rows, int64_t cols, Activation act, float p,
@@ -167,6 +168,7 @@ class Ops {
                                int64_t len_k, DType dt) = 0;
   // d_scores = softmax backward of (dropout_bwd(d_dropped)) given the saved (pre-dropout)
   // probs; the dropout key is the one used on probs in forward (p == 0: none).
+  // d_scores may alias d_dropped (the layers run it in place).
   virtual void softmax_backward(const void* d_dropped, const void* probs, void* d_scores,
                                 int64_t rows, int64_t len_k, float p, DropoutKey key,
                                 DType dt) = 0;
@@ -181,6 +183,7 @@ class Ops {
                                      float eps, DType dt) = 0;
   // d_logits = grad_scale[0] * (softmax(logits) - q) with q[y] = 1 - eps, q[v != y] = eps/(V-1);
   // zero rows for padding targets. grad_scale_dev is one acc scalar (loss scale on device).
+  // d_logits may alias logits (the layers run it in place).
   virtual void cross_entropy_backward(const void* logits, const int32_t* targets, const void* lse,
                                       const void* grad_scale_dev, void* d_logits, int64_t rows,
                                       int64_t vocab, int32_t padding_idx, float eps,

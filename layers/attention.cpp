@@ -1,0 +1,231 @@
+#include "layers/attention.h"
+
+#include <cmath>
+
+namespace ls {
+
+namespace {
+
+// Batched GEMM over B*H heads, row-major [rows, cols] matrices per head.
+void head_gemm(Ops& ops, DType dt, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
+               const void* a, int64_t lda, int64_t sa, const void* b, int64_t ldb, int64_t sb,
+               void* c, int64_t ldc, int64_t sc, int64_t batch, float alpha) {
+  GemmArgs g;
+  g.trans_a = ta;
+  g.trans_b = tb;
+  g.m = m;
+  g.n = n;
+  g.k = k;
+  g.a = a;
+  g.lda = lda;
+  g.stride_a = sa;
+  g.b = b;
+  g.ldb = ldb;
+  g.stride_b = sb;
+  g.c = c;
+  g.ldc = ldc;
+  g.stride_c = sc;
+  g.batch = batch;
+  g.alpha = alpha;
+  g.ab_type = g.c_type = dt;
+  ops.gemm(g);
+}
+
+const void* offset(const void* p, int64_t elems, DType t) {
+  return static_cast<const std::byte*>(p) + elems * static_cast<int64_t>(dtype_size(t));
+}
+void* offset(void* p, int64_t elems, DType t) {
+  return static_cast<std::byte*>(p) + elems * static_cast<int64_t>(dtype_size(t));
+}
+
+}  // namespace
+
+Attention::Attention(Planner& planner, ParamSet& params, const std::string& prefix,
+                     const LayerDims& dims, const AttentionSpec& spec)
+    : dims_(dims), spec_(spec) {
+  const int64_t d = dims.hidden;
+  ParamInit xavier;
+  xavier.kind = InitKind::XavierUniform;
+  xavier.fan_in = d;
+  xavier.fan_out = d;
+  xavier.gain = 1.0 / std::sqrt(2.0);  // fairseq: q, k, v each initialised as a [d, d] block
+  xavier.block_rows = d;
+  in_w_ = params.add(prefix + ".in_proj_weight", {3 * d, d}, xavier);
+  in_b_ = params.add(prefix + ".in_proj_bias", {3 * d}, ParamInit{});
+  ParamInit out_init = xavier;
+  out_init.gain = 1.0;
+  out_w_ = params.add(prefix + ".out_proj.weight", {d, d}, out_init);
+  out_b_ = params.add(prefix + ".out_proj.bias", {d}, ParamInit{});
+
+  // Every sequence tensor is bounded by max_tokens rows of d; scores by max_tokens x H x max_len.
+  const size_t T = static_cast<size_t>(dims.max_tokens);
+  const size_t hd = static_cast<size_t>(d) * T;  // elements of one [T, d] tensor
+  const size_t scores = T * static_cast<size_t>(dims.heads) * static_cast<size_t>(dims.max_len);
+  const std::string p = prefix + ".";
+  const size_t e = dtype_size(dims.dt);
+  const auto S = MemCategory::SavedActivations, Tmp = MemCategory::Temporaries;
+  if (spec.cross) {
+    q_lin_ = planner.declare(p + "q_lin", Tmp, hd * e);
+    kv_lin_ = planner.declare(p + "kv_lin", Tmp, 2 * hd * e);
+    q_heads_ = planner.declare(p + "q_heads", S, hd * e);
+    kv_heads_ = planner.declare(p + "kv_heads", S, 2 * hd * e);
+    d_q_heads_ = planner.declare(p + "d_q_heads", Tmp, hd * e);
+    d_kv_heads_ = planner.declare(p + "d_kv_heads", Tmp, 2 * hd * e);
+    d_q_lin_ = planner.declare(p + "d_q_lin", Tmp, hd * e);
+    d_kv_lin_ = planner.declare(p + "d_kv_lin", Tmp, 2 * hd * e);
+  } else {
+    q_lin_ = planner.declare(p + "qkv_lin", Tmp, 3 * hd * e);
+    q_heads_ = planner.declare(p + "qkv_heads", S, 3 * hd * e);
+    d_q_heads_ = planner.declare(p + "d_qkv_heads", Tmp, 3 * hd * e);
+    d_q_lin_ = planner.declare(p + "d_qkv_lin", Tmp, 3 * hd * e);
+  }
+  probs_ = planner.declare(p + "probs", S, scores * e);
+  if (spec.dropout > 0.f) dropped_ = planner.declare(p + "probs_dropped", Tmp, scores * e);
+  ctx_heads_ = planner.declare(p + "ctx_heads", Tmp, hd * e);
+  ctx_ = planner.declare(p + "ctx", S, hd * e);
+  d_ctx_ = planner.declare(p + "d_ctx", Tmp, hd * e);
+  d_ctx_heads_ = planner.declare(p + "d_ctx_heads", Tmp, hd * e);
+  d_probs_ = planner.declare(p + "d_probs", Tmp, scores * e);
+}
+
+void Attention::forward(RunCtx& rc, BufferId in, BufferId out) {
+  Ops& ops = rc.ops();
+  const DType dt = rc.dt();
+  const int64_t d = dims_.hidden, H = dims_.heads, Dh = dims_.head_dim();
+  const int64_t B = rc.shape.batch, Lq = rc.len(spec_.side), Lk = key_len(rc);
+  const int64_t Tq = B * Lq, Tk = B * Lk;
+
+  const void* q;
+  const void* k;
+  const void* v;
+  if (!spec_.cross) {
+    void* qkv = rc.ptr(q_lin_);
+    void* heads = rc.ptr(q_heads_);
+    Linear::forward(ops, dt, rc.ptr(in), rc.wv.w(in_w_), qkv, Tq, d, 3 * d, Epilogue::Bias,
+                    rc.wv.w(in_b_));
+    ops.split_heads(qkv, nullptr, heads, 3, B, Lq, H, Dh, dt);
+    q = heads;
+    k = offset(heads, Tq * d, dt);
+    v = offset(heads, 2 * Tq * d, dt);
+  } else {
+    void* q_lin = rc.ptr(q_lin_);
+    void* kv_lin = rc.ptr(kv_lin_);
+    void* qh = rc.ptr(q_heads_);
+    void* kvh = rc.ptr(kv_heads_);
+    Linear::forward(ops, dt, rc.ptr(in), rc.wv.w(in_w_), q_lin, Tq, d, d, Epilogue::Bias,
+                    rc.wv.w(in_b_));
+    ops.split_heads(q_lin, nullptr, qh, 1, B, Lq, H, Dh, dt);
+    Linear::forward(ops, dt, rc.ptr(spec_.memory), rc.wv.w_rows(in_w_, d, d), kv_lin, Tk, d,
+                    2 * d, Epilogue::Bias, rc.wv.w_rows(in_b_, d, 1));
+    ops.split_heads(kv_lin, nullptr, kvh, 2, B, Lk, H, Dh, dt);
+    q = qh;
+    k = kvh;
+    v = offset(kvh, Tk * d, dt);
+  }
+
+  const float scale = 1.f / std::sqrt(static_cast<float>(Dh));
+  void* probs = rc.ptr(probs_);
+  head_gemm(ops, dt, false, true, Lq, Lk, Dh, q, Dh, Lq * Dh, k, Dh, Lk * Dh, probs, Lk, Lq * Lk,
+            B * H, scale);
+  ops.softmax_forward(probs, probs, static_cast<const uint8_t*>(rc.ptr(spec_.key_pad)),
+                      spec_.causal, B, H, Lq, Lk, dt);
+  const float p = rc.rate(spec_.dropout);
+  const void* P = probs;
+  if (p > 0.f) {
+    void* dropped = rc.ptr(dropped_);
+    ops.dropout_forward(probs, dropped, static_cast<size_t>(B * H * Lq * Lk), p,
+                        rc.key(spec_.site), dt);
+    P = dropped;
+  }
+  void* ctx_heads = rc.ptr(ctx_heads_);
+  head_gemm(ops, dt, false, false, Lq, Dh, Lk, P, Lk, Lq * Lk, v, Dh, Lk * Dh, ctx_heads, Dh,
+            Lq * Dh, B * H, 1.f);
+  void* ctx = rc.ptr(ctx_);
+  ops.merge_heads(ctx_heads, ctx, 1, B, Lq, H, Dh, dt);
+  Linear::forward(ops, dt, ctx, rc.wv.w(out_w_), rc.ptr(out), Tq, d, d);
+}
+
+void Attention::backward(RunCtx& rc, BufferId in, BufferId d_out, BufferId d_in, float beta) {
+  Ops& ops = rc.ops();
+  const DType dt = rc.dt();
+  const int64_t d = dims_.hidden, H = dims_.heads, Dh = dims_.head_dim();
+  const int64_t B = rc.shape.batch, Lq = rc.len(spec_.side), Lk = key_len(rc);
+  const int64_t Tq = B * Lq, Tk = B * Lk;
+  const float scale = 1.f / std::sqrt(static_cast<float>(Dh));
+
+  // Output projection (its bias gradient was taken by the residual block).
+  void* dout = rc.ptr(d_out);
+  void* d_ctx = rc.ptr(d_ctx_);
+  Linear::backward_weight(ops, dt, dout, rc.ptr(ctx_), rc.wv.g(out_w_), nullptr, Tq, d, d);
+  Linear::backward_data(ops, dt, dout, rc.wv.w(out_w_), d_ctx, Tq, d, d);
+  void* d_ctx_heads = rc.ptr(d_ctx_heads_);
+  ops.split_heads(d_ctx, nullptr, d_ctx_heads, 1, B, Lq, H, Dh, dt);
+
+  const void *q, *k, *v;
+  void *dq, *dk, *dv;
+  if (!spec_.cross) {
+    void* heads = rc.ptr(q_heads_);
+    void* dh = rc.ptr(d_q_heads_);
+    q = heads;
+    k = offset(heads, Tq * d, dt);
+    v = offset(heads, 2 * Tq * d, dt);
+    dq = dh;
+    dk = offset(dh, Tq * d, dt);
+    dv = offset(dh, 2 * Tq * d, dt);
+  } else {
+    void* qh = rc.ptr(q_heads_);
+    void* kvh = rc.ptr(kv_heads_);
+    void* dqh = rc.ptr(d_q_heads_);
+    void* dkvh = rc.ptr(d_kv_heads_);
+    q = qh;
+    k = kvh;
+    v = offset(kvh, Tk * d, dt);
+    dq = dqh;
+    dk = dkvh;
+    dv = offset(dkvh, Tk * d, dt);
+  }
+
+  const void* probs = rc.ptr(probs_);
+  const float p = rc.rate(spec_.dropout);
+  const void* P = probs;
+  if (p > 0.f) {  // regenerate the dropped probabilities from the same key
+    void* dropped = rc.ptr(dropped_);
+    ops.dropout_forward(probs, dropped, static_cast<size_t>(B * H * Lq * Lk), p,
+                        rc.key(spec_.site), dt);
+    P = dropped;
+  }
+  // dV = P^T dCtx ; dP = dCtx V^T
+  head_gemm(ops, dt, true, false, Lk, Dh, Lq, P, Lk, Lq * Lk, d_ctx_heads, Dh, Lq * Dh, dv, Dh,
+            Lk * Dh, B * H, 1.f);
+  void* d_probs = rc.ptr(d_probs_);
+  head_gemm(ops, dt, false, true, Lq, Lk, Dh, d_ctx_heads, Dh, Lq * Dh, v, Dh, Lk * Dh, d_probs,
+            Lk, Lq * Lk, B * H, 1.f);
+  ops.softmax_backward(d_probs, probs, d_probs, B * H * Lq, Lk, p, rc.key(spec_.site), dt);
+  // dQ = scale dS K ; dK = scale dS^T Q
+  head_gemm(ops, dt, false, false, Lq, Dh, Lk, d_probs, Lk, Lq * Lk, k, Dh, Lk * Dh, dq, Dh,
+            Lq * Dh, B * H, scale);
+  head_gemm(ops, dt, true, false, Lk, Dh, Lq, d_probs, Lk, Lq * Lk, q, Dh, Lq * Dh, dk, Dh,
+            Lk * Dh, B * H, scale);
+
+  void* x = rc.ptr(in);
+  void* dx = rc.ptr(d_in);
+  if (!spec_.cross) {
+    void* d_qkv = rc.ptr(d_q_lin_);
+    ops.merge_heads(rc.ptr(d_q_heads_), d_qkv, 3, B, Lq, H, Dh, dt);
+    Linear::backward_weight(ops, dt, d_qkv, x, rc.wv.g(in_w_), rc.wv.g(in_b_), Tq, d, 3 * d);
+    Linear::backward_data(ops, dt, d_qkv, rc.wv.w(in_w_), dx, Tq, d, 3 * d, beta);
+  } else {
+    void* d_q = rc.ptr(d_q_lin_);
+    void* d_kv = rc.ptr(d_kv_lin_);
+    ops.merge_heads(rc.ptr(d_q_heads_), d_q, 1, B, Lq, H, Dh, dt);
+    ops.merge_heads(rc.ptr(d_kv_heads_), d_kv, 2, B, Lk, H, Dh, dt);
+    Linear::backward_weight(ops, dt, d_q, x, rc.wv.g(in_w_), rc.wv.g(in_b_), Tq, d, d);
+    Linear::backward_data(ops, dt, d_q, rc.wv.w(in_w_), dx, Tq, d, d, beta);
+    Linear::backward_weight(ops, dt, d_kv, rc.ptr(spec_.memory), rc.wv.g_rows(in_w_, d, d),
+                            rc.wv.g_rows(in_b_, d, 1), Tk, d, 2 * d);
+    Linear::backward_data(ops, dt, d_kv, rc.wv.w_rows(in_w_, d, d), rc.ptr(spec_.d_memory), Tk,
+                          d, 2 * d, 1.f);
+  }
+}
+
+}  // namespace ls

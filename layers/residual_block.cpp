@@ -1,0 +1,73 @@
+#include "layers/residual_block.h"
+
+namespace ls {
+
+ResidualBlock::ResidualBlock(Planner& planner, ParamSet& params, const std::string& norm_prefix,
+                             const std::string& buffer_prefix, const LayerDims& dims,
+                             bool pre_norm, float eps, float dropout, uint32_t site,
+                             std::unique_ptr<Sublayer> sublayer)
+    : dims_(dims), pre_norm_(pre_norm), eps_(eps), dropout_(dropout), site_(site),
+      sub_(std::move(sublayer)) {
+  const int64_t d = dims.hidden;
+  ParamInit ones;
+  ones.kind = InitKind::Ones;
+  gamma_ = params.add(norm_prefix + ".weight", {d}, ones);
+  beta_ = params.add(norm_prefix + ".bias", {d}, ParamInit{});
+  const size_t td = static_cast<size_t>(dims.max_tokens * d) * dtype_size(dims.dt);
+  const size_t stats = static_cast<size_t>(dims.max_tokens) * dtype_size(accum_dtype(dims.dt));
+  const std::string p = buffer_prefix + ".";
+  const auto S = MemCategory::SavedActivations, Tmp = MemCategory::Temporaries;
+  norm_ = planner.declare(p + (pre_norm ? "ln_out" : "ln_in"), S, td);
+  mean_ = planner.declare(p + "ln_mean", S, stats);
+  rstd_ = planner.declare(p + "ln_rstd", S, stats);
+  sub_out_ = planner.declare(p + "sub_out", Tmp, td);
+  out_ = planner.declare(p + "out", S, td);
+  d_sub_ = planner.declare(p + "d_sub", Tmp, td);
+  d_norm_ = planner.declare(p + "d_ln", Tmp, td);
+  d_in_ = planner.declare(p + "d_in", Tmp, td);
+}
+
+void ResidualBlock::forward(RunCtx& rc, BufferId in) {
+  Ops& ops = rc.ops();
+  const DType dt = rc.dt();
+  const int64_t T = rc.tokens(side()), d = dims_.hidden;
+  const float p = rc.rate(dropout_);
+  if (pre_norm_) {
+    ops.layernorm_forward(rc.ptr(in), rc.wv.w(gamma_), rc.wv.w(beta_), rc.ptr(norm_),
+                          rc.ptr(mean_), rc.ptr(rstd_), T, d, eps_, dt);
+    sub_->forward(rc, norm_, sub_out_);
+    ops.bias_dropout_residual_forward(rc.ptr(sub_out_), rc.wv.w(sub_->out_bias()), rc.ptr(in),
+                                      rc.ptr(out_), T, d, p, rc.key(site_), dt);
+  } else {
+    sub_->forward(rc, in, sub_out_);
+    ops.bias_dropout_residual_forward(rc.ptr(sub_out_), rc.wv.w(sub_->out_bias()), rc.ptr(in),
+                                      rc.ptr(norm_), T, d, p, rc.key(site_), dt);
+    ops.layernorm_forward(rc.ptr(norm_), rc.wv.w(gamma_), rc.wv.w(beta_), rc.ptr(out_),
+                          rc.ptr(mean_), rc.ptr(rstd_), T, d, eps_, dt);
+  }
+}
+
+void ResidualBlock::backward(RunCtx& rc, BufferId in, BufferId d_out) {
+  Ops& ops = rc.ops();
+  const DType dt = rc.dt();
+  const int64_t T = rc.tokens(side()), d = dims_.hidden;
+  const float p = rc.rate(dropout_);
+  if (pre_norm_) {
+    ops.dropout_bias_backward(rc.ptr(d_out), rc.ptr(d_sub_), rc.wv.g(sub_->out_bias()), T, d, p,
+                              rc.key(site_), dt);
+    sub_->backward(rc, norm_, d_sub_, d_norm_, 0.f);
+    ops.layernorm_backward(rc.ptr(d_norm_), rc.ptr(in), rc.wv.w(gamma_), rc.ptr(mean_),
+                           rc.ptr(rstd_), rc.ptr(d_out), rc.ptr(d_in_), rc.wv.g(gamma_),
+                           rc.wv.g(beta_), T, d, dt);
+  } else {
+    ops.layernorm_backward(rc.ptr(d_out), rc.ptr(norm_), rc.wv.w(gamma_), rc.ptr(mean_),
+                           rc.ptr(rstd_), nullptr, rc.ptr(d_norm_), rc.wv.g(gamma_),
+                           rc.wv.g(beta_), T, d, dt);
+    ops.dropout_bias_backward(rc.ptr(d_norm_), rc.ptr(d_sub_), rc.wv.g(sub_->out_bias()), T, d, p,
+                              rc.key(site_), dt);
+    ops.copy(rc.ptr(d_in_), rc.ptr(d_norm_), static_cast<size_t>(T * d) * dtype_size(dt));
+    sub_->backward(rc, in, d_sub_, d_in_, 1.f);
+  }
+}
+
+}  // namespace ls

@@ -7,11 +7,34 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 
 #include "layers/kernels/ops.h"
 
 namespace ls {
 namespace cuda {
+
+// gemm_lt.cu: GEMMs through cuBLASLt with a per-shape plan cache (see the file comment).
+class LtGemm {
+ public:
+  LtGemm();
+  ~LtGemm();
+  LtGemm(const LtGemm&) = delete;
+  LtGemm& operator=(const LtGemm&) = delete;
+  // Workspace for cuBLASLt and for the bias-gradient slice of fused DActBGrad; may be null.
+  void set_workspace(void* p, size_t bytes);
+  // false: never use cuBLASLt's fused epilogues (plain GEMM + own kernels); for testing both.
+  void set_fused_epilogues(bool on);
+  // Number of cached plans (each was created once, with host allocations, on first use).
+  size_t plan_count() const;
+  // Number of calls so far whose epilogue ran fused in cuBLASLt.
+  size_t fused_calls() const;
+  void run(const GemmArgs& g, cudaStream_t s);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 // cast.cu
 void launch_cast(const void* src, DType src_t, void* dst, DType dst_t, size_t n, cudaStream_t s);

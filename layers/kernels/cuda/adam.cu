@@ -1,0 +1,101 @@
+// Optimizer kernels over the flat fp32 buffers.
+//   sum_squares: out[0] += sum x^2; grid-stride partial sums (256 threads, 4 elements per step),
+//     a block reduction, then one fp32 atomicAdd per block (order not deterministic); inf/NaN
+//     propagate.
+//   adam_update: Adam / AdamW fused with the gradient unscale (grad_mult_dev[0], read on the
+//     device) and the working-copy write (fp32/fp16/bf16); when skip_dev[0] != 0 (overflow
+//     detected on the device) every thread returns before writing anything. One pass: reads
+//     params, grads, m, v; writes params, m, v and the working copy. 256 threads, grid-stride,
+//     4 elements per step (packed when aligned).
+// Shapes: all buffers [n].
+#include "layers/kernels/cuda/cuda_common.cuh"
+#include "layers/kernels/cuda/cuda_kernels.h"
+
+namespace ls {
+namespace cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+__global__ void sum_squares_kernel(const float* __restrict__ x, int64_t n, float* out) {
+  __shared__ float scratch[33];
+  bool aligned = pack_aligned<float>(x);
+  float s = 0.f;
+  for (int64_t i = 4 * (int64_t(blockIdx.x) * blockDim.x + threadIdx.x); i < n;
+       i += 4 * int64_t(gridDim.x) * blockDim.x) {
+    float v[4];
+    load4(x, i, n, aligned && i + 4 <= n, v);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) s += v[j] * v[j];
+  }
+  s = block_sum(s, scratch);
+  if (threadIdx.x == 0) atomicAdd(out, s);
+}
+
+struct AdamDev {
+  float lr, b1, b2, eps, wd, bias1, bias2;
+  bool decoupled;
+};
+
+template <class W>
+__global__ void adam_kernel(float* params, const float* __restrict__ grads, float* m, float* v,
+                            W* work, int64_t n, AdamDev h, const float* grad_mult,
+                            const int32_t* skip) {
+  if (skip != nullptr && skip[0] != 0) return;
+  float mult = grad_mult != nullptr ? grad_mult[0] : 1.f;
+  bool aligned = pack_aligned<float>(params) && pack_aligned<float>(grads) &&
+                 pack_aligned<float>(m) && pack_aligned<float>(v) &&
+                 (work == nullptr || pack_aligned<W>(work));
+  for (int64_t i = 4 * (int64_t(blockIdx.x) * blockDim.x + threadIdx.x); i < n;
+       i += 4 * int64_t(gridDim.x) * blockDim.x) {
+    bool vec = aligned && i + 4 <= n;
+    float p[4], g[4], mi[4], vi[4];
+    load4(params, i, n, vec, p);
+    load4(grads, i, n, vec, g);
+    load4(m, i, n, vec, mi);
+    load4(v, i, n, vec, vi);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      float gj = g[j] * mult;
+      if (h.decoupled) {
+        p[j] -= h.lr * h.wd * p[j];
+      } else {
+        gj += h.wd * p[j];
+      }
+      mi[j] = h.b1 * mi[j] + (1.f - h.b1) * gj;
+      vi[j] = h.b2 * vi[j] + (1.f - h.b2) * gj * gj;
+      p[j] -= h.lr * (mi[j] / h.bias1) / (sqrtf(vi[j] / h.bias2) + h.eps);
+    }
+    store4(params, i, n, vec, p);
+    store4(m, i, n, vec, mi);
+    store4(v, i, n, vec, vi);
+    if (work != nullptr) store4(work, i, n, vec, p);
+  }
+}
+
+}  // namespace
+
+void launch_sum_squares(const float* x, size_t n, float* out, cudaStream_t s) {
+  if (n == 0) return;
+  sum_squares_kernel<<<grid_for((int64_t(n) + 3) / 4, kThreads, int64_t(device_sm_count()) * 4),
+                       kThreads, 0, s>>>(x, int64_t(n), out);
+  LS_LAUNCH_CHECK("sum_squares");
+}
+
+void launch_adam_update(float* params, const float* grads, float* m, float* v, void* work,
+                        DType work_t, size_t n, const Ops::AdamArgs& h, const float* grad_mult_dev,
+                        const int32_t* skip_dev, cudaStream_t s) {
+  if (n == 0) return;
+  AdamDev d{h.lr,           h.beta1,        h.beta2,        h.eps,
+            h.weight_decay, float(h.bias1), float(h.bias2), h.decoupled};
+  unsigned grid = grid_for((int64_t(n) + 3) / 4, kThreads, int64_t(device_sm_count()) * 16);
+  dispatch_dtype(work_t, "adam_update", [&](auto wv) {
+    using W = decltype(wv);
+    adam_kernel<W><<<grid, kThreads, 0, s>>>(params, grads, m, v, static_cast<W*>(work), int64_t(n),
+                                             d, grad_mult_dev, skip_dev);
+  });
+  LS_LAUNCH_CHECK("adam_update");
+}
+
+}  // namespace cuda
+}  // namespace ls

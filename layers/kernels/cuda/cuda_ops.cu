@@ -1,0 +1,439 @@
+// CudaOps: the CUDA backend of Ops. Checks arguments (throwing ls::Error naming the call),
+// then forwards to the launchers of the per-concept kernel files on its stream. Owns the
+// cuBLASLt handle (through LtGemm) and, when not given one, its stream. Nothing here
+// allocates device memory; scratch comes from set_workspace. Memory calls are asynchronous on
+// the stream; synchronize() waits for it.
+// Dropout masks are regenerated with Philox in every backward kernel (no mask memory).
+// Embedding backward is deterministic only when asked (see embedding.cu); column sums (bias
+// and LayerNorm parameter gradients), cross-entropy sums and sum_squares add into their fp32
+// outputs with atomics, so their summation order is not fixed.
+#include "layers/kernels/backends.h"
+#include "layers/kernels/cuda/cuda_common.cuh"
+#include "layers/kernels/cuda/cuda_kernels.h"
+#include "layers/kernels/cuda/cuda_ops.h"
+
+namespace ls {
+namespace {
+
+cudaStream_t as_stream(void* s) {
+  return static_cast<cudaStream_t>(s);
+}
+
+void check_ptr(const void* p, const char* call, const char* what) {
+  LS_CHECK_ARG(p != nullptr, call << ": " << what << " is null");
+}
+void check_dims(int64_t v, const char* call, const char* what) {
+  LS_CHECK_ARG(v >= 0, call << ": " << what << " = " << v << " must be >= 0");
+}
+void check_dropout(float p, const char* call) {
+  LS_CHECK_ARG(p >= 0.f && p < 1.f, call << ": dropout p = " << p << " must be in [0, 1)");
+}
+void check_working(DType dt, const char* call) {
+  LS_REQUIRE(dt == DType::F32 || dt == DType::F16 || dt == DType::BF16, LS_ERR_UNSUPPORTED,
+             call << ": dtype " << dtype_name(dt) << " is not supported by the CUDA backend");
+}
+
+}  // namespace
+
+CudaOps::CudaOps(int device, void* stream) : device_(device) {
+  if (stream == nullptr) {
+    cudaStream_t s = nullptr;
+    LS_CUDA_CALL(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    stream_ = s;
+    owns_stream_ = true;
+  } else {
+    stream_ = stream;
+  }
+  try {
+    gemm_.reset(new cuda::LtGemm());
+  } catch (...) {
+    if (owns_stream_) cudaStreamDestroy(as_stream(stream_));
+    throw;
+  }
+}
+
+CudaOps::~CudaOps() {
+  gemm_.reset();
+  if (owns_stream_) cudaStreamDestroy(as_stream(stream_));  // no throw from a destructor
+}
+
+void CudaOps::set_workspace(void* p, size_t bytes) {
+  gemm_->set_workspace(p, bytes);
+}
+void CudaOps::set_fused_epilogues(bool on) {
+  gemm_->set_fused_epilogues(on);
+}
+size_t CudaOps::gemm_plan_count() const {
+  return gemm_->plan_count();
+}
+size_t CudaOps::gemm_fused_calls() const {
+  return gemm_->fused_calls();
+}
+
+// ---------------------------------------------------------------- memory
+void CudaOps::zero(void* p, size_t bytes) {
+  if (bytes == 0) return;
+  check_ptr(p, "zero", "p");
+  LS_CUDA_CALL(cudaMemsetAsync(p, 0, bytes, as_stream(stream_)));
+}
+void CudaOps::copy(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  check_ptr(dst, "copy", "dst");
+  check_ptr(src, "copy", "src");
+  LS_CUDA_CALL(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, as_stream(stream_)));
+}
+void CudaOps::to_host(void* host_dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  check_ptr(host_dst, "to_host", "host_dst");
+  check_ptr(src, "to_host", "src");
+  LS_CUDA_CALL(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, as_stream(stream_)));
+}
+void CudaOps::from_host(void* dst, const void* host_src, size_t bytes) {
+  if (bytes == 0) return;
+  check_ptr(dst, "from_host", "dst");
+  check_ptr(host_src, "from_host", "host_src");
+  LS_CUDA_CALL(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, as_stream(stream_)));
+}
+void CudaOps::synchronize() {
+  LS_CUDA_CALL(cudaStreamSynchronize(as_stream(stream_)));
+}
+
+void CudaOps::cast(const void* src, DType src_t, void* dst, DType dst_t, size_t n) {
+  if (n == 0) return;
+  check_ptr(src, "cast", "src");
+  check_ptr(dst, "cast", "dst");
+  check_working(src_t, "cast");
+  check_working(dst_t, "cast");
+  cuda::launch_cast(src, src_t, dst, dst_t, n, as_stream(stream_));
+}
+void CudaOps::add_inplace(void* y, const void* x, DType t, size_t n) {
+  if (n == 0) return;
+  check_ptr(y, "add_inplace", "y");
+  check_ptr(x, "add_inplace", "x");
+  check_working(t, "add_inplace");
+  cuda::launch_add_inplace(y, x, t, n, as_stream(stream_));
+}
+
+// ---------------------------------------------------------------- GEMM
+void CudaOps::gemm(const GemmArgs& g) {
+  const char* call = "gemm";
+  check_working(g.ab_type, call);
+  LS_REQUIRE(g.c_type == g.ab_type || g.c_type == accum_dtype(g.ab_type), LS_ERR_UNSUPPORTED,
+             call << ": c_type " << dtype_name(g.c_type) << " with ab_type "
+                  << dtype_name(g.ab_type) << " (must be the same or fp32)");
+  check_dims(g.m, call, "m");
+  check_dims(g.n, call, "n");
+  check_dims(g.k, call, "k");
+  LS_CHECK_ARG(g.batch >= 1, call << ": batch = " << g.batch << " must be >= 1");
+  if (g.m == 0 || g.n == 0) return;
+  LS_CHECK_ARG(g.k > 0, call << ": k = 0 is not supported");
+  check_ptr(g.a, call, "a");
+  check_ptr(g.b, call, "b");
+  check_ptr(g.c, call, "c");
+  LS_CHECK_ARG(g.lda >= (g.trans_a ? g.m : g.k), call << ": lda = " << g.lda << " too small");
+  LS_CHECK_ARG(g.ldb >= (g.trans_b ? g.k : g.n), call << ": ldb = " << g.ldb << " too small");
+  LS_CHECK_ARG(g.ldc >= g.n, call << ": ldc = " << g.ldc << " too small");
+  if (g.epilogue != Epilogue::None) {
+    LS_CHECK_ARG(g.batch == 1,
+                 call << ": epilogues need batch == 1 on the CUDA backend, got " << g.batch);
+  }
+  if (g.epilogue == Epilogue::Bias || g.epilogue == Epilogue::BiasAct ||
+      g.epilogue == Epilogue::DActBGrad)
+    LS_CHECK_ARG(g.beta == 0.f, call << ": beta must be 0 with this epilogue");
+  if (g.epilogue == Epilogue::Bias || g.epilogue == Epilogue::BiasAct)
+    check_ptr(g.bias, call, "bias");
+  if (g.epilogue == Epilogue::BiasAct || g.epilogue == Epilogue::DActBGrad)
+    check_ptr(g.aux, call, "aux");
+  if (g.epilogue == Epilogue::DActBGrad || g.epilogue == Epilogue::BGradA)
+    check_ptr(g.bias_grad, call, "bias_grad");
+  gemm_->run(g, as_stream(stream_));
+}
+
+// ---------------------------------------------------------------- embedding
+void CudaOps::embedding_forward(const EmbeddingArgs& a, const void* table, void* out) {
+  const char* call = "embedding_forward";
+  check_working(a.dt, call);
+  check_dims(a.batch, call, "batch");
+  check_dims(a.len, call, "len");
+  LS_CHECK_ARG(a.dim > 0 && a.vocab > 0, call << ": dim and vocab must be positive");
+  check_dropout(a.dropout, call);
+  if (a.batch * a.len == 0) return;
+  check_ptr(a.tokens, call, "tokens");
+  check_ptr(table, call, "table");
+  check_ptr(out, call, "out");
+  if (a.learned_positions != nullptr) {
+    LS_CHECK_ARG(int64_t(a.padding_idx) + a.len < a.max_positions,
+                 call << ": positions up to " << int64_t(a.padding_idx) + a.len
+                      << " exceed the learned table of " << a.max_positions << " rows");
+  } else {
+    LS_CHECK_ARG(a.dim >= 4, call << ": sinusoidal positions need dim >= 4, got " << a.dim);
+  }
+  cuda::launch_embedding_forward(a, table, out, as_stream(stream_));
+}
+
+void CudaOps::embedding_backward(const EmbeddingArgs& a, const void* d_out, void* d_table,
+                                 void* d_positions, bool deterministic) {
+  const char* call = "embedding_backward";
+  check_working(a.dt, call);
+  check_dims(a.batch, call, "batch");
+  check_dims(a.len, call, "len");
+  LS_CHECK_ARG(a.dim > 0 && a.vocab > 0, call << ": dim and vocab must be positive");
+  check_dropout(a.dropout, call);
+  if (a.batch * a.len == 0) return;
+  check_ptr(a.tokens, call, "tokens");
+  check_ptr(d_out, call, "d_out");
+  if (d_positions != nullptr)
+    LS_CHECK_ARG(int64_t(a.padding_idx) + a.len < a.max_positions,
+                 call << ": positions up to " << int64_t(a.padding_idx) + a.len
+                      << " exceed the learned table of " << a.max_positions << " rows");
+  cuda::launch_embedding_backward(a, d_out, static_cast<float*>(d_table),
+                                  static_cast<float*>(d_positions), deterministic,
+                                  as_stream(stream_));
+}
+
+// ---------------------------------------------------------------- LayerNorm
+void CudaOps::layernorm_forward(const void* x, const void* gamma, const void* beta, void* y,
+                                void* mean, void* rstd, int64_t rows, int64_t cols, float eps,
+                                DType dt) {
+  const char* call = "layernorm_forward";
+  check_working(dt, call);
+  check_dims(rows, call, "rows");
+  LS_CHECK_ARG(cols > 0, call << ": cols = " << cols << " must be positive");
+  if (rows == 0) return;
+  for (auto pr :
+       {std::make_pair((const void*)x, "x"), std::make_pair((const void*)gamma, "gamma"),
+        std::make_pair((const void*)beta, "beta"), std::make_pair((const void*)y, "y"),
+        std::make_pair((const void*)mean, "mean"), std::make_pair((const void*)rstd, "rstd")})
+    check_ptr(pr.first, call, pr.second);
+  cuda::launch_layernorm_forward(x, gamma, beta, y, static_cast<float*>(mean),
+                                 static_cast<float*>(rstd), rows, cols, eps, dt,
+                                 as_stream(stream_));
+}
+
+void CudaOps::layernorm_backward(const void* dy, const void* x, const void* gamma, const void* mean,
+                                 const void* rstd, const void* d_residual, void* dx, void* d_gamma,
+                                 void* d_beta, int64_t rows, int64_t cols, DType dt) {
+  const char* call = "layernorm_backward";
+  check_working(dt, call);
+  check_dims(rows, call, "rows");
+  LS_CHECK_ARG(cols > 0, call << ": cols = " << cols << " must be positive");
+  if (rows == 0) return;
+  for (auto pr :
+       {std::make_pair((const void*)dy, "dy"), std::make_pair((const void*)x, "x"),
+        std::make_pair((const void*)gamma, "gamma"), std::make_pair((const void*)mean, "mean"),
+        std::make_pair((const void*)rstd, "rstd"), std::make_pair((const void*)dx, "dx"),
+        std::make_pair((const void*)d_gamma, "d_gamma"),
+        std::make_pair((const void*)d_beta, "d_beta")})
+    check_ptr(pr.first, call, pr.second);
+  cuda::launch_layernorm_backward(dy, x, gamma, static_cast<const float*>(mean),
+                                  static_cast<const float*>(rstd), d_residual, dx,
+                                  static_cast<float*>(d_gamma), static_cast<float*>(d_beta), rows,
+                                  cols, dt, as_stream(stream_));
+}
+
+// ---------------------------------------------------------------- elementwise fusions
+void CudaOps::bias_dropout_residual_forward(const void* x, const void* bias, const void* residual,
+                                            void* out, int64_t rows, int64_t cols, float p,
+                                            DropoutKey key, DType dt) {
+  const char* call = "bias_dropout_residual_forward";
+  check_working(dt, call);
+  check_dims(rows, call, "rows");
+  check_dims(cols, call, "cols");
+  check_dropout(p, call);
+  if (rows * cols == 0) return;
+  check_ptr(x, call, "x");
+  check_ptr(residual, call, "residual");
+  check_ptr(out, call, "out");
+  cuda::launch_bias_dropout_residual(x, bias, residual, out, rows, cols, p, key, dt,
+                                     as_stream(stream_));
+}
+
+void CudaOps::dropout_bias_backward(const void* d_out, void* dx, void* d_bias, int64_t rows,
+                                    int64_t cols, float p, DropoutKey key, DType dt) {
+  const char* call = "dropout_bias_backward";
+  check_working(dt, call);
+  check_dims(rows, call, "rows");
+  check_dims(cols, call, "cols");
+  check_dropout(p, call);
+  if (rows * cols == 0) return;
+  check_ptr(d_out, call, "d_out");
+  check_ptr(dx, call, "dx");
+  cuda::launch_act_dropout_backward(d_out, nullptr, dx, static_cast<float*>(d_bias), rows, cols,
+                                    cols, false, Activation::ReLU, p, key, dt, as_stream(stream_));
+}
+
+void CudaOps::act_dropout_forward(const void* pre, void* out, int64_t rows, int64_t cols,
+                                  Activation act, float p, DropoutKey key, DType dt) {
+  const char* call = "act_dropout_forward";
+  check_working(dt, call);
+  check_dims(rows, call, "rows");
+  check_dims(cols, call, "cols");
+  check_dropout(p, call);
+  if (rows * cols == 0) return;
+  check_ptr(pre, call, "pre");
+  check_ptr(out, call, "out");
+  cuda::launch_act_dropout_forward(pre, out, rows, cols, act, p, key, dt, as_stream(stream_));
+}
+
+void CudaOps::act_dropout_backward(const void* d_out, const void* pre, void* d_pre, void* d_bias,
+                                   int64_t rows, int64_t cols, Activation act, float p,
+                                   DropoutKey key, DType dt) {
+  const char* call = "act_dropout_backward";
+  check_working(dt, call);
+  check_dims(rows, call, "rows");
+  check_dims(cols, call, "cols");
+  check_dropout(p, call);
+  if (rows * cols == 0) return;
+  check_ptr(d_out, call, "d_out");
+  check_ptr(pre, call, "pre");
+  check_ptr(d_pre, call, "d_pre");
+  cuda::launch_act_dropout_backward(d_out, pre, d_pre, static_cast<float*>(d_bias), rows, cols,
+                                    cols, true, act, p, key, dt, as_stream(stream_));
+}
+
+void CudaOps::dropout_forward(const void* x, void* out, size_t n, float p, DropoutKey key,
+                              DType dt) {
+  const char* call = "dropout_forward";
+  check_working(dt, call);
+  check_dropout(p, call);
+  if (n == 0) return;
+  check_ptr(x, call, "x");
+  check_ptr(out, call, "out");
+  cuda::launch_dropout_forward(x, out, n, p, key, dt, as_stream(stream_));
+}
+
+void CudaOps::bias_grad(const void* dy, void* d_bias, int64_t rows, int64_t cols, DType dt) {
+  const char* call = "bias_grad";
+  check_working(dt, call);
+  check_dims(rows, call, "rows");
+  check_dims(cols, call, "cols");
+  if (rows * cols == 0) return;
+  check_ptr(dy, call, "dy");
+  check_ptr(d_bias, call, "d_bias");
+  cuda::launch_bias_grad(dy, static_cast<float*>(d_bias), rows, cols, cols, dt, as_stream(stream_));
+}
+
+// ---------------------------------------------------------------- attention
+void CudaOps::split_heads(const void* in, const void* bias, void* out, int64_t n, int64_t batch,
+                          int64_t len, int64_t heads, int64_t head_dim, DType dt) {
+  const char* call = "split_heads";
+  check_working(dt, call);
+  for (auto v : {n, batch, len, heads, head_dim}) check_dims(v, call, "a dimension");
+  if (n * batch * len * heads * head_dim == 0) return;
+  check_ptr(in, call, "in");
+  check_ptr(out, call, "out");
+  cuda::launch_split_heads(in, bias, out, n, batch, len, heads, head_dim, dt, as_stream(stream_));
+}
+
+void CudaOps::merge_heads(const void* in, void* out, int64_t n, int64_t batch, int64_t len,
+                          int64_t heads, int64_t head_dim, DType dt) {
+  const char* call = "merge_heads";
+  check_working(dt, call);
+  for (auto v : {n, batch, len, heads, head_dim}) check_dims(v, call, "a dimension");
+  if (n * batch * len * heads * head_dim == 0) return;
+  check_ptr(in, call, "in");
+  check_ptr(out, call, "out");
+  cuda::launch_merge_heads(in, out, n, batch, len, heads, head_dim, dt, as_stream(stream_));
+}
+
+void CudaOps::softmax_forward(const void* scores, void* probs, const uint8_t* key_pad, bool causal,
+                              int64_t batch, int64_t heads, int64_t len_q, int64_t len_k,
+                              DType dt) {
+  const char* call = "softmax_forward";
+  check_working(dt, call);
+  for (auto v : {batch, heads, len_q, len_k}) check_dims(v, call, "a dimension");
+  if (batch * heads * len_q * len_k == 0) return;
+  check_ptr(scores, call, "scores");
+  check_ptr(probs, call, "probs");
+  LS_CHECK_ARG(len_q <= INT32_MAX && batch * heads * len_q <= INT32_MAX, call << ": too many rows");
+  cuda::launch_softmax_forward(scores, probs, key_pad, causal, batch, heads, len_q, len_k, dt,
+                               as_stream(stream_));
+}
+
+void CudaOps::softmax_backward(const void* d_dropped, const void* probs, void* d_scores,
+                               int64_t rows, int64_t len_k, float p, DropoutKey key, DType dt) {
+  const char* call = "softmax_backward";
+  check_working(dt, call);
+  check_dims(rows, call, "rows");
+  check_dims(len_k, call, "len_k");
+  check_dropout(p, call);
+  if (rows * len_k == 0) return;
+  check_ptr(d_dropped, call, "d_dropped");
+  check_ptr(probs, call, "probs");
+  check_ptr(d_scores, call, "d_scores");
+  LS_CHECK_ARG(rows <= INT32_MAX, call << ": too many rows");
+  cuda::launch_softmax_backward(d_dropped, probs, d_scores, rows, len_k, p, key, dt,
+                                as_stream(stream_));
+}
+
+// ---------------------------------------------------------------- criterion
+void CudaOps::cross_entropy_forward(const void* logits, const int32_t* targets, void* lse,
+                                    void* sums, int64_t rows, int64_t vocab, int32_t padding_idx,
+                                    float eps, DType dt) {
+  const char* call = "cross_entropy_forward";
+  check_working(dt, call);
+  check_dims(rows, call, "rows");
+  LS_CHECK_ARG(vocab >= 2, call << ": vocab = " << vocab << " must be >= 2");
+  if (rows == 0) return;
+  check_ptr(logits, call, "logits");
+  check_ptr(targets, call, "targets");
+  check_ptr(lse, call, "lse");
+  check_ptr(sums, call, "sums");
+  LS_CHECK_ARG(rows <= INT32_MAX, call << ": too many rows");
+  cuda::launch_cross_entropy_forward(logits, targets, static_cast<float*>(lse),
+                                     static_cast<float*>(sums), rows, vocab, padding_idx, eps, dt,
+                                     as_stream(stream_));
+}
+
+void CudaOps::cross_entropy_backward(const void* logits, const int32_t* targets, const void* lse,
+                                     const void* grad_scale_dev, void* d_logits, int64_t rows,
+                                     int64_t vocab, int32_t padding_idx, float eps, DType dt) {
+  const char* call = "cross_entropy_backward";
+  check_working(dt, call);
+  check_dims(rows, call, "rows");
+  LS_CHECK_ARG(vocab >= 2, call << ": vocab = " << vocab << " must be >= 2");
+  if (rows == 0) return;
+  check_ptr(logits, call, "logits");
+  check_ptr(targets, call, "targets");
+  check_ptr(lse, call, "lse");
+  check_ptr(grad_scale_dev, call, "grad_scale_dev");
+  check_ptr(d_logits, call, "d_logits");
+  LS_CHECK_ARG(rows <= INT32_MAX, call << ": too many rows");
+  cuda::launch_cross_entropy_backward(logits, targets, static_cast<const float*>(lse),
+                                      static_cast<const float*>(grad_scale_dev), d_logits, rows,
+                                      vocab, padding_idx, eps, dt, as_stream(stream_));
+}
+
+// ---------------------------------------------------------------- optimizer
+void CudaOps::sum_squares(const void* x, size_t n, void* out, DType acc) {
+  cuda::require_acc_f32(acc, "sum_squares");
+  if (n == 0) return;
+  check_ptr(x, "sum_squares", "x");
+  check_ptr(out, "sum_squares", "out");
+  cuda::launch_sum_squares(static_cast<const float*>(x), n, static_cast<float*>(out),
+                           as_stream(stream_));
+}
+
+void CudaOps::adam_update(void* params, const void* grads, void* m, void* v, void* work,
+                          DType work_t, size_t n, const AdamArgs& h, const void* grad_mult_dev,
+                          const int32_t* skip_dev, DType acc) {
+  const char* call = "adam_update";
+  cuda::require_acc_f32(acc, call);
+  if (work != nullptr) check_working(work_t, call);
+  if (n == 0) return;
+  check_ptr(params, call, "params");
+  check_ptr(grads, call, "grads");
+  check_ptr(m, call, "m");
+  check_ptr(v, call, "v");
+  check_ptr(grad_mult_dev, call, "grad_mult_dev");
+  cuda::launch_adam_update(static_cast<float*>(params), static_cast<const float*>(grads),
+                           static_cast<float*>(m), static_cast<float*>(v), work,
+                           work != nullptr ? work_t : DType::F32, n, h,
+                           static_cast<const float*>(grad_mult_dev), skip_dev, as_stream(stream_));
+}
+
+std::unique_ptr<Ops> make_cuda_ops(int device, void* stream) {
+  return std::unique_ptr<Ops>(new CudaOps(device, stream));
+}
+
+}  // namespace ls

@@ -26,11 +26,24 @@ namespace {
 
 using Pairs = std::vector<std::pair<std::string, std::string>>;
 
-// A fresh directory under $LS_TEST_TMPDIR (or /tmp) for this test run.
+// This run's scratch root under $LS_TEST_TMPDIR (or /tmp), removed when the program ends.
+struct ScratchRoot {
+  fs::path path;
+  ScratchRoot() {
+    const char* base = std::getenv("LS_TEST_TMPDIR");
+    path =
+        fs::path(base != nullptr ? base : "/tmp") / ("ls_sample_data_" + std::to_string(getpid()));
+  }
+  ~ScratchRoot() {
+    std::error_code ignored;
+    fs::remove_all(path, ignored);
+  }
+};
+ScratchRoot scratch_root;
+
+// A fresh, empty directory for one test.
 fs::path temp_dir(const std::string& name) {
-  const char* base = std::getenv("LS_TEST_TMPDIR");
-  fs::path dir = fs::path(base != nullptr ? base : "/tmp") /
-                 ("ls_sample_data_" + std::to_string(getpid())) / name;
+  const fs::path dir = scratch_root.path / name;
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir;

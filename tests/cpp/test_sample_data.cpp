@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -379,6 +380,91 @@ TEST_CASE("tokenizer: learns the most frequent pairs first, with incremental cou
         "ab ab");
   CHECK(contains(error_of([&] { tok.decode({262}); }), "outside the vocabulary"));
   CHECK(contains(error_of([] { BpeTokenizer::learn({"x"}, 100); }), "vocab_size 100"));
+}
+
+namespace {
+
+// Reference BPE learner: recounts every pair from scratch before each merge.
+std::vector<std::string> naive_bpe_tokens(const std::vector<std::string>& texts, size_t vocab) {
+  std::map<std::string, int64_t> piece_counts;
+  for (const std::string& text : texts)
+    for (const std::string& piece : BpeTokenizer::split_pieces(text)) ++piece_counts[piece];
+  std::vector<std::vector<int32_t>> words;
+  std::vector<int64_t> counts;
+  for (const auto& [piece, count] : piece_counts) {
+    std::vector<int32_t> symbols;
+    for (const char c : piece) symbols.push_back(4 + static_cast<unsigned char>(c));
+    words.push_back(symbols);
+    counts.push_back(count);
+  }
+  std::vector<std::string> tokens(4);
+  for (int b = 0; b < 256; ++b) tokens.push_back(std::string(1, static_cast<char>(b)));
+  while (tokens.size() < vocab) {
+    std::map<std::pair<int32_t, int32_t>, int64_t> pairs;
+    for (size_t w = 0; w < words.size(); ++w)
+      for (size_t i = 0; i + 1 < words[w].size(); ++i)
+        pairs[{words[w][i], words[w][i + 1]}] += counts[w];
+    std::pair<int32_t, int32_t> best{-1, -1};
+    int64_t best_count = 0;
+    for (const auto& [pair, count] : pairs) {  // ascending pairs: the first maximum wins ties
+      if (count > best_count) best = pair, best_count = count;
+    }
+    if (best_count < 2) break;
+    const int32_t id = static_cast<int32_t>(tokens.size());
+    tokens.push_back(tokens[best.first] + tokens[best.second]);
+    for (std::vector<int32_t>& symbols : words) {
+      std::vector<int32_t> merged;
+      for (size_t i = 0; i < symbols.size(); ++i) {
+        if (i + 1 < symbols.size() && symbols[i] == best.first && symbols[i + 1] == best.second) {
+          merged.push_back(id);
+          ++i;
+        } else {
+          merged.push_back(symbols[i]);
+        }
+      }
+      symbols = merged;
+    }
+  }
+  return tokens;
+}
+
+}  // namespace
+
+TEST_CASE("tokenizer: incremental pair counting learns the same merges as a full recount") {
+  const std::vector<std::string> words = {"aaaa", "aa",   "banana", "Haus", "H\xC3\xA4user",
+                                          "an",   "nana", "the",    "then", "%s",
+                                          "1000", "10",   "...",    "ab"};
+  std::vector<std::string> texts;
+  uint64_t state = 7;
+  for (int s = 0; s < 300; ++s) {
+    std::string text;
+    for (int w = 0; w < 6; ++w) {
+      state = state * 6364136223846793005ull + 1442695040888963407ull;
+      if (w > 0) text += (state >> 60) == 0 ? "  " : " ";
+      text += words[(state >> 33) % words.size()];
+    }
+    texts.push_back(text);
+  }
+  const BpeTokenizer tok = BpeTokenizer::learn(texts, 600);
+  const std::vector<std::string> expected = naive_bpe_tokens(texts, 600);
+  REQUIRE(tok.vocab_size() == expected.size());
+  for (size_t id = 260; id < expected.size(); ++id) {
+    CAPTURE(id);
+    CHECK(tok.token_bytes(static_cast<int32_t>(id)) == expected[id]);
+  }
+}
+
+TEST_CASE("tokenizer: ties go to the smaller pair and encoding applies merges in learned order") {
+  // Pieces "bc", " bc" x2, "ab", " ab": (b,c) = 3 -> merge 260 "bc"; then (' ',bc) = 2 and
+  // (a,b) = 2 tie, the smaller ids (' ' = 36) win -> 261 " bc"; then (a,b) -> 262 "ab";
+  // (' ',ab) = 1 stops the learning.
+  const BpeTokenizer tok = BpeTokenizer::learn({"bc bc bc", "ab ab"}, 1000);
+  REQUIRE(tok.vocab_size() == 263);
+  CHECK(tok.token_bytes(260) == "bc");
+  CHECK(tok.token_bytes(261) == " bc");
+  CHECK(tok.token_bytes(262) == "ab");
+  // "abc": both (a,b) and (b,c) are merges; the earlier one (b,c) is applied first.
+  CHECK(tok.encode("abc") == std::vector<int32_t>{BpeTokenizer::kFirstByte + 'a', 260});
 }
 
 namespace {

@@ -25,6 +25,17 @@ bool is_space(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
 
+// Letters for the format-only filter: ASCII letters, and non-ASCII code points outside the
+// Latin-1 punctuation/symbols (U+0080-U+00BF, U+00D7, U+00F7), the punctuation, symbol, arrow,
+// maths and box-drawing blocks (U+2000-U+2BFF) and CJK punctuation (U+3000-U+303F).
+bool is_letter_code_point(uint32_t cp) {
+  if (cp < 0x80) return is_ascii_letter(static_cast<char>(cp));
+  if (cp < 0xC0 || cp == 0xD7 || cp == 0xF7) return false;
+  if (cp >= 0x2000 && cp <= 0x2BFF) return false;
+  if (cp >= 0x3000 && cp <= 0x303F) return false;
+  return true;
+}
+
 // "&name;" or "&#123;" starting at text[pos] (text[pos] == '&').
 bool starts_entity(const std::string& text, size_t pos) {
   size_t i = pos + 1;
@@ -207,8 +218,9 @@ bool has_letters_beyond_format_specifiers(const std::string& text) {
         continue;
       }
     }
-    if (is_letter_byte(c)) return true;
-    ++i;
+    size_t length = 1;
+    if (is_letter_code_point(utf8_decode_at(text, i, length))) return true;
+    i += length;
   }
   return false;
 }

@@ -15,9 +15,11 @@
 // A pair is then dropped when either side
 //   - is not well-formed UTF-8, or is empty,
 //   - is longer than max_chars code points (default 200),
-//   - has no letter once printf format specifiers (%s, %1$d, %-10.3lf, %%, %<PRIu64>),
-//     strftime conversions (%H, %-d) and brace placeholders ({0}, {name}) are removed ("format
-//     specifiers only", which also drops pure numbers and punctuation),
+//   - has no letter (ASCII letter, or a non-ASCII code point outside the Latin-1 symbols, the
+//     U+2000-U+2BFF punctuation/symbol blocks and CJK punctuation) once printf format specifiers
+//     (%s, %1$d, %-10.3lf, %%, %<PRIu64>), strftime conversions (%H, %-d) and brace placeholders
+//     ({0}, {name}) are removed ("format specifiers only", which also drops pure numbers and
+//     punctuation),
 // or when source == target. Identical (source, target) pairs are kept once (first occurrence).
 //
 // Split (deterministic, by the source sentence only, so a source sentence never appears in two

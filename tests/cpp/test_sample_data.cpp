@@ -217,6 +217,7 @@ TEST_CASE("corpus: clean-up helpers") {
   CHECK_FALSE(has_letters_beyond_format_specifiers("%1$s (%-10.3lf%%)"));
   CHECK_FALSE(has_letters_beyond_format_specifiers("%<PRIu64> / {0}"));
   CHECK_FALSE(has_letters_beyond_format_specifiers("%H:%M:%S"));
+  CHECK_FALSE(has_letters_beyond_format_specifiers("\xC2\xBB%s\xC2\xAB \xE2\x80\xA6"));  // »%s« …
   CHECK(has_letters_beyond_format_specifiers("%s files"));
   CHECK(has_letters_beyond_format_specifiers("{0} Dateien"));
   CHECK(has_letters_beyond_format_specifiers("\xC3\xA4"));  // "ä"

@@ -199,7 +199,7 @@ TEST_CASE("embedding rejects out-of-range tokens before writing anything") {
   tokens = {2, 2, 2, 2};
   a.batch = 1;
   a.len = 4;
-  std::vector<double> positions(5 * dim, 0.0);
+  std::vector<double> positions(6 * dim, 0.0);
   a.learned_positions = positions.data();
   a.max_positions = 5;
   CHECK(status_of([&] { ops->embedding_forward(a, table.data(), out.data()); }) ==

@@ -1,0 +1,494 @@
+// Every fused CUDA kernel (forward and backward) against the CPU reference in fp32, for fp32,
+// fp16 and bf16 working types, on fresh random inputs with NaN-poisoned outputs, and odd
+// shapes. Dropout masks must select exactly the CPU's elements. Tolerances: tol(dt) in
+// cuda_test_util.h (fp32 1e-5, fp16 1e-3, bf16 1e-2: one rounding of the output), with the
+// exceptions justified where they are used. fp32 outputs (statistics, parameter gradients)
+// are compared with fp32 tolerances whatever dt is, since both sides accumulate the same
+// rounded inputs in fp32.
+#include <algorithm>
+
+#include "cuda/cuda_test_util.h"
+#include "layers/kernels/cuda/cuda_ops.h"
+#include "runtime/error.h"
+
+using namespace lstest;
+using ls::Activation;
+using ls::DropoutKey;
+
+namespace {
+
+DropoutKey key_for(uint64_t site) {
+  return DropoutKey{0x1234abcdULL + site, 77 + 3 * site};
+}
+
+// Sums over n terms in a different order: ~sqrt(n) * 6e-8 relative; 1e-4 covers n up to
+// ~1e6 with cancellation (parameter gradients summed over many rows).
+constexpr double kSumTol = 1e-4;
+
+}  // namespace
+
+TEST_CASE("cuda cast and add_inplace are exact conversions") {
+  ls::CudaOps cuda(0, nullptr);
+  const size_t n = 1037;
+  auto x = randn(n, 3.f);
+  for (DType dt : working_types()) {
+    INFO(name(dt));
+    DevBuf src = upload(x, DType::F32), dst = poisoned(n, dt), back = poisoned(n, DType::F32);
+    cuda.cast(src.p, DType::F32, dst.p, dt, n);
+    cuda.cast(dst.p, dt, back.p, DType::F32, n);
+    auto got = download(back, DType::F32, n);
+    auto want = rounded(dt, x);
+    CHECK(rel_err(got, want) == 0.0);
+    auto y = rounded(dt, randn(n));
+    DevBuf dy = upload(y, dt), dx = upload(rounded(dt, x), dt);
+    cuda.add_inplace(dy.p, dx.p, dt, n);
+    auto sum = download(dy, dt, n);
+    std::vector<float> ref(n);
+    for (size_t i = 0; i < n; ++i) ref[i] = round_to(dt, y[i] + round_to(dt, x[i]));
+    CHECK(rel_err(sum, ref) == 0.0);
+  }
+  DevBuf d(8);
+  CHECK_THROWS_AS(cuda.cast(d.p, DType::F64, d.p, DType::F32, 1), ls::Error);
+}
+
+TEST_CASE("cuda embedding forward/backward match the CPU reference") {
+  auto cpu = ls::make_cpu_ops();
+  ls::CudaOps cuda(0, nullptr);
+  struct Shape {
+    int64_t batch, len, dim;
+  };
+  for (Shape s : {Shape{1, 1, 64}, Shape{7, 37, 512}, Shape{37, 7, 64}, Shape{2, 513, 36}}) {
+    for (bool learned : {false, true})
+      for (float p : {0.f, 0.1f})
+        for (DType dt : working_types()) {
+          CAPTURE(s.batch);
+          CAPTURE(s.len);
+          CAPTURE(s.dim);
+          CAPTURE(learned);
+          CAPTURE(p);
+          INFO(name(dt));
+          const int64_t vocab = 101, rows = s.batch * s.len, maxpos = s.len + 8;
+          std::uniform_int_distribution<int> tokd(0, int(vocab - 1));
+          std::vector<int32_t> tokens(static_cast<size_t>(rows), 0);
+          for (auto& t : tokens) t = tokd(rng());
+          // Trailing padding in some rows (padding_idx 1), and a padding token inside one.
+          for (int64_t b = 0; b < s.batch; b += 2)
+            for (int64_t l = s.len - s.len / 3; l < s.len; ++l) tokens[size_t(b * s.len + l)] = 1;
+          if (rows > 2) tokens[1] = 1;
+          ls::EmbeddingArgs a;
+          a.tokens = tokens.data();
+          a.batch = s.batch;
+          a.len = s.len;
+          a.dim = s.dim;
+          a.vocab = vocab;
+          a.padding_idx = 1;
+          a.scale = std::sqrt(float(s.dim));
+          a.dt = DType::F32;
+          a.dropout = p;
+          a.key = key_for(1);
+          auto table = rounded(dt, randn(size_t(vocab * s.dim)));
+          auto pos = rounded(dt, randn(size_t(maxpos * s.dim)));
+          if (learned) {
+            a.learned_positions = pos.data();
+            a.max_positions = maxpos;
+          }
+          std::vector<float> out_ref(size_t(rows * s.dim));
+          cpu->embedding_forward(a, table.data(), out_ref.data());
+
+          DevBuf dtok = upload_raw(tokens), dtable = upload(table, dt), dpos = upload(pos, dt);
+          DevBuf dout = poisoned(size_t(rows * s.dim), dt);
+          ls::EmbeddingArgs ad = a;
+          ad.tokens = dtok.as<int32_t>();
+          ad.dt = dt;
+          ad.learned_positions = learned ? dpos.p : nullptr;
+          cuda.embedding_forward(ad, dtable.p, dout.p);
+          auto out = download(dout, dt, out_ref.size());
+          // fp32: the sinusoid is evaluated in double on both sides, so only the final
+          // fp32 rounding differs: tol(F32).
+          CHECK_CLOSE(out, out_ref, tol(dt));
+          if (p > 0) {
+            CHECK(zero_mismatches(out, out_ref) == 0);
+            CHECK(zero_count(out_ref) > 0);
+          }
+
+          // Backward: both paths, accumulating into non-zero fp32 gradients.
+          auto d_out = rounded(dt, randn(out_ref.size()));
+          auto dtab0 = randn(size_t(vocab * s.dim)), dpos0 = randn(size_t(maxpos * s.dim));
+          std::vector<float> dtab_ref = dtab0, dpos_ref = dpos0;
+          cpu->embedding_backward(a, d_out.data(), dtab_ref.data(),
+                                  learned ? dpos_ref.data() : nullptr, true);
+          DevBuf dd = upload(d_out, dt);
+          for (bool det : {false, true}) {
+            INFO("deterministic " << det);
+            DevBuf gt = upload(dtab0, DType::F32), gp = upload(dpos0, DType::F32);
+            cuda.embedding_backward(ad, dd.p, gt.p, learned ? gp.p : nullptr, det);
+            CHECK_CLOSE(download(gt, DType::F32, dtab0.size()), dtab_ref, tol(DType::F32));
+            if (learned)
+              CHECK_CLOSE(download(gp, DType::F32, dpos0.size()), dpos_ref, tol(DType::F32));
+            if (det) {
+              // Bitwise reproducible: a second run from the same start gives the same bits.
+              DevBuf gt2 = upload(dtab0, DType::F32);
+              cuda.embedding_backward(ad, dd.p, gt2.p, nullptr, true);
+              DevBuf gt3 = upload(dtab0, DType::F32);
+              cuda.embedding_backward(ad, dd.p, gt3.p, nullptr, true);
+              CHECK(download(gt2, DType::F32, dtab0.size()) ==
+                    download(gt3, DType::F32, dtab0.size()));
+            }
+          }
+        }
+  }
+}
+
+TEST_CASE("cuda layernorm forward/backward match the CPU reference") {
+  auto cpu = ls::make_cpu_ops();
+  ls::CudaOps cuda(0, nullptr);
+  struct Shape {
+    int64_t rows, cols;
+  };
+  // 37 and 100 columns: unvectorised paths; 16384: the parameter-gradient kernel for rows too
+  // long for shared partials; 8192: shared partials above 48 KiB.
+  for (Shape s : {Shape{1, 64}, Shape{7, 512}, Shape{37, 1024}, Shape{513, 37}, Shape{37, 100},
+                  Shape{7, 8192}, Shape{3, 16384}}) {
+    for (bool with_res : {false, true})
+      for (DType dt : working_types()) {
+        CAPTURE(s.rows);
+        CAPTURE(s.cols);
+        CAPTURE(with_res);
+        INFO(name(dt));
+        const size_t n = size_t(s.rows * s.cols);
+        auto x = rounded(dt, randn(n, 2.f));
+        for (size_t i = 0; i < n; ++i) x[i] = round_to(dt, x[i] + 0.5f);  // non-zero mean
+        auto gamma = rounded(dt, uniform(size_t(s.cols), 0.5f, 1.5f));
+        auto beta = rounded(dt, randn(size_t(s.cols)));
+        const float eps = 1e-5f;
+        std::vector<float> y_ref(n), mean_ref(size_t(s.rows)), rstd_ref(size_t(s.rows));
+        cpu->layernorm_forward(x.data(), gamma.data(), beta.data(), y_ref.data(), mean_ref.data(),
+                               rstd_ref.data(), s.rows, s.cols, eps, DType::F32);
+        DevBuf dx_in = upload(x, dt), dg = upload(gamma, dt), db = upload(beta, dt);
+        DevBuf dy_out = poisoned(n, dt), dmean = poisoned(size_t(s.rows), DType::F32),
+               drstd = poisoned(size_t(s.rows), DType::F32);
+        cuda.layernorm_forward(dx_in.p, dg.p, db.p, dy_out.p, dmean.p, drstd.p, s.rows, s.cols, eps,
+                               dt);
+        CHECK_CLOSE(download(dy_out, dt, n), y_ref, tol(dt));
+        CHECK_CLOSE(download(dmean, DType::F32, size_t(s.rows)), mean_ref, tol(DType::F32));
+        CHECK_CLOSE(download(drstd, DType::F32, size_t(s.rows)), rstd_ref, tol(DType::F32));
+
+        auto dy = rounded(dt, randn(n));
+        auto dres = rounded(dt, randn(n));
+        auto dgamma0 = randn(size_t(s.cols)), dbeta0 = randn(size_t(s.cols));
+        std::vector<float> dx_ref(n), dgamma_ref = dgamma0, dbeta_ref = dbeta0;
+        cpu->layernorm_backward(dy.data(), x.data(), gamma.data(), mean_ref.data(), rstd_ref.data(),
+                                with_res ? dres.data() : nullptr, dx_ref.data(), dgamma_ref.data(),
+                                dbeta_ref.data(), s.rows, s.cols, DType::F32);
+        DevBuf ddy = upload(dy, dt), ddres = upload(dres, dt), ddx = poisoned(n, dt);
+        DevBuf ddg = upload(dgamma0, DType::F32), ddb = upload(dbeta0, DType::F32);
+        // The CUDA backward gets its own saved statistics (as in training).
+        cuda.layernorm_backward(ddy.p, dx_in.p, dg.p, dmean.p, drstd.p,
+                                with_res ? ddres.p : nullptr, ddx.p, ddg.p, ddb.p, s.rows, s.cols,
+                                dt);
+        // dx = rstd * (g - mean(g) - xhat mean(g xhat)): the two means cancel part of g, so
+        // fp32 rounding of the statistics is amplified by up to ~10x before the output is
+        // rounded: fp32 1e-4; fp16/bf16 keep one output rounding.
+        CHECK_CLOSE(download(ddx, dt, n), dx_ref, dt == DType::F32 ? 1e-4 : tol(dt));
+        CHECK_CLOSE(download(ddg, DType::F32, size_t(s.cols)), dgamma_ref, kSumTol);
+        CHECK_CLOSE(download(ddb, DType::F32, size_t(s.cols)), dbeta_ref, kSumTol);
+      }
+  }
+}
+
+TEST_CASE("cuda dropout fusions match the CPU reference, masks included") {
+  auto cpu = ls::make_cpu_ops();
+  ls::CudaOps cuda(0, nullptr);
+  struct Shape {
+    int64_t rows, cols;
+  };
+  for (Shape s : {Shape{1, 64}, Shape{7, 37}, Shape{37, 512}, Shape{513, 1024}, Shape{37, 7}}) {
+    for (float p : {0.f, 0.25f})
+      for (DType dt : working_types()) {
+        CAPTURE(s.rows);
+        CAPTURE(s.cols);
+        CAPTURE(p);
+        INFO(name(dt));
+        const size_t n = size_t(s.rows * s.cols), nc = size_t(s.cols);
+        auto x = rounded(dt, randn(n)), res = rounded(dt, randn(n)), bias = rounded(dt, randn(nc));
+        DevBuf dx = upload(x, dt), dres = upload(res, dt), dbias = upload(bias, dt);
+
+        SUBCASE("bias_dropout_residual_forward (out aliasing residual too)") {
+          for (bool with_bias : {true, false}) {
+            std::vector<float> ref(n);
+            cpu->bias_dropout_residual_forward(x.data(), with_bias ? bias.data() : nullptr,
+                                               res.data(), ref.data(), s.rows, s.cols, p,
+                                               key_for(2), DType::F32);
+            DevBuf out = poisoned(n, dt);
+            cuda.bias_dropout_residual_forward(dx.p, with_bias ? dbias.p : nullptr, dres.p, out.p,
+                                               s.rows, s.cols, p, key_for(2), dt);
+            auto got = download(out, dt, n);
+            CHECK_CLOSE(got, ref, tol(dt));
+            // Dropped elements leave exactly the residual.
+            if (p > 0) {
+              size_t mism = 0;
+              std::vector<float> refx(n);
+              for (size_t i = 0; i < n; ++i) mism += (got[i] == res[i]) != (ref[i] == res[i]);
+              CHECK(mism == 0);
+            }
+            DevBuf alias = upload(res, dt);
+            cuda.bias_dropout_residual_forward(dx.p, with_bias ? dbias.p : nullptr, alias.p,
+                                               alias.p, s.rows, s.cols, p, key_for(2), dt);
+            CHECK(download(alias, dt, n) == got);
+          }
+        }
+        SUBCASE("dropout_bias_backward and bias_grad") {
+          auto d0 = randn(nc);
+          std::vector<float> dx_ref(n), db_ref = d0;
+          cpu->dropout_bias_backward(x.data(), dx_ref.data(), db_ref.data(), s.rows, s.cols, p,
+                                     key_for(3), DType::F32);
+          DevBuf ddx = poisoned(n, dt), ddb = upload(d0, DType::F32);
+          cuda.dropout_bias_backward(dx.p, ddx.p, ddb.p, s.rows, s.cols, p, key_for(3), dt);
+          auto got = download(ddx, dt, n);
+          CHECK_CLOSE(got, dx_ref, tol(dt));
+          if (p > 0) CHECK(zero_mismatches(got, dx_ref) == 0);
+          CHECK_CLOSE(download(ddb, DType::F32, nc), db_ref, kSumTol);
+          DevBuf ddx2 = poisoned(n, dt);
+          cuda.dropout_bias_backward(dx.p, ddx2.p, nullptr, s.rows, s.cols, p, key_for(3), dt);
+          CHECK(download(ddx2, dt, n) == got);
+
+          std::vector<float> bg_ref = d0;
+          cpu->bias_grad(x.data(), bg_ref.data(), s.rows, s.cols, DType::F32);
+          DevBuf dbg = upload(d0, DType::F32);
+          cuda.bias_grad(dx.p, dbg.p, s.rows, s.cols, dt);
+          CHECK_CLOSE(download(dbg, DType::F32, nc), bg_ref, kSumTol);
+        }
+        SUBCASE("act_dropout forward/backward and dropout_forward") {
+          for (Activation act : {Activation::ReLU, Activation::GELU}) {
+            CAPTURE(int(act));
+            std::vector<float> ref(n);
+            cpu->act_dropout_forward(x.data(), ref.data(), s.rows, s.cols, act, p, key_for(4),
+                                     DType::F32);
+            DevBuf out = poisoned(n, dt);
+            cuda.act_dropout_forward(dx.p, out.p, s.rows, s.cols, act, p, key_for(4), dt);
+            auto got = download(out, dt, n);
+            CHECK_CLOSE(got, ref, tol(dt));
+            CHECK(zero_mismatches(got, ref) == 0);
+
+            auto g = rounded(dt, randn(n));
+            auto d0 = randn(nc);
+            std::vector<float> dpre_ref(n), db_ref = d0;
+            cpu->act_dropout_backward(g.data(), x.data(), dpre_ref.data(), db_ref.data(), s.rows,
+                                      s.cols, act, p, key_for(4), DType::F32);
+            DevBuf dg = upload(g, dt), ddpre = poisoned(n, dt), ddb = upload(d0, DType::F32);
+            cuda.act_dropout_backward(dg.p, dx.p, ddpre.p, ddb.p, s.rows, s.cols, act, p,
+                                      key_for(4), dt);
+            auto gpre = download(ddpre, dt, n);
+            CHECK_CLOSE(gpre, dpre_ref, tol(dt));
+            CHECK(zero_mismatches(gpre, dpre_ref) == 0);
+            CHECK_CLOSE(download(ddb, DType::F32, nc), db_ref, kSumTol);
+          }
+          std::vector<float> ref(n);
+          cpu->dropout_forward(x.data(), ref.data(), n, p, key_for(5), DType::F32);
+          DevBuf inplace = upload(x, dt);
+          cuda.dropout_forward(inplace.p, inplace.p, n, p, key_for(5), dt);
+          auto got = download(inplace, dt, n);
+          CHECK_CLOSE(got, ref, tol(dt));
+          CHECK(zero_mismatches(got, ref) == 0);
+          if (p > 0 && n > 100) CHECK(zero_count(ref) > 0);
+        }
+      }
+  }
+}
+
+TEST_CASE("cuda split/merge heads match the CPU reference") {
+  auto cpu = ls::make_cpu_ops();
+  ls::CudaOps cuda(0, nullptr);
+  struct Shape {
+    int64_t n, batch, len, heads, dim;
+  };
+  for (Shape s : {Shape{3, 7, 37, 4, 64}, Shape{1, 1, 1, 2, 8}, Shape{2, 37, 7, 3, 16},
+                  Shape{3, 2, 513, 8, 64}, Shape{1, 3, 5, 2, 6}}) {
+    for (DType dt : working_types()) {
+      CAPTURE(s.n);
+      CAPTURE(s.batch);
+      CAPTURE(s.len);
+      CAPTURE(s.heads);
+      CAPTURE(s.dim);
+      INFO(name(dt));
+      const size_t total = size_t(s.n * s.batch * s.len * s.heads * s.dim);
+      auto in = rounded(dt, randn(total));
+      auto bias = rounded(dt, randn(size_t(s.n * s.heads * s.dim)));
+      std::vector<float> ref(total), back_ref(total);
+      cpu->split_heads(in.data(), bias.data(), ref.data(), s.n, s.batch, s.len, s.heads, s.dim,
+                       DType::F32);
+      DevBuf din = upload(in, dt), dbias = upload(bias, dt), dout = poisoned(total, dt);
+      cuda.split_heads(din.p, dbias.p, dout.p, s.n, s.batch, s.len, s.heads, s.dim, dt);
+      auto got = download(dout, dt, total);
+      CHECK_CLOSE(got, rounded(dt, ref), tol(dt));
+      // merge(split(x)) without bias is the identity, exactly.
+      DevBuf split = poisoned(total, dt), merged = poisoned(total, dt);
+      cuda.split_heads(din.p, nullptr, split.p, s.n, s.batch, s.len, s.heads, s.dim, dt);
+      cuda.merge_heads(split.p, merged.p, s.n, s.batch, s.len, s.heads, s.dim, dt);
+      CHECK(download(merged, dt, total) == in);
+      cpu->merge_heads(in.data(), back_ref.data(), s.n, s.batch, s.len, s.heads, s.dim, DType::F32);
+      DevBuf m2 = poisoned(total, dt);
+      cuda.merge_heads(din.p, m2.p, s.n, s.batch, s.len, s.heads, s.dim, dt);
+      CHECK(download(m2, dt, total) == back_ref);
+    }
+  }
+}
+
+TEST_CASE("cuda softmax forward/backward match the CPU reference, short and long rows") {
+  auto cpu = ls::make_cpu_ops();
+  ls::CudaOps cuda(0, nullptr);
+  struct Shape {
+    int64_t batch, heads, lq, lk;
+  };
+  for (Shape s : {Shape{7, 4, 37, 37}, Shape{1, 2, 7, 513}, Shape{2, 2, 3, 1}, Shape{3, 2, 5, 1024},
+                  Shape{2, 2, 3, 2048}, Shape{1, 2, 3, 4100}, Shape{2, 1, 2, 1027}}) {
+    for (bool causal : {false, true})
+      for (DType dt : working_types()) {
+        CAPTURE(s.batch);
+        CAPTURE(s.heads);
+        CAPTURE(s.lq);
+        CAPTURE(s.lk);
+        CAPTURE(causal);
+        INFO(name(dt));
+        const int64_t rows = s.batch * s.heads * s.lq;
+        const size_t n = size_t(rows * s.lk);
+        auto scores = rounded(dt, randn(n, 3.f));
+        // Key padding: the tail of batch 0 and, when batch > 1, every key of the last batch
+        // (rows with no visible key must come out as zeros).
+        std::vector<uint8_t> pad(size_t(s.batch * s.lk), 0);
+        for (int64_t k = s.lk - s.lk / 4; k < s.lk; ++k) pad[size_t(k)] = 1;
+        if (s.batch > 1)
+          for (int64_t k = 0; k < s.lk; ++k) pad[size_t((s.batch - 1) * s.lk + k)] = 1;
+        std::vector<float> ref(n);
+        cpu->softmax_forward(scores.data(), ref.data(), pad.data(), causal, s.batch, s.heads, s.lq,
+                             s.lk, DType::F32);
+        DevBuf dscores = upload(scores, dt), dpad = upload_raw(pad), dprobs = poisoned(n, dt);
+        cuda.softmax_forward(dscores.p, dprobs.p, dpad.as<uint8_t>(), causal, s.batch, s.heads,
+                             s.lq, s.lk, dt);
+        auto probs = download(dprobs, dt, n);
+        CHECK_CLOSE(probs, ref, tol(dt));
+        CHECK(zero_mismatches(probs, ref) == 0);
+        // In place (probs aliasing scores), no mask.
+        std::vector<float> ref2(n);
+        cpu->softmax_forward(scores.data(), ref2.data(), nullptr, false, s.batch, s.heads, s.lq,
+                             s.lk, DType::F32);
+        DevBuf inplace = upload(scores, dt);
+        cuda.softmax_forward(inplace.p, inplace.p, nullptr, false, s.batch, s.heads, s.lq, s.lk,
+                             dt);
+        CHECK_CLOSE(download(inplace, dt, n), ref2, tol(dt));
+
+        // Backward with the attention dropout, from the probabilities the CUDA forward saved.
+        for (float p : {0.f, 0.1f}) {
+          CAPTURE(p);
+          auto g = rounded(dt, randn(n));
+          std::vector<float> ds_ref(n);
+          cpu->softmax_backward(g.data(), probs.data(), ds_ref.data(), rows, s.lk, p, key_for(6),
+                                DType::F32);
+          DevBuf dg = upload(g, dt), dds = poisoned(n, dt);
+          cuda.softmax_backward(dg.p, dprobs.p, dds.p, rows, s.lk, p, key_for(6), dt);
+          auto ds = download(dds, dt, n);
+          // d = P (dP - dot): the dot product cancels part of dP; in fp32 the different
+          // summation order over up to 4100 keys gives ~sqrt(4100) * 6e-8 = 4e-6, amplified
+          // by the cancellation: 1e-4 for fp32; fp16/bf16 keep one output rounding.
+          CHECK_CLOSE(ds, ds_ref, dt == DType::F32 ? 1e-4 : tol(dt));
+        }
+      }
+  }
+}
+
+TEST_CASE("cuda cross-entropy forward/backward match the CPU reference") {
+  auto cpu = ls::make_cpu_ops();
+  ls::CudaOps cuda(0, nullptr);
+  struct Shape {
+    int64_t rows, vocab;
+  };
+  for (Shape s : {Shape{1, 7}, Shape{37, 1000}, Shape{7, 32768}, Shape{13, 4099}}) {
+    for (DType dt : working_types()) {
+      CAPTURE(s.rows);
+      CAPTURE(s.vocab);
+      INFO(name(dt));
+      const size_t n = size_t(s.rows * s.vocab);
+      auto logits = rounded(dt, randn(n, 4.f));
+      std::uniform_int_distribution<int> td(0, int(s.vocab - 1));
+      std::vector<int32_t> targets(size_t(s.rows));
+      for (auto& t : targets) t = td(rng());
+      if (s.rows > 2) targets[2] = 1;  // a padding target
+      const float eps = 0.1f;
+      std::vector<float> lse_ref(size_t(s.rows)), sums_ref = {1.f, 2.f, 3.f};
+      cpu->cross_entropy_forward(logits.data(), targets.data(), lse_ref.data(), sums_ref.data(),
+                                 s.rows, s.vocab, 1, eps, DType::F32);
+      DevBuf dl = upload(logits, dt), dt_ = upload_raw(targets);
+      DevBuf dlse = poisoned(size_t(s.rows), DType::F32),
+             dsums = upload(std::vector<float>{1.f, 2.f, 3.f}, DType::F32);
+      cuda.cross_entropy_forward(dl.p, dt_.as<int32_t>(), dlse.p, dsums.p, s.rows, s.vocab, 1, eps,
+                                 dt);
+      // lse and the sums: fp32 reductions over V terms in a different order (V up to 32768:
+      // ~sqrt(V) * 6e-8 = 1e-5 relative), then summed over rows: kSumTol.
+      CHECK_CLOSE(download(dlse, DType::F32, size_t(s.rows)), lse_ref, kSumTol);
+      CHECK_CLOSE(download(dsums, DType::F32, 3), sums_ref, kSumTol);
+
+      std::vector<float> scale = {1024.f};
+      std::vector<float> d_ref(n);
+      cpu->cross_entropy_backward(logits.data(), targets.data(), lse_ref.data(), scale.data(),
+                                  d_ref.data(), s.rows, s.vocab, 1, eps, DType::F32);
+      DevBuf dscale = upload(scale, DType::F32), dd = poisoned(n, dt);
+      cuda.cross_entropy_backward(dl.p, dt_.as<int32_t>(), dlse.p, dscale.p, dd.p, s.rows, s.vocab,
+                                  1, eps, dt);
+      // softmax - q: the target entry cancels (p - (1 - eps)); in fp32 the lse difference of
+      // ~1e-6 relative becomes an absolute error of ~1e-6 * |lse| on each probability: 1e-4.
+      CHECK_CLOSE(download(dd, dt, n), d_ref, dt == DType::F32 ? 1e-4 : tol(dt));
+    }
+  }
+}
+
+TEST_CASE("cuda sum_squares and fused Adam/AdamW match the CPU reference") {
+  auto cpu = ls::make_cpu_ops();
+  ls::CudaOps cuda(0, nullptr);
+  for (size_t n : {size_t(1), size_t(37), size_t(1 << 20) + 3}) {
+    CAPTURE(n);
+    auto x = randn(n);
+    std::vector<float> ss_ref = {0.5f};
+    cpu->sum_squares(x.data(), n, ss_ref.data(), DType::F32);
+    DevBuf dxs = upload(x, DType::F32), dss = upload(std::vector<float>{0.5f}, DType::F32);
+    cuda.sum_squares(dxs.p, n, dss.p, DType::F32);
+    CHECK_CLOSE(download(dss, DType::F32, 1), ss_ref, kSumTol);
+
+    for (bool decoupled : {false, true})
+      for (DType wt : working_types())
+        for (int skip : {0, 1}) {
+          CAPTURE(decoupled);
+          CAPTURE(skip);
+          INFO(name(wt));
+          ls::Ops::AdamArgs h;
+          h.lr = 1e-2f;
+          h.weight_decay = 0.01f;
+          h.decoupled = decoupled;
+          h.bias1 = 1.0 - std::pow(0.9, 3);
+          h.bias2 = 1.0 - std::pow(0.999, 3);
+          auto p = randn(n), g = randn(n, 100.f), m = randn(n, 0.1f), v = uniform(n, 0.f, 0.1f);
+          std::vector<float> mult = {1.f / 64.f};
+          std::vector<int32_t> skipv = {skip};
+          std::vector<float> p_ref = p, m_ref = m, v_ref = v, w_ref(n);
+          cpu->adam_update(p_ref.data(), g.data(), m_ref.data(), v_ref.data(), w_ref.data(),
+                           DType::F32, n, h, mult.data(), skipv.data(), DType::F32);
+          DevBuf dp = upload(p, DType::F32), dg = upload(g, DType::F32), dm = upload(m, DType::F32),
+                 dv = upload(v, DType::F32), dw = poisoned(n, wt), dmult = upload(mult, DType::F32),
+                 dskip = upload_raw(skipv);
+          cuda.adam_update(dp.p, dg.p, dm.p, dv.p, dw.p, wt, n, h, dmult.p, dskip.as<int32_t>(),
+                           DType::F32);
+          // Elementwise fp32 arithmetic in the same order; only the compiler's contraction
+          // (fma) differs: 1e-6 relative.
+          CHECK_CLOSE(download(dp, DType::F32, n), p_ref, 1e-6);
+          CHECK_CLOSE(download(dm, DType::F32, n), m_ref, 1e-6);
+          CHECK_CLOSE(download(dv, DType::F32, n), v_ref, 1e-6);
+          auto w = download(dw, wt, n);
+          if (skip) {
+            // Nothing written: the working copy stays poisoned and params equal the inputs.
+            CHECK(std::all_of(w.begin(), w.end(), [](float f) { return std::isnan(f); }));
+            CHECK(download(dp, DType::F32, n) == p);
+          } else {
+            CHECK_CLOSE(w, rounded(wt, p_ref), tol(wt));
+          }
+        }
+  }
+}

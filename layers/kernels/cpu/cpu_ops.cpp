@@ -62,8 +62,8 @@ void check_activation(Activation act, const char* call) {
                call << ": unknown activation " << static_cast<int>(act));
 }
 
-// Rows x cols elementwise calls: sizes non-negative, the named pointers non-null when there is
-// at least one element.
+// Rows x cols elementwise calls: both sizes non-negative (pointers are checked by the caller,
+// only when there is at least one element).
 void check_matrix(int64_t rows, int64_t cols, const char* call) {
   check_nonneg(rows, call, "rows");
   check_nonneg(cols, call, "cols");

@@ -337,11 +337,18 @@ class _Functions:
     """The C functions as attributes: capi.fn.ls_context_create(...)."""
 
 
+# Present in every ls_train library since ABI 0: without them this is not ls_train at all.
+_REQUIRED = ("ls_status_string", "ls_last_error", "ls_abi_version", "ls_version_string")
+
 fn = _Functions()
 for _name, (_restype, _argtypes) in _PROTOTYPES.items():
     try:
         _f = getattr(lib, _name)
     except AttributeError:
+        if _name in _REQUIRED:
+            raise ImportError(
+                "ls_train: %s does not export %s; it is not libls_train" % (library_path, _name)
+            ) from None
         setattr(fn, _name, MissingFunction(_name))
         continue
     _f.restype = _restype

@@ -154,9 +154,9 @@ int cmd_plan(int argc, char** argv) {
               preset.c_str(), dtype_name(config.dtype), device_name.c_str(),
               config.max_batch_tokens, config.max_seq_len, config.src_vocab_size,
               config.tgt_vocab_size);
-  std::printf("parameters: %" PRIu64 " scalars; planned buffers: %" PRIu64 "\n\n", r.num_parameters,
-              r.num_planned_buffers);
-  std::printf("  %-28s %20s  %12s\n", "category", "bytes", "");
+  std::printf("parameters: %" PRIu64 " scalars (%.1f M); planned buffers: %" PRIu64 "\n\n",
+              r.num_parameters, static_cast<double>(r.num_parameters) / 1e6, r.num_planned_buffers);
+  std::printf("  %-28s %20s  %12s\n", "category", "bytes", "human");
   std::printf("persistent region\n");
   for (const Row& row : persistent) print_row(row.label, row.bytes);
   print_row("persistent total", r.persistent_bytes);

@@ -95,12 +95,23 @@ def test_model_reports_its_config(ctx):
 
 
 def test_parameters_have_fairseq_names_and_shapes(ctx):
-    with ls_train.Model(ctx, tiny_config()) as model:
+    with ls_train.Model(ctx, tiny_config(share_all_embeddings=0)) as model:
         shapes = model.parameters()
         report = model.memory_report()
     assert shapes["encoder.layers.0.fc1.weight"] == (64, 32)
     assert shapes["encoder.layers.0.self_attn.in_proj_weight"] == (96, 32)
+    assert shapes["decoder.layers.0.encoder_attn.out_proj.weight"] == (32, 32)
+    assert shapes["encoder.embed_tokens.weight"] == (VOCAB, 32)
     assert shapes["decoder.embed_tokens.weight"] == (VOCAB, 32)
+    assert sum(int(np.prod(s)) for s in shapes.values()) == report["num_parameters"]
+
+
+def test_tied_embeddings_appear_once_under_their_first_name(ctx):
+    with ls_train.Model(ctx, tiny_config(share_all_embeddings=1)) as model:
+        shapes = model.parameters()
+        report = model.memory_report()
+    assert shapes["encoder.embed_tokens.weight"] == (VOCAB, 32)
+    assert "decoder.embed_tokens.weight" not in shapes
     assert sum(int(np.prod(s)) for s in shapes.values()) == report["num_parameters"]
 
 
@@ -124,7 +135,7 @@ def test_get_set_round_trip(ctx):
 
 def test_embedding_padding_row_is_zero(ctx):
     with ls_train.Model(ctx, tiny_config()) as model:
-        table = model.get("decoder.embed_tokens.weight")
+        table = model.get("encoder.embed_tokens.weight")
     assert np.all(table[PAD] == 0)
     assert np.any(table[PAD + 1] != 0)
 

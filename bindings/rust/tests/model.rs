@@ -120,7 +120,7 @@ fn tiny_model_parameters_round_trip() {
         .unwrap_err();
     assert_eq!(err.status, Status::INVALID_ARGUMENT);
     assert!(model.get_parameter("no.such.weight").is_err());
-    let embed = model.get_parameter("decoder.embed_tokens.weight").unwrap();
+    let embed = model.get_parameter("encoder.embed_tokens.weight").unwrap();
     assert!(embed[PAD as usize * 32..(PAD as usize + 1) * 32]
         .iter()
         .all(|&x| x == 0.0));

@@ -146,10 +146,10 @@ def test_evaluate_counts_target_tokens(ctx):
     prev[0, -1] = PAD
     with ls_train.Model(ctx, tiny_config()) as model:
         r = model.evaluate(src, prev, target)
+        again = model.evaluate(src, prev, target)
     assert r["tokens"] == target.size - 2
-    # An untrained model is close to uniform over the vocabulary: nll/token near ln(V).
-    assert r["nll"] / r["tokens"] == pytest.approx(np.log(VOCAB), rel=0.5)
-    assert r["loss"] > 0
+    assert r["loss"] > 0 and r["nll"] > 0 and np.isfinite(r["loss"])
+    assert again == r  # no dropout, no state: the same numbers
 
 
 def test_evaluate_refuses_out_of_range_ids(ctx):

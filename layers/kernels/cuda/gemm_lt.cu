@@ -181,7 +181,9 @@ struct LtGemm::Impl {
                                               1, &result, &found);
       }
       cublasLtMatmulPreferenceDestroy(pref);
-      if (st == CUBLAS_STATUS_NOT_SUPPORTED || (st == CUBLAS_STATUS_SUCCESS && found == 0)) {
+      // A fused epilogue cuBLASLt rejects for these types/layouts (any status) falls back.
+      if ((mode != Mode::Plain && st != CUBLAS_STATUS_SUCCESS) ||
+          st == CUBLAS_STATUS_NOT_SUPPORTED || (st == CUBLAS_STATUS_SUCCESS && found == 0)) {
         destroy(plan);
         return false;
       }
@@ -245,6 +247,10 @@ struct LtGemm::Impl {
 
   void run(const GemmArgs& g, cudaStream_t s) {
     std::lock_guard<std::mutex> lock(mutex);
+    run_locked(g, s);
+  }
+
+  void run_locked(const GemmArgs& g, cudaStream_t s) {
     Plan& plan = plan_for(g);
     char* ws = static_cast<char*>(workspace);
     void* lt_ws = ws == nullptr ? nullptr : ws + plan.workspace_offset;
@@ -269,9 +275,20 @@ struct LtGemm::Impl {
     // Plain fallback of BiasAct: the GEMM writes the pre-activation into aux.
     if (plain && g.epilogue == Epilogue::BiasAct) c_out = g.aux;
     float alpha = g.alpha, beta = g.beta;
-    LS_CUBLAS_CALL(cublasLtMatmul(handle, plan.op, &alpha, g.b, plan.a, g.a, plan.b, &beta, c_out,
-                                  plan.c, c_out, plan.c, &plan.algo, lt_ws, plan.workspace_bytes,
-                                  s));
+    cublasStatus_t st =
+        cublasLtMatmul(handle, plan.op, &alpha, g.b, plan.a, g.a, plan.b, &beta, c_out, plan.c,
+                       c_out, plan.c, &plan.algo, lt_ws, plan.workspace_bytes, s);
+    if (st == CUBLAS_STATUS_NOT_SUPPORTED && plan.mode != Mode::Plain) {
+      // Rejected at run time: replace the cached plan by a plain one and run the fallback.
+      Plan plainp;
+      if (!build(g, Mode::Plain, plainp))
+        LS_FAIL(LS_ERR_CUBLAS, "gemm: no plain algorithm after a rejected fused epilogue");
+      destroy(plan);
+      plan = plainp;
+      run_locked(g, s);
+      return;
+    }
+    LS_CUBLAS_CALL(st);
     if (!plain) ++fused_count;
     if (plan.mode == Mode::LtDGeluBGrad)
       launch_accumulate_f32(static_cast<float*>(g.bias_grad), ws, g.c_type, size_t(g.n), s);

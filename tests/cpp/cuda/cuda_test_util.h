@@ -201,7 +201,8 @@ inline double rel_err(const std::vector<float>& got, const std::vector<float>& w
     CHECK_MESSAGE(err_ <= (tolerance), "relative error " << err_ << " > " << (tolerance)); \
   } while (0)
 
-// Dropout masks: the same elements are zero on both sides.
+// Dropout masks: the same elements are zero on both sides. Callers pass the reference rounded
+// to dt, so values below dt's smallest subnormal count as zero on both sides.
 inline size_t zero_mismatches(const std::vector<float>& got, const std::vector<float>& want) {
   size_t n = 0;
   for (size_t i = 0; i < got.size(); ++i) n += (got[i] == 0.f) != (want[i] == 0.f);

@@ -61,6 +61,8 @@ const char* mem_category_name(MemCategory category) {
       return "temporaries";
     case MemCategory::Workspace:
       return "workspace";
+    case MemCategory::Inputs:
+      return "inputs";
     case MemCategory::Count:
       break;
   }

@@ -50,12 +50,13 @@ enum class MemCategory : int {
   SavedActivations = 5,  // written by a forward, read by its backward
   Temporaries = 6,       // alive within one stage of forward or backward
   Workspace = 7,         // cuBLASLt and reduction scratch
-  Count = 8
+  Inputs = 8,            // token ids and padding masks of one batch
+  Count = 9
 };
 constexpr int kMemCategoryCount = static_cast<int>(MemCategory::Count);
 
 // "parameters", "working_copy", "gradients", "optimizer_state", "loss_scaler",
-// "saved_activations", "temporaries", "workspace".
+// "saved_activations", "temporaries", "workspace", "inputs".
 const char* mem_category_name(MemCategory category);
 
 // Smallest alignment the planner hands out, and the granularity of region sizes.

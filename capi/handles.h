@@ -9,3 +9,14 @@
 struct ls_context {
   std::unique_ptr<ls::Context> impl;
 };
+
+#include "runtime/model.h"
+#include "runtime/trainer.h"
+
+struct ls_model {
+  std::unique_ptr<ls::Model> impl;
+};
+
+struct ls_trainer {
+  std::unique_ptr<ls::Trainer> impl;
+};

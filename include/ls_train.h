@@ -198,7 +198,8 @@ LS_API void ls_model_config_init(ls_model_config* config);
  * (fairseq transformer_wmt_en_de: 6+6 layers, 512/2048, 8 heads), "transformer-big"
  * (1024/4096, 16 heads, 6+6), "gpt2-small" (decoder-only, 12 layers, 768/3072, 12 heads,
  * GELU, learned positions, pre-LN), "transformer-tiny" (2+2 layers, 128/512, 4 heads; the
- * CPU sample). Vocabulary sizes are set to 32768 (gpt2-small: 50304); change them after. */
+ * CPU sample; vocabulary 4000, shared embeddings). The base/big presets use a shared 32768
+ * vocabulary, gpt2-small 50304: change them after. */
 LS_API ls_status ls_model_config_preset(const char* name, ls_model_config* config);
 
 /* Memory, in bytes, by category. planned_bytes is the planned (reused) region holding saved

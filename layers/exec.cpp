@@ -6,84 +6,111 @@ namespace ls {
 
 namespace {
 
-// Every kernel call advances the schedule by one position.
+// Every kernel call records a use of each buffer its pointer arguments point into (a dry-run
+// placeholder carries its buffer's index in its high bits, see placeholder()), then advances
+// the schedule by one position. Lifetimes therefore follow the kernels' actual arguments, even
+// when a layer fetched a pointer several operations earlier.
 class ScheduleOps final : public Ops {
  public:
   explicit ScheduleOps(Planner& p) : p_(p) {}
+  template <class... P>
+  void touch(P... ptrs) {
+    (record(static_cast<const void*>(ptrs)), ...);
+    p_.tick();
+  }
   bool is_cuda() const override { return false; }
-  void zero(void*, size_t) override { p_.tick(); }
-  void copy(void*, const void*, size_t) override { p_.tick(); }
-  void to_host(void*, const void*, size_t) override { p_.tick(); }
-  void from_host(void*, const void*, size_t) override { p_.tick(); }
+  void zero(void* p, size_t) override { touch(p); }
+  void copy(void* d, const void* s, size_t) override { touch(d, s); }
+  void to_host(void*, const void* s, size_t) override { touch(s); }
+  void from_host(void* d, const void*, size_t) override { touch(d); }
   void synchronize() override {}
-  void cast(const void*, DType, void*, DType, size_t) override { p_.tick(); }
-  void add_inplace(void*, const void*, DType, size_t) override { p_.tick(); }
-  void gemm(const GemmArgs&) override { p_.tick(); }
-  void embedding_forward(const EmbeddingArgs&, const void*, void*) override { p_.tick(); }
-  void embedding_backward(const EmbeddingArgs&, const void*, void*, void*, bool) override {
-    p_.tick();
+  void cast(const void* s, DType, void* d, DType, size_t) override { touch(s, d); }
+  void add_inplace(void* y, const void* x, DType, size_t) override { touch(y, x); }
+  void gemm(const GemmArgs& g) override { touch(g.a, g.b, g.c, g.bias, g.aux, g.bias_grad); }
+  void embedding_forward(const EmbeddingArgs& a, const void* t, void* o) override {
+    touch(a.tokens, a.learned_positions, t, o);
   }
-  void layernorm_forward(const void*, const void*, const void*, void*, void*, void*, int64_t,
-                         int64_t, float, DType) override {
-    p_.tick();
+  void embedding_backward(const EmbeddingArgs& a, const void* d, void* dt, void* dp, bool) override {
+    touch(a.tokens, a.learned_positions, d, dt, dp);
   }
-  void layernorm_backward(const void*, const void*, const void*, const void*, const void*,
-                          const void*, void*, void*, void*, int64_t, int64_t, DType) override {
-    p_.tick();
+  void layernorm_forward(const void* x, const void* g, const void* b, void* y, void* m, void* r,
+                         int64_t, int64_t, float, DType) override {
+    touch(x, g, b, y, m, r);
   }
-  void bias_dropout_residual_forward(const void*, const void*, const void*, void*, int64_t,
+  void layernorm_backward(const void* dy, const void* x, const void* g, const void* m,
+                          const void* r, const void* dres, void* dx, void* dg, void* db, int64_t,
+                          int64_t, DType) override {
+    touch(dy, x, g, m, r, dres, dx, dg, db);
+  }
+  void bias_dropout_residual_forward(const void* x, const void* b, const void* r, void* o, int64_t,
                                      int64_t, float, DropoutKey, DType) override {
-    p_.tick();
+    touch(x, b, r, o);
   }
-  void dropout_bias_backward(const void*, void*, void*, int64_t, int64_t, float, DropoutKey,
-                             DType) override {
-    p_.tick();
+  void dropout_bias_backward(const void* d, void* dx, void* db, int64_t, int64_t, float,
+                             DropoutKey, DType) override {
+    touch(d, dx, db);
   }
-  void act_dropout_forward(const void*, void*, int64_t, int64_t, Activation, float, DropoutKey,
-                           DType) override {
-    p_.tick();
+  void act_dropout_forward(const void* pre, void* o, int64_t, int64_t, Activation, float,
+                           DropoutKey, DType) override {
+    touch(pre, o);
   }
-  void act_dropout_backward(const void*, const void*, void*, void*, int64_t, int64_t, Activation,
-                            float, DropoutKey, DType) override {
-    p_.tick();
+  void act_dropout_backward(const void* d, const void* pre, void* dp, void* db, int64_t, int64_t,
+                            Activation, float, DropoutKey, DType) override {
+    touch(d, pre, dp, db);
   }
-  void dropout_forward(const void*, void*, size_t, float, DropoutKey, DType) override { p_.tick(); }
-  void bias_grad(const void*, void*, int64_t, int64_t, DType) override { p_.tick(); }
-  void split_heads(const void*, const void*, void*, int64_t, int64_t, int64_t, int64_t, int64_t,
+  void dropout_forward(const void* x, void* o, size_t, float, DropoutKey, DType) override {
+    touch(x, o);
+  }
+  void bias_grad(const void* dy, void* db, int64_t, int64_t, DType) override { touch(dy, db); }
+  void split_heads(const void* in, const void* b, void* o, int64_t, int64_t, int64_t, int64_t,
+                   int64_t, DType) override {
+    touch(in, b, o);
+  }
+  void merge_heads(const void* in, void* o, int64_t, int64_t, int64_t, int64_t, int64_t,
                    DType) override {
-    p_.tick();
+    touch(in, o);
   }
-  void merge_heads(const void*, void*, int64_t, int64_t, int64_t, int64_t, int64_t,
-                   DType) override {
-    p_.tick();
-  }
-  void softmax_forward(const void*, void*, const uint8_t*, bool, int64_t, int64_t, int64_t,
+  void softmax_forward(const void* s, void* p, const uint8_t* m, bool, int64_t, int64_t, int64_t,
                        int64_t, DType) override {
-    p_.tick();
+    touch(s, p, m);
   }
-  void softmax_backward(const void*, const void*, void*, int64_t, int64_t, float, DropoutKey,
-                        DType) override {
-    p_.tick();
+  void softmax_backward(const void* d, const void* p, void* ds, int64_t, int64_t, float,
+                        DropoutKey, DType) override {
+    touch(d, p, ds);
   }
-  void cross_entropy_forward(const void*, const int32_t*, void*, void*, int64_t, int64_t, int32_t,
-                             float, DType) override {
-    p_.tick();
+  void cross_entropy_forward(const void* l, const int32_t* t, void* lse, void* sums, int64_t,
+                             int64_t, int32_t, float, DType) override {
+    touch(l, t, lse, sums);
   }
-  void cross_entropy_backward(const void*, const int32_t*, const void*, const void*, void*,
-                              int64_t, int64_t, int32_t, float, DType) override {
-    p_.tick();
+  void cross_entropy_backward(const void* l, const int32_t* t, const void* lse, const void* gs,
+                              void* dl, int64_t, int64_t, int32_t, float, DType) override {
+    touch(l, t, lse, gs, dl);
   }
-  void sum_squares(const void*, size_t, void*, DType) override { p_.tick(); }
-  void adam_update(void*, const void*, void*, void*, void*, DType, size_t, const AdamArgs&,
-                   const void*, const int32_t*, DType) override {
-    p_.tick();
+  void sum_squares(const void* x, size_t, void* o, DType) override { touch(x, o); }
+  void adam_update(void* p, const void* g, void* m, void* v, void* w, DType, size_t,
+                   const AdamArgs&, const void* gm, const int32_t* sk, DType) override {
+    touch(p, g, m, v, w, gm, sk);
   }
 
  private:
+  void record(const void* p) {
+    int32_t index = placeholder_index(p);
+    if (index >= 0) p_.use(BufferId{index});
+  }
   Planner& p_;
 };
 
 }  // namespace
+
+void* placeholder(BufferId id) {
+  return reinterpret_cast<void*>((static_cast<uintptr_t>(id.index) + 1) << kPlaceholderShift);
+}
+
+int32_t placeholder_index(const void* p) {
+  uintptr_t u = reinterpret_cast<uintptr_t>(p);
+  if (u < (uintptr_t{1} << kPlaceholderShift)) return -1;  // null, or a weight placeholder
+  return static_cast<int32_t>((u >> kPlaceholderShift) - 1);
+}
 
 std::unique_ptr<Ops> make_schedule_ops(Planner& planner) {
   return std::make_unique<ScheduleOps>(planner);
@@ -100,8 +127,7 @@ void* Exec::ptr(BufferId id) {
   LS_REQUIRE(id.valid(), LS_ERR_INTERNAL, "Exec::ptr: invalid buffer id");
   if (planner_) {
     planner_->use(id);
-    // A placeholder that is never dereferenced: ScheduleOps ignores its arguments.
-    return reinterpret_cast<void*>(static_cast<uintptr_t>(0x1000 + 256 * id.index));
+    return placeholder(id);
   }
   return base_ + plan_->arena_offset(id);
 }

@@ -16,8 +16,15 @@
 
 namespace ls {
 
-// An Ops whose every call does nothing but tick the planner's schedule.
+// An Ops whose every call records uses of the buffers it is given and ticks the schedule.
 std::unique_ptr<Ops> make_schedule_ops(Planner& planner);
+
+// Dry-run addresses: buffer i is represented by (i + 1) << 40, so any pointer into it (base
+// plus an offset below 1 TiB) maps back to i. Addresses below 1 << 40 (null, the weights'
+// placeholder) map to no buffer.
+constexpr int kPlaceholderShift = 40;
+void* placeholder(BufferId id);
+int32_t placeholder_index(const void* p);
 
 class Exec {
  public:

@@ -91,6 +91,9 @@ class Ops {
  public:
   virtual ~Ops() = default;
   virtual bool is_cuda() const = 0;
+  // Scratch memory for the backend (cuBLASLt's workspace), carved from the model's arena.
+  // Backends that need none ignore it.
+  virtual void set_workspace(void* /*p*/, size_t /*bytes*/) {}
 
   // ---- memory (pointers are of this backend's kind unless named host) ----
   virtual void zero(void* p, size_t bytes) = 0;

@@ -14,7 +14,8 @@ void usage(FILE* f) {
   std::fprintf(f,
                "usage: ls-train <command> [options]\n\n"
                "commands:\n"
-               "  info    version, ABI version, backends compiled in, devices found\n\n"
+               "  info    version, ABI version, backends compiled in, devices found\n"
+               "  plan    memory plan of a model config, computed without allocating\n\n"
                "Every command takes --help.\n");
 }
 
@@ -28,6 +29,7 @@ int main(int argc, char** argv) {
   std::string cmd = argv[1];
   try {
     if (cmd == "info") return cli::cmd_info(argc, argv);
+    if (cmd == "plan") return cli::cmd_plan(argc, argv);
     if (cmd == "--help" || cmd == "-h" || cmd == "help") {
       usage(stdout);
       return 0;

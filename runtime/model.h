@@ -1,0 +1,181 @@
+// A whole Transformer (encoder-decoder or decoder-only) over one planned arena.
+//
+// Creation declares every parameter (flat buffers shared by master weights, working copy,
+// gradients and Adam moments) and every activation buffer, dry-runs forward + backward at the
+// maximum shapes to get each buffer's lifetime, plans offsets, and allocates the arena once.
+// Running a batch then allocates nothing: tokens are validated and staged through host buffers
+// made at creation.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "allocator/arena.h"
+#include "allocator/planner.h"
+#include "layers/embedding_layer.h"
+#include "layers/params.h"
+#include "layers/residual_block.h"
+#include "ls_train.h"
+#include "runtime/context.h"
+
+namespace ls {
+
+// Fills defaults for the fields a caller left at zero-size, and checks the config; throws
+// LS_ERR_INVALID_ARGUMENT / LS_ERR_UNSUPPORTED naming the field.
+void validate_model_config(const ls_model_config& cfg, bool cuda);
+void model_config_defaults(ls_model_config& cfg);
+// Throws LS_ERR_INVALID_ARGUMENT listing the known presets for an unknown name.
+void model_config_preset(const std::string& name, ls_model_config& cfg);
+DType to_dtype(ls_dtype t);
+
+// A batch after validation, as host arrays.
+struct HostBatch {
+  int64_t batch = 0, src_len = 0, tgt_len = 0;
+  const int32_t* src = nullptr;
+  const int32_t* prev = nullptr;
+  const int32_t* target = nullptr;
+  bool on_device = false;
+};
+
+// Everything declared for one model: parameters, buffers, layers. Built once for planning
+// (ls_plan_memory) and once per model.
+class TransformerGraph {
+ public:
+  TransformerGraph(const ls_model_config& cfg, bool cuda);
+
+  const ls_model_config& config() const { return cfg_; }
+  Planner& planner() { return planner_; }
+  const Planner& planner() const { return planner_; }
+  ParamSet& params() { return params_; }
+  const ParamSet& params() const { return params_; }
+  DType dt() const { return dt_; }
+  DType acc() const { return acc_; }
+  bool encoder_decoder() const { return cfg_.arch == LS_ARCH_ENCODER_DECODER; }
+
+  // Forward: embeddings, blocks, final norms, logits, criterion forward (sums += ...).
+  void forward(RunCtx& rc);
+  // Backward from the criterion down to the embeddings; gradients accumulate.
+  void backward(RunCtx& rc, bool deterministic);
+  // Encoder only (generation).
+  void encode(RunCtx& rc);
+  // Decoder forward up to the final hidden states (generation), no logits.
+  void decode_hidden(RunCtx& rc);
+
+  // The dry run: forward + backward at the maximum shapes, recording lifetimes; then a final
+  // position for the generation buffers. Returns the plan.
+  Plan plan_schedule();
+
+  // Buffers the model and trainer address directly.
+  BufferId master, work, grad, adam_m, adam_v, scalars, workspace;
+  BufferId src_tokens, prev_tokens, target, src_pad, tgt_pad;
+  BufferId logits, lse, d_dec_out, dec_hidden, enc_out, d_enc_out;
+  BufferId gen_hidden, gen_logits, gen_logits_acc;
+  ParamRef output_projection;
+  int64_t gen_max_rows = 0;
+  size_t workspace_bytes = 0;
+  size_t input_bytes = 0;
+
+  // Layout of the `scalars` buffer (acc elements unless noted).
+  enum Scalar : int { kLoss = 0, kNll = 1, kTokens = 2, kGradScale = 3, kGradMult = 4, kSumSq = 5,
+                      kScalarCount = 8 };
+
+ private:
+  struct Stack {
+    std::unique_ptr<EmbeddingLayer> embed;
+    std::vector<std::unique_ptr<ResidualBlock>> blocks;
+    bool final_norm = false;
+    ParamRef norm_gamma, norm_beta;
+    BufferId norm_out, norm_mean, norm_rstd, d_norm_in;
+    Side side = Side::Source;
+    BufferId last_output() const {
+      return blocks.empty() ? embed->output() : blocks.back()->output();
+    }
+  };
+  void build_stack(Stack& s, const std::string& prefix, int layers, bool decoder);
+  void stack_forward(RunCtx& rc, Stack& s);
+  // d_out is the gradient of the stack's output; returns nothing (embedding gets the rest).
+  void stack_backward(RunCtx& rc, Stack& s, BufferId d_out, bool deterministic);
+  BufferId stack_output(const Stack& s) const { return s.final_norm ? s.norm_out : s.last_output(); }
+
+  ls_model_config cfg_;
+  bool cuda_;
+  DType dt_, acc_;
+  LayerDims dims_;
+  Planner planner_;
+  ParamSet params_;
+  uint32_t next_site_ = 0;
+  Stack encoder_, decoder_;
+};
+
+class Model {
+ public:
+  Model(Context& ctx, const ls_model_config& cfg);
+  ~Model();
+
+  Context& context() { return ctx_; }
+  const ls_model_config& config() const { return graph_->config(); }
+  TransformerGraph& graph() { return *graph_; }
+  const ParamSet& params() const { return graph_->params(); }
+  const Plan& plan() const { return plan_; }
+  MemoryReport memory_report() const;
+
+  WeightsView weights() const;
+  void* buffer(BufferId id) const { return arena_.base() + plan_.arena_offset(id); }
+  template <class T>
+  T* scalar_ptr(int index) const {
+    return reinterpret_cast<T*>(static_cast<std::byte*>(buffer(graph_->scalars)) +
+                                index * dtype_size(graph_->acc()));
+  }
+
+  // Parameters by name through host float buffers.
+  void get_parameter(const std::string& name, float* host, int64_t numel);
+  void set_parameter(const std::string& name, const float* host, int64_t numel);
+  // Writes the working copy from the master weights (after master changed).
+  void refresh_working_copy();
+
+  // Checks a batch against the config and the maxima (throws LS_ERR_INVALID_ARGUMENT naming
+  // the numbers, before anything changes) and returns the non-padding target token count.
+  int64_t validate_batch(const ls_batch& b, HostBatch& out);
+  // Copies a validated batch into the input buffers and builds the padding masks.
+  void load_batch(const HostBatch& b);
+
+  // One forward (+ backward) pass on the loaded batch. Sums accumulate into the scalars.
+  void run_forward(bool training);
+  void run_backward(bool deterministic);
+  void zero_sums();
+  // {loss, nll, tokens} accumulated in the scalars (synchronises).
+  void read_sums(double out[3]);
+
+  void evaluate(const ls_batch& batch, ls_eval_result& result);
+  void generate(const int32_t* src, int64_t batch, int64_t src_len, int64_t max_len,
+                int32_t* out_tokens, int32_t* out_lengths);
+
+  // Dropout RNG state: (seed, stream). The seed starts as the context's; a checkpoint restores
+  // both, so a resumed run draws the masks the uninterrupted run would have drawn.
+  uint64_t dropout_stream() const { return dropout_stream_; }
+  void set_dropout_stream(uint64_t s) { dropout_stream_ = s; }
+  uint64_t dropout_seed() const { return dropout_seed_; }
+  void set_dropout_seed(uint64_t s) { dropout_seed_ = s; }
+
+ private:
+  RunCtx run_ctx(bool training);
+  void upload_tokens(BufferId dst, const int32_t* src, size_t n, bool on_device);
+
+  Context& ctx_;
+  std::unique_ptr<TransformerGraph> graph_;
+  Plan plan_;      // training (and evaluation: a subset of its uses)
+  Plan gen_plan_;  // generation's own schedule over the same buffers
+  Arena arena_;
+  uint64_t dropout_stream_ = 0;
+  uint64_t dropout_seed_ = 0;
+  RunShape shape_;
+  // Host staging made at creation (the step allocates nothing).
+  std::vector<int32_t> host_tokens_;
+  std::vector<uint8_t> host_mask_;
+  std::vector<double> host_scalars_;
+  std::vector<int32_t> gen_tokens_;
+  std::vector<float> gen_logits_host_;
+};
+
+}  // namespace ls

@@ -1,0 +1,236 @@
+// The Transformer's structure: which layers, which buffers, and the order they run in.
+// Used both for planning (a dry run) and for the real step.
+#include <cmath>
+
+#include "layers/attention.h"
+#include "layers/feed_forward.h"
+#include "runtime/error.h"
+#include "runtime/model.h"
+
+namespace ls {
+
+namespace {
+constexpr size_t kCublasWorkspaceBytes = 32u << 20;  // cuBLASLt workspace (CUDA only)
+constexpr int64_t kMaxGenerateRows = 256;
+}  // namespace
+
+TransformerGraph::TransformerGraph(const ls_model_config& cfg, bool cuda)
+    : cfg_(cfg), cuda_(cuda), dt_(to_dtype(cfg.dtype)), acc_(accum_dtype(dt_)) {
+  validate_model_config(cfg_, cuda);
+  dims_.max_tokens = cfg_.max_batch_tokens;
+  dims_.max_len = cfg_.max_seq_len;
+  dims_.hidden = cfg_.hidden_size;
+  dims_.ffn = cfg_.ffn_size;
+  dims_.heads = cfg_.num_heads;
+  dims_.dt = dt_;
+  const size_t T = static_cast<size_t>(cfg_.max_batch_tokens);
+  const size_t d = static_cast<size_t>(cfg_.hidden_size);
+  const size_t V = static_cast<size_t>(cfg_.tgt_vocab_size);
+  const size_t e = dtype_size(dt_), a = dtype_size(acc_);
+
+  // Inputs of one batch (persistent: written by load_batch before the step's first kernel).
+  const auto In = MemCategory::Inputs;
+  if (encoder_decoder()) {
+    src_tokens = planner_.declare_persistent("input.src_tokens", In, T * 4);
+    src_pad = planner_.declare_persistent("input.src_pad", In, T);
+  }
+  prev_tokens = planner_.declare_persistent("input.prev_output_tokens", In, T * 4);
+  target = planner_.declare_persistent("input.target", In, T * 4);
+  tgt_pad = planner_.declare_persistent("input.tgt_pad", In, T);
+  input_bytes = (encoder_decoder() ? 5 * T : 0) + 9 * T;
+
+  // Layers, in the order their parameters are laid out.
+  if (encoder_decoder()) {
+    enc_out = BufferId{};  // set after the encoder is built
+    build_stack(encoder_, "encoder", cfg_.encoder_layers, false);
+    enc_out = stack_output(encoder_);
+    d_enc_out = planner_.declare("encoder.d_out", MemCategory::Temporaries, T * d * e);
+  }
+  build_stack(decoder_, "decoder", cfg_.decoder_layers, true);
+  dec_hidden = stack_output(decoder_);
+  if (cfg_.share_decoder_input_output_embed) {
+    output_projection = decoder_.embed->table();
+    params_.alias("decoder.output_projection.weight", "decoder.embed_tokens.weight");
+  } else {
+    ParamInit normal;
+    normal.kind = InitKind::Normal;
+    normal.std = 1.0 / std::sqrt(static_cast<double>(d));
+    output_projection = params_.add("decoder.output_projection.weight",
+                                    {cfg_.tgt_vocab_size, cfg_.hidden_size}, normal);
+  }
+  logits = planner_.declare("criterion.logits", MemCategory::Temporaries, T * V * e);
+  lse = planner_.declare("criterion.lse", MemCategory::SavedActivations, T * a);
+  d_dec_out = planner_.declare("decoder.d_out", MemCategory::Temporaries, T * d * e);
+  gen_max_rows = std::min<int64_t>(kMaxGenerateRows, cfg_.max_batch_tokens);
+  const size_t G = static_cast<size_t>(gen_max_rows);
+  gen_hidden = planner_.declare("generate.hidden", MemCategory::Temporaries, G * d * e);
+  gen_logits = planner_.declare("generate.logits", MemCategory::Temporaries, G * V * e);
+  gen_logits_acc = planner_.declare("generate.logits_acc", MemCategory::Temporaries, G * V * a);
+
+  // Flat parameter buffers: master (acc), working copy (dt, only when it differs), gradients
+  // (acc, one flat buffer so one fused pass covers them), Adam moments (acc).
+  const size_t n = params_.total_elements();
+  master = planner_.declare_persistent("params.master", MemCategory::Parameters, n * a);
+  if (dt_ != acc_)
+    work = planner_.declare_persistent("params.working", MemCategory::WorkingCopy, n * e);
+  grad = planner_.declare_persistent("params.grad", MemCategory::Gradients, n * a);
+  adam_m = planner_.declare_persistent("adam.m", MemCategory::OptimizerState, n * a);
+  adam_v = planner_.declare_persistent("adam.v", MemCategory::OptimizerState, n * a);
+  scalars = planner_.declare_persistent("step.scalars", MemCategory::LossScaler,
+                                        kScalarCount * a + 64);
+  if (cuda_) {
+    workspace_bytes = kCublasWorkspaceBytes;
+    workspace = planner_.declare_persistent("cublaslt.workspace", MemCategory::Workspace,
+                                            workspace_bytes);
+  }
+}
+
+void TransformerGraph::build_stack(Stack& s, const std::string& prefix, int layers, bool decoder) {
+  const bool encdec = encoder_decoder();
+  s.side = (decoder && encdec) || !encdec ? Side::Target : Side::Source;
+  if (!encdec) s.side = Side::Target;
+  EmbeddingSpec es;
+  es.side = s.side;
+  es.vocab = decoder ? cfg_.tgt_vocab_size : cfg_.src_vocab_size;
+  es.padding_idx = cfg_.padding_idx;
+  es.scale = cfg_.scale_embedding != 0;
+  es.learned_positions = cfg_.learned_positions != 0;
+  es.dropout = cfg_.dropout;
+  es.site = next_site_++;
+  es.tokens = decoder ? prev_tokens : src_tokens;
+  if (decoder && encdec && cfg_.share_all_embeddings) es.shared_table = encoder_.embed->table();
+  s.embed = std::make_unique<EmbeddingLayer>(planner_, params_, prefix, dims_, es);
+  if (decoder && encdec && cfg_.share_all_embeddings)
+    params_.alias("decoder.embed_tokens.weight", "encoder.embed_tokens.weight");
+
+  const bool pre = cfg_.pre_layer_norm != 0;
+  const BufferId self_pad = s.side == Side::Source ? src_pad : tgt_pad;
+  const Activation act =
+      cfg_.activation == LS_ACTIVATION_GELU ? Activation::GELU : Activation::ReLU;
+  for (int i = 0; i < layers; ++i) {
+    const std::string lp = prefix + ".layers." + std::to_string(i);
+    AttentionSpec sa;
+    sa.side = s.side;
+    sa.causal = decoder;
+    sa.dropout = cfg_.attention_dropout;
+    sa.site = next_site_++;
+    sa.key_pad = self_pad;
+    s.blocks.push_back(std::make_unique<ResidualBlock>(
+        planner_, params_, lp + ".self_attn_layer_norm", lp + ".self_attn_block", dims_, pre,
+        cfg_.layer_norm_eps, cfg_.dropout, next_site_++,
+        std::make_unique<Attention>(planner_, params_, lp + ".self_attn", dims_, sa)));
+    if (decoder && encdec) {
+      AttentionSpec ca;
+      ca.side = Side::Target;
+      ca.cross = true;
+      ca.dropout = cfg_.attention_dropout;
+      ca.site = next_site_++;
+      ca.key_pad = src_pad;
+      ca.memory = enc_out;
+      ca.d_memory = d_enc_out;
+      s.blocks.push_back(std::make_unique<ResidualBlock>(
+          planner_, params_, lp + ".encoder_attn_layer_norm", lp + ".encoder_attn_block", dims_,
+          pre, cfg_.layer_norm_eps, cfg_.dropout, next_site_++,
+          std::make_unique<Attention>(planner_, params_, lp + ".encoder_attn", dims_, ca)));
+    }
+    s.blocks.push_back(std::make_unique<ResidualBlock>(
+        planner_, params_, lp + ".final_layer_norm", lp + ".ffn_block", dims_, pre,
+        cfg_.layer_norm_eps, cfg_.dropout, next_site_++,
+        std::make_unique<FeedForward>(planner_, params_, lp, dims_, s.side, act,
+                                      cfg_.activation_dropout, next_site_++)));
+  }
+  if (pre) {  // pre-LN stacks end with a LayerNorm
+    s.final_norm = true;
+    ParamInit ones;
+    ones.kind = InitKind::Ones;
+    const int64_t d = cfg_.hidden_size;
+    s.norm_gamma = params_.add(prefix + ".layer_norm.weight", {d}, ones);
+    s.norm_beta = params_.add(prefix + ".layer_norm.bias", {d}, ParamInit{});
+    const size_t T = static_cast<size_t>(cfg_.max_batch_tokens);
+    const size_t e = dtype_size(dt_), a = dtype_size(acc_);
+    s.norm_out = planner_.declare(prefix + ".layer_norm.out", MemCategory::SavedActivations,
+                                  T * d * e);
+    s.norm_mean = planner_.declare(prefix + ".layer_norm.mean", MemCategory::SavedActivations, T * a);
+    s.norm_rstd = planner_.declare(prefix + ".layer_norm.rstd", MemCategory::SavedActivations, T * a);
+    s.d_norm_in = planner_.declare(prefix + ".layer_norm.d_in", MemCategory::Temporaries, T * d * e);
+  }
+}
+
+void TransformerGraph::stack_forward(RunCtx& rc, Stack& s) {
+  s.embed->forward(rc);
+  BufferId x = s.embed->output();
+  for (auto& b : s.blocks) {
+    b->forward(rc, x);
+    x = b->output();
+  }
+  if (s.final_norm)
+    rc.ops().layernorm_forward(rc.ptr(x), rc.wv.w(s.norm_gamma), rc.wv.w(s.norm_beta),
+                               rc.ptr(s.norm_out), rc.ptr(s.norm_mean), rc.ptr(s.norm_rstd),
+                               rc.tokens(s.side), cfg_.hidden_size, cfg_.layer_norm_eps, dt_);
+}
+
+void TransformerGraph::stack_backward(RunCtx& rc, Stack& s, BufferId d_out, bool deterministic) {
+  BufferId d = d_out;
+  if (s.final_norm) {
+    rc.ops().layernorm_backward(rc.ptr(d_out), rc.ptr(s.last_output()), rc.wv.w(s.norm_gamma),
+                                rc.ptr(s.norm_mean), rc.ptr(s.norm_rstd), nullptr,
+                                rc.ptr(s.d_norm_in), rc.wv.g(s.norm_gamma), rc.wv.g(s.norm_beta),
+                                rc.tokens(s.side), cfg_.hidden_size, dt_);
+    d = s.d_norm_in;
+  }
+  for (size_t i = s.blocks.size(); i-- > 0;) {
+    BufferId in = i == 0 ? s.embed->output() : s.blocks[i - 1]->output();
+    s.blocks[i]->backward(rc, in, d);
+    d = s.blocks[i]->d_input();
+  }
+  s.embed->backward(rc, d, deterministic);
+}
+
+void TransformerGraph::encode(RunCtx& rc) { stack_forward(rc, encoder_); }
+
+void TransformerGraph::decode_hidden(RunCtx& rc) { stack_forward(rc, decoder_); }
+
+void TransformerGraph::forward(RunCtx& rc) {
+  if (encoder_decoder()) stack_forward(rc, encoder_);
+  stack_forward(rc, decoder_);
+  const int64_t Tt = rc.tokens(Side::Target), V = cfg_.tgt_vocab_size, d = cfg_.hidden_size;
+  Linear::forward(rc.ops(), dt_, rc.ptr(dec_hidden), rc.wv.w(output_projection), rc.ptr(logits),
+                  Tt, d, V);
+  rc.ops().cross_entropy_forward(rc.ptr(logits), static_cast<const int32_t*>(rc.ptr(target)),
+                                 rc.ptr(lse), rc.ptr(scalars), Tt, V, cfg_.padding_idx,
+                                 cfg_.label_smoothing, dt_);
+}
+
+void TransformerGraph::backward(RunCtx& rc, bool deterministic) {
+  Ops& ops = rc.ops();
+  const int64_t Tt = rc.tokens(Side::Target), V = cfg_.tgt_vocab_size, d = cfg_.hidden_size;
+  const size_t a = dtype_size(acc_);
+  void* grad_scale = static_cast<std::byte*>(rc.ptr(scalars)) + kGradScale * a;
+  void* lg = rc.ptr(logits);
+  ops.cross_entropy_backward(lg, static_cast<const int32_t*>(rc.ptr(target)), rc.ptr(lse),
+                             grad_scale, lg, Tt, V, cfg_.padding_idx, cfg_.label_smoothing, dt_);
+  Linear::backward_weight(ops, dt_, lg, rc.ptr(dec_hidden), rc.wv.g(output_projection), nullptr,
+                          Tt, d, V);
+  Linear::backward_data(ops, dt_, lg, rc.wv.w(output_projection), rc.ptr(d_dec_out), Tt, d, V);
+  if (encoder_decoder())
+    ops.zero(rc.ptr(d_enc_out), static_cast<size_t>(rc.tokens(Side::Source) * d) * dtype_size(dt_));
+  stack_backward(rc, decoder_, d_dec_out, deterministic);
+  if (encoder_decoder()) stack_backward(rc, encoder_, d_enc_out, deterministic);
+}
+
+Plan TransformerGraph::plan_schedule() {
+  Exec ex(planner_);
+  RunCtx rc;
+  rc.ex = &ex;
+  rc.wv.dt = dt_;
+  rc.wv.acc = acc_;
+  // Placeholder weights: ScheduleOps never dereferences them.
+  rc.wv.master = rc.wv.work = rc.wv.grad = reinterpret_cast<std::byte*>(uintptr_t{0x10000});
+  rc.shape = {1, cfg_.max_seq_len, cfg_.max_seq_len};
+  rc.training = true;
+  forward(rc);
+  backward(rc, true);
+  return planner_.plan();
+}
+
+}  // namespace ls

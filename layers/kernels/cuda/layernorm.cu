@@ -243,7 +243,7 @@ void launch_layernorm_backward(const void* dy, const void* x, const void* gamma,
   size_t shared_bytes = size_t(2 * cols) * sizeof(float);
   bool shared = shared_bytes <= kMaxSharedPartialBytes;
   int64_t blocks = (rows + kWarps - 1) / kWarps;
-  int64_t cap = int64_t(device_sm_count()) * 2;
+  int64_t cap = int64_t(device_sm_count()) * 8;  // up to 64 warps per SM
   if (blocks > cap) blocks = cap;
   dispatch_dtype(dt, "layernorm_backward", [&](auto tv) {
     using T = decltype(tv);

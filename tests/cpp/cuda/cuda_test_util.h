@@ -112,6 +112,9 @@ inline DevBuf upload(const std::vector<float>& v, DType dt) {
   DevBuf b(bytes.size());
   if (!bytes.empty())
     cuda_ok(cudaMemcpy(b.p, bytes.data(), bytes.size(), cudaMemcpyHostToDevice), "upload");
+  // CudaOps runs on its own non-blocking stream, which does not wait for the legacy default
+  // stream used here: finish the copy before any kernel may read it.
+  cuda_ok(cudaDeviceSynchronize(), "upload");
   return b;
 }
 template <class T>
@@ -125,6 +128,7 @@ inline DevBuf upload_raw(const std::vector<T>& v) {
 inline DevBuf poisoned(size_t n, DType dt) {
   DevBuf b(n * ls::dtype_size(dt));
   if (b.bytes) cuda_ok(cudaMemset(b.p, 0xFF, b.bytes), "poison");
+  cuda_ok(cudaDeviceSynchronize(), "poison");  // cudaMemset is asynchronous (see upload)
   return b;
 }
 inline std::vector<float> download(const DevBuf& b, DType dt, size_t n) {

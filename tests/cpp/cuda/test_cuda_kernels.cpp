@@ -32,7 +32,7 @@ TEST_CASE("cuda cast and add_inplace are exact conversions") {
   const size_t n = 1037;
   auto x = randn(n, 3.f);
   for (DType dt : working_types()) {
-    INFO(name(dt));
+    INFO("dtype " << name(dt));
     DevBuf src = upload(x, DType::F32), dst = poisoned(n, dt), back = poisoned(n, DType::F32);
     cuda.cast(src.p, DType::F32, dst.p, dt, n);
     cuda.cast(dst.p, dt, back.p, DType::F32, n);
@@ -66,7 +66,7 @@ TEST_CASE("cuda embedding forward/backward match the CPU reference") {
           CAPTURE(s.dim);
           CAPTURE(learned);
           CAPTURE(p);
-          INFO(name(dt));
+          INFO("dtype " << name(dt));
           const int64_t vocab = 101, rows = s.batch * s.len, maxpos = s.len + 8;
           std::uniform_int_distribution<int> tokd(0, int(vocab - 1));
           std::vector<int32_t> tokens(static_cast<size_t>(rows), 0);
@@ -154,7 +154,7 @@ TEST_CASE("cuda layernorm forward/backward match the CPU reference") {
         CAPTURE(s.rows);
         CAPTURE(s.cols);
         CAPTURE(with_res);
-        INFO(name(dt));
+        INFO("dtype " << name(dt));
         const size_t n = size_t(s.rows * s.cols);
         auto x = rounded(dt, randn(n, 2.f));
         for (size_t i = 0; i < n; ++i) x[i] = round_to(dt, x[i] + 0.5f);  // non-zero mean
@@ -208,12 +208,12 @@ TEST_CASE("cuda dropout fusions match the CPU reference, masks included") {
         CAPTURE(s.rows);
         CAPTURE(s.cols);
         CAPTURE(p);
-        INFO(name(dt));
+        INFO("dtype " << name(dt));
         const size_t n = size_t(s.rows * s.cols), nc = size_t(s.cols);
         auto x = rounded(dt, randn(n)), res = rounded(dt, randn(n)), bias = rounded(dt, randn(nc));
         DevBuf dx = upload(x, dt), dres = upload(res, dt), dbias = upload(bias, dt);
 
-        SUBCASE("bias_dropout_residual_forward (out aliasing residual too)") {
+        {  // bias_dropout_residual_forward (out aliasing residual too)
           for (bool with_bias : {true, false}) {
             std::vector<float> ref(n);
             cpu->bias_dropout_residual_forward(x.data(), with_bias ? bias.data() : nullptr,
@@ -241,7 +241,7 @@ TEST_CASE("cuda dropout fusions match the CPU reference, masks included") {
             CHECK(download(alias, dt, n) == got);
           }
         }
-        SUBCASE("dropout_bias_backward and bias_grad") {
+        {  // dropout_bias_backward and bias_grad
           auto d0 = randn(nc);
           std::vector<float> dx_ref(n), db_ref = d0;
           cpu->dropout_bias_backward(x.data(), dx_ref.data(), db_ref.data(), s.rows, s.cols, p,
@@ -262,7 +262,7 @@ TEST_CASE("cuda dropout fusions match the CPU reference, masks included") {
           cuda.bias_grad(dx.p, dbg.p, s.rows, s.cols, dt);
           CHECK_CLOSE(download(dbg, DType::F32, nc), bg_ref, kSumTol);
         }
-        SUBCASE("act_dropout forward/backward and dropout_forward") {
+        {  // act_dropout forward/backward and dropout_forward
           for (Activation act : {Activation::ReLU, Activation::GELU}) {
             CAPTURE(int(act));
             std::vector<float> ref(n);
@@ -314,7 +314,7 @@ TEST_CASE("cuda split/merge heads match the CPU reference") {
       CAPTURE(s.len);
       CAPTURE(s.heads);
       CAPTURE(s.dim);
-      INFO(name(dt));
+      INFO("dtype " << name(dt));
       const size_t total = size_t(s.n * s.batch * s.len * s.heads * s.dim);
       auto in = rounded(dt, randn(total));
       auto bias = rounded(dt, randn(size_t(s.n * s.heads * s.dim)));
@@ -353,7 +353,7 @@ TEST_CASE("cuda softmax forward/backward match the CPU reference, short and long
         CAPTURE(s.lq);
         CAPTURE(s.lk);
         CAPTURE(causal);
-        INFO(name(dt));
+        INFO("dtype " << name(dt));
         const int64_t rows = s.batch * s.heads * s.lq;
         const size_t n = size_t(rows * s.lk);
         auto scores = rounded(dt, randn(n, 3.f));
@@ -410,7 +410,7 @@ TEST_CASE("cuda cross-entropy forward/backward match the CPU reference") {
     for (DType dt : working_types()) {
       CAPTURE(s.rows);
       CAPTURE(s.vocab);
-      INFO(name(dt));
+      INFO("dtype " << name(dt));
       const size_t n = size_t(s.rows * s.vocab);
       auto logits = rounded(dt, randn(n, 4.f));
       std::uniform_int_distribution<int> td(0, int(s.vocab - 1));
@@ -462,7 +462,7 @@ TEST_CASE("cuda sum_squares and fused Adam/AdamW match the CPU reference") {
         for (int skip : {0, 1}) {
           CAPTURE(decoupled);
           CAPTURE(skip);
-          INFO(name(wt));
+          INFO("work dtype " << name(wt));
           ls::Ops::AdamArgs h;
           h.lr = 1e-2f;
           h.weight_decay = 0.01f;

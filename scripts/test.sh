@@ -15,6 +15,6 @@ if [ -d tests/python ] && ls tests/python/test_*.py >/dev/null 2>&1; then
 fi
 if command -v cargo >/dev/null 2>&1 && [ -f bindings/rust/Cargo.toml ]; then
   LS_TRAIN_LIB_DIR="$PWD/$build" LD_LIBRARY_PATH="$PWD/$build${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
-    cargo test --quiet --manifest-path bindings/rust/Cargo.toml || status=1
+    cargo test --quiet --offline --manifest-path bindings/rust/Cargo.toml || status=1
 fi
 exit $status

@@ -212,6 +212,22 @@ int cmd_train(int argc, char** argv) {
   ProgressMeter meter(!o.quiet, o.log_interval);
   Log log(o, &meter);
 
+  // ---- context (first: a missing GPU is reported before any file is written)
+  ls_context_options copt;
+  ls_context_options_init(&copt);
+  copt.device = o.device;
+  copt.seed = o.seed;
+  ls_context* raw_context = nullptr;
+  check(ls_context_create(&copt, &raw_context), "ls_context_create");
+  std::unique_ptr<ls_context, ContextDeleter> context(raw_context);
+  ls_device_info dev;
+  ls_device_info_init(&dev);
+  check(ls_context_device(context.get(), &dev), "ls_context_device");
+  log.info(fmt("ls-train train: ls_train %s, device %s%s", ls_version_string(), dev.name,
+               dev.kind == LS_DEVICE_CUDA ? fmt(" (cuda:%d)", dev.index).c_str() : ""));
+  if (o.on_gpu != (dev.kind == LS_DEVICE_CUDA))
+    log.warn("the defaults were chosen for a different device than the one in use");
+
   // ---- save dir and resume state
   const std::string ckpt_last = (fs::path(o.save_dir) / "checkpoint_last.lsck").string();
   const std::string ckpt_best = (fs::path(o.save_dir) / "checkpoint_best.lsck").string();
@@ -234,22 +250,6 @@ int cmd_train(int argc, char** argv) {
     if (fs::exists(ckpt_last))
       log.warn("a new run overwrites " + ckpt_last + " (use --resume to continue it)");
   }
-
-  // ---- context (first: a missing GPU is reported before the data work)
-  ls_context_options copt;
-  ls_context_options_init(&copt);
-  copt.device = o.device;
-  copt.seed = o.seed;
-  ls_context* raw_context = nullptr;
-  check(ls_context_create(&copt, &raw_context), "ls_context_create");
-  std::unique_ptr<ls_context, ContextDeleter> context(raw_context);
-  ls_device_info dev;
-  ls_device_info_init(&dev);
-  check(ls_context_device(context.get(), &dev), "ls_context_device");
-  log.info(fmt("ls-train train: ls_train %s, device %s%s", ls_version_string(), dev.name,
-               dev.kind == LS_DEVICE_CUDA ? fmt(" (cuda:%d)", dev.index).c_str() : ""));
-  if (o.on_gpu != (dev.kind == LS_DEVICE_CUDA))
-    log.warn("the defaults were chosen for a different device than the one in use");
 
   // ---- data
   TrainData data = load_train_data(o, tokenizer_path, /*learn=*/!o.resume);

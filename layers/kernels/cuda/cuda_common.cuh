@@ -91,8 +91,9 @@ struct alignas(4 * sizeof(T)) Pack4 {
   T v[4];
 };
 
+// Host and device: launchers choose kernel variants with it too.
 template <class T>
-__device__ __forceinline__ bool pack_aligned(const void* p) {
+__host__ __device__ __forceinline__ bool pack_aligned(const void* p) {
   return (reinterpret_cast<uintptr_t>(p) % (4 * sizeof(T))) == 0;
 }
 

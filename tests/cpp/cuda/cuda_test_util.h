@@ -218,8 +218,8 @@ inline size_t zero_count(const std::vector<float>& v) {
   return n;
 }
 
-inline const char* name(DType dt) {
-  return ls::dtype_name(dt);
+inline std::string dtype_str(DType dt) {
+  return std::string(ls::dtype_name(dt));
 }
 inline std::vector<DType> working_types() {
   return {DType::F32, DType::F16, DType::BF16};

@@ -54,7 +54,7 @@ void run_case(ls::CudaOps& cuda, ls::Ops& cpu, const Case& cs, DType dt) {
   CAPTURE(int(cs.epi));
   CAPTURE(int(cs.act));
   CAPTURE(cs.c_f32);
-  INFO("dtype " << name(dt));
+  INFO("dtype " << dtype_str(dt));
   const int64_t m = cs.m, n = cs.n, k = cs.k, batch = cs.batch;
   // Row-major storage with a little padding in the leading dimensions (multiple of 8 kept for C
   // so the aux-ld condition of the fused path holds when n allows it).

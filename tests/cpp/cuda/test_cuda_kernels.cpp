@@ -32,7 +32,7 @@ TEST_CASE("cuda cast and add_inplace are exact conversions") {
   const size_t n = 1037;
   auto x = randn(n, 3.f);
   for (DType dt : working_types()) {
-    INFO("dtype " << name(dt));
+    INFO("dtype " << dtype_str(dt));
     DevBuf src = upload(x, DType::F32), dst = poisoned(n, dt), back = poisoned(n, DType::F32);
     cuda.cast(src.p, DType::F32, dst.p, dt, n);
     cuda.cast(dst.p, dt, back.p, DType::F32, n);
@@ -66,7 +66,7 @@ TEST_CASE("cuda embedding forward/backward match the CPU reference") {
           CAPTURE(s.dim);
           CAPTURE(learned);
           CAPTURE(p);
-          INFO("dtype " << name(dt));
+          INFO("dtype " << dtype_str(dt));
           const int64_t vocab = 101, rows = s.batch * s.len, maxpos = s.len + 8;
           std::uniform_int_distribution<int> tokd(0, int(vocab - 1));
           std::vector<int32_t> tokens(static_cast<size_t>(rows), 0);
@@ -154,7 +154,7 @@ TEST_CASE("cuda layernorm forward/backward match the CPU reference") {
         CAPTURE(s.rows);
         CAPTURE(s.cols);
         CAPTURE(with_res);
-        INFO("dtype " << name(dt));
+        INFO("dtype " << dtype_str(dt));
         const size_t n = size_t(s.rows * s.cols);
         auto x = rounded(dt, randn(n, 2.f));
         for (size_t i = 0; i < n; ++i) x[i] = round_to(dt, x[i] + 0.5f);  // non-zero mean
@@ -208,7 +208,7 @@ TEST_CASE("cuda dropout fusions match the CPU reference, masks included") {
         CAPTURE(s.rows);
         CAPTURE(s.cols);
         CAPTURE(p);
-        INFO("dtype " << name(dt));
+        INFO("dtype " << dtype_str(dt));
         const size_t n = size_t(s.rows * s.cols), nc = size_t(s.cols);
         auto x = rounded(dt, randn(n)), res = rounded(dt, randn(n)), bias = rounded(dt, randn(nc));
         DevBuf dx = upload(x, dt), dres = upload(res, dt), dbias = upload(bias, dt);
@@ -314,7 +314,7 @@ TEST_CASE("cuda split/merge heads match the CPU reference") {
       CAPTURE(s.len);
       CAPTURE(s.heads);
       CAPTURE(s.dim);
-      INFO("dtype " << name(dt));
+      INFO("dtype " << dtype_str(dt));
       const size_t total = size_t(s.n * s.batch * s.len * s.heads * s.dim);
       auto in = rounded(dt, randn(total));
       auto bias = rounded(dt, randn(size_t(s.n * s.heads * s.dim)));
@@ -353,7 +353,7 @@ TEST_CASE("cuda softmax forward/backward match the CPU reference, short and long
         CAPTURE(s.lq);
         CAPTURE(s.lk);
         CAPTURE(causal);
-        INFO("dtype " << name(dt));
+        INFO("dtype " << dtype_str(dt));
         const int64_t rows = s.batch * s.heads * s.lq;
         const size_t n = size_t(rows * s.lk);
         auto scores = rounded(dt, randn(n, 3.f));
@@ -410,7 +410,7 @@ TEST_CASE("cuda cross-entropy forward/backward match the CPU reference") {
     for (DType dt : working_types()) {
       CAPTURE(s.rows);
       CAPTURE(s.vocab);
-      INFO("dtype " << name(dt));
+      INFO("dtype " << dtype_str(dt));
       const size_t n = size_t(s.rows * s.vocab);
       auto logits = rounded(dt, randn(n, 4.f));
       std::uniform_int_distribution<int> td(0, int(s.vocab - 1));
@@ -451,18 +451,27 @@ TEST_CASE("cuda sum_squares and fused Adam/AdamW match the CPU reference") {
   for (size_t n : {size_t(1), size_t(37), size_t(1 << 20) + 3}) {
     CAPTURE(n);
     auto x = randn(n);
-    std::vector<float> ss_ref = {0.5f};
-    cpu->sum_squares(x.data(), n, ss_ref.data(), DType::F32);
     DevBuf dxs = upload(x, DType::F32), dss = upload(std::vector<float>{0.5f}, DType::F32);
     cuda.sum_squares(dxs.p, n, dss.p, DType::F32);
-    CHECK_CLOSE(download(dss, DType::F32, 1), ss_ref, kSumTol);
+    auto ss = download(dss, DType::F32, 1);
+    // The reference is the sum in double: the CPU backend's sequential fp32 sum drifts by
+    // ~n u / 2 (5e-4 relative at n = 1e6), more than the CUDA tree reduction (partials of a
+    // few terms per thread, then block and atomic sums: ~1e-6).
+    double exact = 0.5;
+    for (float f : x) exact += double(f) * double(f);
+    CHECK_CLOSE(ss, std::vector<float>{float(exact)}, 1e-5);
+    if (n < 1000) {
+      std::vector<float> ss_ref = {0.5f};
+      cpu->sum_squares(x.data(), n, ss_ref.data(), DType::F32);
+      CHECK_CLOSE(ss, ss_ref, 1e-5);
+    }
 
     for (bool decoupled : {false, true})
       for (DType wt : working_types())
         for (int skip : {0, 1}) {
           CAPTURE(decoupled);
           CAPTURE(skip);
-          INFO("work dtype " << name(wt));
+          INFO("work dtype " << dtype_str(wt));
           ls::Ops::AdamArgs h;
           h.lr = 1e-2f;
           h.weight_decay = 0.01f;

@@ -7,8 +7,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 LS_BUILD_TESTS=OFF bash scripts/build.sh
 build=${LS_BUILD_DIR:-build}
-if "$build/ls-train" help 2>/dev/null | grep -q "^  train"; then
-  exec "$build/ls-train" train "$@"
-else
-  exec "$build/ls-train" info "$@"
-fi
+"$build/ls-train" info
+exec "$build/ls-train" train "$@"

@@ -15,7 +15,8 @@ void usage(FILE* f) {
                "usage: ls-train <command> [options]\n\n"
                "commands:\n"
                "  info    version, ABI version, backends compiled in, devices found\n"
-               "  plan    memory plan of a model config, computed without allocating\n\n"
+               "  plan    memory plan of a model config, computed without allocating\n"
+               "  train   train the sample translation model (English -> German)\n\n"
                "Every command takes --help.\n");
 }
 
@@ -30,6 +31,7 @@ int main(int argc, char** argv) {
   try {
     if (cmd == "info") return cli::cmd_info(argc, argv);
     if (cmd == "plan") return cli::cmd_plan(argc, argv);
+    if (cmd == "train") return cli::cmd_train(argc, argv);
     if (cmd == "--help" || cmd == "-h" || cmd == "help") {
       usage(stdout);
       return 0;

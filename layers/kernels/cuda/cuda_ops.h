@@ -24,7 +24,7 @@ class CudaOps final : public Ops {
 
   // Scratch for cuBLASLt (and the bias-gradient slice of fused dGELU+bgrad GEMMs). Until set,
   // cuBLASLt runs with no workspace. The memory must outlive its use on the stream.
-  void set_workspace(void* p, size_t bytes);
+  void set_workspace(void* p, size_t bytes) override;
   // Whether cuBLASLt's fused epilogues may be used (default true); false forces plain GEMMs
   // followed by this backend's own epilogue kernels (tests exercise both).
   void set_fused_epilogues(bool on);

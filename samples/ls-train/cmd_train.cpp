@@ -440,8 +440,10 @@ int cmd_train(int argc, char** argv) {
         stop_reason = "interrupted";
         done = true;
       }
-      meter.update(progress, done);
-      if (!done && o.validate_interval > 0 && pos.num_updates % o.validate_interval == 0) {
+      // An fp16 overflow skips the update: the count stands still, so nothing falls due.
+      if (r.updated || done) meter.update(progress, done);
+      if (r.updated && !done && o.validate_interval > 0 &&
+          pos.num_updates % o.validate_interval == 0) {
         if (validate()) save_checkpoint(ckpt_best);
         save_checkpoint(ckpt_last);
       }

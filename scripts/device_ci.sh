@@ -23,7 +23,7 @@ ctest --test-dir build-device --output-on-failure -j 4 ${LS_CTEST_ARGS:-} > "$OU
 rc=$?
 grep -E "tests passed|tests failed|Failed|\*\*\*|Skipped|Not Run" "$OUT/ctest.log" | head -40
 if [ "${LS_BENCH:-all}" != "none" ]; then
-  for b in build-device/bench_*; do
+  for b in build-device/bench/bench_*; do
     [ -x "$b" ] || continue
     name=$(basename "$b")
     if [ "${LS_BENCH:-all}" = all ] || [[ " ${LS_BENCH} " == *" $name "* ]]; then

@@ -31,9 +31,6 @@ void head_gemm(Ops& ops, DType dt, bool ta, bool tb, int64_t m, int64_t n, int64
   ops.gemm(g);
 }
 
-const void* offset(const void* p, int64_t elems, DType t) {
-  return static_cast<const std::byte*>(p) + elems * static_cast<int64_t>(dtype_size(t));
-}
 void* offset(void* p, int64_t elems, DType t) {
   return static_cast<std::byte*>(p) + elems * static_cast<int64_t>(dtype_size(t));
 }

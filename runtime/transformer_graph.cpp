@@ -87,8 +87,7 @@ TransformerGraph::TransformerGraph(const ls_model_config& cfg, bool cuda)
 
 void TransformerGraph::build_stack(Stack& s, const std::string& prefix, int layers, bool decoder) {
   const bool encdec = encoder_decoder();
-  s.side = (decoder && encdec) || !encdec ? Side::Target : Side::Source;
-  if (!encdec) s.side = Side::Target;
+  s.side = decoder ? Side::Target : Side::Source;
   EmbeddingSpec es;
   es.side = s.side;
   es.vocab = decoder ? cfg_.tgt_vocab_size : cfg_.src_vocab_size;
@@ -133,11 +132,12 @@ void TransformerGraph::build_stack(Stack& s, const std::string& prefix, int laye
           pre, cfg_.layer_norm_eps, cfg_.dropout, next_site_++,
           std::make_unique<Attention>(planner_, params_, lp + ".encoder_attn", dims_, ca)));
     }
+    const uint32_t ffn_block_site = next_site_++, ffn_act_site = next_site_++;
     s.blocks.push_back(std::make_unique<ResidualBlock>(
         planner_, params_, lp + ".final_layer_norm", lp + ".ffn_block", dims_, pre,
-        cfg_.layer_norm_eps, cfg_.dropout, next_site_++,
+        cfg_.layer_norm_eps, cfg_.dropout, ffn_block_site,
         std::make_unique<FeedForward>(planner_, params_, lp, dims_, s.side, act,
-                                      cfg_.activation_dropout, next_site_++)));
+                                      cfg_.activation_dropout, ffn_act_site)));
   }
   if (pre) {  // pre-LN stacks end with a LayerNorm
     s.final_norm = true;

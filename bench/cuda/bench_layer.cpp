@@ -336,16 +336,19 @@ void bench(LayerKind kind, const LayerConfig& c, DType dt, int64_t batch, int64_
   timed.reset();
 
   const Plan& p = rig.plan();
+  const double gemm_gflop = rep.gemm_flops / kBreakdownIterations / 1e9;
   std::printf(
-      "%s %s (d=%lld ffn=%lld heads=%lld) %s B=%lld L=%lld: fwd %.3f ms, bwd %.3f ms, "
-      "fwd+bwd %.3f ms (median of %d), %.0f tokens/s; GEMM %.1f TFLOP/s in its kernels, "
-      "%.1f TFLOP/s over fwd+bwd; arena %.3f GiB (planned %.3f, lower bound %.3f), "
-      "%.1f M params, %llu device allocations while timing\n",
+      "%s %s (d=%lld ffn=%lld heads=%lld) %s B=%lld L=%lld: fwd+bwd %.3f ms "
+      "(fwd %.3f, bwd %.3f; median of %d), %.2f M tokens/s\n",
       layer, c.name, static_cast<long long>(c.hidden), static_cast<long long>(c.ffn),
       static_cast<long long>(c.heads), dtype_label(dt), static_cast<long long>(batch),
-      static_cast<long long>(len), median(fwd), median(bwd), total, iterations,
-      static_cast<double>(batch * len) / (total * 1e-3), rep.gemm_tflops(),
-      total > 0 ? rep.gemm_flops / kBreakdownIterations / (total * 1e9) : 0.0, gib(p.total_bytes),
+      static_cast<long long>(len), total, median(fwd), median(bwd), iterations,
+      static_cast<double>(batch * len) / (total * 1e3));
+  std::printf(
+      "  GEMM: %.1f GFLOP per fwd+bwd, %.1f TFLOP/s in the GEMM kernels, %.1f TFLOP/s "
+      "over the whole fwd+bwd; arena %.3f GiB (planned %.3f GiB, lower bound %.3f GiB), "
+      "%.2f M parameters, %llu device allocations while timing\n",
+      gemm_gflop, rep.gemm_tflops(), total > 0 ? gemm_gflop / total : 0.0, gib(p.total_bytes),
       gib(p.planned_bytes), gib(p.lower_bound_bytes), rig.parameters() / 1e6,
       static_cast<unsigned long long>(after.device_allocs - before.device_allocs));
   if (kind == LayerKind::Encoder && c.hidden == 1024 && dt == DType::F16 && batch * len == 8192)

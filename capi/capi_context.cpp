@@ -62,6 +62,7 @@ LS_API void ls_context_options_init(ls_context_options* options) {
   options->device_index = 0;
   options->seed = 1;
   options->stream = nullptr;
+  options->allow_tf32 = 1;
 }
 
 LS_API ls_status ls_context_create(const ls_context_options* options, ls_context** out) {
@@ -78,6 +79,9 @@ LS_API ls_status ls_context_create(const ls_context_options* options, ls_context
       default: LS_FAIL(LS_ERR_INVALID_ARGUMENT, "unknown device kind " << static_cast<int>(o.device));
     }
     co.device_index = o.device_index;
+    LS_CHECK_ARG(o.allow_tf32 == 0 || o.allow_tf32 == 1,
+                 "ls_context_options.allow_tf32 must be 0 or 1, got " << o.allow_tf32);
+    co.allow_tf32 = o.allow_tf32 != 0;
     co.seed = o.seed;
     co.stream = o.stream;
     auto ctx = std::make_unique<ls_context>();

@@ -49,10 +49,14 @@ LS_API ls_status ls_trainer_step(ls_trainer* trainer, const ls_batch* batch,
     ls_batch b;
     ls_batch_init(&b);
     ls::capi::read_struct(batch, b, kBatchV0, "ls_batch");
+    if (!result) {
+      trainer->impl->step(b, nullptr);  // no read-back: the step stays asynchronous
+      return;
+    }
     ls_step_result r;
     ls_step_result_init(&r);
-    trainer->impl->step(b, r);
-    if (result) ls::capi::write_struct(result, r);
+    trainer->impl->step(b, &r);
+    ls::capi::write_struct(result, r);
   });
 }
 

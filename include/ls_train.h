@@ -122,6 +122,8 @@ typedef struct ls_context_options {
   uint64_t seed;         /* default 1 */
   void* stream;          /* optional cudaStream_t to run on; NULL = the context's own stream.
                           * struct_size must cover at least `seed`; `stream` may be left out. */
+  int32_t allow_tf32;    /* fp32 models: GEMMs may use TF32 tensor cores (10-bit mantissa
+                          * inputs, fp32 accumulation; default 1). 0 = full fp32 GEMMs. */
 } ls_context_options;
 
 LS_API void ls_context_options_init(ls_context_options* options);

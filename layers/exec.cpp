@@ -87,10 +87,25 @@ class ScheduleOps final : public Ops {
     touch(l, t, lse, gs, dl);
   }
   void sum_squares(const void* x, size_t, void* o, DType) override { touch(x, o); }
-  void adam_update(void* p, const void* g, void* m, void* v, void* w, DType, size_t,
-                   const AdamArgs&, const void* gm, const int32_t* sk, DType) override {
-    touch(p, g, m, v, w, gm, sk);
+  void update_control(const void* ss, void* tok, const UpdateControlArgs&, TrainState* st,
+                      void* gs, DType) override {
+    touch(ss, tok, st, gs);
   }
+  void adam_update(void* p, const void* g, void* m, void* v, void* w, DType, size_t,
+                   const AdamArgs&, const AdamStep* st, DType) override {
+    touch(p, g, m, v, w, st);
+  }
+  void import_tokens(const int32_t* s, int32_t* d, int64_t, int32_t, int32_t,
+                     uint32_t* bad) override {
+    touch(s, d, bad);
+  }
+  void padding_mask(const int32_t* t, uint8_t* m, int64_t, int32_t) override { touch(t, m); }
+  void counter_add(uint64_t* c, uint64_t) override { touch(c); }
+  void scalar_accumulate(void* s, const void* x, DType) override { touch(s, x); }
+  void* host_alloc(size_t) override {
+    LS_FAIL(LS_ERR_INTERNAL, "host_alloc called during a dry run");
+  }
+  void host_free(void*) override {}
 
  private:
   void record(const void* p) {

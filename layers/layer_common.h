@@ -34,8 +34,10 @@ struct RunCtx {
   RunShape shape;
   bool training = true;
   uint64_t seed = 0;
-  uint64_t dropout_stream = 0;  // advanced once per forward pass; keys never repeat
-  static constexpr uint64_t kSitesPerPass = 1u << 16;
+  // The model's pass counter (advanced once per training forward, in the backend's memory):
+  // dropout keys are (seed, site, counter), so keys never repeat and a captured step draws
+  // fresh masks on replay. Null (dry runs, tests): the site index alone.
+  const uint64_t* dropout_stream = nullptr;
 
   Ops& ops() { return ex->ops(); }
   DType dt() const { return wv.dt; }
@@ -43,7 +45,7 @@ struct RunCtx {
   int64_t len(Side s) const { return s == Side::Source ? shape.src_len : shape.tgt_len; }
   int64_t tokens(Side s) const { return shape.batch * len(s); }
   float rate(float p) const { return training ? p : 0.f; }
-  DropoutKey key(uint32_t site) const { return {seed, dropout_stream * kSitesPerPass + site}; }
+  DropoutKey key(uint32_t site) const { return {seed, site, dropout_stream}; }
   void* ptr(BufferId id) { return ex->ptr(id); }
 };
 

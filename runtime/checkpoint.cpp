@@ -77,11 +77,12 @@ void Trainer::save(const std::string& path) const {
   h.elem_size = static_cast<uint32_t>(es);
   h.elements = n;
   h.layout_hash = layout_hash(g.params());
-  h.num_updates = num_updates_;
-  h.dropout_stream = m.dropout_stream();
+  const TrainState st = m.read_train_state();
+  h.num_updates = st.num_updates;
+  h.dropout_stream = st.dropout_stream;
   h.dropout_seed = m.dropout_seed();
-  h.loss_scale = loss_scale_;
-  h.good_steps = good_steps_;
+  h.loss_scale = st.loss_scale;
+  h.good_steps = st.good_steps;
   h.payload_bytes = 3 * n * es;
   std::vector<unsigned char> buf(sizeof(Header) + h.payload_bytes + 8);
   std::memcpy(buf.data(), &h, sizeof(h));
@@ -162,13 +163,16 @@ void Trainer::load(const std::string& path) {
   m.refresh_working_copy();
   ops.zero(m.buffer(g.grad), n * es);
   ops.synchronize();
-  m.set_dropout_stream(h.dropout_stream);
   m.set_dropout_seed(h.dropout_seed);
-  num_updates_ = h.num_updates;
-  loss_scale_ = h.loss_scale;
-  good_steps_ = h.good_steps;
+  TrainState st = m.read_train_state();
+  st.dropout_stream = h.dropout_stream;
+  st.num_updates = h.num_updates;
+  st.loss_scale = h.loss_scale;
+  st.good_steps = h.good_steps;
+  st.stopped = kStopNone;  // a checkpoint is a state training can continue from
+  st.bad_tokens = 0;
+  install_state(st);
   micro_batches_ = 0;
-  accum_tokens_ = 0;
 }
 
 }  // namespace ls

@@ -51,6 +51,7 @@ Context::Context(const ContextOptions& options) : seed_(options.seed) {
     info_ = cpu_device_info();
     ops_ = make_cpu_ops();
   }
+  ops_->set_allow_tf32(options.allow_tf32);
 }
 
 Context::~Context() {

@@ -16,6 +16,7 @@ struct ContextOptions {
   int device_index = 0;
   uint64_t seed = 1;
   void* stream = nullptr;  // cudaStream_t owned by the caller, or null
+  bool allow_tf32 = true;  // fp32 GEMMs on TF32 tensor cores
 };
 
 class Context {

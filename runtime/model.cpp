@@ -62,9 +62,9 @@ Model::Model(Context& ctx, const ls_model_config& cfg) : ctx_(ctx), dropout_seed
 
   const ls_model_config& c = graph_->config();
   const size_t T = static_cast<size_t>(c.max_batch_tokens);
-  host_tokens_.assign(3 * T, 0);
-  host_mask_.assign(T, 0);
-  host_scalars_.assign(TransformerGraph::kScalarCount + 8, 0.0);
+  host_tokens_.assign(T, 0);
+  staging_.ops = &ctx_.ops();
+  staging_.p = ctx_.ops().host_alloc(3 * T * sizeof(int32_t));
   gen_tokens_.assign(static_cast<size_t>(graph_->gen_max_rows) * (c.max_seq_len + 1), 0);
   gen_logits_host_.assign(static_cast<size_t>(graph_->gen_max_rows) * c.tgt_vocab_size, 0.f);
 
@@ -79,6 +79,10 @@ Model::Model(Context& ctx, const ls_model_config& cfg) : ctx_(ctx), dropout_seed
   ops.zero(buffer(graph_->adam_m), n * dtype_size(acc));
   ops.zero(buffer(graph_->adam_v), n * dtype_size(acc));
   ops.zero(buffer(graph_->scalars), TransformerGraph::kScalarCount * dtype_size(acc) + 64);
+  {
+    TrainState fresh;
+    ops.from_host(train_state(), &fresh, sizeof(fresh));
+  }
   refresh_working_copy();
   if (graph_->workspace.valid()) ctx_.ops().set_workspace(buffer(graph_->workspace), graph_->workspace_bytes);
   ops.synchronize();
@@ -182,17 +186,10 @@ int64_t Model::validate_batch(const ls_batch& b, HostBatch& out) {
   out.src_len = encdec ? b.src_len : 0;
   out.tgt_len = b.tgt_len;
   out.on_device = b.tokens_on_device != 0;
-  // Host views of the tokens for validation (device arrays are copied back into staging).
-  const size_t T = static_cast<size_t>(c.max_batch_tokens);
-  auto view = [&](const int32_t* p, size_t n, size_t slot) -> const int32_t* {
-    if (!out.on_device) return p;
-    int32_t* dst = host_tokens_.data() + slot * T;
-    ctx_.ops().to_host(dst, p, n * sizeof(int32_t));
-    return dst;
-  };
-  const int32_t* src = encdec ? view(b.src_tokens, out.batch * out.src_len, 0) : nullptr;
-  const int32_t* prev = view(b.prev_output_tokens, static_cast<size_t>(tt), 1);
-  const int32_t* tgt = view(b.target, static_cast<size_t>(tt), 2);
+  out.src = encdec ? b.src_tokens : nullptr;
+  out.prev = b.prev_output_tokens;
+  out.target = b.target;
+  if (out.on_device) return -1;  // ids are checked on the device (load_batch)
   auto check_ids = [&](const int32_t* ids, int64_t n, int64_t len, int32_t vocab, const char* what) {
     for (int64_t i = 0; i < n; ++i)
       LS_CHECK_ARG(ids[i] >= 0 && ids[i] < vocab, what << " token id " << ids[i] << " at row "
@@ -200,14 +197,11 @@ int64_t Model::validate_batch(const ls_batch& b, HostBatch& out) {
                                                        << " is outside the vocabulary [0, "
                                                        << vocab << ")");
   };
-  if (encdec) check_ids(src, out.batch * out.src_len, out.src_len, c.src_vocab_size, "source");
-  check_ids(prev, tt, out.tgt_len, c.tgt_vocab_size, "prev_output");
-  check_ids(tgt, tt, out.tgt_len, c.tgt_vocab_size, "target");
+  if (encdec) check_ids(out.src, out.batch * out.src_len, out.src_len, c.src_vocab_size, "source");
+  check_ids(out.prev, tt, out.tgt_len, c.tgt_vocab_size, "prev_output");
+  check_ids(out.target, tt, out.tgt_len, c.tgt_vocab_size, "target");
   int64_t count = 0;
-  for (int64_t i = 0; i < tt; ++i) count += tgt[i] != c.padding_idx;
-  out.src = out.on_device ? b.src_tokens : src;
-  out.prev = out.on_device ? b.prev_output_tokens : prev;
-  out.target = out.on_device ? b.target : tgt;
+  for (int64_t i = 0; i < tt; ++i) count += out.target[i] != c.padding_idx;
   return count;
 }
 
@@ -220,24 +214,80 @@ void Model::upload_tokens(BufferId dst, const int32_t* src, size_t n, bool on_de
 
 void Model::load_batch(const HostBatch& b) {
   ctx_.activate();
+  Ops& ops = ctx_.ops();
   const ls_model_config& c = graph_->config();
+  const bool encdec = graph_->encoder_decoder();
   const size_t T = static_cast<size_t>(c.max_batch_tokens);
+  const size_t ts = static_cast<size_t>(b.batch * b.src_len);
   const size_t tt = static_cast<size_t>(b.batch * b.tgt_len);
   shape_ = {b.batch, b.src_len, b.tgt_len};
-  // Padding masks come from host copies of the tokens (staging slot 0/1 when on device).
-  auto mask = [&](const int32_t* host_ids, size_t n, BufferId dst) {
-    for (size_t i = 0; i < n; ++i) host_mask_[i] = host_ids[i] == c.padding_idx ? 1 : 0;
-    ctx_.ops().from_host(buffer(dst), host_mask_.data(), n);
-  };
-  if (graph_->encoder_decoder()) {
-    const size_t ts = static_cast<size_t>(b.batch * b.src_len);
-    upload_tokens(graph_->src_tokens, b.src, ts, b.on_device);
-    mask(b.on_device ? host_tokens_.data() : b.src, ts, graph_->src_pad);
+  auto* src_buf = encdec ? static_cast<int32_t*>(buffer(graph_->src_tokens)) : nullptr;
+  auto* prev_buf = static_cast<int32_t*>(buffer(graph_->prev_tokens));
+  auto* tgt_buf = static_cast<int32_t*>(buffer(graph_->target));
+  if (b.on_device) {
+    uint32_t* bad = &train_state()->bad_tokens;
+    if (encdec) ops.import_tokens(b.src, src_buf, ts, c.src_vocab_size, c.padding_idx, bad);
+    ops.import_tokens(b.prev, prev_buf, tt, c.tgt_vocab_size, c.padding_idx, bad);
+    ops.import_tokens(b.target, tgt_buf, tt, c.tgt_vocab_size, c.padding_idx, bad);
+  } else {
+    // The previous batch's copies read the staging asynchronously: wait for them (they were
+    // queued a step ago, so this rarely waits) before overwriting it.
+    if (staging_in_flight_) ops.wait_mark();
+    int32_t* stage = static_cast<int32_t*>(staging_.p);
+    if (encdec) std::memcpy(stage, b.src, ts * sizeof(int32_t));
+    std::memcpy(stage + T, b.prev, tt * sizeof(int32_t));
+    std::memcpy(stage + 2 * T, b.target, tt * sizeof(int32_t));
+    if (encdec) ops.from_host(src_buf, stage, ts * sizeof(int32_t));
+    ops.from_host(prev_buf, stage + T, tt * sizeof(int32_t));
+    ops.from_host(tgt_buf, stage + 2 * T, tt * sizeof(int32_t));
+    ops.mark();
+    staging_in_flight_ = true;
   }
-  upload_tokens(graph_->prev_tokens, b.prev, tt, b.on_device);
-  upload_tokens(graph_->target, b.target, tt, b.on_device);
-  mask(b.on_device ? host_tokens_.data() + T : b.prev, tt, graph_->tgt_pad);
+  if (encdec)
+    ops.padding_mask(src_buf, static_cast<uint8_t*>(buffer(graph_->src_pad)),
+                     static_cast<int64_t>(ts), c.padding_idx);
+  ops.padding_mask(prev_buf, static_cast<uint8_t*>(buffer(graph_->tgt_pad)),
+                   static_cast<int64_t>(tt), c.padding_idx);
 }
+
+void Model::check_imported_tokens() {
+  Ops& ops = ctx_.ops();
+  uint32_t bad = 0;
+  ops.to_host(&bad, &train_state()->bad_tokens, sizeof(bad));
+  ops.synchronize();
+  if (bad == 0) return;
+  ops.zero(&train_state()->bad_tokens, sizeof(uint32_t));
+  ops.synchronize();
+  LS_FAIL(LS_ERR_INVALID_ARGUMENT,
+          "batch (device arrays) has " << bad << " token id(s) outside the vocabulary [0, "
+                                       << graph_->config().tgt_vocab_size
+                                       << ") (source: [0, " << graph_->config().src_vocab_size
+                                       << ")); nothing was run on it");
+}
+
+TrainState Model::read_train_state() {
+  ctx_.activate();
+  TrainState s;
+  ctx_.ops().to_host(&s, train_state(), sizeof(s));
+  ctx_.ops().synchronize();
+  return s;
+}
+
+void Model::write_train_state(const TrainState& s) {
+  ctx_.activate();
+  ctx_.ops().from_host(train_state(), &s, sizeof(s));
+  ctx_.ops().synchronize();
+}
+
+uint64_t Model::dropout_stream() { return read_train_state().dropout_stream; }
+
+void Model::set_dropout_stream(uint64_t v) {
+  TrainState s = read_train_state();
+  s.dropout_stream = v;
+  write_train_state(s);
+}
+
+void Model::advance_dropout_stream() { ctx_.ops().counter_add(&train_state()->dropout_stream, 1); }
 
 RunCtx Model::run_ctx(bool training) {
   RunCtx rc;
@@ -245,7 +295,7 @@ RunCtx Model::run_ctx(bool training) {
   rc.shape = shape_;
   rc.training = training;
   rc.seed = dropout_seed_;
-  rc.dropout_stream = dropout_stream_;
+  rc.dropout_stream = dropout_stream_ptr();
   return rc;
 }
 
@@ -282,6 +332,7 @@ void Model::evaluate(const ls_batch& batch, ls_eval_result& result) {
   HostBatch hb;
   validate_batch(batch, hb);
   load_batch(hb);
+  if (hb.on_device) check_imported_tokens();
   zero_sums();
   run_forward(false);
   double s[3];
@@ -324,8 +375,8 @@ void Model::generate(const int32_t* src, int64_t batch, int64_t src_len, int64_t
   if (encdec) {
     rc.shape = {batch, src_len, 0};
     upload_tokens(graph_->src_tokens, src, static_cast<size_t>(batch * src_len), false);
-    for (int64_t i = 0; i < batch * src_len; ++i) host_mask_[i] = src[i] == c.padding_idx;
-    ops.from_host(buffer(graph_->src_pad), host_mask_.data(), static_cast<size_t>(batch * src_len));
+    ops.padding_mask(static_cast<const int32_t*>(buffer(graph_->src_tokens)),
+                     static_cast<uint8_t*>(buffer(graph_->src_pad)), batch * src_len, c.padding_idx);
     graph_->encode(rc);
   }
   // Decoder input rows: encoder-decoder starts from eos; decoder-only from the prompt.
@@ -349,8 +400,8 @@ void Model::generate(const int32_t* src, int64_t batch, int64_t src_len, int64_t
     for (int64_t r = 0; r < batch; ++r)
       for (int64_t t = 0; t < len; ++t) stage[r * len + t] = seq[r * stride + t];
     upload_tokens(graph_->prev_tokens, stage.data(), static_cast<size_t>(batch * len), false);
-    for (int64_t i = 0; i < batch * len; ++i) host_mask_[i] = stage[i] == c.padding_idx;
-    ops.from_host(buffer(graph_->tgt_pad), host_mask_.data(), static_cast<size_t>(batch * len));
+    ops.padding_mask(static_cast<const int32_t*>(buffer(graph_->prev_tokens)),
+                     static_cast<uint8_t*>(buffer(graph_->tgt_pad)), batch * len, c.padding_idx);
     graph_->decode_hidden(rc);
     // Last position of every row -> [batch, d] -> logits [batch, V] -> acc -> host.
     std::byte* hid = static_cast<std::byte*>(rc.ptr(graph_->dec_hidden));

@@ -29,7 +29,7 @@ void model_config_defaults(ls_model_config& cfg);
 void model_config_preset(const std::string& name, ls_model_config& cfg);
 DType to_dtype(ls_dtype t);
 
-// A batch after validation, as host arrays.
+// A batch after validation: host arrays, or device arrays validated on the device on import.
 struct HostBatch {
   int64_t batch = 0, src_len = 0, tgt_len = 0;
   const int32_t* src = nullptr;
@@ -67,7 +67,7 @@ class TransformerGraph {
   Plan plan_schedule();
 
   // Buffers the model and trainer address directly.
-  BufferId master, work, grad, adam_m, adam_v, scalars, workspace;
+  BufferId master, work, grad, adam_m, adam_v, scalars, train_state, workspace;
   BufferId src_tokens, prev_tokens, target, src_pad, tgt_pad;
   BufferId logits, lse, d_dec_out, dec_hidden, enc_out, d_enc_out;
   BufferId gen_hidden, gen_logits, gen_logits_acc;
@@ -77,8 +77,9 @@ class TransformerGraph {
   size_t input_bytes = 0;
 
   // Layout of the `scalars` buffer (acc elements unless noted).
-  enum Scalar : int { kLoss = 0, kNll = 1, kTokens = 2, kGradScale = 3, kGradMult = 4, kSumSq = 5,
-                      kScalarCount = 8 };
+  // kUpdateTokens: target tokens accumulated over the micro-batches of the coming update.
+  enum Scalar : int { kLoss = 0, kNll = 1, kTokens = 2, kGradScale = 3, kUpdateTokens = 4,
+                      kSumSq = 5, kScalarCount = 8 };
 
  private:
   struct Stack {
@@ -135,10 +136,21 @@ class Model {
   void refresh_working_copy();
 
   // Checks a batch against the config and the maxima (throws LS_ERR_INVALID_ARGUMENT naming
-  // the numbers, before anything changes) and returns the non-padding target token count.
+  // the numbers, before anything changes) and returns the non-padding target token count (-1
+  // for device arrays: their ids are checked on the device by load_batch).
   int64_t validate_batch(const ls_batch& b, HostBatch& out);
-  // Copies a validated batch into the input buffers and builds the padding masks.
+  // Copies a validated batch into the input buffers (host arrays through page-locked staging,
+  // asynchronously; device arrays through import_tokens, which replaces out-of-range ids by
+  // padding and counts them in the train state) and builds the padding masks on the device.
   void load_batch(const HostBatch& b);
+  // Device arrays only: waits for the import and throws LS_ERR_INVALID_ARGUMENT (clearing the
+  // count) when it saw out-of-range ids, before any other kernel used the batch.
+  void check_imported_tokens();
+  // The trainer/model state in the arena (device memory on CUDA).
+  TrainState* train_state() const { return static_cast<TrainState*>(buffer(graph_->train_state)); }
+  // Reads / writes the whole state (synchronises).
+  TrainState read_train_state();
+  void write_train_state(const TrainState& s);
 
   // One forward (+ backward) pass on the loaded batch. Sums accumulate into the scalars.
   void run_forward(bool training);
@@ -152,10 +164,16 @@ class Model {
                 int32_t* out_tokens, int32_t* out_lengths);
 
   // Dropout RNG state: (seed, stream). The seed starts as the context's; a checkpoint restores
-  // both, so a resumed run draws the masks the uninterrupted run would have drawn.
-  uint64_t dropout_stream() const { return dropout_stream_; }
-  void set_dropout_stream(uint64_t s) { dropout_stream_ = s; }
+  // both, so a resumed run draws the masks the uninterrupted run would have drawn. The stream
+  // is the number of training forwards run, counted on the device (train_state); reading or
+  // setting it synchronises.
+  uint64_t dropout_stream();
+  void set_dropout_stream(uint64_t s);
+  // Enqueues stream += 1 (after a training forward).
+  void advance_dropout_stream();
   uint64_t dropout_seed() const { return dropout_seed_; }
+  // Host-side pointer to the pass counter the dropout keys read (in the train state).
+  const uint64_t* dropout_stream_ptr() const { return &train_state()->dropout_stream; }
   void set_dropout_seed(uint64_t s) { dropout_seed_ = s; }
 
  private:
@@ -167,13 +185,19 @@ class Model {
   Plan plan_;      // training (and evaluation: a subset of its uses)
   Plan gen_plan_;  // generation's own schedule over the same buffers
   Arena arena_;
-  uint64_t dropout_stream_ = 0;
   uint64_t dropout_seed_ = 0;
   RunShape shape_;
-  // Host staging made at creation (the step allocates nothing).
+  // Host staging made at creation (the step allocates nothing): page-locked token staging for
+  // training batches (3 x max_batch_tokens ids), reused once the previous upload finished.
+  struct HostBuffer {
+    Ops* ops = nullptr;
+    void* p = nullptr;
+    ~HostBuffer() {
+      if (ops != nullptr) ops->host_free(p);
+    }
+  } staging_;
+  bool staging_in_flight_ = false;
   std::vector<int32_t> host_tokens_;
-  std::vector<uint8_t> host_mask_;
-  std::vector<double> host_scalars_;
   std::vector<int32_t> gen_tokens_;
   std::vector<float> gen_logits_host_;
 };

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <sstream>
 
 #include "runtime/error.h"
 
@@ -59,147 +60,193 @@ void validate_trainer_config(const ls_trainer_config& c) {
                "interval >= 1, min > 0)");
 }
 
+namespace {
+
+UpdateControlArgs control_args(const ls_trainer_config& c, bool scaling) {
+  UpdateControlArgs a;
+  a.scaling = scaling ? 1 : 0;
+  a.growth = c.loss_scale_growth;
+  a.backoff = c.loss_scale_backoff;
+  a.min_scale = c.loss_scale_min;
+  a.interval = c.loss_scale_interval;
+  a.clip_norm = c.clip_norm;
+  a.schedule = static_cast<int32_t>(c.lr_schedule);
+  a.peak_lr = c.lr;
+  a.warmup_init_lr = c.warmup_init_lr;
+  a.min_lr = c.min_lr;
+  a.warmup = c.warmup_updates;
+  a.total = c.total_updates;
+  a.beta1 = c.beta1;
+  a.beta2 = c.beta2;
+  return a;
+}
+
+}  // namespace
+
 double learning_rate(const ls_trainer_config& c, int64_t n) {
-  const double peak = c.lr, w = c.warmup_updates;
-  switch (c.lr_schedule) {
-    case LS_LR_CONSTANT: return peak;
-    case LS_LR_INVERSE_SQRT:
-      if (n < c.warmup_updates) return c.warmup_init_lr + n * (peak - c.warmup_init_lr) / w;
-      return c.warmup_updates > 0 ? peak * std::sqrt(w / static_cast<double>(n))
-                                  : peak / std::sqrt(static_cast<double>(std::max<int64_t>(n, 1)));
-    case LS_LR_LINEAR:
-    case LS_LR_COSINE: {
-      if (n < c.warmup_updates) return peak * (n + 1) / w;
-      double progress = std::min(1.0, (n - w) / static_cast<double>(c.total_updates - w));
-      double f = c.lr_schedule == LS_LR_LINEAR ? 1.0 - progress
-                                               : 0.5 * (1.0 + std::cos(M_PI * progress));
-      return c.min_lr + (peak - c.min_lr) * f;
-    }
-  }
-  return peak;
+  return schedule_lr(control_args(c, false), n);
 }
 
 Trainer::Trainer(Model& model, const ls_trainer_config& config) : model_(model), cfg_(config) {
   validate_trainer_config(cfg_);
-  LS_REQUIRE(!cfg_.cuda_graph || model.context().is_cuda(), LS_ERR_UNSUPPORTED,
-             "cuda_graph needs a CUDA context");
-  loss_scale_ = scaling() ? cfg_.loss_scale_init : 1.0;
+  LS_REQUIRE(!cfg_.cuda_graph || model.context().ops().supports_capture(), LS_ERR_UNSUPPORTED,
+             "cuda_graph needs a CUDA context (this model runs on the CPU)");
+  control_ = control_args(cfg_, scaling());
+  adam_.beta1 = cfg_.beta1;
+  adam_.beta2 = cfg_.beta2;
+  adam_.eps = cfg_.eps;
+  adam_.weight_decay = cfg_.weight_decay;
+  adam_.decoupled = cfg_.optimizer == LS_OPTIMIZER_ADAMW;
+  // A fresh trainer state; the model's dropout pass counter carries on.
+  TrainState s;
+  s.dropout_stream = model_.read_train_state().dropout_stream;
+  s.loss_scale = scaling() ? cfg_.loss_scale_init : 1.0;
+  install_state(s);
 }
 
-void Trainer::step(const ls_batch& batch, ls_step_result& r) {
-  HostBatch hb;
-  const int64_t tokens = model_.validate_batch(batch, hb);  // throws before anything changes
+Trainer::~Trainer() { clear_graphs(); }
+
+void Trainer::clear_graphs() {
+  Ops& ops = model_.context().ops();
+  for (Graph& g : graphs_) ops.graph_destroy(g.exec);
+  graphs_.clear();
+}
+
+void Trainer::install_state(const TrainState& s) {
   Context& ctx = model_.context();
   ctx.activate();
   Ops& ops = ctx.ops();
-  TransformerGraph& g = model_.graph();
-  const DType acc = g.acc();
-  const size_t n = g.params().total_elements();
-  if (micro_batches_ == 0) ops.zero(model_.buffer(g.grad), n * dtype_size(acc));
-
-  model_.load_batch(hb);
-  model_.zero_sums();
-  if (acc == DType::F64) {
-    double s = loss_scale_;
-    ops.from_host(model_.scalar_ptr<double>(TransformerGraph::kGradScale), &s, sizeof(s));
+  ops.synchronize();
+  model_.write_train_state(s);
+  if (model_.graph().acc() == DType::F64) {
+    double v = s.loss_scale;
+    ops.from_host(model_.scalar_ptr<double>(TransformerGraph::kGradScale), &v, sizeof(v));
   } else {
-    float s = static_cast<float>(loss_scale_);
-    ops.from_host(model_.scalar_ptr<float>(TransformerGraph::kGradScale), &s, sizeof(s));
+    float v = static_cast<float>(s.loss_scale);
+    ops.from_host(model_.scalar_ptr<float>(TransformerGraph::kGradScale), &v, sizeof(v));
   }
-  model_.run_forward(true);
-  model_.run_backward(cfg_.deterministic != 0);
-  model_.set_dropout_stream(model_.dropout_stream() + 1);
-  double sums[3];
-  model_.read_sums(sums);
-  ++micro_batches_;
-  accum_tokens_ += tokens;
-
-  r.loss = sums[0];
-  r.nll = sums[1];
-  r.tokens = tokens;
-  r.updated = 0;
-  r.overflow = 0;
-  r.grad_norm = 0;
-  r.lr = learning_rate(cfg_, num_updates_);
-  if (micro_batches_ >= cfg_.update_freq) update(r);
-  r.loss_scale = loss_scale_;
-  r.num_updates = num_updates_;
+  const size_t a = dtype_size(model_.graph().acc());
+  ops.zero(model_.scalar_ptr<std::byte>(0) + TransformerGraph::kUpdateTokens * a, a);
+  ops.synchronize();
+  bad_updates_seen_ = 0;
+  stopped_ = false;
+  stop_message_.clear();
+  clear_graphs();  // a captured step bakes in the dropout seed: recapture after a load
 }
 
-void Trainer::update(ls_step_result& r) {
-  Context& ctx = model_.context();
-  Ops& ops = ctx.ops();
+int64_t Trainer::num_updates() { return model_.read_train_state().num_updates; }
+double Trainer::loss_scale() { return model_.read_train_state().loss_scale; }
+
+void Trainer::raise_if_stopped(const TrainState& s) {
+  if (s.stopped == kStopNone) return;
+  if (!stopped_) {
+    std::ostringstream m;
+    if (s.stopped == kStopScaleBelowMin)
+      m << "loss scale fell to " << s.stop_value << ", below loss_scale_min "
+        << cfg_.loss_scale_min << ": the gradients keep overflowing (diverged?); training stopped "
+        << "after " << s.num_updates << " updates (load a checkpoint to continue)";
+    else
+      m << "gradient norm is not finite (" << s.stop_value << ") in "
+        << dtype_name(model_.graph().dt()) << " training: the update was skipped; training "
+        << "diverged and stopped after " << s.num_updates << " updates";
+    stop_message_ = m.str();
+    stopped_ = true;
+  }
+  LS_FAIL(LS_ERR_NUMERIC, stop_message_);
+}
+
+void Trainer::enqueue_body(bool first_micro, bool last_micro) {
+  Ops& ops = model_.context().ops();
   TransformerGraph& g = model_.graph();
   const DType acc = g.acc(), dt = g.dt();
   const size_t n = g.params().total_elements();
-  const int64_t tokens = accum_tokens_;
-  micro_batches_ = 0;
-  accum_tokens_ = 0;
-
-  // Global norm of the per-token gradient: sqrt(sum g^2) / (scale * tokens).
-  double sumsq = 0;
-  void* sumsq_dev = acc == DType::F64 ? static_cast<void*>(model_.scalar_ptr<double>(TransformerGraph::kSumSq))
-                                      : static_cast<void*>(model_.scalar_ptr<float>(TransformerGraph::kSumSq));
-  ops.zero(sumsq_dev, dtype_size(acc));
-  ops.sum_squares(model_.buffer(g.grad), n, sumsq_dev, acc);
-  if (acc == DType::F64) {
-    ops.to_host(&sumsq, sumsq_dev, sizeof(double));
-  } else {
-    float f = 0;
-    ops.to_host(&f, sumsq_dev, sizeof(float));
-    sumsq = f;
-  }
-  const double inv = 1.0 / (loss_scale_ * static_cast<double>(std::max<int64_t>(tokens, 1)));
-  const double norm = std::sqrt(sumsq) * inv;
-  r.grad_norm = norm;
-  if (!std::isfinite(norm)) {
-    // Overflow: skip the update; weights, moments and the update count stay as they were.
-    r.overflow = 1;
-    if (scaling()) {
-      loss_scale_ *= cfg_.loss_scale_backoff;
-      good_steps_ = 0;
-      LS_REQUIRE(loss_scale_ >= cfg_.loss_scale_min, LS_ERR_NUMERIC,
-                 "loss scale fell to " << loss_scale_ << ", below loss_scale_min "
-                                       << cfg_.loss_scale_min
-                                       << ": the gradients keep overflowing (diverged?)");
-    } else {
-      LS_FAIL(LS_ERR_NUMERIC, "gradient norm is not finite ("
-                                  << norm << ") in " << dtype_name(dt)
-                                  << " training: the update was skipped; training diverged");
-    }
-    return;
-  }
-  double coef = 1.0;
-  if (cfg_.clip_norm > 0.f && norm > cfg_.clip_norm) coef = cfg_.clip_norm / (norm + 1e-6);
-  const double mult = inv * coef;
-  if (acc == DType::F64) {
-    ops.from_host(model_.scalar_ptr<double>(TransformerGraph::kGradMult), &mult, sizeof(double));
-  } else {
-    float f = static_cast<float>(mult);
-    ops.from_host(model_.scalar_ptr<float>(TransformerGraph::kGradMult), &f, sizeof(float));
-  }
-  Ops::AdamArgs h;
-  h.lr = static_cast<float>(learning_rate(cfg_, num_updates_));
-  h.beta1 = cfg_.beta1;
-  h.beta2 = cfg_.beta2;
-  h.eps = cfg_.eps;
-  h.weight_decay = cfg_.weight_decay;
-  h.decoupled = cfg_.optimizer == LS_OPTIMIZER_ADAMW;
-  const double t = static_cast<double>(num_updates_ + 1);
-  h.bias1 = 1.0 - std::pow(static_cast<double>(cfg_.beta1), t);
-  h.bias2 = 1.0 - std::pow(static_cast<double>(cfg_.beta2), t);
-  const void* mult_dev = acc == DType::F64
-                             ? static_cast<const void*>(model_.scalar_ptr<double>(TransformerGraph::kGradMult))
-                             : static_cast<const void*>(model_.scalar_ptr<float>(TransformerGraph::kGradMult));
+  const size_t a = dtype_size(acc);
+  std::byte* scalars = model_.scalar_ptr<std::byte>(0);
+  if (first_micro) ops.zero(model_.buffer(g.grad), n * a);
+  model_.zero_sums();
+  model_.run_forward(true);
+  model_.run_backward(cfg_.deterministic != 0);
+  model_.advance_dropout_stream();
+  ops.scalar_accumulate(scalars + TransformerGraph::kUpdateTokens * a,
+                        scalars + TransformerGraph::kTokens * a, acc);
+  if (!last_micro) return;
+  void* sumsq = scalars + TransformerGraph::kSumSq * a;
+  ops.zero(sumsq, a);
+  ops.sum_squares(model_.buffer(g.grad), n, sumsq, acc);
+  TrainState* state = model_.train_state();
+  ops.update_control(sumsq, scalars + TransformerGraph::kUpdateTokens * a, control_, state,
+                     scalars + TransformerGraph::kGradScale * a, acc);
   ops.adam_update(model_.buffer(g.master), model_.buffer(g.grad), model_.buffer(g.adam_m),
                   model_.buffer(g.adam_v), g.work.valid() ? model_.buffer(g.work) : nullptr, dt, n,
-                  h, mult_dev, nullptr, acc);
-  ++num_updates_;
-  r.updated = 1;
-  r.lr = h.lr;
-  if (scaling() && ++good_steps_ >= cfg_.loss_scale_interval) {
-    loss_scale_ *= cfg_.loss_scale_growth;
-    good_steps_ = 0;
+                  adam_, &state->step, acc);
+}
+
+void Trainer::step(const ls_batch& batch, ls_step_result* r) {
+  HostBatch hb;
+  model_.validate_batch(batch, hb);  // throws before anything changes
+  LS_REQUIRE(!stopped_, LS_ERR_NUMERIC, stop_message_);
+  Context& ctx = model_.context();
+  ctx.activate();
+  Ops& ops = ctx.ops();
+  model_.load_batch(hb);
+  // Device arrays with a result requested: wait for their check before anything runs on them.
+  // Without a result, an out-of-range id makes the update skip on the device (reported later).
+  if (hb.on_device && r != nullptr) model_.check_imported_tokens();
+
+  const bool first = micro_batches_ == 0;
+  const bool last = micro_batches_ + 1 >= cfg_.update_freq;
+  if (cfg_.cuda_graph) {
+    GraphKey key{hb.batch, hb.src_len, hb.tgt_len, first, last};
+    Graph* gr = nullptr;
+    for (Graph& x : graphs_)
+      if (x.key == key) gr = &x;
+    if (gr == nullptr) {
+      graphs_.push_back(Graph{key, 0, nullptr});
+      gr = &graphs_.back();
+    }
+    if (gr->exec != nullptr) {
+      ops.graph_launch(gr->exec);
+    } else if (gr->runs++ == 0) {
+      enqueue_body(first, last);  // first sight of this shape: eager (GEMM plans get cached)
+    } else {
+      ops.capture_begin();
+      try {
+        enqueue_body(first, last);
+      } catch (...) {
+        try {
+          ops.graph_destroy(ops.capture_end());
+        } catch (...) {
+        }
+        throw;
+      }
+      gr->exec = ops.capture_end();
+      ops.graph_launch(gr->exec);
+    }
+  } else {
+    enqueue_body(first, last);
+  }
+  micro_batches_ = last ? 0 : micro_batches_ + 1;
+  if (r == nullptr) return;
+
+  double sums[3];
+  model_.read_sums(sums);  // synchronises
+  const TrainState s = model_.read_train_state();
+  r->loss = sums[0];
+  r->nll = sums[1];
+  r->tokens = static_cast<int64_t>(std::llround(sums[2]));
+  r->updated = last ? s.updated : 0;
+  r->overflow = last ? s.overflow : 0;
+  r->grad_norm = last ? s.grad_norm : 0;
+  r->lr = last ? s.lr : learning_rate(cfg_, s.num_updates);
+  r->loss_scale = s.loss_scale;
+  r->num_updates = s.num_updates;
+  raise_if_stopped(s);
+  if (s.bad_updates > bad_updates_seen_) {
+    const int64_t k = s.bad_updates - bad_updates_seen_;
+    bad_updates_seen_ = s.bad_updates;
+    LS_FAIL(LS_ERR_INVALID_ARGUMENT,
+            k << " update(s) skipped: a batch given as device arrays had token ids outside the "
+                 "vocabulary (checked on the device; weights and optimizer state are unchanged)");
   }
 }
 

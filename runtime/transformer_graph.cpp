@@ -78,6 +78,8 @@ TransformerGraph::TransformerGraph(const ls_model_config& cfg, bool cuda)
   adam_v = planner_.declare_persistent("adam.v", MemCategory::OptimizerState, n * a);
   scalars = planner_.declare_persistent("step.scalars", MemCategory::LossScaler,
                                         kScalarCount * a + 64);
+  train_state = planner_.declare_persistent("step.train_state", MemCategory::LossScaler,
+                                            sizeof(TrainState));
   if (cuda_) {
     workspace_bytes = kCublasWorkspaceBytes;
     workspace = planner_.declare_persistent("cublaslt.workspace", MemCategory::Workspace,

@@ -26,6 +26,7 @@
 #include <cstdint>
 
 #include "layers/kernels/philox.h"
+#include "layers/kernels/train_control.h"
 #include "runtime/dtype.h"
 
 namespace ls {
@@ -94,6 +95,9 @@ class Ops {
   // Scratch memory for the backend (cuBLASLt's workspace), carved from the model's arena.
   // Backends that need none ignore it.
   virtual void set_workspace(void* /*p*/, size_t /*bytes*/) {}
+  // Whether fp32 GEMMs may run on TF32 tensor cores (CUDA; ~1e-3 relative error per product,
+  // ~8x faster). Backends without TF32 ignore it.
+  virtual void set_allow_tf32(bool /*on*/) {}
 
   // ---- memory (pointers are of this backend's kind unless named host) ----
   virtual void zero(void* p, size_t bytes) = 0;
@@ -195,20 +199,55 @@ class Ops {
   // ---- optimizer over flat acc buffers ----
   // out[0] += sum of x[i]^2 (acc), n elements of x (acc type); inf/NaN propagate.
   virtual void sum_squares(const void* x, size_t n, void* out, DType acc) = 0;
-  // Adam / AdamW over n parameters (acc): g = grads[i] * grad_mult_dev[0];
-  // AdamW (decoupled): p -= lr * wd * p; Adam (L2): g += wd * p;
+  // The per-update control (train_control.h's update_control, same code on both backends):
+  // reads sumsq_dev[0] and tokens_dev[0] (acc; tokens_dev is then set to 0) and the state,
+  // writes the state (its AdamStep included) and grad_scale_dev[0] (acc: the loss scale the
+  // next backward uses). One thread on the device.
+  virtual void update_control(const void* sumsq_dev, void* tokens_dev,
+                              const UpdateControlArgs& args, TrainState* state_dev,
+                              void* grad_scale_dev, DType acc) = 0;
+  // Adam / AdamW over n parameters (acc), with the per-update values read from step_dev:
+  // g = grads[i] * mult; AdamW (decoupled): p -= lr * wd * p; Adam (L2): g += wd * p;
   // m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
   // p -= lr * (m / bias1) / (sqrt(v / bias2) + eps), with bias1 = 1 - b1^t, bias2 = 1 - b2^t.
-  // When skip_dev is non-null and skip_dev[0] != 0 nothing is written. When work is non-null
-  // the updated parameter is also written to it as work_t (the working copy).
+  // When step_dev->skip != 0 nothing is written. When work is non-null the updated parameter is
+  // also written to it as work_t (the working copy).
   struct AdamArgs {
-    float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.f;
+    float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.f;
     bool decoupled = false;  // AdamW
-    double bias1 = 1.0, bias2 = 1.0;
   };
   virtual void adam_update(void* params, const void* grads, void* m, void* v, void* work,
-                           DType work_t, size_t n, const AdamArgs& h, const void* grad_mult_dev,
-                           const int32_t* skip_dev, DType acc) = 0;
+                           DType work_t, size_t n, const AdamArgs& h, const AdamStep* step_dev,
+                           DType acc) = 0;
+
+  // ---- inputs and counters ----
+  // dst[i] = src[i] when 0 <= src[i] < vocab, else padding_idx, and bad_count_dev[0] += the
+  // number of out-of-range ids: token arrays already on the device are validated on the way
+  // into the model's buffers, so an out-of-range id never reaches another kernel.
+  virtual void import_tokens(const int32_t* src, int32_t* dst, int64_t n, int32_t vocab,
+                             int32_t padding_idx, uint32_t* bad_count_dev) = 0;
+  // mask[i] = tokens[i] == padding_idx (uint8).
+  virtual void padding_mask(const int32_t* tokens, uint8_t* mask, int64_t n,
+                            int32_t padding_idx) = 0;
+  // counter[0] += v (a uint64 in this backend's memory), in stream order.
+  virtual void counter_add(uint64_t* counter, uint64_t v) = 0;
+  // sums[0] (acc) += x[0] (acc): accumulates a device scalar without a round trip.
+  virtual void scalar_accumulate(void* sum, const void* x, DType acc) = 0;
+
+  // ---- host memory and step capture ----
+  // Host memory the backend copies from asynchronously (page-locked on CUDA). Made at creation.
+  virtual void* host_alloc(size_t bytes) = 0;
+  virtual void host_free(void* p) = 0;
+  // Stream capture into a replayable graph (CUDA graphs). Backends without it throw
+  // LS_ERR_UNSUPPORTED. capture_end returns an opaque executable graph.
+  virtual bool supports_capture() const { return false; }
+  virtual void capture_begin();
+  virtual void* capture_end();
+  virtual void graph_launch(void* graph);
+  virtual void graph_destroy(void* graph);
+  // Waits until the work queued before the last mark() has finished (not the work after it).
+  virtual void mark() {}
+  virtual void wait_mark() {}
 };
 
 }  // namespace ls

@@ -45,12 +45,21 @@ LS_HD Philox4 philox4x32_10(uint64_t key64, uint64_t ctr_lo64, uint64_t ctr_hi64
   return out;
 }
 
-// Key of one dropout site in one step. offset must differ between every dropout call of a step
-// and between steps (the runtime derives it from the step counter and the site index).
+// Key of one dropout site in one step. The offset must differ between every dropout call of a
+// step and between steps: the runtime gives each site its index as `offset` and points
+// `stream` at the model's pass counter (in the backend's memory, read by the kernels), so the
+// effective offset is offset + (*stream) * kDropoutSitesPerPass. Because the counter is read
+// where the kernel runs, a captured CUDA graph draws fresh masks on every replay.
+constexpr uint64_t kDropoutSitesPerPass = uint64_t{1} << 16;
 struct DropoutKey {
   uint64_t seed = 0;
   uint64_t offset = 0;
+  const uint64_t* stream = nullptr;  // null: offset is used as it is
 };
+
+LS_HD uint64_t dropout_offset(const DropoutKey& key) {
+  return key.stream != nullptr ? key.offset + *key.stream * kDropoutSitesPerPass : key.offset;
+}
 
 // Words strictly below this keep the element. p in [0, 1).
 LS_HD uint32_t dropout_keep_threshold(float p) {
@@ -62,7 +71,7 @@ LS_HD uint32_t dropout_keep_threshold(float p) {
 // Whether element i is kept (slow path: one Philox call per element; kernels that handle
 // four consecutive elements call philox4x32_10 once and use all four words).
 LS_HD bool dropout_keep(DropoutKey key, uint64_t i, uint32_t threshold) {
-  Philox4 r = philox4x32_10(key.seed, i >> 2, key.offset);
+  Philox4 r = philox4x32_10(key.seed, i >> 2, dropout_offset(key));
   return r.v[i & 3] < threshold;
 }
 

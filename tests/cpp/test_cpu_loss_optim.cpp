@@ -135,17 +135,25 @@ namespace {
 
 // Hyperparameters exact in fp32 (AdamArgs holds floats), so the hand-computed numbers below,
 // computed in double in Python from the formula of ops.h, apply without rounding questions.
-Ops::AdamArgs adam_args(bool decoupled, int step) {
+Ops::AdamArgs adam_args(bool decoupled) {
   Ops::AdamArgs h;
-  h.lr = 0.125f;
   h.beta1 = 0.875f;
   h.beta2 = 0.9921875f;
   h.eps = 0x1p-20f;
   h.weight_decay = 0.0625f;
   h.decoupled = decoupled;
-  h.bias1 = 1.0 - std::pow(0.875, step);
-  h.bias2 = 1.0 - std::pow(0.9921875, step);
   return h;
+}
+
+// The per-update values the optimizer reads from memory (update_control writes them).
+ls::AdamStep adam_step(int step, double mult, int32_t skip = 0) {
+  ls::AdamStep s;
+  s.mult = mult;
+  s.lr = 0.125;
+  s.bias1 = 1.0 - std::pow(0.875, step);
+  s.bias2 = 1.0 - std::pow(0.9921875, step);
+  s.skip = skip;
+  return s;
 }
 
 struct AdamState {
@@ -181,8 +189,9 @@ TEST_CASE("adam_update matches two hand-computed steps (Adam with L2, AdamW)") {
     std::vector<float> work(3);
     for (int step = 1; step <= 2; ++step) {
       CAPTURE(step);
+      const ls::AdamStep st = adam_step(step, grad_mult);
       ops->adam_update(s.p.data(), grads[step - 1].data(), s.m.data(), s.v.data(), work.data(),
-                       DType::F32, 3, adam_args(decoupled, step), &grad_mult, nullptr, DType::F64);
+                       DType::F32, 3, adam_args(decoupled), &st, DType::F64);
       const Expected& e = expected[decoupled][step - 1];
       // Same formula, possibly another operation order: a few ulps of double.
       CHECK(rel_error(s.p, e.p) < 1e-14);
@@ -202,19 +211,18 @@ TEST_CASE("adam_update with the skip flag set leaves every buffer bitwise unchan
   const std::vector<double> grads = {std::numeric_limits<double>::infinity(), 1.0,
                                      std::numeric_limits<double>::quiet_NaN()};
   std::vector<double> work = {7.0, 8.0, 9.0};
-  const double grad_mult = 1.0;
-  const int32_t skip = 1;
+  const ls::AdamStep skip = adam_step(1, 1.0, 1);
   ops->adam_update(s.p.data(), grads.data(), s.m.data(), s.v.data(), work.data(), DType::F64, 3,
-                   adam_args(true, 1), &grad_mult, &skip, DType::F64);
+                   adam_args(true), &skip, DType::F64);
   CHECK(std::memcmp(s.p.data(), before.p.data(), 3 * sizeof(double)) == 0);
   CHECK(std::memcmp(s.m.data(), before.m.data(), 3 * sizeof(double)) == 0);
   CHECK(std::memcmp(s.v.data(), before.v.data(), 3 * sizeof(double)) == 0);
   CHECK(work == std::vector<double>{7.0, 8.0, 9.0});
   // skip == 0 updates.
-  const int32_t no_skip = 0;
+  const ls::AdamStep no_skip = adam_step(1, 1.0, 0);
   const std::vector<double> finite = {1.0, 1.0, 1.0};
   ops->adam_update(s.p.data(), finite.data(), s.m.data(), s.v.data(), nullptr, DType::F64, 3,
-                   adam_args(true, 1), &grad_mult, &no_skip, DType::F64);
+                   adam_args(true), &no_skip, DType::F64);
   CHECK(s.p != before.p);
 }
 
@@ -226,12 +234,11 @@ TEST_CASE("adam_update in fp32 agrees with fp64") {
   const auto g = random_vector<double>(n, 323);
   auto p32 = convert<float>(p), m32 = convert<float>(m), v32 = convert<float>(v);
   const auto g32 = convert<float>(g);
-  const double mult = 0.5;
-  const float mult32 = 0.5f;
+  const ls::AdamStep st = adam_step(3, 0.5);
   ops->adam_update(p.data(), g.data(), m.data(), v.data(), nullptr, DType::F64, n,
-                   adam_args(true, 3), &mult, nullptr, DType::F64);
+                   adam_args(true), &st, DType::F64);
   ops->adam_update(p32.data(), g32.data(), m32.data(), v32.data(), nullptr, DType::F32, n,
-                   adam_args(true, 3), &mult32, nullptr, DType::F32);
+                   adam_args(true), &st, DType::F32);
   // A handful of fp32 operations per element on fp32-rounded inputs: ~10 u = 6e-7.
   CHECK(rel_error(p32, p) < 1e-6);
   CHECK(rel_error(m32, m) < 1e-6);
@@ -242,19 +249,19 @@ TEST_CASE("adam_update rejects null buffers and unsupported types") {
   auto ops = ls::make_cpu_ops();
   AdamState s;
   const std::vector<double> g = {1, 1, 1};
-  const double mult = 1.0;
+  const ls::AdamStep st = adam_step(1, 1.0);
   CHECK(status_of([&] {
           ops->adam_update(s.p.data(), g.data(), s.m.data(), nullptr, nullptr, DType::F64, 3,
-                           adam_args(false, 1), &mult, nullptr, DType::F64);
+                           adam_args(false), &st, DType::F64);
         }) == LS_ERR_INVALID_ARGUMENT);
   CHECK(status_of([&] {
           ops->adam_update(s.p.data(), g.data(), s.m.data(), s.v.data(), nullptr, DType::F64, 3,
-                           adam_args(false, 1), nullptr, nullptr, DType::F64);
+                           adam_args(false), nullptr, DType::F64);
         }) == LS_ERR_INVALID_ARGUMENT);
   std::vector<uint16_t> half(3);
   CHECK(status_of([&] {
           ops->adam_update(s.p.data(), g.data(), s.m.data(), s.v.data(), half.data(), DType::F16, 3,
-                           adam_args(false, 1), &mult, nullptr, DType::F64);
+                           adam_args(false), &st, DType::F64);
         }) == LS_ERR_UNSUPPORTED);
 }
 

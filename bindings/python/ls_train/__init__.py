@@ -226,11 +226,12 @@ class Context(_Handle):
 
     device: "auto" (the first GPU, else the CPU), "cpu", "cuda" or "cuda:N".
     stream: an optional cudaStream_t (as an int) to run on instead of the context's own.
+    allow_tf32: fp32 models may run their GEMMs on TF32 tensor cores (GPU only).
     """
 
     _destroy = "ls_context_destroy"
 
-    def __init__(self, device="auto", seed=1, stream=None):
+    def __init__(self, device="auto", seed=1, stream=None, allow_tf32=True):
         super().__init__()
         kind, index = _parse_device(device)
         options = new(_capi.ls_context_options)
@@ -238,6 +239,7 @@ class Context(_Handle):
         options.device_index = index
         options.seed = seed
         options.stream = stream
+        options.allow_tf32 = 1 if allow_tf32 else 0
         handle = ctypes.c_void_p()
         _check(fn.ls_context_create(ctypes.byref(options), ctypes.byref(handle)))
         self._handle = handle.value

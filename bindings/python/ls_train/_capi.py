@@ -109,6 +109,7 @@ class ls_context_options(ctypes.Structure):
         ("device_index", ctypes.c_int32),
         ("seed", ctypes.c_uint64),
         ("stream", ctypes.c_void_p),
+        ("allow_tf32", ctypes.c_int32),
     ]
 
 

@@ -94,6 +94,7 @@ pub struct ls_context_options {
     pub device_index: i32,
     pub seed: u64,
     pub stream: *mut c_void,
+    pub allow_tf32: i32,
 }
 
 #[repr(C)]

@@ -157,7 +157,7 @@ template <typename A>
 void sum_squares(const A* x, size_t n, A* out);
 template <typename A, typename W>
 void adam_update(A* params, const A* grads, A* m, A* v, W* work, size_t n, const Ops::AdamArgs& h,
-                 const A* grad_mult, const int32_t* skip);
+                 const AdamStep& step);
 
 }  // namespace cpu
 }  // namespace ls

@@ -483,27 +483,45 @@ class CpuOps final : public Ops {
     });
   }
 
+  void update_control(const void* sumsq_dev, void* tokens_dev, const UpdateControlArgs& args,
+                      TrainState* state_dev, void* grad_scale_dev, DType acc) override {
+    const char* call = "update_control";
+    check_ptr(sumsq_dev, call, "sumsq_dev");
+    check_ptr(tokens_dev, call, "tokens_dev");
+    check_ptr(state_dev, call, "state_dev");
+    check_ptr(grad_scale_dev, call, "grad_scale_dev");
+    dispatch(acc, call, [&](auto tag) {
+      using A = decltype(tag);
+      A* tokens = static_cast<A*>(tokens_dev);
+      const double scale =
+          ls::update_control(static_cast<double>(*static_cast<const A*>(sumsq_dev)),
+                             static_cast<double>(*tokens), args, *state_dev);
+      *tokens = 0;
+      *static_cast<A*>(grad_scale_dev) = static_cast<A>(scale);
+    });
+  }
+
   void adam_update(void* params, const void* grads, void* m, void* v, void* work, DType work_t,
-                   size_t n, const AdamArgs& h, const void* grad_mult_dev, const int32_t* skip_dev,
-                   DType acc) override {
+                   size_t n, const AdamArgs& h, const AdamStep* step_dev, DType acc) override {
     const char* call = "adam_update";
-    LS_CHECK_ARG(h.bias1 > 0.0 && h.bias2 > 0.0,
-                 call << ": bias corrections must be positive, got bias1 = " << h.bias1
-                      << ", bias2 = " << h.bias2);
+    check_ptr(step_dev, call, "step_dev");
+    if (step_dev->skip == 0)
+      LS_CHECK_ARG(step_dev->bias1 > 0.0 && step_dev->bias2 > 0.0,
+                   call << ": bias corrections must be positive, got bias1 = " << step_dev->bias1
+                        << ", bias2 = " << step_dev->bias2);
     dispatch(acc, call, [&](auto acc_tag) {
       using A = decltype(acc_tag);
       if (n == 0) return;
       for (auto [p, name] : {std::pair<const void*, const char*>{params, "params"},
                              {grads, "grads"},
                              {m, "m"},
-                             {v, "v"},
-                             {grad_mult_dev, "grad_mult_dev"}})
+                             {v, "v"}})
         check_ptr(p, call, name);
       auto run = [&](auto work_tag) {
         using W = decltype(work_tag);
         cpu::adam_update<A, W>(static_cast<A*>(params), static_cast<const A*>(grads),
                                static_cast<A*>(m), static_cast<A*>(v), static_cast<W*>(work), n, h,
-                               static_cast<const A*>(grad_mult_dev), skip_dev);
+                               *step_dev);
       };
       if (work)
         dispatch(work_t, call, run);
@@ -511,6 +529,51 @@ class CpuOps final : public Ops {
         run(A{});
     });
   }
+
+  // ---- inputs and counters ----
+  void import_tokens(const int32_t* src, int32_t* dst, int64_t n, int32_t vocab,
+                     int32_t padding_idx, uint32_t* bad_count_dev) override {
+    const char* call = "import_tokens";
+    check_nonneg(n, call, "n");
+    check_ptr(bad_count_dev, call, "bad_count_dev");
+    if (n > 0) {
+      check_ptr(src, call, "src");
+      check_ptr(dst, call, "dst");
+    }
+    uint32_t bad = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const int32_t t = src[i];
+      const bool ok = t >= 0 && t < vocab;
+      bad += ok ? 0 : 1;
+      dst[i] = ok ? t : padding_idx;
+    }
+    *bad_count_dev += bad;
+  }
+  void padding_mask(const int32_t* tokens, uint8_t* mask, int64_t n, int32_t padding_idx) override {
+    const char* call = "padding_mask";
+    check_nonneg(n, call, "n");
+    if (n == 0) return;
+    check_ptr(tokens, call, "tokens");
+    check_ptr(mask, call, "mask");
+    for (int64_t i = 0; i < n; ++i) mask[i] = tokens[i] == padding_idx ? 1 : 0;
+  }
+  void counter_add(uint64_t* counter, uint64_t v) override {
+    check_ptr(counter, "counter_add", "counter");
+    *counter += v;
+  }
+  void scalar_accumulate(void* sum, const void* x, DType acc) override {
+    const char* call = "scalar_accumulate";
+    check_ptr(sum, call, "sum");
+    check_ptr(x, call, "x");
+    dispatch(acc, call, [&](auto tag) {
+      using A = decltype(tag);
+      *static_cast<A*>(sum) += *static_cast<const A*>(x);
+    });
+  }
+
+  // ---- host memory ----
+  void* host_alloc(size_t bytes) override { return ::operator new(bytes == 0 ? 1 : bytes); }
+  void host_free(void* p) override { ::operator delete(p); }
 
  private:
   static void move_bytes(void* dst, const void* src, size_t bytes, const char* call) {

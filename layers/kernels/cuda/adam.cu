@@ -2,9 +2,11 @@
 //   sum_squares: out[0] += sum x^2; grid-stride partial sums (256 threads, 4 elements per step),
 //     a block reduction, then one fp32 atomicAdd per block (order not deterministic); inf/NaN
 //     propagate.
-//   adam_update: Adam / AdamW fused with the gradient unscale (grad_mult_dev[0], read on the
-//     device) and the working-copy write (fp32/fp16/bf16); when skip_dev[0] != 0 (overflow
-//     detected on the device) every thread returns before writing anything. One pass: reads
+//   adam_update: Adam / AdamW fused with the gradient unscale and clipping (step->mult), the
+//     learning rate and bias corrections of this update (all read from the AdamStep that
+//     update_control wrote on the device, so the host never reads anything back), and the
+//     working-copy write (fp32/fp16/bf16); when step->skip != 0 (overflow, stopped, bad input)
+//     every thread returns before writing anything. One pass: reads
 //     params, grads, m, v; writes params, m, v and the working copy. 256 threads, grid-stride,
 //     4 elements per step (packed when aligned).
 // Shapes: all buffers [n].
@@ -33,16 +35,16 @@ __global__ void sum_squares_kernel(const float* __restrict__ x, int64_t n, float
 }
 
 struct AdamDev {
-  float lr, b1, b2, eps, wd, bias1, bias2;
+  float b1, b2, eps, wd;
   bool decoupled;
 };
 
 template <class W>
 __global__ void adam_kernel(float* params, const float* __restrict__ grads, float* m, float* v,
-                            W* work, int64_t n, AdamDev h, const float* grad_mult,
-                            const int32_t* skip) {
-  if (skip != nullptr && skip[0] != 0) return;
-  float mult = grad_mult != nullptr ? grad_mult[0] : 1.f;
+                            W* work, int64_t n, AdamDev h, const AdamStep* step) {
+  if (step->skip != 0) return;
+  const float mult = float(step->mult), lr = float(step->lr);
+  const float bias1 = float(step->bias1), bias2 = float(step->bias2);
   bool aligned = pack_aligned<float>(params) && pack_aligned<float>(grads) &&
                  pack_aligned<float>(m) && pack_aligned<float>(v) &&
                  (work == nullptr || pack_aligned<W>(work));
@@ -58,13 +60,13 @@ __global__ void adam_kernel(float* params, const float* __restrict__ grads, floa
     for (int j = 0; j < 4; ++j) {
       float gj = g[j] * mult;
       if (h.decoupled) {
-        p[j] -= h.lr * h.wd * p[j];
+        p[j] -= lr * h.wd * p[j];
       } else {
         gj += h.wd * p[j];
       }
       mi[j] = h.b1 * mi[j] + (1.f - h.b1) * gj;
       vi[j] = h.b2 * vi[j] + (1.f - h.b2) * gj * gj;
-      p[j] -= h.lr * (mi[j] / h.bias1) / (sqrtf(vi[j] / h.bias2) + h.eps);
+      p[j] -= lr * (mi[j] / bias1) / (sqrtf(vi[j] / bias2) + h.eps);
     }
     store4(params, i, n, vec, p);
     store4(m, i, n, vec, mi);
@@ -83,16 +85,15 @@ void launch_sum_squares(const float* x, size_t n, float* out, cudaStream_t s) {
 }
 
 void launch_adam_update(float* params, const float* grads, float* m, float* v, void* work,
-                        DType work_t, size_t n, const Ops::AdamArgs& h, const float* grad_mult_dev,
-                        const int32_t* skip_dev, cudaStream_t s) {
+                        DType work_t, size_t n, const Ops::AdamArgs& h, const AdamStep* step_dev,
+                        cudaStream_t s) {
   if (n == 0) return;
-  AdamDev d{h.lr,           h.beta1,        h.beta2,        h.eps,
-            h.weight_decay, float(h.bias1), float(h.bias2), h.decoupled};
+  AdamDev d{h.beta1, h.beta2, h.eps, h.weight_decay, h.decoupled};
   unsigned grid = grid_for((int64_t(n) + 3) / 4, kThreads, int64_t(device_sm_count()) * 16);
   dispatch_dtype(work_t, "adam_update", [&](auto wv) {
     using W = decltype(wv);
     adam_kernel<W><<<grid, kThreads, 0, s>>>(params, grads, m, v, static_cast<W*>(work), int64_t(n),
-                                             d, grad_mult_dev, skip_dev);
+                                             d, step_dev);
   });
   LS_LAUNCH_CHECK("adam_update");
 }

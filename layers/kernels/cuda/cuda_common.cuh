@@ -151,7 +151,7 @@ __device__ __forceinline__ void dropout_factors4(const DropoutParams& d, uint64_
     return;
   }
   if ((i & 3) == 0) {
-    Philox4 r = philox4x32_10(d.key.seed, i >> 2, d.key.offset);
+    Philox4 r = philox4x32_10(d.key.seed, i >> 2, dropout_offset(d.key));
 #pragma unroll
     for (int j = 0; j < 4; ++j) f[j] = r.v[j] < d.threshold ? d.scale : 0.f;
   } else {

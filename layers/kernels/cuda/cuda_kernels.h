@@ -25,6 +25,8 @@ class LtGemm {
   void set_workspace(void* p, size_t bytes);
   // false: never use cuBLASLt's fused epilogues (plain GEMM + own kernels); for testing both.
   void set_fused_epilogues(bool on);
+  // fp32 GEMMs may use TF32 tensor cores (default true); false: full fp32 (plans rebuilt).
+  void set_allow_tf32(bool on);
   // Number of cached plans (each was created once, with host allocations, on first use).
   size_t plan_count() const;
   // Number of calls so far whose epilogue ran fused in cuBLASLt.
@@ -106,8 +108,20 @@ void launch_cross_entropy_backward(const void* logits, const int32_t* targets, c
 // adam.cu
 void launch_sum_squares(const float* x, size_t n, float* out, cudaStream_t s);
 void launch_adam_update(float* params, const float* grads, float* m, float* v, void* work,
-                        DType work_t, size_t n, const Ops::AdamArgs& h, const float* grad_mult_dev,
-                        const int32_t* skip_dev, cudaStream_t s);
+                        DType work_t, size_t n, const Ops::AdamArgs& h, const AdamStep* step_dev,
+                        cudaStream_t s);
+
+// train_control.cu
+void launch_update_control(const float* sumsq_dev, float* tokens_dev, const UpdateControlArgs& args,
+                           TrainState* state_dev, float* grad_scale_dev, cudaStream_t s);
+
+// inputs.cu
+void launch_import_tokens(const int32_t* src, int32_t* dst, int64_t n, int32_t vocab,
+                          int32_t padding_idx, uint32_t* bad_count_dev, cudaStream_t s);
+void launch_padding_mask(const int32_t* tokens, uint8_t* mask, int64_t n, int32_t padding_idx,
+                         cudaStream_t s);
+void launch_counter_add(uint64_t* counter, uint64_t v, cudaStream_t s);
+void launch_scalar_accumulate(float* sum, const float* x, cudaStream_t s);
 
 }  // namespace cuda
 }  // namespace ls

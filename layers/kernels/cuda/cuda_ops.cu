@@ -45,8 +45,12 @@ CudaOps::CudaOps(int device, void* stream) : device_(device) {
     stream_ = stream;
   }
   try {
+    cudaEvent_t e = nullptr;
+    LS_CUDA_CALL(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    mark_ = e;
     gemm_.reset(new cuda::LtGemm());
   } catch (...) {
+    if (mark_ != nullptr) cudaEventDestroy(static_cast<cudaEvent_t>(mark_));
     if (owns_stream_) cudaStreamDestroy(as_stream(stream_));
     throw;
   }
@@ -54,6 +58,7 @@ CudaOps::CudaOps(int device, void* stream) : device_(device) {
 
 CudaOps::~CudaOps() {
   gemm_.reset();
+  if (mark_ != nullptr) cudaEventDestroy(static_cast<cudaEvent_t>(mark_));
   if (owns_stream_) cudaStreamDestroy(as_stream(stream_));  // no throw from a destructor
 }
 
@@ -62,6 +67,9 @@ void CudaOps::set_workspace(void* p, size_t bytes) {
 }
 void CudaOps::set_fused_epilogues(bool on) {
   gemm_->set_fused_epilogues(on);
+}
+void CudaOps::set_allow_tf32(bool on) {
+  gemm_->set_allow_tf32(on);
 }
 size_t CudaOps::gemm_plan_count() const {
   return gemm_->plan_count();
@@ -414,22 +422,102 @@ void CudaOps::sum_squares(const void* x, size_t n, void* out, DType acc) {
                            as_stream(stream_));
 }
 
+void CudaOps::update_control(const void* sumsq_dev, void* tokens_dev,
+                             const UpdateControlArgs& args, TrainState* state_dev,
+                             void* grad_scale_dev, DType acc) {
+  const char* call = "update_control";
+  cuda::require_acc_f32(acc, call);
+  check_ptr(sumsq_dev, call, "sumsq_dev");
+  check_ptr(tokens_dev, call, "tokens_dev");
+  check_ptr(state_dev, call, "state_dev");
+  check_ptr(grad_scale_dev, call, "grad_scale_dev");
+  cuda::launch_update_control(static_cast<const float*>(sumsq_dev),
+                              static_cast<float*>(tokens_dev), args, state_dev,
+                              static_cast<float*>(grad_scale_dev), as_stream(stream_));
+}
+
 void CudaOps::adam_update(void* params, const void* grads, void* m, void* v, void* work,
-                          DType work_t, size_t n, const AdamArgs& h, const void* grad_mult_dev,
-                          const int32_t* skip_dev, DType acc) {
+                          DType work_t, size_t n, const AdamArgs& h, const AdamStep* step_dev,
+                          DType acc) {
   const char* call = "adam_update";
   cuda::require_acc_f32(acc, call);
   if (work != nullptr) check_working(work_t, call);
+  check_ptr(step_dev, call, "step_dev");
   if (n == 0) return;
   check_ptr(params, call, "params");
   check_ptr(grads, call, "grads");
   check_ptr(m, call, "m");
   check_ptr(v, call, "v");
-  check_ptr(grad_mult_dev, call, "grad_mult_dev");
   cuda::launch_adam_update(static_cast<float*>(params), static_cast<const float*>(grads),
                            static_cast<float*>(m), static_cast<float*>(v), work,
-                           work != nullptr ? work_t : DType::F32, n, h,
-                           static_cast<const float*>(grad_mult_dev), skip_dev, as_stream(stream_));
+                           work != nullptr ? work_t : DType::F32, n, h, step_dev,
+                           as_stream(stream_));
+}
+
+// ---------------------------------------------------------------- inputs and counters
+void CudaOps::import_tokens(const int32_t* src, int32_t* dst, int64_t n, int32_t vocab,
+                            int32_t padding_idx, uint32_t* bad_count_dev) {
+  const char* call = "import_tokens";
+  check_dims(n, call, "n");
+  check_ptr(bad_count_dev, call, "bad_count_dev");
+  if (n == 0) return;
+  check_ptr(src, call, "src");
+  check_ptr(dst, call, "dst");
+  cuda::launch_import_tokens(src, dst, n, vocab, padding_idx, bad_count_dev, as_stream(stream_));
+}
+void CudaOps::padding_mask(const int32_t* tokens, uint8_t* mask, int64_t n, int32_t padding_idx) {
+  check_dims(n, "padding_mask", "n");
+  if (n == 0) return;
+  check_ptr(tokens, "padding_mask", "tokens");
+  check_ptr(mask, "padding_mask", "mask");
+  cuda::launch_padding_mask(tokens, mask, n, padding_idx, as_stream(stream_));
+}
+void CudaOps::counter_add(uint64_t* counter, uint64_t v) {
+  check_ptr(counter, "counter_add", "counter");
+  cuda::launch_counter_add(counter, v, as_stream(stream_));
+}
+void CudaOps::scalar_accumulate(void* sum, const void* x, DType acc) {
+  cuda::require_acc_f32(acc, "scalar_accumulate");
+  check_ptr(sum, "scalar_accumulate", "sum");
+  check_ptr(x, "scalar_accumulate", "x");
+  cuda::launch_scalar_accumulate(static_cast<float*>(sum), static_cast<const float*>(x),
+                                 as_stream(stream_));
+}
+
+// ---------------------------------------------------------------- host memory, capture
+void* CudaOps::host_alloc(size_t bytes) {
+  void* p = nullptr;
+  LS_CUDA_CALL(cudaMallocHost(&p, bytes == 0 ? 1 : bytes));
+  return p;
+}
+void CudaOps::host_free(void* p) {
+  if (p != nullptr) cudaFreeHost(p);  // no throw: called from destructors
+}
+void CudaOps::capture_begin() {
+  LS_CUDA_CALL(cudaStreamBeginCapture(as_stream(stream_), cudaStreamCaptureModeThreadLocal));
+}
+void* CudaOps::capture_end() {
+  cudaGraph_t graph = nullptr;
+  LS_CUDA_CALL(cudaStreamEndCapture(as_stream(stream_), &graph));
+  cudaGraphExec_t exec = nullptr;
+  cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  LS_REQUIRE(err == cudaSuccess, LS_ERR_CUDA,
+             "cudaGraphInstantiate failed: " << cudaGetErrorString(err));
+  return exec;
+}
+void CudaOps::graph_launch(void* graph) {
+  check_ptr(graph, "graph_launch", "graph");
+  LS_CUDA_CALL(cudaGraphLaunch(static_cast<cudaGraphExec_t>(graph), as_stream(stream_)));
+}
+void CudaOps::graph_destroy(void* graph) {
+  if (graph != nullptr) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graph));
+}
+void CudaOps::mark() {
+  LS_CUDA_CALL(cudaEventRecord(static_cast<cudaEvent_t>(mark_), as_stream(stream_)));
+}
+void CudaOps::wait_mark() {
+  LS_CUDA_CALL(cudaEventSynchronize(static_cast<cudaEvent_t>(mark_)));
 }
 
 std::unique_ptr<Ops> make_cuda_ops(int device, void* stream) {

@@ -28,6 +28,7 @@ class CudaOps final : public Ops {
   // Whether cuBLASLt's fused epilogues may be used (default true); false forces plain GEMMs
   // followed by this backend's own epilogue kernels (tests exercise both).
   void set_fused_epilogues(bool on);
+  void set_allow_tf32(bool on) override;
   size_t gemm_plan_count() const;
   size_t gemm_fused_calls() const;
   void* stream() const { return stream_; }
@@ -79,14 +80,30 @@ class CudaOps final : public Ops {
                               const void* grad_scale_dev, void* d_logits, int64_t rows,
                               int64_t vocab, int32_t padding_idx, float eps, DType dt) override;
   void sum_squares(const void* x, size_t n, void* out, DType acc) override;
+  void update_control(const void* sumsq_dev, void* tokens_dev, const UpdateControlArgs& args,
+                      TrainState* state_dev, void* grad_scale_dev, DType acc) override;
   void adam_update(void* params, const void* grads, void* m, void* v, void* work, DType work_t,
-                   size_t n, const AdamArgs& h, const void* grad_mult_dev, const int32_t* skip_dev,
-                   DType acc) override;
+                   size_t n, const AdamArgs& h, const AdamStep* step_dev, DType acc) override;
+  void import_tokens(const int32_t* src, int32_t* dst, int64_t n, int32_t vocab,
+                     int32_t padding_idx, uint32_t* bad_count_dev) override;
+  void padding_mask(const int32_t* tokens, uint8_t* mask, int64_t n, int32_t padding_idx) override;
+  void counter_add(uint64_t* counter, uint64_t v) override;
+  void scalar_accumulate(void* sum, const void* x, DType acc) override;
+  void* host_alloc(size_t bytes) override;
+  void host_free(void* p) override;
+  bool supports_capture() const override { return true; }
+  void capture_begin() override;
+  void* capture_end() override;
+  void graph_launch(void* graph) override;
+  void graph_destroy(void* graph) override;
+  void mark() override;
+  void wait_mark() override;
 
  private:
   int device_ = 0;
   void* stream_ = nullptr;
   bool owns_stream_ = false;
+  void* mark_ = nullptr;  // cudaEvent_t recorded by mark()
   std::unique_ptr<cuda::LtGemm> gemm_;
 };
 

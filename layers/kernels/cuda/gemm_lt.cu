@@ -82,6 +82,7 @@ struct LtGemm::Impl {
   void* workspace = nullptr;
   size_t workspace_size = 0;
   bool fused = true;
+  bool allow_tf32 = true;  // fp32 GEMMs on TF32 tensor cores
   size_t fused_count = 0;
   std::map<Key, Plan> plans;
   mutable std::mutex mutex;
@@ -104,7 +105,7 @@ struct LtGemm::Impl {
   bool build(const GemmArgs& g, Mode mode, Plan& plan) {
     plan.mode = mode;
     cublasComputeType_t compute =
-        g.ab_type == DType::F32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+        g.ab_type == DType::F32 && allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     cudaDataType_t ab = lt_type(g.ab_type), ct = lt_type(g.c_type);
     try {
       LS_CUBLAS_CALL(cublasLtMatmulDescCreate(&plan.op, compute, CUDA_R_32F));
@@ -330,6 +331,12 @@ void LtGemm::set_workspace(void* p, size_t bytes) {
 void LtGemm::set_fused_epilogues(bool on) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   impl_->fused = on;
+  for (auto& kv : impl_->plans) Impl::destroy(kv.second);
+  impl_->plans.clear();
+}
+void LtGemm::set_allow_tf32(bool on) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->allow_tf32 = on;
   for (auto& kv : impl_->plans) Impl::destroy(kv.second);
   impl_->plans.clear();
 }

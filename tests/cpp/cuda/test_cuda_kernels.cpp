@@ -473,21 +473,22 @@ TEST_CASE("cuda sum_squares and fused Adam/AdamW match the CPU reference") {
           CAPTURE(skip);
           INFO("work dtype " << dtype_str(wt));
           ls::Ops::AdamArgs h;
-          h.lr = 1e-2f;
           h.weight_decay = 0.01f;
           h.decoupled = decoupled;
-          h.bias1 = 1.0 - std::pow(0.9, 3);
-          h.bias2 = 1.0 - std::pow(0.999, 3);
+          ls::AdamStep st;  // the per-update values, read from device memory
+          st.lr = 1e-2;
+          st.mult = 1.0 / 64.0;
+          st.bias1 = 1.0 - std::pow(0.9, 3);
+          st.bias2 = 1.0 - std::pow(0.999, 3);
+          st.skip = skip;
           auto p = randn(n), g = randn(n, 100.f), m = randn(n, 0.1f), v = uniform(n, 0.f, 0.1f);
-          std::vector<float> mult = {1.f / 64.f};
-          std::vector<int32_t> skipv = {skip};
           std::vector<float> p_ref = p, m_ref = m, v_ref = v, w_ref(n);
           cpu->adam_update(p_ref.data(), g.data(), m_ref.data(), v_ref.data(), w_ref.data(),
-                           DType::F32, n, h, mult.data(), skipv.data(), DType::F32);
+                           DType::F32, n, h, &st, DType::F32);
           DevBuf dp = upload(p, DType::F32), dg = upload(g, DType::F32), dm = upload(m, DType::F32),
-                 dv = upload(v, DType::F32), dw = poisoned(n, wt), dmult = upload(mult, DType::F32),
-                 dskip = upload_raw(skipv);
-          cuda.adam_update(dp.p, dg.p, dm.p, dv.p, dw.p, wt, n, h, dmult.p, dskip.as<int32_t>(),
+                 dv = upload(v, DType::F32), dw = poisoned(n, wt),
+                 dstep = upload_raw(std::vector<ls::AdamStep>{st});
+          cuda.adam_update(dp.p, dg.p, dm.p, dv.p, dw.p, wt, n, h, dstep.as<ls::AdamStep>(),
                            DType::F32);
           // Elementwise fp32 arithmetic in the same order; only the compiler's contraction
           // (fma) differs: 1e-6 relative.

@@ -2,14 +2,24 @@
 // Forward: one warp per row (blocks of 4 warps), y = (x - mean) * rstd * gamma + beta, mean and
 //   rstd [rows] saved. Two-pass statistics (mean, then the centred sum of squares) over the row,
 //   whose re-reads hit L1/L2; 16-byte packed loads when cols and the pointers allow.
-// Backward: one warp per row (blocks of 8 warps walking rows with a grid stride):
-//   g = dy * gamma, xhat = (x - mean) * rstd,
+// Backward: g = dy * gamma, xhat = (x - mean) * rstd,
 //   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) (+ d_residual),
-//   and the column sums d_gamma += sum dy * xhat, d_beta += sum dy are accumulated in the same
-//   pass into per-block fp32 partials in shared memory (shared atomics), then added into the
-//   fp32 outputs with one atomicAdd per column per block (summation order not deterministic).
-//   Rows too long for the shared partials (2 * cols * 4 bytes > 96 KiB) use a separate
-//   column-sum kernel (32 x 8 thread tiles) instead.
+//   d_gamma += column sums of dy * xhat, d_beta += column sums of dy (fp32, accumulated).
+//   Register path (cols <= 4096): a team of TEAM warps (1, 2 or 4) per row; blocks of 8 warps
+//   (8 / TEAM teams) walk rows with a grid stride, the grid sized to the blocks that fit on the
+//   device at once. Thread t of a team owns the packs of N = 16 / sizeof(T) columns starting at
+//   (t + 32 * TEAM * i) * N, i < P, in every row it visits (at most 32 columns per thread, so
+//   TEAM = ceil(cols / 1024) rounded to a power of two), which lets it:
+//   - read dy and x once (16-byte loads when cols % N == 0 and the pointers are aligned, else
+//     element loads with bounds) and keep them in registers for both the row sums and dx;
+//   - keep its d_gamma / d_beta partials in fp32 registers across all its rows.
+//   Row sums: warp shuffles, then (TEAM > 1) one exchange through shared memory per row.
+//   At the end the block's teams add their partials into 2 * cols fp32 of shared memory and the
+//   block adds those into d_gamma / d_beta with one atomicAdd per column (a few blocks per SM, so
+//   few atomics; the summation order is not deterministic across runs).
+//   Fallback (cols > 4096): one warp per row, two passes over the row (the second from L1/L2),
+//   column partials through shared-memory atomics (2 * cols * 4 bytes <= 96 KiB), or, for rows
+//   longer still, a separate column-sum kernel (32 x 8 thread tiles).
 // Shapes: x, y, dy, dx, d_residual [rows, cols] (dt); gamma, beta [cols] (dt);
 //   mean, rstd [rows], d_gamma, d_beta [cols] (fp32).
 #include "layers/kernels/cuda/cuda_common.cuh"
@@ -201,6 +211,160 @@ __global__ void layernorm_param_grad_kernel(const T* dy, const T* x, const float
   }
 }
 
+// Register path of the backward (see the header). Block: kLnBwdWarps warps = kLnBwdWarps / TEAM
+// row teams; thread t of a team owns columns [(t + 32 * TEAM * i) * N, + N) for i < P.
+// `vec`: cols % N == 0 and every pointer 16-byte aligned (packed access); else element access.
+constexpr int kLnBwdWarps = 8;
+constexpr int kLnBwdMaxLaneElems = 32;  // dt elements per thread: the register bound
+constexpr int64_t kLnBwdRegisterMaxCols = 4 * 32 * kLnBwdMaxLaneElems;  // TEAM <= 4: 4096
+
+template <class T, int N>
+__device__ __forceinline__ void load_pack(const T* row, int64_t c, int64_t cols, bool vec,
+                                          PackN<T, N>& out) {
+  if (vec) {
+    out = *reinterpret_cast<const PackN<T, N>*>(row + c);
+  } else {
+#pragma unroll
+    for (int j = 0; j < N; ++j) out.v[j] = c + j < cols ? row[c + j] : from_f32<T>(0.f);
+  }
+}
+
+template <class T, int TEAM, int P>
+__global__ void __launch_bounds__(32 * kLnBwdWarps)
+    layernorm_backward_register_kernel(const T* __restrict__ dy, const T* __restrict__ x,
+                                       const T* __restrict__ gamma, const float* __restrict__ mean,
+                                       const float* __restrict__ rstd, const T* d_residual, T* dx,
+                                       float* d_gamma, float* d_beta, int64_t rows, int64_t cols,
+                                       bool vec) {
+  constexpr int N = int(16 / sizeof(T));
+  constexpr int kTeams = kLnBwdWarps / TEAM;
+  constexpr int kStride = 32 * TEAM * N;         // columns between a thread's packs
+  __shared__ float row_sums[2][kLnBwdWarps][2];  // per-warp row sums, double-buffered by row
+  extern __shared__ float block_partials[];      // [2, cols]: d_gamma, d_beta of the block
+  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  const int team = warp / TEAM;
+  const int t = (warp % TEAM) * 32 + lane;
+
+  for (int64_t c = threadIdx.x; c < 2 * cols; c += blockDim.x) block_partials[c] = 0.f;
+
+  PackN<T, N> gm[P];
+  float acc_g[P][N], acc_b[P][N];
+#pragma unroll
+  for (int i = 0; i < P; ++i) {
+    int64_t c = int64_t(t) * N + int64_t(i) * kStride;
+    if (c < cols) {
+      load_pack<T, N>(gamma, c, cols, vec, gm[i]);
+    } else {
+#pragma unroll
+      for (int j = 0; j < N; ++j) gm[i].v[j] = from_f32<T>(0.f);
+    }
+#pragma unroll
+    for (int j = 0; j < N; ++j) acc_g[i][j] = acc_b[i][j] = 0.f;
+  }
+  const float inv_cols = 1.f / float(cols);
+
+  // base is uniform over the block, so every thread runs the same iterations (the team
+  // exchange synchronises the block); rows past the end only take part in the exchange.
+  int parity = 0;
+  for (int64_t base = int64_t(blockIdx.x) * kTeams; base < rows;
+       base += int64_t(gridDim.x) * kTeams, parity ^= 1) {
+    const int64_t row = base + team;
+    const bool active = row < rows;
+    PackN<T, N> dyp[P], xp[P];
+    float mu = 0.f, rs = 0.f, sum_g = 0.f, sum_gx = 0.f;
+    if (active) {
+      mu = mean[row];
+      rs = rstd[row];
+#pragma unroll
+      for (int i = 0; i < P; ++i) {
+        int64_t c = int64_t(t) * N + int64_t(i) * kStride;
+        if (c < cols) {
+          load_pack<T, N>(dy + row * cols, c, cols, vec, dyp[i]);
+          load_pack<T, N>(x + row * cols, c, cols, vec, xp[i]);
+        } else {
+#pragma unroll
+          for (int j = 0; j < N; ++j) dyp[i].v[j] = xp[i].v[j] = from_f32<T>(0.f);
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < P; ++i)
+#pragma unroll
+        for (int j = 0; j < N; ++j) {
+          // Zero-filled tail elements: d = 0, so they add nothing.
+          float g = to_f32(dyp[i].v[j]) * to_f32(gm[i].v[j]);
+          sum_g += g;
+          sum_gx += g * ((to_f32(xp[i].v[j]) - mu) * rs);
+        }
+    }
+    sum_g = warp_sum(sum_g);
+    sum_gx = warp_sum(sum_gx);
+    if (TEAM > 1) {
+      // One exchange per row. Double buffering by parity: a warp rewrites a slot two rows
+      // later, after the barrier of the row in between, by which time every reader is done.
+      if (lane == 0) {
+        row_sums[parity][warp][0] = sum_g;
+        row_sums[parity][warp][1] = sum_gx;
+      }
+      __syncthreads();
+      sum_g = sum_gx = 0.f;
+#pragma unroll
+      for (int m = 0; m < TEAM; ++m) {
+        sum_g += row_sums[parity][team * TEAM + m][0];
+        sum_gx += row_sums[parity][team * TEAM + m][1];
+      }
+    }
+    if (!active) continue;
+    const float mean_g = sum_g * inv_cols, mean_gx = sum_gx * inv_cols;
+#pragma unroll
+    for (int i = 0; i < P; ++i) {
+      int64_t c = int64_t(t) * N + int64_t(i) * kStride;
+      if (c >= cols) continue;
+      float out[N];
+      if (d_residual != nullptr) {
+        PackN<T, N> rp;
+        load_pack<T, N>(d_residual + row * cols, c, cols, vec, rp);
+#pragma unroll
+        for (int j = 0; j < N; ++j) out[j] = to_f32(rp.v[j]);
+      } else {
+#pragma unroll
+        for (int j = 0; j < N; ++j) out[j] = 0.f;
+      }
+#pragma unroll
+      for (int j = 0; j < N; ++j) {
+        float d = to_f32(dyp[i].v[j]);
+        float xhat = (to_f32(xp[i].v[j]) - mu) * rs;
+        out[j] += rs * (d * to_f32(gm[i].v[j]) - mean_g - xhat * mean_gx);
+        acc_g[i][j] += d * xhat;
+        acc_b[i][j] += d;
+      }
+      if (vec) {
+        store_n<N, true>(dx + row * cols, c, cols, out);
+      } else {
+        store_n<N, false>(dx + row * cols, c, cols, out);
+      }
+    }
+  }
+
+  // Block reduction of the column partials (the zeroing above is ordered by this barrier),
+  // then one global atomicAdd per column per block.
+  __syncthreads();
+#pragma unroll
+  for (int i = 0; i < P; ++i)
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+      int64_t c = int64_t(t) * N + int64_t(i) * kStride + j;
+      if (c < cols) {
+        atomicAdd(block_partials + c, acc_g[i][j]);
+        atomicAdd(block_partials + cols + c, acc_b[i][j]);
+      }
+    }
+  __syncthreads();
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    atomicAdd(d_gamma + c, block_partials[c]);
+    atomicAdd(d_beta + c, block_partials[cols + c]);
+  }
+}
+
 template <class T>
 bool can_vectorise(int64_t cols, std::initializer_list<const void*> ptrs) {
   constexpr int N = 16 / sizeof(T);
@@ -211,6 +375,33 @@ bool can_vectorise(int64_t cols, std::initializer_list<const void*> ptrs) {
 }
 
 constexpr size_t kMaxSharedPartialBytes = 96 * 1024;
+
+// Calls f(TEAM, P) (integral constants) for the register path of cols columns of N-element
+// packs: TEAM warps per row, P packs per thread (powers of two, P * N <= 32).
+template <int N, class F>
+void with_register_layout(int64_t cols, F&& f) {
+  using std::integral_constant;
+  constexpr int kMaxPacks = kLnBwdMaxLaneElems / N;
+  auto packs = [&](auto team) {
+    constexpr int TEAM = decltype(team)::value;
+    const int64_t per_pass = int64_t(32) * TEAM * N;
+    if (cols <= per_pass)
+      f(team, integral_constant<int, 1>{});
+    else if (cols <= 2 * per_pass)
+      f(team, integral_constant<int, 2>{});
+    else if (kMaxPacks <= 4 || cols <= 4 * per_pass)
+      f(team, integral_constant<int, 4>{});
+    else
+      f(team, integral_constant<int, (kMaxPacks > 4 ? 8 : 4)>{});
+  };
+  const int64_t per_warp = int64_t(32) * kLnBwdMaxLaneElems;
+  if (cols <= per_warp)
+    packs(integral_constant<int, 1>{});
+  else if (cols <= 2 * per_warp)
+    packs(integral_constant<int, 2>{});
+  else
+    packs(integral_constant<int, 4>{});
+}
 
 }  // namespace
 
@@ -238,7 +429,40 @@ void launch_layernorm_backward(const void* dy, const void* x, const void* gamma,
                                const float* rstd, const void* d_residual, void* dx, float* d_gamma,
                                float* d_beta, int64_t rows, int64_t cols, DType dt,
                                cudaStream_t s) {
-  if (rows == 0) return;
+  if (rows == 0 || cols == 0) return;
+  if (cols <= kLnBwdRegisterMaxCols) {
+    dispatch_dtype(dt, "layernorm_backward", [&](auto tv) {
+      using T = decltype(tv);
+      constexpr int N = int(16 / sizeof(T));
+      bool vec = cols % N == 0;
+      for (const void* p : {dy, x, gamma, d_residual, static_cast<const void*>(dx)})
+        if (p != nullptr && reinterpret_cast<uintptr_t>(p) % 16 != 0) vec = false;
+      with_register_layout<N>(cols, [&](auto team, auto packs) {
+        constexpr int TEAM = decltype(team)::value, P = decltype(packs)::value;
+        auto kernel = layernorm_backward_register_kernel<T, TEAM, P>;
+        const size_t shared_bytes = size_t(2 * cols) * sizeof(float);  // <= 32 KiB
+        // As many blocks as fit on the device at once (the grid stride covers the rest).
+        static int per_sm = [&] {
+          int n = 0;
+          LS_CUDA_CALL(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+              &n, kernel, 32 * kLnBwdWarps, 2 * kLnBwdRegisterMaxCols * sizeof(float)));
+          return n > 0 ? n : 1;
+        }();
+        constexpr int kTeams = kLnBwdWarps / TEAM;
+        int64_t blocks = (rows + kTeams - 1) / kTeams;
+        int64_t cap = int64_t(device_sm_count()) * per_sm;
+        if (blocks > cap) blocks = cap;
+        kernel<<<unsigned(blocks), 32 * kLnBwdWarps, shared_bytes, s>>>(
+            static_cast<const T*>(dy), static_cast<const T*>(x), static_cast<const T*>(gamma), mean,
+            rstd, static_cast<const T*>(d_residual), static_cast<T*>(dx), d_gamma, d_beta, rows,
+            cols, vec);
+      });
+    });
+    LS_LAUNCH_CHECK("layernorm_backward");
+    return;
+  }
+
+  // Rows too long for the registers: the two-pass fallback.
   constexpr int kWarps = 8;
   size_t shared_bytes = size_t(2 * cols) * sizeof(float);
   bool shared = shared_bytes <= kMaxSharedPartialBytes;

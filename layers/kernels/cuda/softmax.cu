@@ -3,16 +3,23 @@
 // key_pad[b*Lk + k] != 0 or (causal and k > q). Invisible keys get probability 0; a row with no
 // visible key is all zeros. Statistics (max, sum of exponentials, dot products) in fp32.
 // Two paths, no cap on Lk:
-//   - short rows (Lk <= 1024): one warp per row (blocks of 4 warps); each lane holds G groups
-//     of 4 consecutive elements in registers (G = 1, 2, 4, 8 chosen from Lk), so the row is
-//     read once and written once; packed access when Lk % 4 == 0.
-//   - long rows (Lk > 1024): one block of 512 threads per row, two passes over global memory:
+//   - register path (Lk <= 8192): a team of TPR threads per row (a power of two, 4 .. 256)
+//     holds the row in registers, so it is read once and written once. Thread t of the team
+//     owns the packs of N = 16 / sizeof(T) keys starting at (t + TPR * i) * N, i < P, with at
+//     most 32 keys per thread (P * N <= 32): Lk <= 32 N: TPR = 4 .. 32 and P = 1 (a warp holds
+//     32 / TPR rows); Lk <= 1024: one warp, P = 2 .. 32 / N; longer: TPR = 64 .. 256 warps'
+//     worth of threads with P = 32 / N, one row per block. 16-byte loads and stores when
+//     Lk % N == 0 and the pointers are aligned, else element access with bounds. Reductions:
+//     shuffles within the team (TPR <= 32), block reductions through shared memory (TPR > 32).
+//     Blocks: 128 threads (TPR <= 32) or TPR threads.
+//   - long rows (Lk > 8192): one block of 512 threads per row, two passes over global memory:
 //     pass 1 keeps a per-thread online (max, sum-exp) and merges them over the block, pass 2
 //     re-reads (from L2) and writes. Backward likewise (pass 1: the dot product).
 // Backward: d_scores = P * (dP - sum_k dP P), dP = dropout_bwd(d_dropped); the dropout mask is
-// regenerated with Philox from the key and the flat index r*Lk + k (one call per 4 keys when
-// Lk % 4 == 0). probs may alias scores, d_scores may alias d_dropped: each element is read by
-// the thread that later writes it, before it writes it.
+// regenerated with Philox from the key and the flat index r*Lk + k, one dropout_factors4 call
+// per 4 keys (one Philox call per 4 keys when r*Lk + k is a multiple of 4). probs may alias
+// scores, d_scores may alias d_dropped: each element is read by the thread that later writes
+// it, before it writes it.
 #include "layers/kernels/cuda/cuda_common.cuh"
 #include "layers/kernels/cuda/cuda_kernels.h"
 
@@ -20,9 +27,11 @@ namespace ls {
 namespace cuda {
 namespace {
 
-constexpr int kShortWarps = 4;
 constexpr int kLongThreads = 512;
-constexpr int64_t kShortMax = 1024;
+constexpr int kTeamBlockThreads = 128;  // block size when a row team is at most a warp
+constexpr int kMaxLaneKeys = 32;        // keys per thread on the register path
+constexpr int kMaxTeam = 256;
+constexpr int64_t kRegisterMaxLk = int64_t(kMaxTeam) * kMaxLaneKeys;  // 8192
 
 struct RowMask {
   const uint8_t* key_pad;  // null or [B, Lk]
@@ -41,47 +50,199 @@ struct RowMask {
   }
 };
 
-template <class T, int G>
-__global__ void softmax_forward_warp_kernel(const T* scores, T* probs, RowMask mask, int64_t rows) {
-  int64_t r = int64_t(blockIdx.x) * kShortWarps + threadIdx.x / 32;
-  int lane = threadIdx.x & 31;
-  if (r >= rows) return;
-  int64_t lk = mask.len_k;
-  const T* in = scores + r * lk;
-  T* out = probs + r * lk;
-  bool aligned = lk % 4 == 0 && pack_aligned<T>(scores) && pack_aligned<T>(probs);
-  float v[G][4];
+template <class T, int N>
+struct alignas(16) PackN {
+  T v[N];
+};
+
+// Keys [c, c + N) of a row as fp32; keys at or beyond n read as `fill`. vec: one 16-byte access.
+template <class T, int N>
+__device__ __forceinline__ void load_keys(const T* row, int64_t c, int64_t n, bool vec, float fill,
+                                          float out[N]) {
+  if (vec) {
+    PackN<T, N> p = *reinterpret_cast<const PackN<T, N>*>(row + c);
+#pragma unroll
+    for (int j = 0; j < N; ++j) out[j] = to_f32(p.v[j]);
+  } else {
+#pragma unroll
+    for (int j = 0; j < N; ++j) out[j] = c + j < n ? to_f32(row[c + j]) : fill;
+  }
+}
+template <class T, int N>
+__device__ __forceinline__ void store_keys(T* row, int64_t c, int64_t n, bool vec,
+                                           const float in[N]) {
+  if (vec) {
+    PackN<T, N> p;
+#pragma unroll
+    for (int j = 0; j < N; ++j) p.v[j] = from_f32<T>(in[j]);
+    *reinterpret_cast<PackN<T, N>*>(row + c) = p;
+  } else {
+#pragma unroll
+    for (int j = 0; j < N; ++j)
+      if (c + j < n) row[c + j] = from_f32<T>(in[j]);
+  }
+}
+
+// Reductions over a row team of TPR threads (all threads of the block call them: rows past the
+// end take part with neutral values). TPR <= 32: shuffles within aligned groups of TPR lanes;
+// TPR > 32: the team is the block (scratch: 33 floats of shared memory).
+template <int TPR>
+__device__ __forceinline__ float team_max(float v, float* scratch) {
+  if constexpr (TPR > 32) {
+    return block_max(v, scratch);
+  } else {
+#pragma unroll
+    for (int o = TPR / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+  }
+}
+template <int TPR>
+__device__ __forceinline__ float team_sum(float v, float* scratch) {
+  if constexpr (TPR > 32) {
+    return block_sum(v, scratch);
+  } else {
+#pragma unroll
+    for (int o = TPR / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+  }
+}
+
+template <int TPR>
+constexpr int block_threads() {
+  return TPR > 32 ? TPR : kTeamBlockThreads;
+}
+
+// Register path, forward. vec: Lk % N == 0 and scores, probs 16-byte aligned; pad_vec: also
+// key_pad aligned to N bytes (the N pad bytes of a pack are read in one access).
+template <class T, int TPR, int P>
+__global__ void __launch_bounds__(block_threads<TPR>())
+    softmax_forward_register_kernel(const T* scores, T* probs, RowMask mask, int64_t rows, bool vec,
+                                    bool pad_vec) {
+  constexpr int N = int(16 / sizeof(T));
+  constexpr int kRowsPerBlock = block_threads<TPR>() / TPR;
+  __shared__ float scratch[33];
+  const int t = threadIdx.x % TPR;
+  const int64_t r = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / TPR;
+  const bool active = r < rows;
+  const int64_t lk = mask.len_k;
+  // Keys k < limit pass the causal mask.
+  int64_t limit = lk, pad_base = 0;
+  if (active) {
+    const int64_t q = r % mask.len_q;
+    if (mask.causal && q + 1 < lk) limit = q + 1;
+    pad_base = (r / (mask.heads * mask.len_q)) * lk;
+  }
+  float v[P][N];
   float mx = -INFINITY;
 #pragma unroll
-  for (int g = 0; g < G; ++g) {
-    int64_t k0 = 4 * (int64_t(lane) + 32 * g);
-    bool vec = aligned && k0 + 4 <= lk;
-    load4(in, k0, lk, vec, v[g]);
+  for (int i = 0; i < P; ++i) {
+    const int64_t c = (int64_t(t) + int64_t(TPR) * i) * N;
+    if (active && c < lk) {
+      load_keys<T, N>(scores + r * lk, c, lk, vec, -INFINITY, v[i]);
+      uint8_t pad[N];
+      if (mask.key_pad == nullptr) {
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      if (!mask.visible(r, k0 + j)) v[g][j] = -INFINITY;
-      mx = fmaxf(mx, v[g][j]);
+        for (int j = 0; j < N; ++j) pad[j] = 0;
+      } else if (pad_vec) {
+        // N = 8 or 4 pad bytes in one access.
+        if (N == 8) {
+          uint2 w = *reinterpret_cast<const uint2*>(mask.key_pad + pad_base + c);
+#pragma unroll
+          for (int j = 0; j < N; ++j)
+            pad[j] = uint8_t(((j < 4 ? w.x : w.y) >> (8 * (j & 3))) & 0xff);
+        } else {
+          uint32_t w = *reinterpret_cast<const uint32_t*>(mask.key_pad + pad_base + c);
+#pragma unroll
+          for (int j = 0; j < N; ++j) pad[j] = uint8_t((w >> (8 * (j & 3))) & 0xff);
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < N; ++j) pad[j] = c + j < lk ? mask.key_pad[pad_base + c + j] : 1;
+      }
+#pragma unroll
+      for (int j = 0; j < N; ++j) {
+        if (c + j >= limit || pad[j] != 0) v[i][j] = -INFINITY;
+        mx = fmaxf(mx, v[i][j]);
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < N; ++j) v[i][j] = -INFINITY;
     }
   }
-  mx = warp_max(mx);
+  mx = team_max<TPR>(mx, scratch);
   float sum = 0.f;
 #pragma unroll
-  for (int g = 0; g < G; ++g)
+  for (int i = 0; i < P; ++i)
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      v[g][j] = v[g][j] == -INFINITY ? 0.f : expf(v[g][j] - mx);
-      sum += v[g][j];
+    for (int j = 0; j < N; ++j) {
+      v[i][j] = v[i][j] == -INFINITY ? 0.f : expf(v[i][j] - mx);
+      sum += v[i][j];
     }
-  sum = warp_sum(sum);
-  float inv = sum > 0.f ? 1.f / sum : 0.f;
+  sum = team_sum<TPR>(sum, scratch);
+  if (!active) return;
+  const float inv = sum > 0.f ? 1.f / sum : 0.f;
 #pragma unroll
-  for (int g = 0; g < G; ++g) {
-    int64_t k0 = 4 * (int64_t(lane) + 32 * g);
-    if (k0 >= lk) break;
-    bool vec = aligned && k0 + 4 <= lk;
+  for (int i = 0; i < P; ++i) {
+    const int64_t c = (int64_t(t) + int64_t(TPR) * i) * N;
+    if (c >= lk) break;
 #pragma unroll
-    for (int j = 0; j < 4; ++j) v[g][j] *= inv;
-    store4(out, k0, lk, vec, v[g]);
+    for (int j = 0; j < N; ++j) v[i][j] *= inv;
+    store_keys<T, N>(probs + r * lk, c, lk, vec, v[i]);
+  }
+}
+
+// Register path, backward. vec: Lk % N == 0 and the three pointers 16-byte aligned.
+template <class T, int TPR, int P>
+__global__ void __launch_bounds__(block_threads<TPR>())
+    softmax_backward_register_kernel(const T* d_dropped, const T* probs, T* d_scores, int64_t rows,
+                                     int64_t lk, DropoutParams d, bool vec) {
+  constexpr int N = int(16 / sizeof(T));
+  constexpr int kRowsPerBlock = block_threads<TPR>() / TPR;
+  __shared__ float scratch[33];
+  const int t = threadIdx.x % TPR;
+  const int64_t r = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / TPR;
+  const bool active = r < rows;
+  float dp[P][N];
+  PackN<T, N> pk[P];  // probabilities, kept in the storage type
+  float dot = 0.f;
+#pragma unroll
+  for (int i = 0; i < P; ++i) {
+    const int64_t c = (int64_t(t) + int64_t(TPR) * i) * N;
+    if (active && c < lk) {
+      load_keys<T, N>(d_dropped + r * lk, c, lk, vec, 0.f, dp[i]);
+      if (vec) {
+        pk[i] = *reinterpret_cast<const PackN<T, N>*>(probs + r * lk + c);
+      } else {
+#pragma unroll
+        for (int j = 0; j < N; ++j)
+          pk[i].v[j] = from_f32<T>(c + j < lk ? to_f32(probs[r * lk + c + j]) : 0.f);
+      }
+#pragma unroll
+      for (int h = 0; h < N / 4; ++h) {
+        float f[4] = {0.f, 0.f, 0.f, 0.f};
+        if (c + 4 * h < lk) dropout_factors4(d, uint64_t(r * lk + c + 4 * h), f);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) dp[i][4 * h + j] *= f[j];
+      }
+#pragma unroll
+      for (int j = 0; j < N; ++j) dot += dp[i][j] * to_f32(pk[i].v[j]);
+    } else {
+#pragma unroll
+      for (int j = 0; j < N; ++j) {
+        dp[i][j] = 0.f;
+        pk[i].v[j] = from_f32<T>(0.f);
+      }
+    }
+  }
+  dot = team_sum<TPR>(dot, scratch);
+  if (!active) return;
+#pragma unroll
+  for (int i = 0; i < P; ++i) {
+    const int64_t c = (int64_t(t) + int64_t(TPR) * i) * N;
+    if (c >= lk) break;
+#pragma unroll
+    for (int j = 0; j < N; ++j) dp[i][j] = to_f32(pk[i].v[j]) * (dp[i][j] - dot);
+    store_keys<T, N>(d_scores + r * lk, c, lk, vec, dp[i]);
   }
 }
 
@@ -121,46 +282,6 @@ __global__ void softmax_forward_block_kernel(const T* scores, T* probs, RowMask 
   }
 }
 
-template <class T, int G>
-__global__ void softmax_backward_warp_kernel(const T* d_dropped, const T* probs, T* d_scores,
-                                             int64_t rows, int64_t lk, DropoutParams d) {
-  int64_t r = int64_t(blockIdx.x) * kShortWarps + threadIdx.x / 32;
-  int lane = threadIdx.x & 31;
-  if (r >= rows) return;
-  bool aligned = lk % 4 == 0 && pack_aligned<T>(d_dropped) && pack_aligned<T>(probs) &&
-                 pack_aligned<T>(d_scores);
-  float dp[G][4], p[G][4];
-  float dot = 0.f;
-#pragma unroll
-  for (int g = 0; g < G; ++g) {
-    int64_t k0 = 4 * (int64_t(lane) + 32 * g);
-    bool vec = aligned && k0 + 4 <= lk;
-    float f[4];
-    load4(d_dropped + r * lk, k0, lk, vec, dp[g]);
-    load4(probs + r * lk, k0, lk, vec, p[g]);
-    if (k0 < lk) {
-      dropout_factors4(d, uint64_t(r * lk + k0), f);
-    } else {
-#pragma unroll
-      for (int j = 0; j < 4; ++j) f[j] = 0.f;
-    }
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      dp[g][j] *= f[j];
-      dot += dp[g][j] * p[g][j];
-    }
-  }
-  dot = warp_sum(dot);
-#pragma unroll
-  for (int g = 0; g < G; ++g) {
-    int64_t k0 = 4 * (int64_t(lane) + 32 * g);
-    if (k0 >= lk) break;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) dp[g][j] = p[g][j] * (dp[g][j] - dot);
-    store4(d_scores + r * lk, k0, lk, aligned && k0 + 4 <= lk, dp[g]);
-  }
-}
-
 template <class T>
 __global__ void softmax_backward_block_kernel(const T* d_dropped, const T* probs, T* d_scores,
                                               int64_t lk, DropoutParams d) {
@@ -191,17 +312,39 @@ __global__ void softmax_backward_block_kernel(const T* d_dropped, const T* probs
   }
 }
 
-// Calls f(std::integral_constant<int, G>) with the smallest G in {1, 2, 4, 8}, 128 G >= lk.
-template <class F>
-void with_groups(int64_t lk, F&& f) {
-  if (lk <= 128)
-    f(std::integral_constant<int, 1>{});
-  else if (lk <= 256)
-    f(std::integral_constant<int, 2>{});
-  else if (lk <= 512)
-    f(std::integral_constant<int, 4>{});
+// Calls f(TPR, P) (integral constants) with the register-path layout for rows of lk <= 8192
+// keys in packs of N: the smallest team that holds the row with one pack per thread up to a
+// warp, then up to 32 / N packs per thread, then teams of 64 .. 256 threads.
+template <int N, class F>
+void with_row_layout(int64_t lk, F&& f) {
+  using std::integral_constant;
+  constexpr int kMaxPacks = kMaxLaneKeys / N;  // 4 (fp16, bf16) or 8 (fp32)
+  using One = integral_constant<int, 1>;
+  using Full = integral_constant<int, kMaxPacks>;
+  if (lk <= 4 * N)
+    f(integral_constant<int, 4>{}, One{});
+  else if (lk <= 8 * N)
+    f(integral_constant<int, 8>{}, One{});
+  else if (lk <= 16 * N)
+    f(integral_constant<int, 16>{}, One{});
+  else if (lk <= 32 * N)
+    f(integral_constant<int, 32>{}, One{});
+  else if (lk <= 64 * N)
+    f(integral_constant<int, 32>{}, integral_constant<int, 2>{});
+  else if (kMaxPacks > 4 && lk <= 128 * N)
+    f(integral_constant<int, 32>{}, integral_constant<int, 4>{});
+  else if (lk <= 32 * kMaxLaneKeys)
+    f(integral_constant<int, 32>{}, Full{});
+  else if (lk <= 64 * kMaxLaneKeys)
+    f(integral_constant<int, 64>{}, Full{});
+  else if (lk <= 128 * kMaxLaneKeys)
+    f(integral_constant<int, 128>{}, Full{});
   else
-    f(std::integral_constant<int, 8>{});
+    f(integral_constant<int, kMaxTeam>{}, Full{});
+}
+
+bool aligned16(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
 
 }  // namespace
@@ -214,12 +357,16 @@ void launch_softmax_forward(const void* scores, void* probs, const uint8_t* key_
   RowMask mask{key_pad, causal, heads, len_q, len_k};
   dispatch_dtype(dt, "softmax_forward", [&](auto tv) {
     using T = decltype(tv);
-    if (len_k <= kShortMax) {
-      with_groups(len_k, [&](auto gc) {
-        constexpr int G = decltype(gc)::value;
-        softmax_forward_warp_kernel<T, G>
-            <<<unsigned((rows + kShortWarps - 1) / kShortWarps), 32 * kShortWarps, 0, s>>>(
-                static_cast<const T*>(scores), static_cast<T*>(probs), mask, rows);
+    constexpr int N = int(16 / sizeof(T));
+    if (len_k <= kRegisterMaxLk) {
+      const bool vec = len_k % N == 0 && aligned16(scores) && aligned16(probs);
+      const bool pad_vec = vec && reinterpret_cast<uintptr_t>(key_pad) % N == 0;
+      with_row_layout<N>(len_k, [&](auto team, auto packs) {
+        constexpr int TPR = decltype(team)::value, P = decltype(packs)::value;
+        constexpr int kThreads = block_threads<TPR>(), kRowsPerBlock = kThreads / TPR;
+        softmax_forward_register_kernel<T, TPR, P>
+            <<<unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock), kThreads, 0, s>>>(
+                static_cast<const T*>(scores), static_cast<T*>(probs), mask, rows, vec, pad_vec);
       });
     } else {
       softmax_forward_block_kernel<T><<<unsigned(rows), kLongThreads, 0, s>>>(
@@ -235,13 +382,17 @@ void launch_softmax_backward(const void* d_dropped, const void* probs, void* d_s
   DropoutParams d = make_dropout(p, key);
   dispatch_dtype(dt, "softmax_backward", [&](auto tv) {
     using T = decltype(tv);
-    if (len_k <= kShortMax) {
-      with_groups(len_k, [&](auto gc) {
-        constexpr int G = decltype(gc)::value;
-        softmax_backward_warp_kernel<T, G>
-            <<<unsigned((rows + kShortWarps - 1) / kShortWarps), 32 * kShortWarps, 0, s>>>(
+    constexpr int N = int(16 / sizeof(T));
+    if (len_k <= kRegisterMaxLk) {
+      const bool vec =
+          len_k % N == 0 && aligned16(d_dropped) && aligned16(probs) && aligned16(d_scores);
+      with_row_layout<N>(len_k, [&](auto team, auto packs) {
+        constexpr int TPR = decltype(team)::value, P = decltype(packs)::value;
+        constexpr int kThreads = block_threads<TPR>(), kRowsPerBlock = kThreads / TPR;
+        softmax_backward_register_kernel<T, TPR, P>
+            <<<unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock), kThreads, 0, s>>>(
                 static_cast<const T*>(d_dropped), static_cast<const T*>(probs),
-                static_cast<T*>(d_scores), rows, len_k, d);
+                static_cast<T*>(d_scores), rows, len_k, d, vec);
       });
     } else {
       softmax_backward_block_kernel<T><<<unsigned(rows), kLongThreads, 0, s>>>(

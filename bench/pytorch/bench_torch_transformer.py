@@ -42,7 +42,8 @@ FIRST_WORD = 4  # random tokens are drawn from [FIRST_WORD, vocab)
 CONFIGS = {
     "base": dict(d_model=512, ffn=2048, heads=8, enc_layers=6, dec_layers=6, vocab=32768),
     "big": dict(d_model=1024, ffn=4096, heads=16, enc_layers=6, dec_layers=6, vocab=32768),
-    "tiny": dict(d_model=32, ffn=64, heads=4, enc_layers=2, dec_layers=2, vocab=128),
+    # ls_train's transformer-tiny (its CPU sample), for smoke tests.
+    "tiny": dict(d_model=128, ffn=512, heads=4, enc_layers=2, dec_layers=2, vocab=4000),
 }
 # ls_train's preset names for the same configs (bench_model_step, ls-train plan).
 LS_PRESETS = {"base": "transformer-base", "big": "transformer-big", "tiny": "transformer-tiny"}

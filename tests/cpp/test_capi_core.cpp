@@ -2,6 +2,8 @@
 // handling, NULL arguments, and a context on the CPU.
 #include <doctest/doctest.h>
 
+#include <cstddef>
+
 #include <cstring>
 #include <string>
 #include <thread>
@@ -81,6 +83,28 @@ TEST_CASE("context on the CPU") {
   CHECK(info.multiprocessors >= 1);
   CHECK(contains(info.name, "CPU"));
   CHECK(ls_context_synchronize(ctx) == LS_OK);
+  ls_context_destroy(ctx);
+}
+
+TEST_CASE("allow_tf32 defaults to 1; other values than 0/1 are refused with a message") {
+  ls_context_options o;
+  ls_context_options_init(&o);
+  CHECK(o.allow_tf32 == 1);
+  o.device = LS_DEVICE_CPU;
+  o.allow_tf32 = 2;
+  ls_context* ctx = nullptr;
+  CHECK(ls_context_create(&o, &ctx) == LS_ERR_INVALID_ARGUMENT);
+  CHECK(contains(ls_last_error(), "allow_tf32"));
+  CHECK(ctx == nullptr);
+  o.allow_tf32 = 0;
+  REQUIRE(ls_context_create(&o, &ctx) == LS_OK);
+  ls_context_destroy(ctx);
+  // An older struct that ends before allow_tf32 still works (defaults apply).
+  ls_context_options old;
+  ls_context_options_init(&old);
+  old.device = LS_DEVICE_CPU;
+  old.struct_size = offsetof(ls_context_options, allow_tf32);
+  REQUIRE(ls_context_create(&old, &ctx) == LS_OK);
   ls_context_destroy(ctx);
 }
 

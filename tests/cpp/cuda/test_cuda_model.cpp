@@ -32,11 +32,12 @@ struct Run {
   ls_context* ctx = nullptr;
   ls_model* model = nullptr;
   ls_trainer* trainer = nullptr;
-  Run(ls_device_kind dev, const ls_model_config& c, float lr = 1e-3f) {
+  Run(ls_device_kind dev, const ls_model_config& c, float lr = 1e-3f, bool tf32 = true) {
     ls_context_options o;
     ls_context_options_init(&o);
     o.device = dev;
     o.seed = 21;
+    o.allow_tf32 = tf32 ? 1 : 0;
     REQUIRE_MESSAGE(ls_context_create(&o, &ctx) == LS_OK, ls_last_error());
     REQUIRE_MESSAGE(ls_model_create(ctx, &c, &model) == LS_OK, ls_last_error());
     ls_trainer_config t;
@@ -103,7 +104,10 @@ double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
 
 TEST_CASE("fp32 on the GPU matches the CPU reference: loss and one update") {
   ls_model_config c = gpu_config(LS_DTYPE_FP32);
-  Run cpu(LS_DEVICE_CPU, c), gpu(LS_DEVICE_CUDA, c);
+  // TF32 off: TF32 rounds GEMM inputs to 10 mantissa bits (~1e-3 relative per product), which
+  // Adam's first step (p -= lr * sign(g) for |g| >> eps) turns into sign flips on the smallest
+  // gradients; with full fp32 GEMMs only summation order differs.
+  Run cpu(LS_DEVICE_CPU, c), gpu(LS_DEVICE_CUDA, c, 1e-3f, /*tf32=*/false);
   gpu.copy_params_from(cpu.model);
   Batch batch;
   ls_eval_result ec, eg;
@@ -147,12 +151,16 @@ TEST_CASE("fp16 and bf16 training follow the fp32 CPU reference's loss curve") {
     Run r(dev, c, 2e-3f);
     r.copy_params_from(ref.model);
     Batch batch;
+    // Losses indexed by the number of updates applied before the step: an fp16 step that
+    // overflowed (the first ones, at scale 65536) changed nothing, so the next step sees the
+    // same weights; compare like with like.
     std::vector<double> losses;
     for (int i = 0; i < steps; ++i) {
       ls_step_result s;
       ls_step_result_init(&s);
       REQUIRE_MESSAGE(ls_trainer_step(r.trainer, &batch.b, &s) == LS_OK, ls_last_error());
-      losses.push_back(s.loss / s.tokens);
+      const int64_t before = s.num_updates - s.updated;
+      if (before == static_cast<int64_t>(losses.size())) losses.push_back(s.loss / s.tokens);
     }
     return losses;
   };
@@ -162,11 +170,17 @@ TEST_CASE("fp16 and bf16 training follow the fp32 CPU reference's loss curve") {
   MESSAGE("loss/token fp32 cpu " << ref.front() << " -> " << ref.back() << "; fp16 " << half.front() << " -> "
                                  << half.back() << "; bf16 " << bf.front() << " -> " << bf.back());
   CHECK(ref.back() < ref.front() * 0.7);
+  REQUIRE(ref.size() == static_cast<size_t>(steps));
+  REQUIRE(half.size() >= static_cast<size_t>(steps - 3));  // a few overflow skips at most
+  REQUIRE(bf.size() == static_cast<size_t>(steps));
+  for (size_t i = 0; i < half.size(); ++i) {
+    CAPTURE(i);
+    CHECK(std::fabs(half[i] - ref[i]) <= 0.02 * ref[i]);
+  }
   for (int i = 0; i < steps; ++i) {
     CAPTURE(i);
     // fp16 keeps ~11 mantissa bits: per-token loss within 2% of fp32 over 30 steps;
     // bf16 keeps 8: within 5%.
-    CHECK(std::fabs(half[i] - ref[i]) <= 0.02 * ref[i]);
     CHECK(std::fabs(bf[i] - ref[i]) <= 0.05 * ref[i]);
   }
 }

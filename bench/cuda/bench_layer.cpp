@@ -19,7 +19,9 @@
 // iteration, share, GEMM vs the rest, GEMM TFLOP/s). Nothing is asserted.
 //
 // Usage: bench_layer [iterations=50] [encoder|decoder]... [d1024|d512]... [fp16|bf16|fp32]...
-// (no filter of a kind = all of that kind). Without a GPU it says so and exits 0.
+//                    [notf32]
+// (no filter of a kind = all of that kind). fp32 GEMMs run on TF32 tensor cores, as the
+// context's default, unless notf32. Without a GPU it says so and exits 0.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -61,8 +63,10 @@ struct LayerConfig {
   int64_t hidden, ffn, heads;
 };
 
-const char* dtype_label(DType t) {
-  return t == DType::F16 ? "fp16" : t == DType::BF16 ? "bf16" : "fp32";
+const char* dtype_label(DType t, bool tf32) {
+  if (t == DType::F16) return "fp16";
+  if (t == DType::BF16) return "bf16";
+  return tf32 ? "fp32 (TF32 GEMMs)" : "fp32 (no TF32)";
 }
 
 double gib(size_t bytes) {
@@ -291,7 +295,7 @@ double median(std::vector<double> v) {
 }
 
 void bench(LayerKind kind, const LayerConfig& c, DType dt, int64_t batch, int64_t len,
-           int iterations, CudaOps& cuda, TimedOps& timed) {
+           int iterations, bool tf32, CudaOps& cuda, TimedOps& timed) {
   const char* layer = kind == LayerKind::Encoder ? "encoder" : "decoder";
   LayerRig rig(kind, c, dt, batch, len, timed, 7);
   cudaStream_t stream = static_cast<cudaStream_t>(cuda.stream());
@@ -341,7 +345,7 @@ void bench(LayerKind kind, const LayerConfig& c, DType dt, int64_t batch, int64_
       "%s %s (d=%lld ffn=%lld heads=%lld) %s B=%lld L=%lld: fwd+bwd %.3f ms "
       "(fwd %.3f, bwd %.3f; median of %d), %.2f M tokens/s\n",
       layer, c.name, static_cast<long long>(c.hidden), static_cast<long long>(c.ffn),
-      static_cast<long long>(c.heads), dtype_label(dt), static_cast<long long>(batch),
+      static_cast<long long>(c.heads), dtype_label(dt, tf32), static_cast<long long>(batch),
       static_cast<long long>(len), total, median(fwd), median(bwd), iterations,
       static_cast<double>(batch * len) / (total * 1e3));
   std::printf(
@@ -358,8 +362,8 @@ void bench(LayerKind kind, const LayerConfig& c, DType dt, int64_t batch, int64_
         "eager, %.2fx compiled, target %s.\n",
         total, 2.27 / total, 2.08 / total, total <= 1.2 ? "met" : "NOT met");
   std::printf(
-      "  per-kernel breakdown (TimedOps, %d iterations; each call between its own pair "
-      "of events):\n%s\n",
+      "  per-kernel breakdown (TimedOps, %d more iterations, each call between its own pair "
+      "of events, which adds a little to each: the sum exceeds the fwd+bwd above):\n%s\n",
       kBreakdownIterations, TimedOps::format(rep, kBreakdownIterations).c_str());
   std::fflush(stdout);
 }
@@ -374,6 +378,7 @@ int run(int argc, char** argv) {
   std::vector<LayerKind> kinds;
   std::vector<LayerConfig> configs;
   std::vector<DType> dtypes;
+  bool tf32 = true;
   const LayerConfig d1024{"d1024", 1024, 4096, 16}, d512{"d512", 512, 2048, 8};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -393,10 +398,12 @@ int run(int argc, char** argv) {
       dtypes.push_back(DType::BF16);
     } else if (a == "fp32") {
       dtypes.push_back(DType::F32);
+    } else if (a == "notf32") {
+      tf32 = false;
     } else {
       std::fprintf(stderr,
                    "usage: bench_layer [iterations=50] [encoder|decoder]... [d1024|d512]... "
-                   "[fp16|bf16|fp32]...\n");
+                   "[fp16|bf16|fp32]... [notf32]\n");
       return 2;
     }
   }
@@ -419,9 +426,11 @@ int run(int argc, char** argv) {
       iterations);
   CudaOps cuda(0, nullptr);
   TimedOps timed(cuda, cuda.stream());
+  timed.set_allow_tf32(tf32);
   for (DType dt : dtypes)
     for (LayerKind kind : kinds)
-      for (const LayerConfig& c : configs) bench(kind, c, dt, 128, 64, iterations, cuda, timed);
+      for (const LayerConfig& c : configs)
+        bench(kind, c, dt, 128, 64, iterations, tf32, cuda, timed);
   return 0;
 }
 

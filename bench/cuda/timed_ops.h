@@ -147,6 +147,7 @@ class TimedOps final : public Ops {
   // ---- Ops: forwarded ----
   bool is_cuda() const override { return inner_.is_cuda(); }
   void set_workspace(void* p, size_t bytes) override { inner_.set_workspace(p, bytes); }
+  void set_allow_tf32(bool on) override { inner_.set_allow_tf32(on); }
 
   void zero(void* p, size_t bytes) override {
     timed(kZero, [&] { inner_.zero(p, bytes); });

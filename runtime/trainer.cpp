@@ -188,6 +188,7 @@ void Trainer::step(const ls_batch& batch, ls_step_result* r) {
   Context& ctx = model_.context();
   ctx.activate();
   Ops& ops = ctx.ops();
+  ops.set_deterministic(cfg_.deterministic != 0);
   model_.load_batch(hb);
   // Device arrays with a result requested: wait for their check before anything runs on them.
   // Without a result, an out-of-range id makes the update skip on the device (reported later).

@@ -22,6 +22,23 @@ echo "== build ok"
 ctest --test-dir build-device --output-on-failure -j 4 ${LS_CTEST_ARGS:-} > "$OUT/ctest.log" 2>&1
 rc=$?
 grep -E "tests passed|tests failed|Failed|\*\*\*|Skipped|Not Run" "$OUT/ctest.log" | head -40
+# compute-sanitizer over the CUDA tests (LS_SANITIZE=1): memcheck on every CUDA test,
+# racecheck on the kernel tests (shared-memory reductions). Logs: $OUT/sanitize_*.log.
+if [ "${LS_SANITIZE:-0}" = 1 ]; then
+  CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  for t in build-device/tests/cuda_test_*; do
+    [ -x "$t" ] || continue
+    n=$(basename "$t")
+    timeout "${LS_SANITIZE_TIMEOUT:-240}" "$CS" --tool memcheck --leak-check full \
+      --error-exitcode 9 "$t" > "$OUT/sanitize_memcheck_$n.log" 2>&1
+    echo "memcheck $n: rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/sanitize_memcheck_$n.log" | tail -1)"
+  done
+  for n in cuda_test_cuda_kernels; do
+    timeout "${LS_SANITIZE_TIMEOUT:-240}" "$CS" --tool racecheck --error-exitcode 9 \
+      "build-device/tests/$n" > "$OUT/sanitize_racecheck_$n.log" 2>&1
+    echo "racecheck $n: rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitize_racecheck_$n.log" | tail -1)"
+  done
+fi
 if [ "${LS_BENCH:-all}" != "none" ]; then
   for b in build-device/bench/bench_*; do
     [ -x "$b" ] || continue

@@ -202,12 +202,14 @@ int main(int argc, char** argv) {
 
     {  // Adam over 32M fp32 parameters with an fp16 working copy
       const size_t n = size_t(32) << 20;
-      Buf p(n * 4), g(n * 4), m(n * 4), v(n * 4), w(n * 2), mult(4), out(4);
-      float one = 1.f;
-      ops.from_host(mult.p, &one, 4);
+      Buf p(n * 4), g(n * 4), m(n * 4), v(n * 4), w(n * 2), step(sizeof(ls::AdamStep)), out(4);
+      ls::AdamStep st;
+      st.lr = 1e-4;
+      ops.from_host(step.p, &st, sizeof(st));
       ls::Ops::AdamArgs a;
       ms = time_ms(s, [&] {
-        ops.adam_update(p.p, g.p, m.p, v.p, w.p, h, n, a, mult.p, nullptr, DType::F32);
+        ops.adam_update(p.p, g.p, m.p, v.p, w.p, h, n, a, static_cast<const ls::AdamStep*>(step.p),
+                        DType::F32);
       });
       row("adam_update (+fp16 copy)", std::to_string(n) + " params", "fp32", ms, 30.0 * n);
       ms = time_ms(s, [&] { ops.sum_squares(g.p, n, out.p, DType::F32); });

@@ -15,7 +15,12 @@ static void die(const char* what) {
   std::exit(1);
 }
 
-static void bench(const char* preset, ls_dtype dt, int batch, int len, int steps) {
+// mode: "sync" reads the step result back every step (a host round trip per step), "async"
+// passes no result (nothing read back until the end), "graph" is async with the step captured
+// as a CUDA graph (trainer option cuda_graph).
+static void bench(const char* preset, ls_dtype dt, int batch, int len, int steps,
+                  const char* mode = "async") {
+  const bool sync = std::string(mode) == "sync", graph = std::string(mode) == "graph";
   ls_context* ctx = nullptr;
   ls_context_options o;
   ls_context_options_init(&o);
@@ -34,6 +39,7 @@ static void bench(const char* preset, ls_dtype dt, int batch, int len, int steps
   ls_trainer_config tc;
   ls_trainer_config_init(&tc);
   tc.beta2 = 0.98f;
+  tc.cuda_graph = graph ? 1 : 0;
   ls_trainer* tr = nullptr;
   if (ls_trainer_create(model, &tc, &tr) != LS_OK) die("ls_trainer_create");
   std::vector<int32_t> src(batch * len), prev(batch * len), tgt(batch * len);
@@ -59,16 +65,17 @@ static void bench(const char* preset, ls_dtype dt, int batch, int len, int steps
   ls_context_synchronize(ctx);
   auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < steps; ++i)
-    if (ls_trainer_step(tr, &b, &r) != LS_OK) die("ls_trainer_step");
+    if (ls_trainer_step(tr, &b, sync || i + 1 == steps ? &r : nullptr) != LS_OK)
+      die("ls_trainer_step");
   ls_context_synchronize(ctx);
   double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   ls_memory_report rep;
   ls_memory_report_init(&rep);
   ls_model_memory_report(model, &rep);
-  std::printf("%-16s %s B=%d L=%d: %.2f ms/step, %.0f target tokens/s, arena %.2f GiB "
+  std::printf("%-16s %s B=%d L=%d %-5s: %.2f ms/step, %.0f target tokens/s, arena %.2f GiB "
               "(planned %.2f GiB, lower bound %.2f GiB, persistent %.2f GiB), loss/token %.3f\n",
               preset, dt == LS_DTYPE_FP16 ? "fp16" : dt == LS_DTYPE_BF16 ? "bf16" : "fp32", batch,
-              len, 1e3 * sec / steps, batch * len * steps / sec, rep.total_bytes / 1073741824.0,
+              len, mode, 1e3 * sec / steps, batch * len * steps / sec, rep.total_bytes / 1073741824.0,
               rep.planned_bytes / 1073741824.0, rep.lower_bound_bytes / 1073741824.0,
               rep.persistent_bytes / 1073741824.0, r.loss / r.tokens);
   ls_trainer_destroy(tr);
@@ -82,10 +89,14 @@ int main(int argc, char** argv) {
   for (int i = 2; i < argc; ++i) presets.push_back(argv[i]);
   if (presets.empty()) presets = {"transformer-base", "transformer-big"};
   for (const auto& p : presets) {
-    bench(p.c_str(), LS_DTYPE_FP16, 128, 64, steps);
-    bench(p.c_str(), LS_DTYPE_BF16, 128, 64, steps);
+    bench(p.c_str(), LS_DTYPE_FP16, 128, 64, steps, "sync");
+    bench(p.c_str(), LS_DTYPE_FP16, 128, 64, steps, "async");
+    bench(p.c_str(), LS_DTYPE_FP16, 128, 64, steps, "graph");
+    bench(p.c_str(), LS_DTYPE_BF16, 128, 64, steps, "async");
   }
-  bench("transformer-base", LS_DTYPE_FP16, 64, 64, steps);
-  bench("transformer-base", LS_DTYPE_FP16, 256, 64, steps);
+  for (int rows : {64, 256}) {
+    bench("transformer-base", LS_DTYPE_FP16, rows, 64, steps, "async");
+    bench("transformer-big", LS_DTYPE_FP16, rows, 64, steps, "async");
+  }
   return 0;
 }

@@ -1,6 +1,7 @@
 // Optimizer kernels over the flat fp32 buffers.
 //   sum_squares: out[0] += sum x^2; grid-stride partial sums (256 threads, 4 elements per step),
-//     a block reduction, then one fp32 atomicAdd per block (order not deterministic); inf/NaN
+//     a block reduction, then one fp32 atomicAdd per block (order not deterministic), or in
+//     deterministic mode one partial per block summed in block order (reduce.cu); inf/NaN
 //     propagate.
 //   adam_update: Adam / AdamW fused with the gradient unscale and clipping (step->mult), the
 //     learning rate and bias corrections of this update (all read from the AdamStep that
@@ -19,7 +20,8 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__global__ void sum_squares_kernel(const float* __restrict__ x, int64_t n, float* out) {
+__global__ void sum_squares_kernel(const float* __restrict__ x, int64_t n, float* out,
+                                   float* partials) {
   __shared__ float scratch[33];
   bool aligned = pack_aligned<float>(x);
   float s = 0.f;
@@ -31,7 +33,12 @@ __global__ void sum_squares_kernel(const float* __restrict__ x, int64_t n, float
     for (int j = 0; j < 4; ++j) s += v[j] * v[j];
   }
   s = block_sum(s, scratch);
-  if (threadIdx.x == 0) atomicAdd(out, s);
+  if (threadIdx.x == 0) {
+    if (partials != nullptr)
+      partials[blockIdx.x] = s;  // deterministic: summed in block order by reduce.cu
+    else
+      atomicAdd(out, s);
+  }
 }
 
 struct AdamDev {
@@ -77,11 +84,14 @@ __global__ void adam_kernel(float* params, const float* __restrict__ grads, floa
 
 }  // namespace
 
-void launch_sum_squares(const float* x, size_t n, float* out, cudaStream_t s) {
+void launch_sum_squares(const float* x, size_t n, float* out, cudaStream_t s,
+                        const Reduction& red) {
   if (n == 0) return;
-  sum_squares_kernel<<<grid_for((int64_t(n) + 3) / 4, kThreads, int64_t(device_sm_count()) * 4),
-                       kThreads, 0, s>>>(x, int64_t(n), out);
+  const unsigned grid = grid_for((int64_t(n) + 3) / 4, kThreads, int64_t(device_sm_count()) * 4);
+  float* partials = red.deterministic() ? red.rows(grid, 1, "sum_squares") : nullptr;
+  sum_squares_kernel<<<grid, kThreads, 0, s>>>(x, int64_t(n), out, partials);
   LS_LAUNCH_CHECK("sum_squares");
+  if (partials != nullptr) launch_sum_partials(partials, grid, 1, out, s);
 }
 
 void launch_adam_update(float* params, const float* grads, float* m, float* v, void* work,

@@ -3,7 +3,9 @@
 // Forward: one block of 512 threads per row t; the logits are read once: each thread keeps an
 //   online (max, sum of exp(z - max)) and the sum of its logits, merged over the block; thread
 //   0 reads z[y]. lse = max + log(sum-exp) is saved for every row (padding rows too);
-//   non-padding rows add {loss, nll, 1} to sums[3] with fp32 atomics (order not deterministic).
+//   non-padding rows add {loss, nll, 1} to sums[3] with fp32 atomics (order not deterministic),
+//   or, in deterministic mode, every row writes its three values to scratch and reduce.cu sums
+//   them in row order.
 //   nll = lse - z[y], smooth = V lse - sum_v z[v],
 //   loss = (1 - eps - eps/(V-1)) nll + eps/(V-1) smooth.
 // Backward: one block of 256 threads per row, 4 consecutive logits per thread per step (packed
@@ -26,7 +28,7 @@ template <class T>
 __global__ void cross_entropy_forward_kernel(const T* __restrict__ logits,
                                              const int32_t* __restrict__ targets, float* lse,
                                              float* sums, int64_t vocab, int32_t padding_idx,
-                                             float eps) {
+                                             float eps, float* partials) {
   __shared__ float scratch[33];
   int64_t t = blockIdx.x;
   const T* z = logits + t * vocab;
@@ -54,14 +56,20 @@ __global__ void cross_entropy_forward_kernel(const T* __restrict__ logits,
     float row_lse = mx + logf(sum_exp);
     lse[t] = row_lse;
     int32_t y = targets[t];
+    float row[3] = {0.f, 0.f, 0.f};
     if (y != padding_idx) {
       float eps_other = eps / float(vocab - 1);
       float w_nll = 1.f - eps - eps_other;
       float nll = row_lse - to_f32(z[y]);
       float smooth = float(vocab) * row_lse - total_z;
-      atomicAdd(sums + 0, w_nll * nll + eps_other * smooth);
-      atomicAdd(sums + 1, nll);
-      atomicAdd(sums + 2, 1.f);
+      row[0] = w_nll * nll + eps_other * smooth;
+      row[1] = nll;
+      row[2] = 1.f;
+    }
+    if (partials != nullptr) {  // deterministic: per-row values, summed in order by reduce.cu
+      for (int k = 0; k < 3; ++k) partials[3 * t + k] = row[k];
+    } else if (y != padding_idx) {
+      for (int k = 0; k < 3; ++k) atomicAdd(sums + k, row[k]);
     }
   }
 }
@@ -101,14 +109,16 @@ __global__ void cross_entropy_backward_kernel(const T* logits, const int32_t* __
 
 void launch_cross_entropy_forward(const void* logits, const int32_t* targets, float* lse,
                                   float* sums, int64_t rows, int64_t vocab, int32_t padding_idx,
-                                  float eps, DType dt, cudaStream_t s) {
+                                  float eps, DType dt, cudaStream_t s, const Reduction& red) {
   if (rows == 0) return;
+  float* partials = red.deterministic() ? red.rows(rows, 3, "cross_entropy_forward") : nullptr;
   dispatch_dtype(dt, "cross_entropy_forward", [&](auto tv) {
     using T = decltype(tv);
     cross_entropy_forward_kernel<T><<<unsigned(rows), kForwardThreads, 0, s>>>(
-        static_cast<const T*>(logits), targets, lse, sums, vocab, padding_idx, eps);
+        static_cast<const T*>(logits), targets, lse, sums, vocab, padding_idx, eps, partials);
   });
   LS_LAUNCH_CHECK("cross_entropy_forward");
+  if (partials != nullptr) launch_sum_partials(partials, rows, 3, sums, s);
 }
 
 void launch_cross_entropy_backward(const void* logits, const int32_t* targets, const float* lse,

@@ -14,6 +14,23 @@
 namespace ls {
 namespace cuda {
 
+// How a kernel adds its partial sums into fp32 outputs. Default (no scratch): fp32 atomics, fast
+// but the summation order (hence the last bits) varies run to run. With scratch (deterministic
+// mode): every block writes its partials to scratch rows and reduce.cu adds the rows in a fixed
+// order, so results are bitwise reproducible. Scratch is the backend's workspace (stream order
+// keeps its users apart); a launch that needs more than `capacity` floats throws.
+struct Reduction {
+  float* scratch = nullptr;
+  size_t capacity = 0;  // floats
+  bool deterministic() const { return scratch != nullptr; }
+  float* rows(int64_t groups, int64_t cols, const char* call) const;
+};
+
+// reduce.cu: out[c] += sum over g (in order) of partials[g * cols + c].
+void launch_sum_partials(const float* partials, int64_t groups, int64_t cols, float* out,
+                         cudaStream_t s);
+
+
 // gemm_lt.cu: GEMMs through cuBLASLt with a per-shape plan cache (see the file comment).
 class LtGemm {
  public:
@@ -70,12 +87,13 @@ void launch_act_dropout_forward(const void* pre, void* out, int64_t rows, int64_
 // has_act false: dropout_bias_backward. pre/d_out/d_pre rows use leading dimension ld.
 void launch_act_dropout_backward(const void* d_out, const void* pre, void* d_pre, float* d_bias,
                                  int64_t rows, int64_t cols, int64_t ld, bool has_act,
-                                 Activation act, float p, DropoutKey key, DType dt, cudaStream_t s);
+                                 Activation act, float p, DropoutKey key, DType dt, cudaStream_t s,
+                                 const Reduction& red = {});
 void launch_dropout_forward(const void* x, void* out, size_t n, float p, DropoutKey key, DType dt,
                             cudaStream_t s);
 // d_bias [cols] += column sums of dy [rows, cols] with leading dimension ld.
 void launch_bias_grad(const void* dy, float* d_bias, int64_t rows, int64_t cols, int64_t ld,
-                      DType dt, cudaStream_t s);
+                      DType dt, cudaStream_t s, const Reduction& red = {});
 // d_bias [rows] += row sums of a [rows, cols] with leading dimension ld.
 void launch_row_sums(const void* a, float* d_bias, int64_t rows, int64_t cols, int64_t ld, DType dt,
                      cudaStream_t s);
@@ -99,14 +117,15 @@ void launch_softmax_backward(const void* d_dropped, const void* probs, void* d_s
 // cross_entropy.cu
 void launch_cross_entropy_forward(const void* logits, const int32_t* targets, float* lse,
                                   float* sums, int64_t rows, int64_t vocab, int32_t padding_idx,
-                                  float eps, DType dt, cudaStream_t s);
+                                  float eps, DType dt, cudaStream_t s, const Reduction& red = {});
 void launch_cross_entropy_backward(const void* logits, const int32_t* targets, const float* lse,
                                    const float* grad_scale_dev, void* d_logits, int64_t rows,
                                    int64_t vocab, int32_t padding_idx, float eps, DType dt,
                                    cudaStream_t s);
 
 // adam.cu
-void launch_sum_squares(const float* x, size_t n, float* out, cudaStream_t s);
+void launch_sum_squares(const float* x, size_t n, float* out, cudaStream_t s,
+                        const Reduction& red = {});
 void launch_adam_update(float* params, const float* grads, float* m, float* v, void* work,
                         DType work_t, size_t n, const Ops::AdamArgs& h, const AdamStep* step_dev,
                         cudaStream_t s);

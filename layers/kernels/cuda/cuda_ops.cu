@@ -19,6 +19,16 @@ cudaStream_t as_stream(void* s) {
   return static_cast<cudaStream_t>(s);
 }
 
+// Fixed-order reductions through the workspace when deterministic and a workspace is set.
+cuda::Reduction reduction(bool deterministic, void* ws, size_t bytes) {
+  cuda::Reduction r;
+  if (deterministic && ws != nullptr) {
+    r.scratch = static_cast<float*>(ws);
+    r.capacity = bytes / sizeof(float);
+  }
+  return r;
+}
+
 void check_ptr(const void* p, const char* call, const char* what) {
   LS_CHECK_ARG(p != nullptr, call << ": " << what << " is null");
 }
@@ -64,6 +74,8 @@ CudaOps::~CudaOps() {
 
 void CudaOps::set_workspace(void* p, size_t bytes) {
   gemm_->set_workspace(p, bytes);
+  workspace_ = bytes > 0 ? p : nullptr;
+  workspace_bytes_ = p != nullptr ? bytes : 0;
 }
 void CudaOps::set_fused_epilogues(bool on) {
   gemm_->set_fused_epilogues(on);
@@ -267,7 +279,7 @@ void CudaOps::dropout_bias_backward(const void* d_out, void* dx, void* d_bias, i
   check_ptr(d_out, call, "d_out");
   check_ptr(dx, call, "dx");
   cuda::launch_act_dropout_backward(d_out, nullptr, dx, static_cast<float*>(d_bias), rows, cols,
-                                    cols, false, Activation::ReLU, p, key, dt, as_stream(stream_));
+                                    cols, false, Activation::ReLU, p, key, dt, as_stream(stream_), reduction(deterministic_, workspace_, workspace_bytes_));
 }
 
 void CudaOps::act_dropout_forward(const void* pre, void* out, int64_t rows, int64_t cols,
@@ -296,7 +308,7 @@ void CudaOps::act_dropout_backward(const void* d_out, const void* pre, void* d_p
   check_ptr(pre, call, "pre");
   check_ptr(d_pre, call, "d_pre");
   cuda::launch_act_dropout_backward(d_out, pre, d_pre, static_cast<float*>(d_bias), rows, cols,
-                                    cols, true, act, p, key, dt, as_stream(stream_));
+                                    cols, true, act, p, key, dt, as_stream(stream_), reduction(deterministic_, workspace_, workspace_bytes_));
 }
 
 void CudaOps::dropout_forward(const void* x, void* out, size_t n, float p, DropoutKey key,
@@ -318,7 +330,7 @@ void CudaOps::bias_grad(const void* dy, void* d_bias, int64_t rows, int64_t cols
   if (rows * cols == 0) return;
   check_ptr(dy, call, "dy");
   check_ptr(d_bias, call, "d_bias");
-  cuda::launch_bias_grad(dy, static_cast<float*>(d_bias), rows, cols, cols, dt, as_stream(stream_));
+  cuda::launch_bias_grad(dy, static_cast<float*>(d_bias), rows, cols, cols, dt, as_stream(stream_), reduction(deterministic_, workspace_, workspace_bytes_));
 }
 
 // ---------------------------------------------------------------- attention
@@ -390,7 +402,7 @@ void CudaOps::cross_entropy_forward(const void* logits, const int32_t* targets, 
   LS_CHECK_ARG(rows <= INT32_MAX, call << ": too many rows");
   cuda::launch_cross_entropy_forward(logits, targets, static_cast<float*>(lse),
                                      static_cast<float*>(sums), rows, vocab, padding_idx, eps, dt,
-                                     as_stream(stream_));
+                                     as_stream(stream_), reduction(deterministic_, workspace_, workspace_bytes_));
 }
 
 void CudaOps::cross_entropy_backward(const void* logits, const int32_t* targets, const void* lse,
@@ -419,7 +431,7 @@ void CudaOps::sum_squares(const void* x, size_t n, void* out, DType acc) {
   check_ptr(x, "sum_squares", "x");
   check_ptr(out, "sum_squares", "out");
   cuda::launch_sum_squares(static_cast<const float*>(x), n, static_cast<float*>(out),
-                           as_stream(stream_));
+                           as_stream(stream_), reduction(deterministic_, workspace_, workspace_bytes_));
 }
 
 void CudaOps::update_control(const void* sumsq_dev, void* tokens_dev,

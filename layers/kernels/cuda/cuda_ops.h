@@ -29,6 +29,7 @@ class CudaOps final : public Ops {
   // followed by this backend's own epilogue kernels (tests exercise both).
   void set_fused_epilogues(bool on);
   void set_allow_tf32(bool on) override;
+  void set_deterministic(bool on) override { deterministic_ = on; }
   size_t gemm_plan_count() const;
   size_t gemm_fused_calls() const;
   void* stream() const { return stream_; }
@@ -104,6 +105,9 @@ class CudaOps final : public Ops {
   void* stream_ = nullptr;
   bool owns_stream_ = false;
   void* mark_ = nullptr;  // cudaEvent_t recorded by mark()
+  bool deterministic_ = true;
+  void* workspace_ = nullptr;  // scratch of deterministic reductions (shared with cuBLASLt)
+  size_t workspace_bytes_ = 0;
   std::unique_ptr<cuda::LtGemm> gemm_;
 };
 

@@ -11,6 +11,7 @@
 // (packed access when aligned). Column-sum kernels use blocks of 32 x 8 threads covering a tile
 // of 128 columns: thread x owns 4 columns, thread y walks rows with stride 8 * gridDim.y; the 8
 // row-partials are reduced in shared memory and added to the fp32 gradient with one atomicAdd
+// (deterministic mode: written to scratch rows that reduce.cu sums in a fixed order)
 // per column per block (so d_bias's summation order is not deterministic across runs).
 #include "layers/kernels/cuda/cuda_common.cuh"
 #include "layers/kernels/cuda/cuda_kernels.h"
@@ -77,7 +78,7 @@ __global__ void act_dropout_forward_kernel(const T* pre, T* out, int64_t n, int 
 template <class T>
 __global__ void backward_colsum_kernel(const T* d_out, const T* pre, T* d_pre, float* d_bias,
                                        int64_t rows, int64_t cols, int64_t ld, int act,
-                                       DropoutParams d) {
+                                       DropoutParams d, float* partials) {
   __shared__ float partial[8][129];
   int64_t c = int64_t(blockIdx.x) * 128 + 4 * threadIdx.x;
   bool aligned = cols % 4 == 0 && ld % 4 == 0 && pack_aligned<T>(d_out) &&
@@ -113,7 +114,11 @@ __global__ void backward_colsum_kernel(const T* d_out, const T* pre, T* d_pre, f
       float s = 0.f;
 #pragma unroll
       for (int y = 0; y < 8; ++y) s += partial[y][4 * threadIdx.x + j];
-      if (c + j < cols) atomicAdd(d_bias + c + j, s);
+      if (c + j >= cols) continue;
+      if (partials != nullptr)
+        partials[int64_t(blockIdx.y) * cols + c + j] = s;  // deterministic: summed by reduce.cu
+      else
+        atomicAdd(d_bias + c + j, s);
     }
   }
 }
@@ -144,7 +149,8 @@ __global__ void activation_kernel(const T* in, T* out, int64_t rows, int64_t col
 
 void launch_backward_colsum(const void* d_out, const void* pre, void* d_pre, float* d_bias,
                             int64_t rows, int64_t cols, int64_t ld, int act, float p,
-                            DropoutKey key, DType dt, cudaStream_t s, const char* name) {
+                            DropoutKey key, DType dt, cudaStream_t s, const char* name,
+                            const Reduction& red) {
   if (rows == 0 || cols == 0) return;
   DropoutParams d = make_dropout(p, key);
   dim3 block(32, 8);
@@ -155,13 +161,15 @@ void launch_backward_colsum(const void* d_out, const void* pre, void* d_pre, flo
   if (gy > want) gy = want;
   if (gy > 65535) gy = 65535;
   dim3 grid(gx, unsigned(gy));
+  float* partials = d_bias != nullptr && red.deterministic() ? red.rows(gy, cols, name) : nullptr;
   dispatch_dtype(dt, name, [&](auto tv) {
     using T = decltype(tv);
-    backward_colsum_kernel<T>
-        <<<grid, block, 0, s>>>(static_cast<const T*>(d_out), static_cast<const T*>(pre),
-                                static_cast<T*>(d_pre), d_bias, rows, cols, ld, act, d);
+    backward_colsum_kernel<T><<<grid, block, 0, s>>>(
+        static_cast<const T*>(d_out), static_cast<const T*>(pre), static_cast<T*>(d_pre), d_bias,
+        rows, cols, ld, act, d, partials);
   });
   LS_LAUNCH_CHECK(name);
+  if (partials != nullptr) launch_sum_partials(partials, gy, cols, d_bias, s);
 }
 
 }  // namespace
@@ -208,16 +216,16 @@ void launch_dropout_forward(const void* x, void* out, size_t n, float p, Dropout
 void launch_act_dropout_backward(const void* d_out, const void* pre, void* d_pre, float* d_bias,
                                  int64_t rows, int64_t cols, int64_t ld, bool has_act,
                                  Activation act, float p, DropoutKey key, DType dt,
-                                 cudaStream_t s) {
+                                 cudaStream_t s, const Reduction& red) {
   launch_backward_colsum(d_out, has_act ? pre : nullptr, d_pre, d_bias, rows, cols, ld,
                          has_act ? int(act) : -1, p, key, dt, s,
-                         has_act ? "act_dropout_backward" : "dropout_bias_backward");
+                         has_act ? "act_dropout_backward" : "dropout_bias_backward", red);
 }
 
 void launch_bias_grad(const void* dy, float* d_bias, int64_t rows, int64_t cols, int64_t ld,
-                      DType dt, cudaStream_t s) {
+                      DType dt, cudaStream_t s, const Reduction& red) {
   launch_backward_colsum(dy, nullptr, nullptr, d_bias, rows, cols, ld, -1, 0.f, DropoutKey{}, dt, s,
-                         "bias_grad");
+                         "bias_grad", red);
 }
 
 void launch_row_sums(const void* a, float* d_bias, int64_t rows, int64_t cols, int64_t ld, DType dt,

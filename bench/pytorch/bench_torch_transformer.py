@@ -229,6 +229,16 @@ def bench_run(cfg, tokens, mode, args, device, amp_dtype):
     first_loss = float(first_loss) / num_tokens
     for _ in range(max(args.warmup - 1, 0)):
         trainer.step(src, prev, target)
+    # The summed loss at GradScaler's initial 65536 overflows fp16 gradients for several steps
+    # (base: ~6 halvings, big: ~9): warm up further until the scale has held for 3 steps in a
+    # row, so that the timed steps are real updates, not skipped ones.
+    warmup_steps, held, scale = args.warmup, 0, loss_scale(trainer)
+    while trainer.scaler.is_enabled() and held < 3 and warmup_steps < args.warmup + 40:
+        trainer.step(src, prev, target)
+        warmup_steps += 1
+        new_scale = loss_scale(trainer)
+        held = held + 1 if new_scale == scale else 0
+        scale = new_scale
     sync(device)
     scale_before = loss_scale(trainer)
     t0 = time.perf_counter()
@@ -241,7 +251,7 @@ def bench_run(cfg, tokens, mode, args, device, amp_dtype):
     # of the scale is one skipped (overflowed) update.
     skipped = int(round(math.log2(scale_before / scale_after))) if scale_after > 0 else -1
     result = dict(system="pytorch", mode=mode, config=cfg, preset=LS_PRESETS[cfg], batch=batch,
-                  len=args.len, tokens=num_tokens, steps=args.steps, warmup=args.warmup,
+                  len=args.len, tokens=num_tokens, steps=args.steps, warmup=warmup_steps,
                   dtype=str(amp_dtype).replace("torch.", ""), num_params=trainer.num_params,
                   ms_per_step=1e3 * seconds / args.steps,
                   tokens_per_s=num_tokens * args.steps / seconds, first_step_s=first_step_s,
@@ -435,7 +445,9 @@ def main(argv=None):
     ap.add_argument("--modes", default="eager,compile", help="eager, compile (comma list)")
     ap.add_argument("--len", type=int, default=64, help="source and target length")
     ap.add_argument("--steps", type=int, default=30, help="timed steps per run")
-    ap.add_argument("--warmup", type=int, default=10, help="untimed steps first (>= 1)")
+    ap.add_argument("--warmup", type=int, default=10,
+                    help="untimed steps first (>= 1); with fp16, more until the loss scale "
+                    "has held for 3 steps")
     ap.add_argument("--budget-gib", type=float, default=16.0,
                     help="memory budget for the largest-batch search (0: no search)")
     ap.add_argument("--search-start", type=int, default=64, help="first batch probed")
@@ -484,6 +496,8 @@ def main(argv=None):
     if args.warmup < 1 or args.steps < 1:
         ap.error("--warmup and --steps must be at least 1")
     if device.type == "cuda":
+        if device.index is None:  # memory and device queries below want an index
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
 
     info = dict(system="pytorch", torch_version=torch.__version__, device=str(device),
@@ -515,7 +529,8 @@ def main(argv=None):
                   f"{r.get('peak_allocated_gib', float('nan')):.2f} GiB alloc "
                   f"{r.get('peak_reserved_gib', float('nan')):.2f} GiB reserved  first step "
                   f"{r['first_step_s']:.1f} s  loss/token first {r['first_loss_per_token']:.3f} "
-                  f"last {r['loss_per_token']:.3f}", flush=True)
+                  f"last {r['loss_per_token']:.3f}  warm-up {r['warmup']} skipped "
+                  f"{r['skipped_steps_timed']}", flush=True)
             runs.append(r)
 
     searches = []

@@ -35,7 +35,8 @@ PRESETS = {"base": "transformer-base", "big": "transformer-big", "tiny": "transf
 # transformer-base fp16 B=128 L=64: 23.65 ms/step, 346355 target tokens/s, arena 3.51 GiB
 #   (planned 2.46 GiB, lower bound 2.46 GiB, persistent 1.05 GiB), loss/token 9.123
 LS_LINE = re.compile(
-    r"^(?P<preset>\S+)\s+(?P<dtype>fp16|bf16|fp32) B=(?P<batch>\d+) L=(?P<len>\d+): "
+    r"^(?P<preset>\S+)\s+(?P<dtype>fp16|bf16|fp32) B=(?P<batch>\d+) L=(?P<len>\d+)"
+    r"(?:\s+(?P<mode>sync|async|graph))?\s*: "
     r"(?P<ms>[\d.]+) ms/step, (?P<tps>[\d.]+) target tokens/s, arena (?P<arena>[\d.]+) GiB "
     r"\(planned (?P<planned>[\d.]+) GiB, lower bound (?P<lower>[\d.]+) GiB, persistent "
     r"(?P<persistent>[\d.]+) GiB\), loss/token (?P<loss>\S+)\s*$")
@@ -76,7 +77,8 @@ def parse_ls_bench(text):
         g = m.groupdict()
         batch, length = int(g["batch"]), int(g["len"])
         config = next((k for k, v in PRESETS.items() if v == g["preset"]), g["preset"])
-        runs.append(dict(system="ls_train", mode=g["dtype"], config=config, preset=g["preset"],
+        runs.append(dict(system="ls_train", mode=g["dtype"], lsmode=g["mode"] or "sync",
+                         config=config, preset=g["preset"],
                          dtype=g["dtype"], batch=batch, len=length, tokens=batch * length,
                          ms_per_step=float(g["ms"]), tokens_per_s=float(g["tps"]),
                          arena_gib=float(g["arena"]), planned_gib=float(g["planned"]),
@@ -149,7 +151,10 @@ def build_table(pairs, length, ls_runs, torch_runs, ls_search, torch_search):
     lines = [header, "|" + " --- |" * 10]
     rows = []
     for cfg, tokens in pairs:
-        ls = find(ls_runs, config=cfg, tokens=tokens, len=length, dtype="fp16")
+        # ls_train's async steps (no read-back per step), as the PyTorch loop runs; the sync and
+        # CUDA-graph variants are in compare.json and the bench_model_step log.
+        ls = (find(ls_runs, config=cfg, tokens=tokens, len=length, dtype="fp16", lsmode="async")
+              or find(ls_runs, config=cfg, tokens=tokens, len=length, dtype="fp16"))
         eager = find(torch_runs, config=cfg, tokens=tokens, len=length, mode="eager")
         comp = find(torch_runs, config=cfg, tokens=tokens, len=length, mode="compile")
         lss = ls_search.get(cfg)

@@ -26,6 +26,13 @@ struct Reduction {
   float* rows(int64_t groups, int64_t cols, const char* call) const;
 };
 
+// layernorm_param_grad.cu (deterministic mode): d_gamma/d_beta [cols] += fixed-order column sums;
+// partials: 2 * layernorm_param_grad_groups(rows, cols) * cols floats of scratch.
+void launch_layernorm_param_grad(const void* dy, const void* x, const float* mean,
+                                 const float* rstd, float* d_gamma, float* d_beta, int64_t rows,
+                                 int64_t cols, DType dt, float* partials, cudaStream_t s);
+int64_t layernorm_param_grad_groups(int64_t rows, int64_t cols);
+
 // reduce.cu: out[c] += sum over g (in order) of partials[g * cols + c].
 void launch_sum_partials(const float* partials, int64_t groups, int64_t cols, float* out,
                          cudaStream_t s);

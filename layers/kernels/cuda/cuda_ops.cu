@@ -245,10 +245,27 @@ void CudaOps::layernorm_backward(const void* dy, const void* x, const void* gamm
         std::make_pair((const void*)d_gamma, "d_gamma"),
         std::make_pair((const void*)d_beta, "d_beta")})
     check_ptr(pr.first, call, pr.second);
+  cuda::Reduction red = reduction(deterministic_, workspace_, workspace_bytes_);
+  if (!red.deterministic()) {
+    cuda::launch_layernorm_backward(dy, x, gamma, static_cast<const float*>(mean),
+                                    static_cast<const float*>(rstd), d_residual, dx,
+                                    static_cast<float*>(d_gamma), static_cast<float*>(d_beta),
+                                    rows, cols, dt, as_stream(stream_));
+    return;
+  }
+  // Deterministic: the fused kernel's atomic column sums go to a discarded workspace slice; the
+  // parameter gradients are then summed in a fixed order (layernorm_param_grad.cu).
+  const int64_t groups = cuda::layernorm_param_grad_groups(rows, cols);
+  float* scratch = red.rows(2 * groups * cols + 2 * cols, 1, call);
+  float* discard = scratch + 2 * groups * cols;
+  LS_CUDA_CALL(cudaMemsetAsync(discard, 0, 2 * cols * sizeof(float), as_stream(stream_)));
   cuda::launch_layernorm_backward(dy, x, gamma, static_cast<const float*>(mean),
-                                  static_cast<const float*>(rstd), d_residual, dx,
-                                  static_cast<float*>(d_gamma), static_cast<float*>(d_beta), rows,
-                                  cols, dt, as_stream(stream_));
+                                  static_cast<const float*>(rstd), d_residual, dx, discard,
+                                  discard + cols, rows, cols, dt, as_stream(stream_));
+  cuda::launch_layernorm_param_grad(dy, x, static_cast<const float*>(mean),
+                                    static_cast<const float*>(rstd), static_cast<float*>(d_gamma),
+                                    static_cast<float*>(d_beta), rows, cols, dt, scratch,
+                                    as_stream(stream_));
 }
 
 // ---------------------------------------------------------------- elementwise fusions

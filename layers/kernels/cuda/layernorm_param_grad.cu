@@ -1,0 +1,97 @@
+// LayerNorm's parameter gradients in deterministic mode, as fixed-order column sums:
+//   d_gamma[c] += sum over rows of dy[r, c] * (x[r, c] - mean[r]) * rstd[r],
+//   d_beta[c]  += sum over rows of dy[r, c].
+// The fused backward (layernorm.cu) adds its per-block column partials with float atomics; in
+// deterministic mode it writes those into a discarded slice of the workspace and this kernel
+// computes the real d_gamma / d_beta: one more read of dy and x (each row's statistics come
+// from the forward's saved mean / rstd, so the result equals the fused one up to summation
+// order).
+// Thread layout: blocks of 32 x 8; a block owns 128 columns (4 consecutive per thread, packed
+// when aligned) and a fixed slice of rows (threadIdx.y strides by 8 within it); the 8 row
+// partials are added in order in shared memory and each block writes one partial row per
+// output to the workspace, which reduce.cu sums in block order.
+// Shapes: dy, x [rows, cols] (dt); mean, rstd [rows], d_gamma, d_beta [cols] (fp32).
+#include "layers/kernels/cuda/cuda_common.cuh"
+#include "layers/kernels/cuda/cuda_kernels.h"
+
+namespace ls {
+namespace cuda {
+namespace {
+
+template <class T>
+__global__ void layernorm_param_grad_kernel(const T* __restrict__ dy, const T* __restrict__ x,
+                                            const float* __restrict__ mean,
+                                            const float* __restrict__ rstd, int64_t rows,
+                                            int64_t cols, float* partials) {
+  __shared__ float part_g[8][129], part_b[8][129];
+  const int64_t c = int64_t(blockIdx.x) * 128 + 4 * threadIdx.x;
+  const bool aligned = cols % 4 == 0 && pack_aligned<T>(dy) && pack_aligned<T>(x);
+  float ag[4] = {0.f, 0.f, 0.f, 0.f}, ab[4] = {0.f, 0.f, 0.f, 0.f};
+  const int64_t per_block = (rows + gridDim.y - 1) / gridDim.y;
+  const int64_t r0 = int64_t(blockIdx.y) * per_block;
+  const int64_t r1 = r0 + per_block < rows ? r0 + per_block : rows;
+  if (c < cols) {
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += 8) {
+      const bool vec = aligned && c + 4 <= cols;
+      float g[4], v[4];
+      load4(dy + r * cols, c, cols, vec, g);
+      load4(x + r * cols, c, cols, vec, v);
+      const float m = mean[r], s = rstd[r];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        ag[j] += g[j] * (v[j] - m) * s;
+        ab[j] += g[j];
+      }
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    part_g[threadIdx.y][4 * threadIdx.x + j] = ag[j];
+    part_b[threadIdx.y][4 * threadIdx.x + j] = ab[j];
+  }
+  __syncthreads();
+  if (threadIdx.y == 0) {
+    for (int j = 0; j < 4; ++j) {
+      if (c + j >= cols) break;
+      float sg = 0.f, sb = 0.f;
+#pragma unroll
+      for (int y = 0; y < 8; ++y) {
+        sg += part_g[y][4 * threadIdx.x + j];
+        sb += part_b[y][4 * threadIdx.x + j];
+      }
+      partials[int64_t(blockIdx.y) * cols + c + j] = sg;
+      partials[(int64_t(gridDim.y) + blockIdx.y) * cols + c + j] = sb;
+    }
+  }
+}
+
+}  // namespace
+
+void launch_layernorm_param_grad(const void* dy, const void* x, const float* mean,
+                                 const float* rstd, float* d_gamma, float* d_beta, int64_t rows,
+                                 int64_t cols, DType dt, float* partials, cudaStream_t s) {
+  if (rows == 0 || cols == 0) return;
+  const unsigned gx = unsigned((cols + 127) / 128);
+  int64_t gy = int64_t(device_sm_count()) * 8 / gx;
+  if (gy < 1) gy = 1;
+  if (gy > (rows + 7) / 8) gy = (rows + 7) / 8;
+  dispatch_dtype(dt, "layernorm_backward (parameter gradients)", [&](auto tv) {
+    using T = decltype(tv);
+    layernorm_param_grad_kernel<T><<<dim3(gx, unsigned(gy)), dim3(32, 8), 0, s>>>(
+        static_cast<const T*>(dy), static_cast<const T*>(x), mean, rstd, rows, cols, partials);
+  });
+  LS_LAUNCH_CHECK("layernorm_backward (parameter gradients)");
+  launch_sum_partials(partials, gy, cols, d_gamma, s);
+  launch_sum_partials(partials + gy * cols, gy, cols, d_beta, s);
+}
+
+int64_t layernorm_param_grad_groups(int64_t rows, int64_t cols) {
+  const int64_t gx = (cols + 127) / 128;
+  int64_t gy = int64_t(device_sm_count()) * 8 / gx;
+  if (gy < 1) gy = 1;
+  if (gy > (rows + 7) / 8) gy = (rows + 7) / 8;
+  return gy;
+}
+
+}  // namespace cuda
+}  // namespace ls

@@ -158,6 +158,17 @@ class Trainer:
         fused = device.type == "cuda"  # fused Adam is the CUDA kernel; CPU uses the default
         self.opt = torch.optim.Adam(params, lr=args.lr, betas=(0.9, 0.98), eps=1e-8,
                                     fused=fused or None)
+        # ls_trainer_config's default schedule (fairseq inverse_sqrt): linear warm-up from
+        # warmup_init_lr to lr over warmup_updates, then lr * sqrt(warmup / t). A benchmark's
+        # few dozen steps stay in the warm-up, as ls_train's do.
+        warmup, init_lr, peak = args.warmup_updates, args.warmup_init_lr, args.lr
+
+        def lr_factor(t):  # t = updates done; LambdaLR multiplies the base lr (peak)
+            if t < warmup:
+                return (init_lr + t * (peak - init_lr) / warmup) / peak
+            return math.sqrt(warmup / max(t, 1))
+
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_factor)
         self.amp_dtype = amp_dtype
         # Dynamic loss scaling only for fp16 (GradScaler's defaults: 65536, x2 / 2000, x0.5).
         self.scaler = torch.amp.GradScaler(device.type,
@@ -187,6 +198,7 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.opt)
         self.scaler.update()
+        self.schedule.step()
         self.opt.zero_grad(set_to_none=True)
         return loss.detach()
 
@@ -460,7 +472,9 @@ def main(argv=None):
                     help="autocast dtype (default fp16 on CUDA, bf16 on CPU)")
     ap.add_argument("--tiny", action="store_true",
                     help="smoke test: tiny model, batch 4 x 8, 2 steps, 1 warm-up, no search")
-    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--lr", type=float, default=5e-4, help="peak learning rate")
+    ap.add_argument("--warmup-updates", type=int, default=4000)
+    ap.add_argument("--warmup-init-lr", type=float, default=1e-7)
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--label-smoothing", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=1)
@@ -468,6 +482,8 @@ def main(argv=None):
     ap.add_argument("--self-test", action="store_true",
                     help="check the search and position helpers, then exit")
     args = ap.parse_args(argv)
+    # LambdaLR warns when its step() follows a GradScaler-skipped optimizer step; expected here.
+    warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")
     if args.self_test:
         return self_test()
 

@@ -172,7 +172,7 @@ def build_table(pairs, length, ls_runs, torch_runs, ls_search, torch_search):
         ls_batch = f"{lss['largest_batch']} x {lss['len']} (plan)" if lss else "—"
         t_batch = f"{ts['largest_batch']} x {ts['len']}" if ts else "—"
         lines.append(
-            f"| ls_train | fp16 | {cfg} | {tokens} | "
+            f"| ls_train | fp16 {ls['lsmode'] if ls else ''} | {cfg} | {tokens} | "
             f"{fmt(ls and ls['tokens_per_s'], ',.0f', 'not run')} | "
             f"{fmt(ls and ls['arena_gib'], '.2f', suffix=' (arena)')} | {ls_batch} | "
             f"{fmt(row['speedup_vs_eager'], '.2f', suffix='x')} | "
@@ -329,8 +329,13 @@ def main(argv=None):
         "Adam state, planned activations, workspace); PyTorch's torch.cuda.max_memory_allocated "
         "over the run (max_memory_reserved in parentheses). Neither counts the CUDA context.",
         "ls_train / eager memory: arena / PyTorch peak allocated.",
-        "bench_model_step reads the loss back to the host every step and warms up 5 steps; "
-        "PyTorch never reads it back inside the timed window.",
+        "ls_train rows: bench_model_step's async step (nothing read back inside the timed "
+        "window, as in the PyTorch loop; 5 warm-up steps); its sync (result read back every "
+        "step) and CUDA-graph steps are listed below the table.",
+        "Both use the fairseq inverse_sqrt schedule's warm-up (lr from 1e-7 towards 5e-4 over "
+        "4000 updates) and GradScaler's defaults; PyTorch warms up until the loss scale has "
+        "held for 3 steps and reports skipped (overflowed) updates in the timed window "
+        "(torch.json: skipped_steps_timed).",
     ]
     torch_ver = torch_result.get("torch_version") if torch_result else None
     torch_dtype = torch_result.get("dtype", "fp16") if torch_result else "fp16"
@@ -342,10 +347,11 @@ def main(argv=None):
           f"- Memory budget for the largest batch: {args.budget_gib:g} GiB (rows of {args.len}; "
           f"bisection to {args.search_resolution} rows; PyTorch searched in eager mode only).",
           "", table, "", "Notes:", ""] + [f"- {n}" for n in notes]
-    other = [r for r in ls_runs if r["dtype"] != "fp16"]
+    in_table = [id(row["ls_train"]) for row in rows if row["ls_train"]]
+    other = [r for r in ls_runs if id(r) not in in_table]
     if other:
-        md += ["", "ls_train runs in other dtypes:", ""]
-        md += [f"- {r['preset']} {r['dtype']} {r['batch']} x {r['len']}: "
+        md += ["", "Other ls_train runs (bench_model_step):", ""]
+        md += [f"- {r['preset']} {r['dtype']} {r['lsmode']} {r['batch']} x {r['len']}: "
                f"{r['tokens_per_s']:,.0f} tok/s, arena {r['arena_gib']:.2f} GiB" for r in other]
     md_text = "\n".join(md) + "\n"
     with open(os.path.join(args.out, "compare.md"), "w") as f:

@@ -5,23 +5,29 @@
 // Backward: g = dy * gamma, xhat = (x - mean) * rstd,
 //   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) (+ d_residual),
 //   d_gamma += column sums of dy * xhat, d_beta += column sums of dy (fp32, accumulated).
-//   Register path (cols <= 4096): a team of TEAM warps (1, 2 or 4) per row; blocks of 8 warps
-//   (8 / TEAM teams) walk rows with a grid stride, the grid sized to the blocks that fit on the
-//   device at once. Thread t of a team owns the packs of N = 16 / sizeof(T) columns starting at
-//   (t + 32 * TEAM * i) * N, i < P, in every row it visits (at most 32 columns per thread, so
-//   TEAM = ceil(cols / 1024) rounded to a power of two), which lets it:
+//   Register path (cols <= 8192 fp16/bf16, 4096 fp32): a team of TEAM warps (1, 2, 4 or 8) per
+//   row; blocks of 8 warps (8 / TEAM teams) walk rows with a grid stride, the grid sized to the
+//   blocks that fit on the device at once. Thread t of a team owns the P 16-byte packs of
+//   N = 16 / sizeof(T) columns starting at (t + 32 * TEAM * i) * N, i < P <= 4, in every row it
+//   visits (TEAM: the fewest warps with P <= 4, i.e. 1024 * TEAM fp16 columns), which lets it:
 //   - read dy and x once (16-byte loads when cols % N == 0 and the pointers are aligned, else
-//     element loads with bounds) and keep them in registers for both the row sums and dx;
-//   - keep its d_gamma / d_beta partials in fp32 registers across all its rows.
-//   Row sums: warp shuffles, then (TEAM > 1) one exchange through shared memory per row.
-//   At the end the block's teams add their partials into 2 * cols fp32 of shared memory and the
-//   block adds those into d_gamma / d_beta with one atomicAdd per column (a few blocks per SM, so
-//   few atomics; the summation order is not deterministic across runs).
-//   Fallback (cols > 4096): one warp per row, two passes over the row (the second from L1/L2),
+//     element loads with bounds) and keep them in registers, in the storage type, for both the
+//     row sums and dx (gamma is re-read per row from L1);
+//   - own its columns' d_gamma / d_beta running sums in fp32 in shared memory (2 x 8 warps x
+//     32 threads x P x N floats, up to 64 KiB; a float4 layout with consecutive threads at
+//     consecutive addresses, no atomics and no bank conflicts). Holding them in registers
+//     instead would take 2 fp32 registers per column and leave too few resident warps to keep
+//     enough loads in flight.
+//   Row sums: warp shuffles, then (TEAM > 1) one exchange through shared memory per row behind
+//   a named barrier of the team's warps. At the end the block sums each column over its teams
+//   and adds it into d_gamma / d_beta with one atomicAdd per column per block (a few blocks per
+//   SM, so few atomics; the summation order is not deterministic across runs).
+//   Fallback (longer rows): one warp per row, two passes over the row (the second from L1/L2),
 //   column partials through shared-memory atomics (2 * cols * 4 bytes <= 96 KiB), or, for rows
 //   longer still, a separate column-sum kernel (32 x 8 thread tiles).
 // Shapes: x, y, dy, dx, d_residual [rows, cols] (dt); gamma, beta [cols] (dt);
 //   mean, rstd [rows], d_gamma, d_beta [cols] (fp32).
+#include <cstring>
 #include "layers/kernels/cuda/cuda_common.cuh"
 #include "layers/kernels/cuda/cuda_kernels.h"
 
@@ -215,8 +221,17 @@ __global__ void layernorm_param_grad_kernel(const T* dy, const T* x, const float
 // row teams; thread t of a team owns columns [(t + 32 * TEAM * i) * N, + N) for i < P.
 // `vec`: cols % N == 0 and every pointer 16-byte aligned (packed access); else element access.
 constexpr int kLnBwdWarps = 8;
-constexpr int kLnBwdMaxLaneElems = 32;  // dt elements per thread: the register bound
-constexpr int64_t kLnBwdRegisterMaxCols = 4 * 32 * kLnBwdMaxLaneElems;  // TEAM <= 4: 4096
+constexpr int kLnBwdMaxPacks = 4;  // 16-byte packs per thread and row: the register bound
+// Largest row on the register path: 8 warps x 32 threads x 4 packs = 8192 fp16/bf16, 4096 fp32.
+template <class T>
+constexpr int64_t ln_bwd_register_max_cols() {
+  return int64_t(kLnBwdWarps) * 32 * kLnBwdMaxPacks * int64_t(16 / sizeof(T));
+}
+// Shared memory of the column partials: 2 (d_gamma, d_beta) x 8 warps x 32 threads x P x N fp32.
+template <class T, int P>
+constexpr size_t ln_bwd_partials_bytes() {
+  return size_t(2) * kLnBwdWarps * 32 * P * (16 / sizeof(T)) * sizeof(float);
+}
 
 template <class T, int N>
 __device__ __forceinline__ void load_pack(const T* row, int64_t c, int64_t cols, bool vec,
@@ -229,6 +244,21 @@ __device__ __forceinline__ void load_pack(const T* row, int64_t c, int64_t cols,
   }
 }
 
+// Makes the pack's bits opaque to the compiler, so that its fp32 conversions are redone after
+// this point instead of being kept live (which would hold 4 bytes per element in registers
+// across the row reductions instead of 2 for fp16/bf16).
+template <class T, int N>
+__device__ __forceinline__ void launder(PackN<T, N>& p) {
+  uint4 w;
+  memcpy(&w, &p, sizeof(w));
+  asm volatile("" : "+r"(w.x), "+r"(w.y), "+r"(w.z), "+r"(w.w));
+  memcpy(&p, &w, sizeof(w));
+}
+
+// Column partials: each thread owns its columns' d_gamma / d_beta running sums in shared memory
+// (no other thread touches them until the end, so no atomics), laid out so that the float4
+// accesses of a warp are consecutive: partials[((a * P + i) * N/4 + q) * kThreads + thread] is
+// the float4 of array a (0: d_gamma, 1: d_beta), pack i, quarter q.
 template <class T, int TEAM, int P>
 __global__ void __launch_bounds__(32 * kLnBwdWarps)
     layernorm_backward_register_kernel(const T* __restrict__ dy, const T* __restrict__ x,
@@ -237,53 +267,49 @@ __global__ void __launch_bounds__(32 * kLnBwdWarps)
                                        float* d_gamma, float* d_beta, int64_t rows, int64_t cols,
                                        bool vec) {
   constexpr int N = int(16 / sizeof(T));
+  constexpr int Q = N / 4;  // float4 quarters per pack
+  constexpr int kThreads = 32 * kLnBwdWarps;
   constexpr int kTeams = kLnBwdWarps / TEAM;
-  constexpr int kStride = 32 * TEAM * N;         // columns between a thread's packs
+  constexpr int kTeamThreads = 32 * TEAM;
+  constexpr int kStride = kTeamThreads * N;      // columns between a thread's packs
   __shared__ float row_sums[2][kLnBwdWarps][2];  // per-warp row sums, double-buffered by row
-  extern __shared__ float block_partials[];      // [2, cols]: d_gamma, d_beta of the block
+  extern __shared__ float4 partials[];           // [2][P][Q][kThreads]
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const int team = warp / TEAM;
   const int t = (warp % TEAM) * 32 + lane;
-
-  for (int64_t c = threadIdx.x; c < 2 * cols; c += blockDim.x) block_partials[c] = 0.f;
-
-  PackN<T, N> gm[P];
-  float acc_g[P][N], acc_b[P][N];
+  auto partial = [&](int a, int i, int q) -> float4& {
+    return partials[((a * P + i) * Q + q) * kThreads + threadIdx.x];
+  };
 #pragma unroll
-  for (int i = 0; i < P; ++i) {
-    int64_t c = int64_t(t) * N + int64_t(i) * kStride;
-    if (c < cols) {
-      load_pack<T, N>(gamma, c, cols, vec, gm[i]);
-    } else {
+  for (int a = 0; a < 2; ++a)
 #pragma unroll
-      for (int j = 0; j < N; ++j) gm[i].v[j] = from_f32<T>(0.f);
-    }
+    for (int i = 0; i < P; ++i)
 #pragma unroll
-    for (int j = 0; j < N; ++j) acc_g[i][j] = acc_b[i][j] = 0.f;
-  }
+      for (int q = 0; q < Q; ++q) partial(a, i, q) = make_float4(0.f, 0.f, 0.f, 0.f);
   const float inv_cols = 1.f / float(cols);
 
-  // base is uniform over the block, so every thread runs the same iterations (the team
-  // exchange synchronises the block); rows past the end only take part in the exchange.
+  // base is uniform over the block, so every thread of a team runs the same iterations (the
+  // team exchange synchronises the team); rows past the end only take part in the exchange.
   int parity = 0;
   for (int64_t base = int64_t(blockIdx.x) * kTeams; base < rows;
        base += int64_t(gridDim.x) * kTeams, parity ^= 1) {
     const int64_t row = base + team;
     const bool active = row < rows;
-    PackN<T, N> dyp[P], xp[P];
+    PackN<T, N> dyp[P], xp[P], gm[P];
     float mu = 0.f, rs = 0.f, sum_g = 0.f, sum_gx = 0.f;
     if (active) {
       mu = mean[row];
       rs = rstd[row];
 #pragma unroll
       for (int i = 0; i < P; ++i) {
-        int64_t c = int64_t(t) * N + int64_t(i) * kStride;
+        const int64_t c = int64_t(t) * N + int64_t(i) * kStride;
         if (c < cols) {
           load_pack<T, N>(dy + row * cols, c, cols, vec, dyp[i]);
           load_pack<T, N>(x + row * cols, c, cols, vec, xp[i]);
+          load_pack<T, N>(gamma, c, cols, vec, gm[i]);  // an L1 hit after the first row
         } else {
 #pragma unroll
-          for (int j = 0; j < N; ++j) dyp[i].v[j] = xp[i].v[j] = from_f32<T>(0.f);
+          for (int j = 0; j < N; ++j) dyp[i].v[j] = xp[i].v[j] = gm[i].v[j] = from_f32<T>(0.f);
         }
       }
 #pragma unroll
@@ -291,7 +317,7 @@ __global__ void __launch_bounds__(32 * kLnBwdWarps)
 #pragma unroll
         for (int j = 0; j < N; ++j) {
           // Zero-filled tail elements: d = 0, so they add nothing.
-          float g = to_f32(dyp[i].v[j]) * to_f32(gm[i].v[j]);
+          const float g = to_f32(dyp[i].v[j]) * to_f32(gm[i].v[j]);
           sum_g += g;
           sum_gx += g * ((to_f32(xp[i].v[j]) - mu) * rs);
         }
@@ -300,12 +326,14 @@ __global__ void __launch_bounds__(32 * kLnBwdWarps)
     sum_gx = warp_sum(sum_gx);
     if (TEAM > 1) {
       // One exchange per row. Double buffering by parity: a warp rewrites a slot two rows
-      // later, after the barrier of the row in between, by which time every reader is done.
+      // later, after the team's barrier of the row in between, by which time every reader of
+      // the slot is done.
       if (lane == 0) {
         row_sums[parity][warp][0] = sum_g;
         row_sums[parity][warp][1] = sum_gx;
       }
-      __syncthreads();
+      // Named barrier of the team's warps only (id 0 is __syncthreads').
+      asm volatile("bar.sync %0, %1;" ::"r"(team + 1), "r"(kTeamThreads) : "memory");
       sum_g = sum_gx = 0.f;
 #pragma unroll
       for (int m = 0; m < TEAM; ++m) {
@@ -317,8 +345,13 @@ __global__ void __launch_bounds__(32 * kLnBwdWarps)
     const float mean_g = sum_g * inv_cols, mean_gx = sum_gx * inv_cols;
 #pragma unroll
     for (int i = 0; i < P; ++i) {
-      int64_t c = int64_t(t) * N + int64_t(i) * kStride;
+      const int64_t c = int64_t(t) * N + int64_t(i) * kStride;
       if (c >= cols) continue;
+      if (sizeof(T) < 4) {
+        launder(dyp[i]);
+        launder(xp[i]);
+        launder(gm[i]);
+      }
       float out[N];
       if (d_residual != nullptr) {
         PackN<T, N> rp;
@@ -329,39 +362,55 @@ __global__ void __launch_bounds__(32 * kLnBwdWarps)
 #pragma unroll
         for (int j = 0; j < N; ++j) out[j] = 0.f;
       }
+      float dg[N], db[N];
 #pragma unroll
       for (int j = 0; j < N; ++j) {
-        float d = to_f32(dyp[i].v[j]);
-        float xhat = (to_f32(xp[i].v[j]) - mu) * rs;
+        const float d = to_f32(dyp[i].v[j]);
+        const float xhat = (to_f32(xp[i].v[j]) - mu) * rs;
         out[j] += rs * (d * to_f32(gm[i].v[j]) - mean_g - xhat * mean_gx);
-        acc_g[i][j] += d * xhat;
-        acc_b[i][j] += d;
+        dg[j] = d * xhat;
+        db[j] = d;
       }
       if (vec) {
         store_n<N, true>(dx + row * cols, c, cols, out);
       } else {
         store_n<N, false>(dx + row * cols, c, cols, out);
       }
+#pragma unroll
+      for (int q = 0; q < Q; ++q) {
+        float4& pg = partial(0, i, q);
+        float4& pb = partial(1, i, q);
+        float4 g4 = pg, b4 = pb;
+        g4.x += dg[4 * q];
+        g4.y += dg[4 * q + 1];
+        g4.z += dg[4 * q + 2];
+        g4.w += dg[4 * q + 3];
+        b4.x += db[4 * q];
+        b4.y += db[4 * q + 1];
+        b4.z += db[4 * q + 2];
+        b4.w += db[4 * q + 3];
+        pg = g4;
+        pb = b4;
+      }
     }
   }
 
-  // Block reduction of the column partials (the zeroing above is ordered by this barrier),
-  // then one global atomicAdd per column per block.
+  // Column c is owned, in every team, by thread t = (c / N) % kTeamThreads, pack
+  // i = c / kStride, element j = c % N; sum it over the block's teams, then one global
+  // atomicAdd per column per block.
   __syncthreads();
+  const float* flat = reinterpret_cast<const float*>(partials);
+  for (int64_t c = threadIdx.x; c < cols; c += kThreads) {
+    const int i = int(c / kStride), tt = int((c / N) % kTeamThreads), j = int(c % N);
+    float sg = 0.f, sb = 0.f;
 #pragma unroll
-  for (int i = 0; i < P; ++i)
-#pragma unroll
-    for (int j = 0; j < N; ++j) {
-      int64_t c = int64_t(t) * N + int64_t(i) * kStride + j;
-      if (c < cols) {
-        atomicAdd(block_partials + c, acc_g[i][j]);
-        atomicAdd(block_partials + cols + c, acc_b[i][j]);
-      }
+    for (int m = 0; m < kTeams; ++m) {
+      const int thread = m * kTeamThreads + tt;
+      sg += flat[(((0 * P + i) * Q + j / 4) * kThreads + thread) * 4 + j % 4];
+      sb += flat[(((1 * P + i) * Q + j / 4) * kThreads + thread) * 4 + j % 4];
     }
-  __syncthreads();
-  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
-    atomicAdd(d_gamma + c, block_partials[c]);
-    atomicAdd(d_beta + c, block_partials[cols + c]);
+    atomicAdd(d_gamma + c, sg);
+    atomicAdd(d_beta + c, sb);
   }
 }
 
@@ -376,12 +425,12 @@ bool can_vectorise(int64_t cols, std::initializer_list<const void*> ptrs) {
 
 constexpr size_t kMaxSharedPartialBytes = 96 * 1024;
 
-// Calls f(TEAM, P) (integral constants) for the register path of cols columns of N-element
-// packs: TEAM warps per row, P packs per thread (powers of two, P * N <= 32).
+// Calls f(TEAM, P) (integral constants) for the register path of cols columns in N-element
+// packs: the fewest warps per row (TEAM = 1, 2, 4, 8) that hold the row with at most
+// kLnBwdMaxPacks packs per thread, then the fewest packs per thread (P = 1, 2, 4).
 template <int N, class F>
 void with_register_layout(int64_t cols, F&& f) {
   using std::integral_constant;
-  constexpr int kMaxPacks = kLnBwdMaxLaneElems / N;
   auto packs = [&](auto team) {
     constexpr int TEAM = decltype(team)::value;
     const int64_t per_pass = int64_t(32) * TEAM * N;
@@ -389,18 +438,18 @@ void with_register_layout(int64_t cols, F&& f) {
       f(team, integral_constant<int, 1>{});
     else if (cols <= 2 * per_pass)
       f(team, integral_constant<int, 2>{});
-    else if (kMaxPacks <= 4 || cols <= 4 * per_pass)
-      f(team, integral_constant<int, 4>{});
     else
-      f(team, integral_constant<int, (kMaxPacks > 4 ? 8 : 4)>{});
+      f(team, integral_constant<int, kLnBwdMaxPacks>{});
   };
-  const int64_t per_warp = int64_t(32) * kLnBwdMaxLaneElems;
+  const int64_t per_warp = int64_t(32) * kLnBwdMaxPacks * N;
   if (cols <= per_warp)
     packs(integral_constant<int, 1>{});
   else if (cols <= 2 * per_warp)
     packs(integral_constant<int, 2>{});
-  else
+  else if (cols <= 4 * per_warp)
     packs(integral_constant<int, 4>{});
+  else
+    packs(integral_constant<int, 8>{});
 }
 
 }  // namespace
@@ -430,34 +479,41 @@ void launch_layernorm_backward(const void* dy, const void* x, const void* gamma,
                                float* d_beta, int64_t rows, int64_t cols, DType dt,
                                cudaStream_t s) {
   if (rows == 0 || cols == 0) return;
-  if (cols <= kLnBwdRegisterMaxCols) {
-    dispatch_dtype(dt, "layernorm_backward", [&](auto tv) {
-      using T = decltype(tv);
-      constexpr int N = int(16 / sizeof(T));
-      bool vec = cols % N == 0;
-      for (const void* p : {dy, x, gamma, d_residual, static_cast<const void*>(dx)})
-        if (p != nullptr && reinterpret_cast<uintptr_t>(p) % 16 != 0) vec = false;
-      with_register_layout<N>(cols, [&](auto team, auto packs) {
-        constexpr int TEAM = decltype(team)::value, P = decltype(packs)::value;
-        auto kernel = layernorm_backward_register_kernel<T, TEAM, P>;
-        const size_t shared_bytes = size_t(2 * cols) * sizeof(float);  // <= 32 KiB
-        // As many blocks as fit on the device at once (the grid stride covers the rest).
-        static int per_sm = [&] {
-          int n = 0;
-          LS_CUDA_CALL(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-              &n, kernel, 32 * kLnBwdWarps, 2 * kLnBwdRegisterMaxCols * sizeof(float)));
-          return n > 0 ? n : 1;
-        }();
-        constexpr int kTeams = kLnBwdWarps / TEAM;
-        int64_t blocks = (rows + kTeams - 1) / kTeams;
-        int64_t cap = int64_t(device_sm_count()) * per_sm;
-        if (blocks > cap) blocks = cap;
-        kernel<<<unsigned(blocks), 32 * kLnBwdWarps, shared_bytes, s>>>(
-            static_cast<const T*>(dy), static_cast<const T*>(x), static_cast<const T*>(gamma), mean,
-            rstd, static_cast<const T*>(d_residual), static_cast<T*>(dx), d_gamma, d_beta, rows,
-            cols, vec);
-      });
+  bool launched = false;
+  dispatch_dtype(dt, "layernorm_backward", [&](auto tv) {
+    using T = decltype(tv);
+    constexpr int N = int(16 / sizeof(T));
+    if (cols > ln_bwd_register_max_cols<T>()) return;
+    bool vec = cols % N == 0;
+    for (const void* p : {dy, x, gamma, d_residual, static_cast<const void*>(dx)})
+      if (p != nullptr && reinterpret_cast<uintptr_t>(p) % 16 != 0) vec = false;
+    with_register_layout<N>(cols, [&](auto team, auto packs) {
+      constexpr int TEAM = decltype(team)::value, P = decltype(packs)::value;
+      auto kernel = layernorm_backward_register_kernel<T, TEAM, P>;
+      constexpr size_t kSharedBytes = ln_bwd_partials_bytes<T, P>();  // up to 64 KiB
+      // Once per kernel: allow the shared memory, and size the grid to the blocks that fit on
+      // the device at once (the grid stride covers the rest).
+      static int per_sm = [&] {
+        if (kSharedBytes > 48 * 1024)
+          LS_CUDA_CALL(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            int(kSharedBytes)));
+        int n = 0;
+        LS_CUDA_CALL(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, 32 * kLnBwdWarps,
+                                                                   kSharedBytes));
+        return n > 0 ? n : 1;
+      }();
+      constexpr int kTeams = kLnBwdWarps / TEAM;
+      int64_t blocks = (rows + kTeams - 1) / kTeams;
+      int64_t cap = int64_t(device_sm_count()) * per_sm;
+      if (blocks > cap) blocks = cap;
+      kernel<<<unsigned(blocks), 32 * kLnBwdWarps, kSharedBytes, s>>>(
+          static_cast<const T*>(dy), static_cast<const T*>(x), static_cast<const T*>(gamma), mean,
+          rstd, static_cast<const T*>(d_residual), static_cast<T*>(dx), d_gamma, d_beta, rows, cols,
+          vec);
     });
+    launched = true;
+  });
+  if (launched) {
     LS_LAUNCH_CHECK("layernorm_backward");
     return;
   }

@@ -55,9 +55,10 @@ struct alignas(16) PackN {
   T v[N];
 };
 
-// Keys [c, c + N) of a row as fp32; keys at or beyond n read as `fill`. vec: one 16-byte access.
+// Keys [c, c + N) of a row (n <= 8192 keys) as fp32; keys at or beyond n read as `fill`.
+// vec: one 16-byte access.
 template <class T, int N>
-__device__ __forceinline__ void load_keys(const T* row, int64_t c, int64_t n, bool vec, float fill,
+__device__ __forceinline__ void load_keys(const T* row, int c, int n, bool vec, float fill,
                                           float out[N]) {
   if (vec) {
     PackN<T, N> p = *reinterpret_cast<const PackN<T, N>*>(row + c);
@@ -69,8 +70,7 @@ __device__ __forceinline__ void load_keys(const T* row, int64_t c, int64_t n, bo
   }
 }
 template <class T, int N>
-__device__ __forceinline__ void store_keys(T* row, int64_t c, int64_t n, bool vec,
-                                           const float in[N]) {
+__device__ __forceinline__ void store_keys(T* row, int c, int n, bool vec, const float in[N]) {
   if (vec) {
     PackN<T, N> p;
 #pragma unroll
@@ -124,44 +124,58 @@ __global__ void __launch_bounds__(block_threads<TPR>())
   const int t = threadIdx.x % TPR;
   const int64_t r = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / TPR;
   const bool active = r < rows;
-  const int64_t lk = mask.len_k;
-  // Keys k < limit pass the causal mask.
-  int64_t limit = lk, pad_base = 0;
+  const int lk = int(mask.len_k);  // <= kRegisterMaxLk on this path
+  // Keys k < limit pass the causal mask; masked: some key of the row may be invisible.
+  int limit = lk;
+  const uint8_t* pad_row = nullptr;
   if (active) {
-    const int64_t q = r % mask.len_q;
-    if (mask.causal && q + 1 < lk) limit = q + 1;
-    pad_base = (r / (mask.heads * mask.len_q)) * lk;
+    // 32-bit division: rows <= INT32_MAX (checked by CudaOps).
+    if (mask.causal) {
+      const uint32_t q = uint32_t(r) % uint32_t(mask.len_q);
+      if (q + 1 < uint32_t(lk)) limit = int(q + 1);
+    }
+    if (mask.key_pad != nullptr)
+      pad_row = mask.key_pad + int64_t(uint32_t(r) / uint32_t(mask.heads * mask.len_q)) * lk;
   }
+  const bool masked = limit < lk || pad_row != nullptr;
+  const T* in = scores + r * lk;
+  // v holds scores * log2(e), so that exp(s - max) = exp2(v - max(v)).
+  constexpr float kLog2e = 1.4426950408889634f;
   float v[P][N];
   float mx = -INFINITY;
 #pragma unroll
   for (int i = 0; i < P; ++i) {
-    const int64_t c = (int64_t(t) + int64_t(TPR) * i) * N;
+    const int c = (t + TPR * i) * N;
     if (active && c < lk) {
-      load_keys<T, N>(scores + r * lk, c, lk, vec, -INFINITY, v[i]);
-      uint8_t pad[N];
-      if (mask.key_pad == nullptr) {
+      load_keys<T, N>(in, c, lk, vec, -INFINITY, v[i]);
+      if (masked) {
+        uint8_t pad[N];
+        if (pad_row == nullptr) {
 #pragma unroll
-        for (int j = 0; j < N; ++j) pad[j] = 0;
-      } else if (pad_vec) {
-        // N = 8 or 4 pad bytes in one access.
-        if (N == 8) {
-          uint2 w = *reinterpret_cast<const uint2*>(mask.key_pad + pad_base + c);
+          for (int j = 0; j < N; ++j) pad[j] = 0;
+        } else if (pad_vec) {
+          // N = 8 or 4 pad bytes in one access.
+          if (N == 8) {
+            uint2 w = *reinterpret_cast<const uint2*>(pad_row + c);
 #pragma unroll
-          for (int j = 0; j < N; ++j)
-            pad[j] = uint8_t(((j < 4 ? w.x : w.y) >> (8 * (j & 3))) & 0xff);
+            for (int j = 0; j < N; ++j)
+              pad[j] = uint8_t(((j < 4 ? w.x : w.y) >> (8 * (j & 3))) & 0xff);
+          } else {
+            uint32_t w = *reinterpret_cast<const uint32_t*>(pad_row + c);
+#pragma unroll
+            for (int j = 0; j < N; ++j) pad[j] = uint8_t((w >> (8 * (j & 3))) & 0xff);
+          }
         } else {
-          uint32_t w = *reinterpret_cast<const uint32_t*>(mask.key_pad + pad_base + c);
 #pragma unroll
-          for (int j = 0; j < N; ++j) pad[j] = uint8_t((w >> (8 * (j & 3))) & 0xff);
+          for (int j = 0; j < N; ++j) pad[j] = c + j < lk ? pad_row[c + j] : 1;
         }
-      } else {
 #pragma unroll
-        for (int j = 0; j < N; ++j) pad[j] = c + j < lk ? mask.key_pad[pad_base + c + j] : 1;
+        for (int j = 0; j < N; ++j)
+          if (c + j >= limit || pad[j] != 0) v[i][j] = -INFINITY;
       }
 #pragma unroll
       for (int j = 0; j < N; ++j) {
-        if (c + j >= limit || pad[j] != 0) v[i][j] = -INFINITY;
+        v[i][j] *= kLog2e;
         mx = fmaxf(mx, v[i][j]);
       }
     } else {
@@ -170,24 +184,26 @@ __global__ void __launch_bounds__(block_threads<TPR>())
     }
   }
   mx = team_max<TPR>(mx, scratch);
+  if (mx == -INFINITY) mx = 0.f;  // no visible key: every exp2 below is exp2(-inf) = 0
   float sum = 0.f;
 #pragma unroll
   for (int i = 0; i < P; ++i)
 #pragma unroll
     for (int j = 0; j < N; ++j) {
-      v[i][j] = v[i][j] == -INFINITY ? 0.f : expf(v[i][j] - mx);
+      v[i][j] = exp2f(v[i][j] - mx);
       sum += v[i][j];
     }
   sum = team_sum<TPR>(sum, scratch);
   if (!active) return;
   const float inv = sum > 0.f ? 1.f / sum : 0.f;
+  T* out = probs + r * lk;
 #pragma unroll
   for (int i = 0; i < P; ++i) {
-    const int64_t c = (int64_t(t) + int64_t(TPR) * i) * N;
+    const int c = (t + TPR * i) * N;
     if (c >= lk) break;
 #pragma unroll
     for (int j = 0; j < N; ++j) v[i][j] *= inv;
-    store_keys<T, N>(probs + r * lk, c, lk, vec, v[i]);
+    store_keys<T, N>(out, c, lk, vec, v[i]);
   }
 }
 
@@ -195,37 +211,29 @@ __global__ void __launch_bounds__(block_threads<TPR>())
 template <class T, int TPR, int P>
 __global__ void __launch_bounds__(block_threads<TPR>())
     softmax_backward_register_kernel(const T* d_dropped, const T* probs, T* d_scores, int64_t rows,
-                                     int64_t lk, DropoutParams d, bool vec) {
+                                     int lk, DropoutParams d, bool vec) {
   constexpr int N = int(16 / sizeof(T));
   constexpr int kRowsPerBlock = block_threads<TPR>() / TPR;
   __shared__ float scratch[33];
   const int t = threadIdx.x % TPR;
   const int64_t r = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / TPR;
   const bool active = r < rows;
+  const T* g_row = d_dropped + r * lk;
+  const T* p_row = probs + r * lk;
   float dp[P][N];
   PackN<T, N> pk[P];  // probabilities, kept in the storage type
-  float dot = 0.f;
+  // All loads first, then the dropout masks (Philox) while nothing else is waited for.
 #pragma unroll
   for (int i = 0; i < P; ++i) {
-    const int64_t c = (int64_t(t) + int64_t(TPR) * i) * N;
+    const int c = (t + TPR * i) * N;
     if (active && c < lk) {
-      load_keys<T, N>(d_dropped + r * lk, c, lk, vec, 0.f, dp[i]);
+      load_keys<T, N>(g_row, c, lk, vec, 0.f, dp[i]);
       if (vec) {
-        pk[i] = *reinterpret_cast<const PackN<T, N>*>(probs + r * lk + c);
+        pk[i] = *reinterpret_cast<const PackN<T, N>*>(p_row + c);
       } else {
 #pragma unroll
-        for (int j = 0; j < N; ++j)
-          pk[i].v[j] = from_f32<T>(c + j < lk ? to_f32(probs[r * lk + c + j]) : 0.f);
+        for (int j = 0; j < N; ++j) pk[i].v[j] = c + j < lk ? p_row[c + j] : from_f32<T>(0.f);
       }
-#pragma unroll
-      for (int h = 0; h < N / 4; ++h) {
-        float f[4] = {0.f, 0.f, 0.f, 0.f};
-        if (c + 4 * h < lk) dropout_factors4(d, uint64_t(r * lk + c + 4 * h), f);
-#pragma unroll
-        for (int j = 0; j < 4; ++j) dp[i][4 * h + j] *= f[j];
-      }
-#pragma unroll
-      for (int j = 0; j < N; ++j) dot += dp[i][j] * to_f32(pk[i].v[j]);
     } else {
 #pragma unroll
       for (int j = 0; j < N; ++j) {
@@ -234,15 +242,32 @@ __global__ void __launch_bounds__(block_threads<TPR>())
       }
     }
   }
-  dot = team_sum<TPR>(dot, scratch);
-  if (!active) return;
+  float dot = 0.f;
 #pragma unroll
   for (int i = 0; i < P; ++i) {
-    const int64_t c = (int64_t(t) + int64_t(TPR) * i) * N;
+    const int c = (t + TPR * i) * N;
+    if (d.active && active && c < lk) {
+#pragma unroll
+      for (int h = 0; h < N / 4; ++h) {
+        float f[4] = {0.f, 0.f, 0.f, 0.f};
+        if (c + 4 * h < lk) dropout_factors4(d, uint64_t(r * lk + c + 4 * h), f);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) dp[i][4 * h + j] *= f[j];
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < N; ++j) dot += dp[i][j] * to_f32(pk[i].v[j]);
+  }
+  dot = team_sum<TPR>(dot, scratch);
+  if (!active) return;
+  T* out = d_scores + r * lk;
+#pragma unroll
+  for (int i = 0; i < P; ++i) {
+    const int c = (t + TPR * i) * N;
     if (c >= lk) break;
 #pragma unroll
     for (int j = 0; j < N; ++j) dp[i][j] = to_f32(pk[i].v[j]) * (dp[i][j] - dot);
-    store_keys<T, N>(d_scores + r * lk, c, lk, vec, dp[i]);
+    store_keys<T, N>(out, c, lk, vec, dp[i]);
   }
 }
 
@@ -392,7 +417,7 @@ void launch_softmax_backward(const void* d_dropped, const void* probs, void* d_s
         softmax_backward_register_kernel<T, TPR, P>
             <<<unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock), kThreads, 0, s>>>(
                 static_cast<const T*>(d_dropped), static_cast<const T*>(probs),
-                static_cast<T*>(d_scores), rows, len_k, d, vec);
+                static_cast<T*>(d_scores), rows, int(len_k), d, vec);
       });
     } else {
       softmax_backward_block_kernel<T><<<unsigned(rows), kLongThreads, 0, s>>>(

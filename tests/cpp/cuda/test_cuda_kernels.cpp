@@ -147,8 +147,14 @@ TEST_CASE("cuda layernorm forward/backward match the CPU reference") {
   };
   // 37 and 100 columns: unvectorised paths; 16384: the parameter-gradient kernel for rows too
   // long for shared partials; 8192: shared partials above 48 KiB.
+  // Backward register path (up to 8192 columns in fp16/bf16, 4096 in fp32) boundaries: 4096 and
+  // 8192 (the largest rows per dtype: 8 warps per row), 4097 and 8193 (just past them,
+  // unvectorised: the fallback in fp32 / fp16), 1032 and 2049 (2 to 8 warps per row, packs
+  // partly past the row's end). 5000 x 64 and 4099 x 768: more rows than the grid has row
+  // teams, so teams walk several rows and carry their column partials across them.
   for (Shape s : {Shape{1, 64}, Shape{7, 512}, Shape{37, 1024}, Shape{513, 37}, Shape{37, 100},
-                  Shape{7, 8192}, Shape{3, 16384}}) {
+                  Shape{7, 8192}, Shape{3, 16384}, Shape{9, 4096}, Shape{5, 4097}, Shape{11, 1032},
+                  Shape{13, 2049}, Shape{5000, 64}, Shape{4099, 768}, Shape{3, 8193}}) {
     for (bool with_res : {false, true})
       for (DType dt : working_types()) {
         CAPTURE(s.rows);
@@ -344,8 +350,13 @@ TEST_CASE("cuda softmax forward/backward match the CPU reference, short and long
   struct Shape {
     int64_t batch, heads, lq, lk;
   };
-  for (Shape s : {Shape{7, 4, 37, 37}, Shape{1, 2, 7, 513}, Shape{2, 2, 3, 1}, Shape{3, 2, 5, 1024},
-                  Shape{2, 2, 3, 2048}, Shape{1, 2, 3, 4100}, Shape{2, 1, 2, 1027}}) {
+  // Register path (Lk <= 8192) boundaries: 8192 (256 threads per row) and 8193 (the two-pass
+  // long-row path), 2056 (128 threads per row), 33 and 64 (rows sharing a warp: 8 threads per
+  // row in fp16, 16 in fp32, with key padding read 8 or 4 bytes at a time when Lk = 64).
+  for (Shape s :
+       {Shape{7, 4, 37, 37}, Shape{1, 2, 7, 513}, Shape{2, 2, 3, 1}, Shape{3, 2, 5, 1024},
+        Shape{2, 2, 3, 2048}, Shape{1, 2, 3, 4100}, Shape{2, 1, 2, 1027}, Shape{2, 1, 3, 8192},
+        Shape{2, 1, 2, 8193}, Shape{1, 3, 5, 2056}, Shape{3, 2, 9, 33}, Shape{3, 3, 50, 64}}) {
     for (bool causal : {false, true})
       for (DType dt : working_types()) {
         CAPTURE(s.batch);

@@ -55,7 +55,9 @@ class LtGemm {
   size_t plan_count() const;
   // Number of calls so far whose epilogue ran fused in cuBLASLt.
   size_t fused_calls() const;
-  void run(const GemmArgs& g, cudaStream_t s);
+  // red: how the fallback epilogue kernels (no fused cuBLASLt epilogue for a shape) add column
+  // sums; deterministic reductions use the same workspace after the GEMM is done with it.
+  void run(const GemmArgs& g, cudaStream_t s, const Reduction& red = {});
 
  private:
   struct Impl;

@@ -166,7 +166,7 @@ void CudaOps::gemm(const GemmArgs& g) {
     check_ptr(g.aux, call, "aux");
   if (g.epilogue == Epilogue::DActBGrad || g.epilogue == Epilogue::BGradA)
     check_ptr(g.bias_grad, call, "bias_grad");
-  gemm_->run(g, as_stream(stream_));
+  gemm_->run(g, as_stream(stream_), reduction(deterministic_, workspace_, workspace_bytes_));
 }
 
 // ---------------------------------------------------------------- embedding

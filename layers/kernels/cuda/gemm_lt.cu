@@ -246,12 +246,12 @@ struct LtGemm::Impl {
     return plans.emplace(key, plan).first->second;
   }
 
-  void run(const GemmArgs& g, cudaStream_t s) {
+  void run(const GemmArgs& g, cudaStream_t s, const Reduction& red) {
     std::lock_guard<std::mutex> lock(mutex);
-    run_locked(g, s);
+    run_locked(g, s, red);
   }
 
-  void run_locked(const GemmArgs& g, cudaStream_t s) {
+  void run_locked(const GemmArgs& g, cudaStream_t s, const Reduction& red) {
     Plan& plan = plan_for(g);
     char* ws = static_cast<char*>(workspace);
     void* lt_ws = ws == nullptr ? nullptr : ws + plan.workspace_offset;
@@ -286,7 +286,7 @@ struct LtGemm::Impl {
         LS_FAIL(LS_ERR_CUBLAS, "gemm: no plain algorithm after a rejected fused epilogue");
       destroy(plan);
       plan = plainp;
-      run_locked(g, s);
+      run_locked(g, s, red);
       return;
     }
     LS_CUBLAS_CALL(st);
@@ -306,11 +306,12 @@ struct LtGemm::Impl {
         break;
       case Epilogue::DActBGrad:
         launch_act_dropout_backward(g.c, g.aux, g.c, static_cast<float*>(g.bias_grad), g.m, g.n,
-                                    g.ldc, true, g.act, 0.f, DropoutKey{}, g.c_type, s);
+                                    g.ldc, true, g.act, 0.f, DropoutKey{}, g.c_type, s, red);
         break;
       case Epilogue::BGradA:
         if (g.trans_a)  // A stored [K, M]: column sums
-          launch_bias_grad(g.a, static_cast<float*>(g.bias_grad), g.k, g.m, g.lda, g.ab_type, s);
+          launch_bias_grad(g.a, static_cast<float*>(g.bias_grad), g.k, g.m, g.lda, g.ab_type, s,
+                           red);
         else  // A stored [M, K]: row sums
           launch_row_sums(g.a, static_cast<float*>(g.bias_grad), g.m, g.k, g.lda, g.ab_type, s);
         break;
@@ -348,8 +349,8 @@ size_t LtGemm::fused_calls() const {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   return impl_->fused_count;
 }
-void LtGemm::run(const GemmArgs& g, cudaStream_t s) {
-  impl_->run(g, s);
+void LtGemm::run(const GemmArgs& g, cudaStream_t s, const Reduction& red) {
+  impl_->run(g, s, red);
 }
 
 }  // namespace cuda

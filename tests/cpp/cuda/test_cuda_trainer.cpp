@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -138,7 +139,20 @@ ls_step_result step(Setup& s, const ls_batch& b, ls_status expect = LS_OK) {
 }
 
 bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  if (a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0)
+    return true;
+  // Say how far apart they are (diagnostics for a failing CHECK).
+  size_t differ = 0, first = a.size();
+  double worst = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i)
+    if (std::memcmp(&a[i], &b[i], sizeof(float)) != 0) {
+      ++differ;
+      if (first == a.size()) first = i;
+      worst = std::max(worst, std::fabs(double(a[i]) - double(b[i])));
+    }
+  MESSAGE(differ << " of " << a.size() << " values differ (first at " << first
+                 << "), largest difference " << worst);
+  return false;
 }
 
 }  // namespace
@@ -238,7 +252,10 @@ TEST_CASE("cuda_graph replays give the same losses and weights as eager steps") 
       lg.push_back(rg.loss);
       CHECK(rg.num_updates == ra.num_updates);
     }
-    CHECK(la == lg);
+    for (size_t i = 0; i < la.size(); ++i) {
+      CAPTURE(i);
+      CHECK(la[i] == lg[i]);
+    }
     CHECK(bitwise_equal(a.params(), g.params()));
     // Dropout draws fresh masks on every replay: two replays of the same batch differ.
     ls_step_result r1 = step(g, b1.b), r2 = step(g, b1.b);

@@ -90,9 +90,10 @@ fn struct_layouts_match_lp64() {
     assert_eq!(offset_of!(sys::ls_device_info, total_memory), 144);
     assert_eq!(offset_of!(sys::ls_device_info, multiprocessors), 168);
 
-    assert_eq!(size_of::<sys::ls_context_options>(), 32);
+    assert_eq!(size_of::<sys::ls_context_options>(), 40);
     assert_eq!(offset_of!(sys::ls_context_options, seed), 16);
     assert_eq!(offset_of!(sys::ls_context_options, stream), 24);
+    assert_eq!(offset_of!(sys::ls_context_options, allow_tf32), 32);
 
     // 8 + 23 four-byte fields = 100, padded to 104.
     assert_eq!(size_of::<sys::ls_model_config>(), 104);

@@ -172,7 +172,7 @@ def build_table(pairs, length, ls_runs, torch_runs, ls_search, torch_search):
         ls_batch = f"{lss['largest_batch']} x {lss['len']} (plan)" if lss else "—"
         t_batch = f"{ts['largest_batch']} x {ts['len']}" if ts else "—"
         lines.append(
-            f"| ls_train | fp16 {ls['lsmode'] if ls else ''} | {cfg} | {tokens} | "
+            f"| ls_train | {'fp16 ' + ls['lsmode'] if ls else 'fp16'} | {cfg} | {tokens} | "
             f"{fmt(ls and ls['tokens_per_s'], ',.0f', 'not run')} | "
             f"{fmt(ls and ls['arena_gib'], '.2f', suffix=' (arena)')} | {ls_batch} | "
             f"{fmt(row['speedup_vs_eager'], '.2f', suffix='x')} | "

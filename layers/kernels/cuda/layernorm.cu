@@ -6,18 +6,20 @@
 //   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) (+ d_residual),
 //   d_gamma += column sums of dy * xhat, d_beta += column sums of dy (fp32, accumulated).
 //   Register path (cols <= 8192 fp16/bf16, 4096 fp32): a team of TEAM warps (1, 2, 4 or 8) per
-//   row; blocks of 8 warps (8 / TEAM teams) walk rows with a grid stride, the grid sized to the
-//   blocks that fit on the device at once. Thread t of a team owns the P 16-byte packs of
-//   N = 16 / sizeof(T) columns starting at (t + 32 * TEAM * i) * N, i < P <= 4, in every row it
-//   visits (TEAM: the fewest warps with P <= 4, i.e. 1024 * TEAM fp16 columns), which lets it:
+//   row; blocks of 4 warps (8 when TEAM = 8), i.e. 4 / TEAM teams, walk rows with a grid
+//   stride, the grid sized to the blocks that fit on the device at once. Thread t of a team
+//   owns the P 16-byte packs of N = 16 / sizeof(T) columns starting at (t + 32 * TEAM * i) * N,
+//   i < P <= 4, in every row it visits (TEAM: the fewest warps with P <= 4, i.e. up to 1024 *
+//   TEAM fp16 columns), which lets it:
 //   - read dy and x once (16-byte loads when cols % N == 0 and the pointers are aligned, else
 //     element loads with bounds) and keep them in registers, in the storage type, for both the
-//     row sums and dx (gamma is re-read per row from L1);
-//   - own its columns' d_gamma / d_beta running sums in fp32 in shared memory (2 x 8 warps x
-//     32 threads x P x N floats, up to 64 KiB; a float4 layout with consecutive threads at
-//     consecutive addresses, no atomics and no bank conflicts). Holding them in registers
-//     instead would take 2 fp32 registers per column and leave too few resident warps to keep
-//     enough loads in flight.
+//     row sums and dx;
+//   - own its columns' d_gamma / d_beta running sums in fp32 in shared memory, next to gamma
+//     in fp32 (float4 layouts with consecutive threads at consecutive addresses: no atomics,
+//     no bank conflicts; (2 x block threads + team threads) x P x N floats, <= 96 KiB).
+//     Holding the sums in registers instead would take 2 registers per column and leave too
+//     few resident warps to keep enough loads in flight (measured: ~60% of copy bandwidth in
+//     fp16 against ~90% this way).
 //   Row sums: warp shuffles, then (TEAM > 1) one exchange through shared memory per row behind
 //   a named barrier of the team's warps. At the end the block sums each column over its teams
 //   and adds it into d_gamma / d_beta with one atomicAdd per column per block (a few blocks per
@@ -217,20 +219,22 @@ __global__ void layernorm_param_grad_kernel(const T* dy, const T* x, const float
   }
 }
 
-// Register path of the backward (see the header). Block: kLnBwdWarps warps = kLnBwdWarps / TEAM
-// row teams; thread t of a team owns columns [(t + 32 * TEAM * i) * N, + N) for i < P.
-// `vec`: cols % N == 0 and every pointer 16-byte aligned (packed access); else element access.
-constexpr int kLnBwdWarps = 8;
 constexpr int kLnBwdMaxPacks = 4;  // 16-byte packs per thread and row: the register bound
+constexpr int kLnBwdMaxTeam = 8;   // warps per row
 // Largest row on the register path: 8 warps x 32 threads x 4 packs = 8192 fp16/bf16, 4096 fp32.
 template <class T>
 constexpr int64_t ln_bwd_register_max_cols() {
-  return int64_t(kLnBwdWarps) * 32 * kLnBwdMaxPacks * int64_t(16 / sizeof(T));
+  return int64_t(kLnBwdMaxTeam) * 32 * kLnBwdMaxPacks * int64_t(16 / sizeof(T));
 }
-// Shared memory of the column partials: 2 (d_gamma, d_beta) x 8 warps x 32 threads x P x N fp32.
-template <class T, int P>
-constexpr size_t ln_bwd_partials_bytes() {
-  return size_t(2) * kLnBwdWarps * 32 * P * (16 / sizeof(T)) * sizeof(float);
+// Warps per block: 4 (finer steps of occupancy) unless a row needs all 8.
+constexpr int ln_bwd_block_warps(int team) {
+  return team > 4 ? team : 4;
+}
+// Dynamic shared memory: the column partials, 2 (d_gamma, d_beta) x block threads x P x N fp32,
+// then gamma in fp32, team threads x P x N (see the kernel for the layouts).
+template <class T, int TEAM, int P>
+constexpr size_t ln_bwd_shared_bytes() {
+  return (size_t(2) * ln_bwd_block_warps(TEAM) + TEAM) * 32 * P * (16 / sizeof(T)) * sizeof(float);
 }
 
 template <class T, int N>
@@ -255,37 +259,58 @@ __device__ __forceinline__ void launder(PackN<T, N>& p) {
   memcpy(&p, &w, sizeof(w));
 }
 
-// Column partials: each thread owns its columns' d_gamma / d_beta running sums in shared memory
-// (no other thread touches them until the end, so no atomics), laid out so that the float4
-// accesses of a warp are consecutive: partials[((a * P + i) * N/4 + q) * kThreads + thread] is
-// the float4 of array a (0: d_gamma, 1: d_beta), pack i, quarter q.
+// Register path of the backward (see the header). Thread t of a team owns the columns
+// [(t + 32 * TEAM * i) * N, + N), i < P, in every row. `vec`: cols % N == 0 and every pointer
+// 16-byte aligned (packed access); else element access with bounds.
+// Shared memory, as float4 so that a warp's accesses are consecutive (no bank conflicts):
+//   partials[((a * P + i) * Q + q) * kThreads + thread]: running sums of array a (0: d_gamma,
+//     1: d_beta), pack i, quarter q (elements 4q .. 4q + 3), owned by one thread (no atomics);
+//   gamma_f[(i * Q + q) * kTeamThreads + t]: gamma of the same columns, in fp32.
 template <class T, int TEAM, int P>
-__global__ void __launch_bounds__(32 * kLnBwdWarps)
+__global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM))
     layernorm_backward_register_kernel(const T* __restrict__ dy, const T* __restrict__ x,
                                        const T* __restrict__ gamma, const float* __restrict__ mean,
                                        const float* __restrict__ rstd, const T* d_residual, T* dx,
                                        float* d_gamma, float* d_beta, int64_t rows, int64_t cols,
                                        bool vec) {
   constexpr int N = int(16 / sizeof(T));
-  constexpr int Q = N / 4;  // float4 quarters per pack
-  constexpr int kThreads = 32 * kLnBwdWarps;
-  constexpr int kTeams = kLnBwdWarps / TEAM;
+  constexpr int Q = N / 4;
+  constexpr int kWarps = ln_bwd_block_warps(TEAM);
+  constexpr int kThreads = 32 * kWarps;
+  constexpr int kTeams = kWarps / TEAM;
   constexpr int kTeamThreads = 32 * TEAM;
-  constexpr int kStride = kTeamThreads * N;      // columns between a thread's packs
-  __shared__ float row_sums[2][kLnBwdWarps][2];  // per-warp row sums, double-buffered by row
-  extern __shared__ float4 partials[];           // [2][P][Q][kThreads]
+  constexpr int kStride = kTeamThreads * N;  // columns between a thread's packs
+  __shared__ float row_sums[2][kWarps][2];   // per-warp row sums, double-buffered by row
+  extern __shared__ float4 shared_f4[];
+  float4* partials = shared_f4;
+  float4* gamma_f = shared_f4 + 2 * P * Q * kThreads;
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const int team = warp / TEAM;
   const int t = (warp % TEAM) * 32 + lane;
-  auto partial = [&](int a, int i, int q) -> float4& {
-    return partials[((a * P + i) * Q + q) * kThreads + threadIdx.x];
+  auto col = [&](int i) { return int64_t(t) * N + int64_t(i) * kStride; };
+
+#pragma unroll
+  for (int k = 0; k < 2 * P * Q; ++k)
+    partials[k * kThreads + threadIdx.x] = make_float4(0, 0, 0, 0);
+  for (int k = threadIdx.x; k < P * Q * kTeamThreads; k += kThreads) {
+    const int tt = k % kTeamThreads, iq = k / kTeamThreads;
+    const int64_t c = (int64_t(tt) + int64_t(kTeamThreads) * (iq / Q)) * N + 4 * (iq % Q);
+    float g[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) g[j] = c + j < cols ? to_f32(gamma[c + j]) : 0.f;
+    gamma_f[k] = make_float4(g[0], g[1], g[2], g[3]);
+  }
+  __syncthreads();
+  auto gamma_at = [&](int i, float gm[N]) {
+#pragma unroll
+    for (int q = 0; q < Q; ++q) {
+      float4 g4 = gamma_f[(i * Q + q) * kTeamThreads + t];
+      gm[4 * q] = g4.x;
+      gm[4 * q + 1] = g4.y;
+      gm[4 * q + 2] = g4.z;
+      gm[4 * q + 3] = g4.w;
+    }
   };
-#pragma unroll
-  for (int a = 0; a < 2; ++a)
-#pragma unroll
-    for (int i = 0; i < P; ++i)
-#pragma unroll
-      for (int q = 0; q < Q; ++q) partial(a, i, q) = make_float4(0.f, 0.f, 0.f, 0.f);
   const float inv_cols = 1.f / float(cols);
 
   // base is uniform over the block, so every thread of a team runs the same iterations (the
@@ -295,32 +320,34 @@ __global__ void __launch_bounds__(32 * kLnBwdWarps)
        base += int64_t(gridDim.x) * kTeams, parity ^= 1) {
     const int64_t row = base + team;
     const bool active = row < rows;
-    PackN<T, N> dyp[P], xp[P], gm[P];
+    PackN<T, N> dyp[P], xp[P];
     float mu = 0.f, rs = 0.f, sum_g = 0.f, sum_gx = 0.f;
     if (active) {
       mu = mean[row];
       rs = rstd[row];
 #pragma unroll
       for (int i = 0; i < P; ++i) {
-        const int64_t c = int64_t(t) * N + int64_t(i) * kStride;
-        if (c < cols) {
-          load_pack<T, N>(dy + row * cols, c, cols, vec, dyp[i]);
-          load_pack<T, N>(x + row * cols, c, cols, vec, xp[i]);
-          load_pack<T, N>(gamma, c, cols, vec, gm[i]);  // an L1 hit after the first row
+        if (col(i) < cols) {
+          load_pack<T, N>(dy + row * cols, col(i), cols, vec, dyp[i]);
+          load_pack<T, N>(x + row * cols, col(i), cols, vec, xp[i]);
         } else {
 #pragma unroll
-          for (int j = 0; j < N; ++j) dyp[i].v[j] = xp[i].v[j] = gm[i].v[j] = from_f32<T>(0.f);
+          for (int j = 0; j < N; ++j) dyp[i].v[j] = xp[i].v[j] = from_f32<T>(0.f);
         }
       }
+      const float shift = -mu * rs;  // xhat = x * rs + shift
 #pragma unroll
-      for (int i = 0; i < P; ++i)
+      for (int i = 0; i < P; ++i) {
+        float gm[N];
+        gamma_at(i, gm);
 #pragma unroll
         for (int j = 0; j < N; ++j) {
           // Zero-filled tail elements: d = 0, so they add nothing.
-          const float g = to_f32(dyp[i].v[j]) * to_f32(gm[i].v[j]);
+          const float g = to_f32(dyp[i].v[j]) * gm[j];
           sum_g += g;
-          sum_gx += g * ((to_f32(xp[i].v[j]) - mu) * rs);
+          sum_gx = fmaf(g, fmaf(to_f32(xp[i].v[j]), rs, shift), sum_gx);
         }
+      }
     }
     sum_g = warp_sum(sum_g);
     sum_gx = warp_sum(sum_gx);
@@ -342,15 +369,16 @@ __global__ void __launch_bounds__(32 * kLnBwdWarps)
       }
     }
     if (!active) continue;
-    const float mean_g = sum_g * inv_cols, mean_gx = sum_gx * inv_cols;
+    // dx = rs * (d * gamma - mean_g - xhat * mean_gx) = rs * d * gamma + (xhat * a + b).
+    const float shift = -mu * rs;
+    const float a = -rs * sum_gx * inv_cols, b = -rs * sum_g * inv_cols;
 #pragma unroll
     for (int i = 0; i < P; ++i) {
-      const int64_t c = int64_t(t) * N + int64_t(i) * kStride;
+      const int64_t c = col(i);
       if (c >= cols) continue;
       if (sizeof(T) < 4) {
         launder(dyp[i]);
         launder(xp[i]);
-        launder(gm[i]);
       }
       float out[N];
       if (d_residual != nullptr) {
@@ -362,12 +390,13 @@ __global__ void __launch_bounds__(32 * kLnBwdWarps)
 #pragma unroll
         for (int j = 0; j < N; ++j) out[j] = 0.f;
       }
-      float dg[N], db[N];
+      float gm[N], dg[N], db[N];
+      gamma_at(i, gm);
 #pragma unroll
       for (int j = 0; j < N; ++j) {
         const float d = to_f32(dyp[i].v[j]);
-        const float xhat = (to_f32(xp[i].v[j]) - mu) * rs;
-        out[j] += rs * (d * to_f32(gm[i].v[j]) - mean_g - xhat * mean_gx);
+        const float xhat = fmaf(to_f32(xp[i].v[j]), rs, shift);
+        out[j] += fmaf(rs * d, gm[j], fmaf(xhat, a, b));
         dg[j] = d * xhat;
         db[j] = d;
       }
@@ -378,8 +407,8 @@ __global__ void __launch_bounds__(32 * kLnBwdWarps)
       }
 #pragma unroll
       for (int q = 0; q < Q; ++q) {
-        float4& pg = partial(0, i, q);
-        float4& pb = partial(1, i, q);
+        float4& pg = partials[((0 * P + i) * Q + q) * kThreads + threadIdx.x];
+        float4& pb = partials[((1 * P + i) * Q + q) * kThreads + threadIdx.x];
         float4 g4 = pg, b4 = pb;
         g4.x += dg[4 * q];
         g4.y += dg[4 * q + 1];
@@ -490,23 +519,24 @@ void launch_layernorm_backward(const void* dy, const void* x, const void* gamma,
     with_register_layout<N>(cols, [&](auto team, auto packs) {
       constexpr int TEAM = decltype(team)::value, P = decltype(packs)::value;
       auto kernel = layernorm_backward_register_kernel<T, TEAM, P>;
-      constexpr size_t kSharedBytes = ln_bwd_partials_bytes<T, P>();  // up to 64 KiB
-      // Once per kernel: allow the shared memory, and size the grid to the blocks that fit on
-      // the device at once (the grid stride covers the rest).
+      constexpr size_t kSharedBytes = ln_bwd_shared_bytes<T, TEAM, P>();  // <= 96 KiB
+      // Allow the shared memory (always: with the static row-sum buffer, exactly 48 KiB of
+      // dynamic memory is already over the default; per launch, as the setting is per device),
+      // and size the grid to the blocks that fit on the device at once (the grid stride covers
+      // the rest).
+      LS_CUDA_CALL(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        int(kSharedBytes)));
       static int per_sm = [&] {
-        if (kSharedBytes > 48 * 1024)
-          LS_CUDA_CALL(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            int(kSharedBytes)));
         int n = 0;
-        LS_CUDA_CALL(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, 32 * kLnBwdWarps,
-                                                                   kSharedBytes));
+        LS_CUDA_CALL(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+            &n, kernel, 32 * ln_bwd_block_warps(TEAM), kSharedBytes));
         return n > 0 ? n : 1;
       }();
-      constexpr int kTeams = kLnBwdWarps / TEAM;
+      constexpr int kTeams = ln_bwd_block_warps(TEAM) / TEAM;
       int64_t blocks = (rows + kTeams - 1) / kTeams;
       int64_t cap = int64_t(device_sm_count()) * per_sm;
       if (blocks > cap) blocks = cap;
-      kernel<<<unsigned(blocks), 32 * kLnBwdWarps, kSharedBytes, s>>>(
+      kernel<<<unsigned(blocks), 32 * ln_bwd_block_warps(TEAM), kSharedBytes, s>>>(
           static_cast<const T*>(dy), static_cast<const T*>(x), static_cast<const T*>(gamma), mean,
           rstd, static_cast<const T*>(d_residual), static_cast<T*>(dx), d_gamma, d_beta, rows, cols,
           vec);

@@ -11,7 +11,10 @@
 //     worth of threads with P = 32 / N, one row per block. 16-byte loads and stores when
 //     Lk % N == 0 and the pointers are aligned, else element access with bounds. Reductions:
 //     shuffles within the team (TPR <= 32), block reductions through shared memory (TPR > 32).
-//     Blocks: 128 threads (TPR <= 32) or TPR threads.
+//     Blocks: 128 threads (TPR <= 32) or TPR threads. The forward works in base 2 (scores
+//     scaled by log2(e), then exp2), takes the mask per row (32-bit row arithmetic; the
+//     per-key tests are skipped for unmasked rows) and does not read the keys a causal row
+//     cannot see.
 //   - long rows (Lk > 8192): one block of 512 threads per row, two passes over global memory:
 //     pass 1 keeps a per-thread online (max, sum-exp) and merges them over the block, pass 2
 //     re-reads (from L2) and writes. Backward likewise (pass 1: the dot product).
@@ -146,7 +149,8 @@ __global__ void __launch_bounds__(block_threads<TPR>())
 #pragma unroll
   for (int i = 0; i < P; ++i) {
     const int c = (t + TPR * i) * N;
-    if (active && c < lk) {
+    // Keys at or past `limit` (causal) are never read: their probabilities are 0.
+    if (active && c < limit) {
       load_keys<T, N>(in, c, lk, vec, -INFINITY, v[i]);
       if (masked) {
         uint8_t pad[N];

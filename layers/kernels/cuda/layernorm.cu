@@ -271,8 +271,8 @@ __global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM))
     layernorm_backward_register_kernel(const T* __restrict__ dy, const T* __restrict__ x,
                                        const T* __restrict__ gamma, const float* __restrict__ mean,
                                        const float* __restrict__ rstd, const T* d_residual, T* dx,
-                                       float* d_gamma, float* d_beta, int64_t rows, int64_t cols,
-                                       bool vec) {
+                                       float* d_gamma, float* d_beta, float* block_sums,
+                                       int64_t rows, int64_t cols, bool vec) {
   constexpr int N = int(16 / sizeof(T));
   constexpr int Q = N / 4;
   constexpr int kWarps = ln_bwd_block_warps(TEAM);
@@ -425,8 +425,9 @@ __global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM))
   }
 
   // Column c is owned, in every team, by thread t = (c / N) % kTeamThreads, pack
-  // i = c / kStride, element j = c % N; sum it over the block's teams, then one global
-  // atomicAdd per column per block.
+  // i = c / kStride, element j = c % N; sum it over the block's teams (in team order), then
+  // either one global atomicAdd per column per block, or (block_sums, deterministic mode) a
+  // store into the block's rows of block_sums: [2][gridDim.x][cols], d_gamma's then d_beta's.
   __syncthreads();
   const float* flat = reinterpret_cast<const float*>(partials);
   for (int64_t c = threadIdx.x; c < cols; c += kThreads) {
@@ -438,8 +439,13 @@ __global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM))
       sg += flat[(((0 * P + i) * Q + j / 4) * kThreads + thread) * 4 + j % 4];
       sb += flat[(((1 * P + i) * Q + j / 4) * kThreads + thread) * 4 + j % 4];
     }
-    atomicAdd(d_gamma + c, sg);
-    atomicAdd(d_beta + c, sb);
+    if (block_sums != nullptr) {
+      block_sums[int64_t(blockIdx.x) * cols + c] = sg;
+      block_sums[(int64_t(gridDim.x) + blockIdx.x) * cols + c] = sb;
+    } else {
+      atomicAdd(d_gamma + c, sg);
+      atomicAdd(d_beta + c, sb);
+    }
   }
 }
 
@@ -503,12 +509,17 @@ void launch_layernorm_forward(const void* x, const void* gamma, const void* beta
   LS_LAUNCH_CHECK("layernorm_forward");
 }
 
-void launch_layernorm_backward(const void* dy, const void* x, const void* gamma, const float* mean,
-                               const float* rstd, const void* d_residual, void* dx, float* d_gamma,
-                               float* d_beta, int64_t rows, int64_t cols, DType dt,
-                               cudaStream_t s) {
-  if (rows == 0 || cols == 0) return;
-  bool launched = false;
+namespace {
+
+// The register path of the backward: returns its grid size (the number of per-block column
+// partials), 0 when cols is too long for it. Launches only when `launch`; block_sums as in the
+// kernel (null: atomics into d_gamma / d_beta).
+int64_t layernorm_backward_register_path(const void* dy, const void* x, const void* gamma,
+                                         const float* mean, const float* rstd,
+                                         const void* d_residual, void* dx, float* d_gamma,
+                                         float* d_beta, float* block_sums, int64_t rows,
+                                         int64_t cols, DType dt, bool launch, cudaStream_t s) {
+  int64_t grid = 0;
   dispatch_dtype(dt, "layernorm_backward", [&](auto tv) {
     using T = decltype(tv);
     constexpr int N = int(16 / sizeof(T));
@@ -520,33 +531,65 @@ void launch_layernorm_backward(const void* dy, const void* x, const void* gamma,
       constexpr int TEAM = decltype(team)::value, P = decltype(packs)::value;
       auto kernel = layernorm_backward_register_kernel<T, TEAM, P>;
       constexpr size_t kSharedBytes = ln_bwd_shared_bytes<T, TEAM, P>();  // <= 96 KiB
-      // Allow the shared memory (always: with the static row-sum buffer, exactly 48 KiB of
-      // dynamic memory is already over the default; per launch, as the setting is per device),
-      // and size the grid to the blocks that fit on the device at once (the grid stride covers
-      // the rest).
-      LS_CUDA_CALL(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        int(kSharedBytes)));
+      // The grid: the blocks that fit on the device at once (the grid stride covers the rest).
       static int per_sm = [&] {
         int n = 0;
+        LS_CUDA_CALL(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          int(kSharedBytes)));
         LS_CUDA_CALL(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
             &n, kernel, 32 * ln_bwd_block_warps(TEAM), kSharedBytes));
         return n > 0 ? n : 1;
       }();
       constexpr int kTeams = ln_bwd_block_warps(TEAM) / TEAM;
-      int64_t blocks = (rows + kTeams - 1) / kTeams;
-      int64_t cap = int64_t(device_sm_count()) * per_sm;
-      if (blocks > cap) blocks = cap;
-      kernel<<<unsigned(blocks), 32 * ln_bwd_block_warps(TEAM), kSharedBytes, s>>>(
+      grid = (rows + kTeams - 1) / kTeams;
+      const int64_t cap = int64_t(device_sm_count()) * per_sm;
+      if (grid > cap) grid = cap;
+      if (!launch) return;
+      // Allow the shared memory (always: with the static row-sum buffer, exactly 48 KiB of
+      // dynamic memory is already over the default; per launch, as the setting is per device).
+      LS_CUDA_CALL(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        int(kSharedBytes)));
+      kernel<<<unsigned(grid), 32 * ln_bwd_block_warps(TEAM), kSharedBytes, s>>>(
           static_cast<const T*>(dy), static_cast<const T*>(x), static_cast<const T*>(gamma), mean,
-          rstd, static_cast<const T*>(d_residual), static_cast<T*>(dx), d_gamma, d_beta, rows, cols,
-          vec);
+          rstd, static_cast<const T*>(d_residual), static_cast<T*>(dx), d_gamma, d_beta, block_sums,
+          rows, cols, vec);
     });
-    launched = true;
   });
-  if (launched) {
-    LS_LAUNCH_CHECK("layernorm_backward");
+  if (launch && grid > 0) LS_LAUNCH_CHECK("layernorm_backward");
+  return grid;
+}
+
+}  // namespace
+
+int64_t layernorm_backward_partial_groups(int64_t rows, int64_t cols, DType dt) {
+  if (rows == 0 || cols == 0) return 0;
+  // Alignment does not change the grid: any pointers will do.
+  return layernorm_backward_register_path(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+                                          nullptr, nullptr, nullptr, nullptr, rows, cols, dt, false,
+                                          nullptr);
+}
+
+void launch_layernorm_backward_partials(const void* dy, const void* x, const void* gamma,
+                                        const float* mean, const float* rstd,
+                                        const void* d_residual, void* dx, float* partials,
+                                        int64_t rows, int64_t cols, DType dt, cudaStream_t s) {
+  if (rows == 0 || cols == 0) return;
+  LS_REQUIRE(layernorm_backward_register_path(dy, x, gamma, mean, rstd, d_residual, dx, nullptr,
+                                              nullptr, partials, rows, cols, dt, true, s) > 0,
+             LS_ERR_UNSUPPORTED,
+             "layernorm_backward: per-block partials need cols <= 8192 (fp16/bf16) or 4096 "
+             "(fp32), got "
+                 << cols);
+}
+
+void launch_layernorm_backward(const void* dy, const void* x, const void* gamma, const float* mean,
+                               const float* rstd, const void* d_residual, void* dx, float* d_gamma,
+                               float* d_beta, int64_t rows, int64_t cols, DType dt,
+                               cudaStream_t s) {
+  if (rows == 0 || cols == 0) return;
+  if (layernorm_backward_register_path(dy, x, gamma, mean, rstd, d_residual, dx, d_gamma, d_beta,
+                                       nullptr, rows, cols, dt, true, s) > 0)
     return;
-  }
 
   // Rows too long for the registers: the two-pass fallback.
   constexpr int kWarps = 8;

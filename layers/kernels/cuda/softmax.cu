@@ -153,29 +153,38 @@ __global__ void __launch_bounds__(block_threads<TPR>())
     if (active && c < limit) {
       load_keys<T, N>(in, c, lk, vec, -INFINITY, v[i]);
       if (masked) {
-        uint8_t pad[N];
-        if (pad_row == nullptr) {
+        // Per-key tests only for packs that reach the causal limit or hold a padded key.
+        uint8_t pad[N] = {};
+        bool any = c + N > limit;
+        if (pad_row != nullptr) {
+          if (pad_vec) {  // the N = 8 or 4 pad bytes of the pack in one access
+            if (N == 8) {
+              const uint2 w = *reinterpret_cast<const uint2*>(pad_row + c);
+              if ((w.x | w.y) != 0) {
+                any = true;
 #pragma unroll
-          for (int j = 0; j < N; ++j) pad[j] = 0;
-        } else if (pad_vec) {
-          // N = 8 or 4 pad bytes in one access.
-          if (N == 8) {
-            uint2 w = *reinterpret_cast<const uint2*>(pad_row + c);
+                for (int j = 0; j < N; ++j)
+                  pad[j] = uint8_t(((j < 4 ? w.x : w.y) >> (8 * (j & 3))) & 0xff);
+              }
+            } else {
+              const uint32_t w = *reinterpret_cast<const uint32_t*>(pad_row + c);
+              if (w != 0) {
+                any = true;
 #pragma unroll
-            for (int j = 0; j < N; ++j)
-              pad[j] = uint8_t(((j < 4 ? w.x : w.y) >> (8 * (j & 3))) & 0xff);
+                for (int j = 0; j < N; ++j) pad[j] = uint8_t((w >> (8 * (j & 3))) & 0xff);
+              }
+            }
           } else {
-            uint32_t w = *reinterpret_cast<const uint32_t*>(pad_row + c);
+            any = true;
 #pragma unroll
-            for (int j = 0; j < N; ++j) pad[j] = uint8_t((w >> (8 * (j & 3))) & 0xff);
+            for (int j = 0; j < N; ++j) pad[j] = c + j < lk ? pad_row[c + j] : 1;
           }
-        } else {
-#pragma unroll
-          for (int j = 0; j < N; ++j) pad[j] = c + j < lk ? pad_row[c + j] : 1;
         }
+        if (any) {
 #pragma unroll
-        for (int j = 0; j < N; ++j)
-          if (c + j >= limit || pad[j] != 0) v[i][j] = -INFINITY;
+          for (int j = 0; j < N; ++j)
+            if (c + j >= limit || pad[j] != 0) v[i][j] = -INFINITY;
+        }
       }
 #pragma unroll
       for (int j = 0; j < N; ++j) {
@@ -187,26 +196,61 @@ __global__ void __launch_bounds__(block_threads<TPR>())
       for (int j = 0; j < N; ++j) v[i][j] = -INFINITY;
     }
   }
-  mx = team_max<TPR>(mx, scratch);
-  if (mx == -INFINITY) mx = 0.f;  // no visible key: every exp2 below is exp2(-inf) = 0
-  float sum = 0.f;
+  float scale;  // probability = v * scale after the exponentials below
+  if constexpr (TPR > 32) {
+    // One block reduction of (max, sum of exp2(v - max)) pairs instead of a max and then a sum:
+    // half the barriers. Each thread first takes exp2 against its own max.
+    const float own = mx == -INFINITY ? 0.f : mx;
+    float sum = 0.f;
 #pragma unroll
-  for (int i = 0; i < P; ++i)
+    for (int i = 0; i < P; ++i)
 #pragma unroll
-    for (int j = 0; j < N; ++j) {
-      v[i][j] = exp2f(v[i][j] - mx);
-      sum += v[i][j];
-    }
-  sum = team_sum<TPR>(sum, scratch);
+      for (int j = 0; j < N; ++j) {
+        v[i][j] = exp2f(v[i][j] - own);
+        sum += v[i][j];
+      }
+    float m = mx, sm = sum;
+    auto merge = [](float& m1, float& s1, float m2, float s2) {
+      const float mm = fmaxf(m1, m2);
+      s1 = mm == -INFINITY ? 0.f : s1 * exp2f(m1 - mm) + s2 * exp2f(m2 - mm);
+      m1 = mm;
+    };
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+      merge(m, sm, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, sm, o));
+    __shared__ float2 warp_pairs[TPR / 32];
+    if ((threadIdx.x & 31) == 0) warp_pairs[threadIdx.x / 32] = make_float2(m, sm);
+    __syncthreads();
+    m = warp_pairs[0].x;
+    sm = warp_pairs[0].y;
+#pragma unroll
+    for (int w = 1; w < TPR / 32; ++w) merge(m, sm, warp_pairs[w].x, warp_pairs[w].y);
+    // own <= m, so exp2(own - m) <= 1. A thread that saw no visible key (its v are all 0)
+    // gets 0 rather than exp2(0 - m), which overflows for m < -128; no visible key in the
+    // row at all: sm = 0.
+    scale = sm > 0.f && mx != -INFINITY ? exp2f(own - m) / sm : 0.f;
+  } else {
+    mx = team_max<TPR>(mx, scratch);
+    if (mx == -INFINITY) mx = 0.f;  // no visible key: every exp2 below is exp2(-inf) = 0
+    float sum = 0.f;
+#pragma unroll
+    for (int i = 0; i < P; ++i)
+#pragma unroll
+      for (int j = 0; j < N; ++j) {
+        v[i][j] = exp2f(v[i][j] - mx);
+        sum += v[i][j];
+      }
+    sum = team_sum<TPR>(sum, scratch);
+    scale = sum > 0.f ? 1.f / sum : 0.f;
+  }
   if (!active) return;
-  const float inv = sum > 0.f ? 1.f / sum : 0.f;
   T* out = probs + r * lk;
 #pragma unroll
   for (int i = 0; i < P; ++i) {
     const int c = (t + TPR * i) * N;
     if (c >= lk) break;
 #pragma unroll
-    for (int j = 0; j < N; ++j) v[i][j] *= inv;
+    for (int j = 0; j < N; ++j) v[i][j] *= scale;
     store_keys<T, N>(out, c, lk, vec, v[i]);
   }
 }

@@ -23,7 +23,10 @@
 //   Row sums: warp shuffles, then (TEAM > 1) one exchange through shared memory per row behind
 //   a named barrier of the team's warps. At the end the block sums each column over its teams
 //   and adds it into d_gamma / d_beta with one atomicAdd per column per block (a few blocks per
-//   SM, so few atomics; the summation order is not deterministic across runs).
+//   SM, so few atomics; the summation order is not deterministic across runs), or, for the
+//   deterministic mode (launch_layernorm_backward_partials), stores it as that block's row of
+//   [2][blocks][cols] partials for reduce.cu to add in a fixed order (bitwise reproducible for
+//   a given device: the grid and every summation order are fixed).
 //   Fallback (longer rows): one warp per row, two passes over the row (the second from L1/L2),
 //   column partials through shared-memory atomics (2 * cols * 4 bytes <= 96 KiB), or, for rows
 //   longer still, a separate column-sum kernel (32 x 8 thread tiles).

@@ -549,9 +549,16 @@ int64_t layernorm_backward_register_path(const void* dy, const void* x, const vo
       if (grid > cap) grid = cap;
       if (!launch) return;
       // Allow the shared memory (always: with the static row-sum buffer, exactly 48 KiB of
-      // dynamic memory is already over the default; per launch, as the setting is per device).
-      LS_CUDA_CALL(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        int(kSharedBytes)));
+      // dynamic memory is already over the default), once per device (the setting is per
+      // device; a launch inside a CUDA graph capture then makes no attribute call).
+      static bool allowed[64] = {};
+      int dev = 0;
+      LS_CUDA_CALL(cudaGetDevice(&dev));
+      if (dev < 0 || dev >= 64 || !allowed[dev]) {
+        LS_CUDA_CALL(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          int(kSharedBytes)));
+        if (dev >= 0 && dev < 64) allowed[dev] = true;
+      }
       kernel<<<unsigned(grid), 32 * ln_bwd_block_warps(TEAM), kSharedBytes, s>>>(
           static_cast<const T*>(dy), static_cast<const T*>(x), static_cast<const T*>(gamma), mean,
           rstd, static_cast<const T*>(d_residual), static_cast<T*>(dx), d_gamma, d_beta, block_sums,

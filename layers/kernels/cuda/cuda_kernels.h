@@ -26,7 +26,16 @@ struct Reduction {
   float* rows(int64_t groups, int64_t cols, const char* call) const;
 };
 
-// layernorm_param_grad.cu (deterministic mode): d_gamma/d_beta [cols] += fixed-order column sums;
+// layernorm.cu, deterministic mode: the fused backward with d_gamma/d_beta written as per-block
+// partials [2][groups][cols] (d_gamma's rows, then d_beta's) instead of atomics; groups == 0:
+// cols beyond the register path (then layernorm_param_grad.cu computes them).
+int64_t layernorm_backward_partial_groups(int64_t rows, int64_t cols, DType dt);
+void launch_layernorm_backward_partials(const void* dy, const void* x, const void* gamma,
+                                        const float* mean, const float* rstd,
+                                        const void* d_residual, void* dx, float* partials,
+                                        int64_t rows, int64_t cols, DType dt, cudaStream_t s);
+
+// layernorm_param_grad.cu (deterministic mode, rows longer than the register path): d_gamma/d_beta [cols] += fixed-order column sums;
 // partials: 2 * layernorm_param_grad_groups(rows, cols) * cols floats of scratch.
 void launch_layernorm_param_grad(const void* dy, const void* x, const float* mean,
                                  const float* rstd, float* d_gamma, float* d_beta, int64_t rows,

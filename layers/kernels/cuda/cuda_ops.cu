@@ -253,8 +253,21 @@ void CudaOps::layernorm_backward(const void* dy, const void* x, const void* gamm
                                     rows, cols, dt, as_stream(stream_));
     return;
   }
-  // Deterministic: the fused kernel's atomic column sums go to a discarded workspace slice; the
-  // parameter gradients are then summed in a fixed order (layernorm_param_grad.cu).
+  // Deterministic: the fused kernel writes per-block partials that are summed in a fixed order.
+  const int64_t pg = cuda::layernorm_backward_partial_groups(rows, cols, dt);
+  if (pg > 0) {
+    float* part = red.rows(2 * pg, cols, call);
+    cuda::launch_layernorm_backward_partials(dy, x, gamma, static_cast<const float*>(mean),
+                                             static_cast<const float*>(rstd), d_residual, dx,
+                                             part, rows, cols, dt, as_stream(stream_));
+    cuda::launch_sum_partials(part, pg, cols, static_cast<float*>(d_gamma), as_stream(stream_));
+    cuda::launch_sum_partials(part + pg * cols, pg, cols, static_cast<float*>(d_beta),
+                              as_stream(stream_));
+    return;
+  }
+  // Rows beyond the register path: the fused kernel's atomic column sums go to a discarded
+  // workspace slice and the parameter gradients are summed in a fixed order
+  // (layernorm_param_grad.cu).
   const int64_t groups = cuda::layernorm_param_grad_groups(rows, cols);
   float* scratch = red.rows(2 * groups * cols + 2 * cols, 1, call);
   float* discard = scratch + 2 * groups * cols;

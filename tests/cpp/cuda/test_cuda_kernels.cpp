@@ -375,8 +375,16 @@ TEST_CASE("cuda softmax forward/backward match the CPU reference, short and long
         if (s.batch > 1)
           for (int64_t k = 0; k < s.lk; ++k) pad[size_t((s.batch - 1) * s.lk + k)] = 1;
         std::vector<float> ref(n);
-        cpu->softmax_forward(scores.data(), ref.data(), pad.data(), causal, s.batch, s.heads, s.lq,
-                             s.lk, DType::F32);
+        // The reference runs in double (the CPU backend's F64), so the tolerance measures the
+        // kernel's fp32 rounding alone, not the reference's own sequential fp32 sums.
+        auto to_d = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
+        auto to_f = [](const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); };
+        {
+          std::vector<double> rd(n);
+          cpu->softmax_forward(to_d(scores).data(), rd.data(), pad.data(), causal, s.batch,
+                               s.heads, s.lq, s.lk, DType::F64);
+          ref = to_f(rd);
+        }
         DevBuf dscores = upload(scores, dt), dpad = upload_raw(pad), dprobs = poisoned(n, dt);
         cuda.softmax_forward(dscores.p, dprobs.p, dpad.as<uint8_t>(), causal, s.batch, s.heads,
                              s.lq, s.lk, dt);
@@ -385,8 +393,12 @@ TEST_CASE("cuda softmax forward/backward match the CPU reference, short and long
         CHECK(zero_mismatches(probs, rounded(dt, ref)) == 0);
         // In place (probs aliasing scores), no mask.
         std::vector<float> ref2(n);
-        cpu->softmax_forward(scores.data(), ref2.data(), nullptr, false, s.batch, s.heads, s.lq,
-                             s.lk, DType::F32);
+        {
+          std::vector<double> rd(n);
+          cpu->softmax_forward(to_d(scores).data(), rd.data(), nullptr, false, s.batch, s.heads,
+                               s.lq, s.lk, DType::F64);
+          ref2 = to_f(rd);
+        }
         DevBuf inplace = upload(scores, dt);
         cuda.softmax_forward(inplace.p, inplace.p, nullptr, false, s.batch, s.heads, s.lq, s.lk,
                              dt);
@@ -397,8 +409,12 @@ TEST_CASE("cuda softmax forward/backward match the CPU reference, short and long
           CAPTURE(p);
           auto g = rounded(dt, randn(n));
           std::vector<float> ds_ref(n);
-          cpu->softmax_backward(g.data(), probs.data(), ds_ref.data(), rows, s.lk, p, key_for(6),
-                                DType::F32);
+          {
+            std::vector<double> rd(n);
+            cpu->softmax_backward(to_d(g).data(), to_d(probs).data(), rd.data(), rows, s.lk, p,
+                                  key_for(6), DType::F64);
+            ds_ref = to_f(rd);
+          }
           DevBuf dg = upload(g, dt), dds = poisoned(n, dt);
           cuda.softmax_backward(dg.p, dprobs.p, dds.p, rows, s.lk, p, key_for(6), dt);
           auto ds = download(dds, dt, n);

@@ -151,7 +151,7 @@ void Model::set_parameter(const std::string& name, const float* host, int64_t nu
   ctx_.ops().synchronize();
 }
 
-int64_t Model::validate_batch(const ls_batch& b, HostBatch& out) {
+void Model::validate_batch(const ls_batch& b, HostBatch& out) {
   const ls_model_config& c = graph_->config();
   const bool encdec = graph_->encoder_decoder();
   LS_CHECK_ARG(b.batch_size > 0, "batch_size must be positive, got " << b.batch_size);
@@ -189,7 +189,7 @@ int64_t Model::validate_batch(const ls_batch& b, HostBatch& out) {
   out.src = encdec ? b.src_tokens : nullptr;
   out.prev = b.prev_output_tokens;
   out.target = b.target;
-  if (out.on_device) return -1;  // ids are checked on the device (load_batch)
+  if (out.on_device) return;  // ids are checked on the device (load_batch)
   auto check_ids = [&](const int32_t* ids, int64_t n, int64_t len, int32_t vocab, const char* what) {
     for (int64_t i = 0; i < n; ++i)
       LS_CHECK_ARG(ids[i] >= 0 && ids[i] < vocab, what << " token id " << ids[i] << " at row "
@@ -200,16 +200,10 @@ int64_t Model::validate_batch(const ls_batch& b, HostBatch& out) {
   if (encdec) check_ids(out.src, out.batch * out.src_len, out.src_len, c.src_vocab_size, "source");
   check_ids(out.prev, tt, out.tgt_len, c.tgt_vocab_size, "prev_output");
   check_ids(out.target, tt, out.tgt_len, c.tgt_vocab_size, "target");
-  int64_t count = 0;
-  for (int64_t i = 0; i < tt; ++i) count += out.target[i] != c.padding_idx;
-  return count;
 }
 
-void Model::upload_tokens(BufferId dst, const int32_t* src, size_t n, bool on_device) {
-  if (on_device)
-    ctx_.ops().copy(buffer(dst), src, n * sizeof(int32_t));
-  else
-    ctx_.ops().from_host(buffer(dst), src, n * sizeof(int32_t));
+void Model::upload_tokens(BufferId dst, const int32_t* host_src, size_t n) {
+  ctx_.ops().from_host(buffer(dst), host_src, n * sizeof(int32_t));
 }
 
 void Model::load_batch(const HostBatch& b) {
@@ -277,14 +271,6 @@ void Model::write_train_state(const TrainState& s) {
   ctx_.activate();
   ctx_.ops().from_host(train_state(), &s, sizeof(s));
   ctx_.ops().synchronize();
-}
-
-uint64_t Model::dropout_stream() { return read_train_state().dropout_stream; }
-
-void Model::set_dropout_stream(uint64_t v) {
-  TrainState s = read_train_state();
-  s.dropout_stream = v;
-  write_train_state(s);
 }
 
 void Model::advance_dropout_stream() { ctx_.ops().counter_add(&train_state()->dropout_stream, 1); }
@@ -374,7 +360,7 @@ void Model::generate(const int32_t* src, int64_t batch, int64_t src_len, int64_t
   rc.ex = &ex;
   if (encdec) {
     rc.shape = {batch, src_len, 0};
-    upload_tokens(graph_->src_tokens, src, static_cast<size_t>(batch * src_len), false);
+    upload_tokens(graph_->src_tokens, src, static_cast<size_t>(batch * src_len));
     ops.padding_mask(static_cast<const int32_t*>(buffer(graph_->src_tokens)),
                      static_cast<uint8_t*>(buffer(graph_->src_pad)), batch * src_len, c.padding_idx);
     graph_->encode(rc);
@@ -399,7 +385,7 @@ void Model::generate(const int32_t* src, int64_t batch, int64_t src_len, int64_t
     std::vector<int32_t>& stage = host_tokens_;
     for (int64_t r = 0; r < batch; ++r)
       for (int64_t t = 0; t < len; ++t) stage[r * len + t] = seq[r * stride + t];
-    upload_tokens(graph_->prev_tokens, stage.data(), static_cast<size_t>(batch * len), false);
+    upload_tokens(graph_->prev_tokens, stage.data(), static_cast<size_t>(batch * len));
     ops.padding_mask(static_cast<const int32_t*>(buffer(graph_->prev_tokens)),
                      static_cast<uint8_t*>(buffer(graph_->tgt_pad)), batch * len, c.padding_idx);
     graph_->decode_hidden(rc);

@@ -136,9 +136,9 @@ class Model {
   void refresh_working_copy();
 
   // Checks a batch against the config and the maxima (throws LS_ERR_INVALID_ARGUMENT naming
-  // the numbers, before anything changes) and returns the non-padding target token count (-1
-  // for device arrays: their ids are checked on the device by load_batch).
-  int64_t validate_batch(const ls_batch& b, HostBatch& out);
+  // the numbers, before anything changes). Host token ids are checked here; device arrays are
+  // checked on the device by load_batch. (Token counts come from the loss kernel's sums.)
+  void validate_batch(const ls_batch& b, HostBatch& out);
   // Copies a validated batch into the input buffers (host arrays through page-locked staging,
   // asynchronously; device arrays through import_tokens, which replaces out-of-range ids by
   // padding and counts them in the train state) and builds the padding masks on the device.
@@ -165,10 +165,7 @@ class Model {
 
   // Dropout RNG state: (seed, stream). The seed starts as the context's; a checkpoint restores
   // both, so a resumed run draws the masks the uninterrupted run would have drawn. The stream
-  // is the number of training forwards run, counted on the device (train_state); reading or
-  // setting it synchronises.
-  uint64_t dropout_stream();
-  void set_dropout_stream(uint64_t s);
+  // is the number of training forwards run, counted on the device (train_state.dropout_stream).
   // Enqueues stream += 1 (after a training forward).
   void advance_dropout_stream();
   uint64_t dropout_seed() const { return dropout_seed_; }
@@ -178,7 +175,7 @@ class Model {
 
  private:
   RunCtx run_ctx(bool training);
-  void upload_tokens(BufferId dst, const int32_t* src, size_t n, bool on_device);
+  void upload_tokens(BufferId dst, const int32_t* host_src, size_t n);
 
   Context& ctx_;
   std::unique_ptr<TransformerGraph> graph_;

@@ -1,11 +1,10 @@
 // LayerNorm's parameter gradients in deterministic mode, as fixed-order column sums:
 //   d_gamma[c] += sum over rows of dy[r, c] * (x[r, c] - mean[r]) * rstd[r],
 //   d_beta[c]  += sum over rows of dy[r, c].
-// The fused backward (layernorm.cu) adds its per-block column partials with float atomics; in
-// deterministic mode it writes those into a discarded slice of the workspace and this kernel
-// computes the real d_gamma / d_beta: one more read of dy and x (each row's statistics come
-// from the forward's saved mean / rstd, so the result equals the fused one up to summation
-// order).
+// Used only for rows longer than the fused backward's register path (layernorm.cu), whose
+// fallback adds column sums with float atomics: in deterministic mode those go to a discarded
+// slice of the workspace and this kernel computes the real d_gamma / d_beta with one more read
+// of dy and x (statistics from the forward's saved mean / rstd).
 // Thread layout: blocks of 32 x 8; a block owns 128 columns (4 consecutive per thread, packed
 // when aligned) and a fixed slice of rows (threadIdx.y strides by 8 within it); the 8 row
 // partials are added in order in shared memory and each block writes one partial row per
@@ -67,14 +66,20 @@ __global__ void layernorm_param_grad_kernel(const T* __restrict__ dy, const T* _
 
 }  // namespace
 
+int64_t layernorm_param_grad_groups(int64_t rows, int64_t cols) {
+  const int64_t gx = (cols + 127) / 128;
+  int64_t gy = int64_t(device_sm_count()) * 8 / gx;
+  if (gy < 1) gy = 1;
+  if (gy > (rows + 7) / 8) gy = (rows + 7) / 8;
+  return gy;
+}
+
 void launch_layernorm_param_grad(const void* dy, const void* x, const float* mean,
                                  const float* rstd, float* d_gamma, float* d_beta, int64_t rows,
                                  int64_t cols, DType dt, float* partials, cudaStream_t s) {
   if (rows == 0 || cols == 0) return;
   const unsigned gx = unsigned((cols + 127) / 128);
-  int64_t gy = int64_t(device_sm_count()) * 8 / gx;
-  if (gy < 1) gy = 1;
-  if (gy > (rows + 7) / 8) gy = (rows + 7) / 8;
+  const int64_t gy = layernorm_param_grad_groups(rows, cols);
   dispatch_dtype(dt, "layernorm_backward (parameter gradients)", [&](auto tv) {
     using T = decltype(tv);
     layernorm_param_grad_kernel<T><<<dim3(gx, unsigned(gy)), dim3(32, 8), 0, s>>>(
@@ -83,14 +88,6 @@ void launch_layernorm_param_grad(const void* dy, const void* x, const float* mea
   LS_LAUNCH_CHECK("layernorm_backward (parameter gradients)");
   launch_sum_partials(partials, gy, cols, d_gamma, s);
   launch_sum_partials(partials + gy * cols, gy, cols, d_beta, s);
-}
-
-int64_t layernorm_param_grad_groups(int64_t rows, int64_t cols) {
-  const int64_t gx = (cols + 127) / 128;
-  int64_t gy = int64_t(device_sm_count()) * 8 / gx;
-  if (gy < 1) gy = 1;
-  if (gy > (rows + 7) / 8) gy = (rows + 7) / 8;
-  return gy;
 }
 
 }  // namespace cuda

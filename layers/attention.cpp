@@ -61,6 +61,25 @@ Attention::Attention(Planner& planner, ParamSet& params, const std::string& pref
   const std::string p = prefix + ".";
   const size_t e = dtype_size(dims.dt);
   const auto S = MemCategory::SavedActivations, Tmp = MemCategory::Temporaries;
+  ctx_ = planner.declare(p + "ctx", S, hd * e);
+  d_ctx_ = planner.declare(p + "d_ctx", Tmp, hd * e);
+  if (spec.fused) {
+    // The projections are read in place by the fused kernels: saved, not temporaries.
+    const size_t rows = T * static_cast<size_t>(dims.heads);  // [B, H, Lq] statistics
+    const size_t a = dtype_size(accum_dtype(dims.dt));
+    if (spec.cross) {
+      q_lin_ = planner.declare(p + "q_lin", S, hd * e);
+      kv_lin_ = planner.declare(p + "kv_lin", S, 2 * hd * e);
+      d_q_lin_ = planner.declare(p + "d_q_lin", Tmp, hd * e);
+      d_kv_lin_ = planner.declare(p + "d_kv_lin", Tmp, 2 * hd * e);
+    } else {
+      q_lin_ = planner.declare(p + "qkv_lin", S, 3 * hd * e);
+      d_q_lin_ = planner.declare(p + "d_qkv_lin", Tmp, 3 * hd * e);
+    }
+    lse_ = planner.declare(p + "lse", S, rows * a);
+    delta_ = planner.declare(p + "delta", Tmp, rows * a);
+    return;
+  }
   if (spec.cross) {
     q_lin_ = planner.declare(p + "q_lin", Tmp, hd * e);
     kv_lin_ = planner.declare(p + "kv_lin", Tmp, 2 * hd * e);
@@ -79,10 +98,43 @@ Attention::Attention(Planner& planner, ParamSet& params, const std::string& pref
   probs_ = planner.declare(p + "probs", S, scores * e);
   if (spec.dropout > 0.f) dropped_ = planner.declare(p + "probs_dropped", Tmp, scores * e);
   ctx_heads_ = planner.declare(p + "ctx_heads", Tmp, hd * e);
-  ctx_ = planner.declare(p + "ctx", S, hd * e);
-  d_ctx_ = planner.declare(p + "d_ctx", Tmp, hd * e);
   d_ctx_heads_ = planner.declare(p + "d_ctx_heads", Tmp, hd * e);
   d_probs_ = planner.declare(p + "d_probs", Tmp, scores * e);
+}
+
+AttentionArgs Attention::fused_args(RunCtx& rc) {
+  const DType dt = rc.dt();
+  const int64_t d = dims_.hidden, Dh = dims_.head_dim();
+  AttentionArgs a;
+  if (!spec_.cross) {  // [T, 3d]: q | k | v
+    void* qkv = rc.ptr(q_lin_);
+    a.q = qkv;
+    a.k = offset(qkv, d, dt);
+    a.v = offset(qkv, 2 * d, dt);
+    a.ld_q = a.ld_k = a.ld_v = 3 * d;
+  } else {  // [Tq, d] and [Tk, 2d]: k | v
+    void* kv = rc.ptr(kv_lin_);
+    a.q = rc.ptr(q_lin_);
+    a.k = kv;
+    a.v = offset(kv, d, dt);
+    a.ld_q = d;
+    a.ld_k = a.ld_v = 2 * d;
+  }
+  a.ctx = rc.ptr(ctx_);
+  a.ld_ctx = d;
+  a.lse = rc.ptr(lse_);
+  a.key_pad = static_cast<const uint8_t*>(rc.ptr(spec_.key_pad));
+  a.causal = spec_.causal;
+  a.batch = rc.shape.batch;
+  a.heads = dims_.heads;
+  a.len_q = rc.len(spec_.side);
+  a.len_k = key_len(rc);
+  a.head_dim = Dh;
+  a.scale = 1.f / std::sqrt(static_cast<float>(Dh));
+  a.dropout = rc.rate(spec_.dropout);
+  a.key = rc.key(spec_.site);
+  a.dt = dt;
+  return a;
 }
 
 void Attention::forward(RunCtx& rc, BufferId in, BufferId out) {
@@ -91,6 +143,21 @@ void Attention::forward(RunCtx& rc, BufferId in, BufferId out) {
   const int64_t d = dims_.hidden, H = dims_.heads, Dh = dims_.head_dim();
   const int64_t B = rc.shape.batch, Lq = rc.len(spec_.side), Lk = key_len(rc);
   const int64_t Tq = B * Lq, Tk = B * Lk;
+
+  if (spec_.fused) {
+    if (!spec_.cross) {
+      Linear::forward(ops, dt, rc.ptr(in), rc.wv.w(in_w_), rc.ptr(q_lin_), Tq, d, 3 * d,
+                      Epilogue::Bias, rc.wv.w(in_b_));
+    } else {
+      Linear::forward(ops, dt, rc.ptr(in), rc.wv.w(in_w_), rc.ptr(q_lin_), Tq, d, d,
+                      Epilogue::Bias, rc.wv.w(in_b_));
+      Linear::forward(ops, dt, rc.ptr(spec_.memory), rc.wv.w_rows(in_w_, d, d), rc.ptr(kv_lin_),
+                      Tk, d, 2 * d, Epilogue::Bias, rc.wv.w_rows(in_b_, d, 1));
+    }
+    ops.attention_forward(fused_args(rc));
+    Linear::forward(ops, dt, rc.ptr(ctx_), rc.wv.w(out_w_), rc.ptr(out), Tq, d, d);
+    return;
+  }
 
   const void* q;
   const void* k;
@@ -145,16 +212,37 @@ void Attention::forward(RunCtx& rc, BufferId in, BufferId out) {
 void Attention::backward(RunCtx& rc, BufferId in, BufferId d_out, BufferId d_in, float beta) {
   Ops& ops = rc.ops();
   const DType dt = rc.dt();
-  const int64_t d = dims_.hidden, H = dims_.heads, Dh = dims_.head_dim();
-  const int64_t B = rc.shape.batch, Lq = rc.len(spec_.side), Lk = key_len(rc);
-  const int64_t Tq = B * Lq, Tk = B * Lk;
-  const float scale = 1.f / std::sqrt(static_cast<float>(Dh));
+  const int64_t d = dims_.hidden, Tq = rc.tokens(spec_.side);
 
   // Output projection (its bias gradient was taken by the residual block).
   void* dout = rc.ptr(d_out);
   void* d_ctx = rc.ptr(d_ctx_);
   Linear::backward_weight(ops, dt, dout, rc.ptr(ctx_), rc.wv.g(out_w_), nullptr, Tq, d, d);
   Linear::backward_data(ops, dt, dout, rc.wv.w(out_w_), d_ctx, Tq, d, d);
+  if (spec_.fused) {
+    AttentionArgs a = fused_args(rc);
+    if (!spec_.cross) {
+      void* d_qkv = rc.ptr(d_q_lin_);
+      ops.attention_backward(a, d_ctx, d_qkv, offset(d_qkv, d, dt), offset(d_qkv, 2 * d, dt),
+                             rc.ptr(delta_));
+    } else {
+      void* d_kv = rc.ptr(d_kv_lin_);
+      ops.attention_backward(a, d_ctx, rc.ptr(d_q_lin_), d_kv, offset(d_kv, d, dt),
+                             rc.ptr(delta_));
+    }
+  } else {
+    backward_unfused(rc, d_ctx);
+  }
+  projections_backward(rc, in, d_in, beta);
+}
+
+void Attention::backward_unfused(RunCtx& rc, void* d_ctx) {
+  Ops& ops = rc.ops();
+  const DType dt = rc.dt();
+  const int64_t d = dims_.hidden, H = dims_.heads, Dh = dims_.head_dim();
+  const int64_t B = rc.shape.batch, Lq = rc.len(spec_.side), Lk = key_len(rc);
+  const int64_t Tq = B * Lq, Tk = B * Lk;
+  const float scale = 1.f / std::sqrt(static_cast<float>(Dh));
   void* d_ctx_heads = rc.ptr(d_ctx_heads_);
   ops.split_heads(d_ctx, nullptr, d_ctx_heads, 1, B, Lq, H, Dh, dt);
 
@@ -204,18 +292,29 @@ void Attention::backward(RunCtx& rc, BufferId in, BufferId d_out, BufferId d_in,
   head_gemm(ops, dt, true, false, Lk, Dh, Lq, d_probs, Lk, Lq * Lk, q, Dh, Lq * Dh, dk, Dh,
             Lk * Dh, B * H, scale);
 
+  if (!spec_.cross) {
+    ops.merge_heads(rc.ptr(d_q_heads_), rc.ptr(d_q_lin_), 3, B, Lq, H, Dh, dt);
+  } else {
+    ops.merge_heads(rc.ptr(d_q_heads_), rc.ptr(d_q_lin_), 1, B, Lq, H, Dh, dt);
+    ops.merge_heads(rc.ptr(d_kv_heads_), rc.ptr(d_kv_lin_), 2, B, Lk, H, Dh, dt);
+  }
+}
+
+// The input projections' gradients from d_q_lin_ (and d_kv_lin_) in token-major layout.
+void Attention::projections_backward(RunCtx& rc, BufferId in, BufferId d_in, float beta) {
+  Ops& ops = rc.ops();
+  const DType dt = rc.dt();
+  const int64_t d = dims_.hidden;
+  const int64_t Tq = rc.tokens(spec_.side), Tk = rc.shape.batch * key_len(rc);
   void* x = rc.ptr(in);
   void* dx = rc.ptr(d_in);
   if (!spec_.cross) {
     void* d_qkv = rc.ptr(d_q_lin_);
-    ops.merge_heads(rc.ptr(d_q_heads_), d_qkv, 3, B, Lq, H, Dh, dt);
     Linear::backward_weight(ops, dt, d_qkv, x, rc.wv.g(in_w_), rc.wv.g(in_b_), Tq, d, 3 * d);
     Linear::backward_data(ops, dt, d_qkv, rc.wv.w(in_w_), dx, Tq, d, 3 * d, beta);
   } else {
     void* d_q = rc.ptr(d_q_lin_);
     void* d_kv = rc.ptr(d_kv_lin_);
-    ops.merge_heads(rc.ptr(d_q_heads_), d_q, 1, B, Lq, H, Dh, dt);
-    ops.merge_heads(rc.ptr(d_kv_heads_), d_kv, 2, B, Lk, H, Dh, dt);
     Linear::backward_weight(ops, dt, d_q, x, rc.wv.g(in_w_), rc.wv.g(in_b_), Tq, d, d);
     Linear::backward_data(ops, dt, d_q, rc.wv.w(in_w_), dx, Tq, d, d, beta);
     Linear::backward_weight(ops, dt, d_kv, rc.ptr(spec_.memory), rc.wv.g_rows(in_w_, d, d),

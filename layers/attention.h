@@ -3,9 +3,14 @@
 // output). Parameters follow PyTorch's nn.MultiheadAttention: in_proj_weight [3d, d] (rows
 // q, k, v), in_proj_bias [3d], out_proj.weight [d, d], out_proj.bias [d].
 //
-// Saved for backward: the per-head Q/K/V [n, B, H, L, Dh], the softmax probabilities
-// [B, H, Lq, Lk] (before dropout: the dropped copy is regenerated from the Philox key), and
-// the merged context [T, d] (the output projection's input).
+// Two paths, chosen at creation (AttentionSpec::fused):
+// - fused (flash-style, Ops::attention_forward/backward): the kernels read Q, K, V straight
+//   from the projections' token-major outputs and write the context token-major. Saved for
+//   backward: the projections ([T, 3d], or [Tq, d] + [Tk, 2d] for cross-attention), the
+//   context [T, d] and the per-row log-sum-exp [B, H, Lq] (acc). Nothing of size Lq x Lk.
+// - unfused: split into per-head Q/K/V [n, B, H, L, Dh], batched GEMMs and the softmax
+//   kernels. Saved: the per-head Q/K/V, the softmax probabilities [B, H, Lq, Lk] (before
+//   dropout: the dropped copy is regenerated from the Philox key), and the merged context.
 #pragma once
 
 #include <string>
@@ -24,6 +29,9 @@ struct AttentionSpec {
   BufferId key_pad;     // [B, Lk] uint8, 1 = padding
   BufferId memory;      // cross only: [B*Ls, d]
   BufferId d_memory;    // cross only: gradient of memory, accumulated (+=)
+  // Flash-style fused kernels (see above); the model sets it from
+  // fused_attention_available(backend, dtype, head_dim).
+  bool fused = false;
 };
 
 class Attention final : public Sublayer {
@@ -47,6 +55,14 @@ class Attention final : public Sublayer {
   BufferId probs_, dropped_, ctx_heads_, ctx_;
   // backward
   BufferId d_ctx_, d_ctx_heads_, d_probs_, d_q_heads_, d_kv_heads_, d_q_lin_, d_kv_lin_;
+  // fused path
+  BufferId lse_, delta_;
+
+  // The fused kernels' arguments over this layer's buffers (the projections, ctx, lse).
+  AttentionArgs fused_args(RunCtx& rc);
+  // backward of the unfused core: d_ctx -> d_q_lin_ (and d_kv_lin_), token-major.
+  void backward_unfused(RunCtx& rc, void* d_ctx);
+  void projections_backward(RunCtx& rc, BufferId in, BufferId d_in, float beta);
 };
 
 }  // namespace ls

@@ -58,6 +58,10 @@ class ScheduleOps final : public Ops {
                             Activation, float, DropoutKey, DType) override {
     touch(d, pre, dp, db);
   }
+  void relu_dropout_backward_from_output(const void* d, const void* o, void* dp, void* db, int64_t,
+                                         int64_t, float, DType) override {
+    touch(d, o, dp, db);
+  }
   void dropout_forward(const void* x, void* o, size_t, float, DropoutKey, DType) override {
     touch(x, o);
   }
@@ -77,6 +81,13 @@ class ScheduleOps final : public Ops {
   void softmax_backward(const void* d, const void* p, void* ds, int64_t, int64_t, float,
                         DropoutKey, DType) override {
     touch(d, p, ds);
+  }
+  void attention_forward(const AttentionArgs& a) override {
+    touch(a.q, a.k, a.v, a.ctx, a.lse, a.key_pad);
+  }
+  void attention_backward(const AttentionArgs& a, const void* d_ctx, void* dq, void* dk, void* dv,
+                          void* delta) override {
+    touch(a.q, a.k, a.v, a.ctx, a.lse, a.key_pad, d_ctx, dq, dk, dv, delta);
   }
   void cross_entropy_forward(const void* l, const int32_t* t, void* lse, void* sums, int64_t,
                              int64_t, int32_t, float, DType) override {

@@ -3,8 +3,8 @@
 namespace ls {
 
 FeedForward::FeedForward(Planner& planner, ParamSet& params, const std::string& prefix,
-                         const LayerDims& dims, Side side, Activation act,
-                         float activation_dropout, uint32_t site)
+                         const LayerDims& dims, Side side, Activation act, float activation_dropout,
+                         uint32_t site)
     : dims_(dims), side_(side), act_(act), dropout_(activation_dropout), site_(site) {
   const int64_t d = dims.hidden, F = dims.ffn;
   ParamInit xavier;
@@ -16,8 +16,13 @@ FeedForward::FeedForward(Planner& planner, ParamSet& params, const std::string& 
   w2_ = params.add(prefix + ".fc2.weight", {d, F}, xavier);
   b2_ = params.add(prefix + ".fc2.bias", {d}, ParamInit{});
   const size_t tf = static_cast<size_t>(dims.max_tokens * F) * dtype_size(dims.dt);
-  pre_ = planner.declare(prefix + ".ffn_pre", MemCategory::SavedActivations, tf);
-  hidden_ = planner.declare(prefix + ".ffn_hidden", MemCategory::Temporaries, tf);
+  if (act_ == Activation::ReLU) {
+    // ReLU: the saved state is fc2's input itself; there is no pre-activation buffer.
+    hidden_ = planner.declare(prefix + ".ffn_hidden", MemCategory::SavedActivations, tf);
+  } else {
+    pre_ = planner.declare(prefix + ".ffn_pre", MemCategory::SavedActivations, tf);
+    hidden_ = planner.declare(prefix + ".ffn_hidden", MemCategory::Temporaries, tf);
+  }
   d_hidden_ = planner.declare(prefix + ".d_ffn_hidden", MemCategory::Temporaries, tf);
 }
 
@@ -25,8 +30,9 @@ void FeedForward::forward(RunCtx& rc, BufferId in, BufferId out) {
   Ops& ops = rc.ops();
   const DType dt = rc.dt();
   const int64_t T = rc.tokens(side_), d = dims_.hidden, F = dims_.ffn;
-  void* pre = rc.ptr(pre_);
   void* hidden = rc.ptr(hidden_);
+  // ReLU: fc1 writes into `hidden` and the activation/dropout runs in place over it.
+  void* pre = act_ == Activation::ReLU ? hidden : rc.ptr(pre_);
   Linear::forward(ops, dt, rc.ptr(in), rc.wv.w(w1_), pre, T, d, F, Epilogue::Bias, rc.wv.w(b1_));
   ops.act_dropout_forward(pre, hidden, T, F, act_, rc.rate(dropout_), rc.key(site_), dt);
   Linear::forward(ops, dt, hidden, rc.wv.w(w2_), rc.ptr(out), T, F, d);
@@ -37,17 +43,20 @@ void FeedForward::backward(RunCtx& rc, BufferId in, BufferId d_out, BufferId d_i
   const DType dt = rc.dt();
   const int64_t T = rc.tokens(side_), d = dims_.hidden, F = dims_.ffn;
   const float p = rc.rate(dropout_);
-  void* pre = rc.ptr(pre_);
   void* hidden = rc.ptr(hidden_);
   void* d_hidden = rc.ptr(d_hidden_);
   void* dout = rc.ptr(d_out);
-  // Recompute fc2's input, then fc2's gradients.
-  ops.act_dropout_forward(pre, hidden, T, F, act_, p, rc.key(site_), dt);
+  const bool relu = act_ == Activation::ReLU;
+  // GELU: recompute fc2's input from the saved pre-activation. ReLU saved it.
+  if (!relu) ops.act_dropout_forward(rc.ptr(pre_), hidden, T, F, act_, p, rc.key(site_), dt);
   Linear::backward_weight(ops, dt, dout, hidden, rc.wv.g(w2_), nullptr, T, F, d);
   Linear::backward_data(ops, dt, dout, rc.wv.w(w2_), d_hidden, T, F, d);
   // Through dropout and the activation (fc1's bias gradient in the same pass), then fc1.
-  ops.act_dropout_backward(d_hidden, pre, d_hidden, rc.wv.g(b1_), T, F, act_, p, rc.key(site_),
-                           dt);
+  if (relu)
+    ops.relu_dropout_backward_from_output(d_hidden, hidden, d_hidden, rc.wv.g(b1_), T, F, p, dt);
+  else
+    ops.act_dropout_backward(d_hidden, rc.ptr(pre_), d_hidden, rc.wv.g(b1_), T, F, act_, p,
+                             rc.key(site_), dt);
   Linear::backward_weight(ops, dt, d_hidden, rc.ptr(in), rc.wv.g(w1_), nullptr, T, d, F);
   Linear::backward_data(ops, dt, d_hidden, rc.wv.w(w1_), rc.ptr(d_in), T, d, F, beta);
 }

@@ -1,7 +1,10 @@
 // Feed-forward sublayer: fc2(dropout(act(fc1(x)))) without fc2's bias (fused by the residual
-// block). fc1's bias rides in the GEMM epilogue. Saved for backward: the pre-activation
-// [T, ffn] only; the activated, dropped tensor (fc2's input) is recomputed in backward from it
-// and the Philox key, trading one elementwise pass for T x ffn elements of memory.
+// block). fc1's bias rides in the GEMM epilogue. Saved for backward: one [T, ffn] tensor.
+// - ReLU: fc2's input h = dropout(relu(pre)) itself (fc1 writes into it, the activation and
+//   dropout run in place). h > 0 exactly where relu' = 1 and the element was kept, so the
+//   backward needs neither pre nor the Philox mask (relu_dropout_backward_from_output).
+// - GELU: the pre-activation; h is recomputed in backward from it and the Philox key, trading
+//   one elementwise pass for T x ffn elements of memory.
 // Parameters (fairseq names): fc1.weight [ffn, d], fc1.bias [ffn], fc2.weight [d, ffn],
 // fc2.bias [d].
 #pragma once

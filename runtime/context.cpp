@@ -1,5 +1,7 @@
 #include "runtime/context.h"
 
+#include <utility>
+
 #include "layers/kernels/backends.h"
 #include "runtime/cuda_check.h"
 #include "runtime/error.h"
@@ -17,9 +19,9 @@ Context::Context(const ContextOptions& options) : seed_(options.seed) {
 #endif
     LS_REQUIRE(count > 0, LS_ERR_UNSUPPORTED,
                "device cuda:" << options.device_index << " requested but no CUDA device is usable");
-    LS_CHECK_ARG(options.device_index >= 0 && options.device_index < count,
-                 "device cuda:" << options.device_index << " out of range (" << count
-                                << " CUDA devices)");
+    LS_CHECK_ARG(
+        options.device_index >= 0 && options.device_index < count,
+        "device cuda:" << options.device_index << " out of range (" << count << " CUDA devices)");
     use_cuda = true;
   } else if (options.device == D::Auto) {
     use_cuda = count > 0;
@@ -55,13 +57,22 @@ Context::Context(const ContextOptions& options) : seed_(options.seed) {
 }
 
 Context::~Context() {
-  ops_.reset();
+  ops_.reset();  // outermost decorator first, then what it wrapped, the backend last
+  while (!wrapped_.empty()) wrapped_.pop_back();
 #if LS_HAVE_CUDA
   if (owns_stream_ && stream_) {
     cudaSetDevice(info_.index);
     cudaStreamDestroy(static_cast<cudaStream_t>(stream_));
   }
 #endif
+}
+
+void Context::wrap_ops(const OpsWrapper& wrap) {
+  LS_CHECK_ARG(static_cast<bool>(wrap), "Context::wrap_ops: no wrapper given");
+  std::unique_ptr<Ops> outer = wrap(*ops_);
+  LS_CHECK_ARG(outer != nullptr, "Context::wrap_ops: the wrapper returned no Ops");
+  wrapped_.push_back(std::move(ops_));
+  ops_ = std::move(outer);
 }
 
 DeviceInfo Context::query_device() const {

@@ -4,7 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <vector>
 
 #include "layers/kernels/ops.h"
 #include "runtime/device.h"
@@ -32,6 +34,13 @@ class Context {
   DeviceInfo query_device() const;
   uint64_t seed() const { return seed_; }
   Ops& ops() { return *ops_; }
+  // Internal (not in the C ABI), for benchmarks and tools: puts a decorator in front of the
+  // backend. `wrap` gets the current Ops and returns the Ops that ops() gives from then on (a
+  // decorator forwarding to the one it got); the context keeps the wrapped Ops alive behind it
+  // and destroys the decorator first. Call it before creating a model or trainer on this context:
+  // they keep references to ops().
+  using OpsWrapper = std::function<std::unique_ptr<Ops>(Ops& inner)>;
+  void wrap_ops(const OpsWrapper& wrap);
   void* stream() const { return stream_; }
   void synchronize();
   // Makes this context's device current on the calling thread (no-op on the CPU).
@@ -43,6 +52,7 @@ class Context {
   void* stream_ = nullptr;
   bool owns_stream_ = false;
   std::unique_ptr<Ops> ops_;
+  std::vector<std::unique_ptr<Ops>> wrapped_;  // the Ops behind ops_, innermost (backend) first
 };
 
 }  // namespace ls

@@ -53,9 +53,16 @@ class TransformerGraph {
   DType acc() const { return acc_; }
   bool encoder_decoder() const { return cfg_.arch == LS_ARCH_ENCODER_DECODER; }
 
-  // Forward: embeddings, blocks, final norms, logits, criterion forward (sums += ...).
+  // Forward: embeddings, blocks, final norms, then the criterion over the target rows in chunks
+  // of criterion_rows rows. Per chunk: logits = hidden W^T into the [criterion_rows, V] logits
+  // buffer, cross-entropy forward (sums += ..., lse into the chunk's rows) and, when
+  // rc.training, the criterion's backward at once: d_logits in place (times the grad scale
+  // already in the scalars), the output projection's weight gradient (+=) and the chunk's rows
+  // of d_dec_out. So a training forward writes gradients; an evaluation forward (rc.training
+  // false) only adds to the sums. The full [T, V] logits never exist.
   void forward(RunCtx& rc);
-  // Backward from the criterion down to the embeddings; gradients accumulate.
+  // Backward from d_dec_out (written by the training forward) down to the embeddings;
+  // gradients accumulate. Must follow a forward with rc.training (checked).
   void backward(RunCtx& rc, bool deterministic);
   // Encoder only (generation).
   void encode(RunCtx& rc);
@@ -73,6 +80,9 @@ class TransformerGraph {
   BufferId gen_hidden, gen_logits, gen_logits_acc;
   ParamRef output_projection;
   int64_t gen_max_rows = 0;
+  // Target rows per criterion chunk (see criterion_rows_for); the logits buffer holds
+  // [criterion_rows, V].
+  int64_t criterion_rows = 0;
   size_t workspace_bytes = 0;
   size_t input_bytes = 0;
 
@@ -80,6 +90,18 @@ class TransformerGraph {
   // kUpdateTokens: target tokens accumulated over the micro-batches of the coming update.
   enum Scalar : int { kLoss = 0, kNll = 1, kTokens = 2, kGradScale = 3, kUpdateTokens = 4,
                       kSumSq = 5, kScalarCount = 8 };
+
+  // Byte budget of one criterion chunk's logits.
+  static constexpr size_t kCriterionChunkBytes = size_t{64} << 20;
+  // The rule: as many rows as fit kCriterionChunkBytes of logits (V * dtype bytes a row),
+  // rounded down to a multiple of 8 (so every chunk starts 16-byte aligned in the logits,
+  // hidden, d_dec_out and lse buffers whatever V and d are), at least 8, at most max_tokens.
+  // Transformer-base/big (V = 32768): 1024 rows in fp16/bf16, 512 in fp32, 256 in fp64.
+  static int64_t criterion_rows_for(int64_t max_tokens, int64_t vocab, DType dt);
+  // Tests only: graphs constructed while this is nonzero use that many criterion rows
+  // (clamped to [1, max_batch_tokens]) instead of the rule; 0 restores the rule. On CUDA keep it
+  // a multiple of 8. Returns the previous value.
+  static int64_t set_criterion_rows_override(int64_t rows);
 
  private:
   struct Stack {
@@ -97,6 +119,9 @@ class TransformerGraph {
   void stack_forward(RunCtx& rc, Stack& s);
   // d_out is the gradient of the stack's output; returns nothing (embedding gets the rest).
   void stack_backward(RunCtx& rc, Stack& s, BufferId d_out, bool deterministic);
+  // The output projection and the criterion over the target rows, chunk by chunk (forward's
+  // last part; with the criterion's backward when rc.training).
+  void criterion(RunCtx& rc);
   BufferId stack_output(const Stack& s) const { return s.final_norm ? s.norm_out : s.last_output(); }
 
   ls_model_config cfg_;
@@ -107,6 +132,8 @@ class TransformerGraph {
   ParamSet params_;
   uint32_t next_site_ = 0;
   Stack encoder_, decoder_;
+  // Set by a training forward (which ran the criterion's backward), cleared by backward.
+  bool criterion_backward_done_ = false;
 };
 
 class Model {

@@ -1,5 +1,7 @@
 // The Transformer's structure: which layers, which buffers, and the order they run in.
 // Used both for planning (a dry run) and for the real step.
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 
 #include "layers/attention.h"
@@ -12,7 +14,19 @@ namespace ls {
 namespace {
 constexpr size_t kCublasWorkspaceBytes = 32u << 20;  // cuBLASLt workspace (CUDA only)
 constexpr int64_t kMaxGenerateRows = 256;
+std::atomic<int64_t> g_criterion_rows_override{0};  // tests only
 }  // namespace
+
+int64_t TransformerGraph::criterion_rows_for(int64_t max_tokens, int64_t vocab, DType dt) {
+  const size_t row_bytes = static_cast<size_t>(vocab) * dtype_size(dt);
+  int64_t rows = static_cast<int64_t>(kCriterionChunkBytes / std::max<size_t>(row_bytes, 1));
+  rows = std::max<int64_t>(rows / 8 * 8, 8);
+  return std::min(rows, max_tokens);
+}
+
+int64_t TransformerGraph::set_criterion_rows_override(int64_t rows) {
+  return g_criterion_rows_override.exchange(std::max<int64_t>(rows, 0));
+}
 
 TransformerGraph::TransformerGraph(const ls_model_config& cfg, bool cuda)
     : cfg_(cfg), cuda_(cuda), dt_(to_dtype(cfg.dtype)), acc_(accum_dtype(dt_)) {
@@ -58,7 +72,14 @@ TransformerGraph::TransformerGraph(const ls_model_config& cfg, bool cuda)
     output_projection = params_.add("decoder.output_projection.weight",
                                     {cfg_.tgt_vocab_size, cfg_.hidden_size}, normal);
   }
-  logits = planner_.declare("criterion.logits", MemCategory::Temporaries, T * V * e);
+  // The criterion runs over the target rows in chunks (forward()): the logits buffer holds one
+  // chunk, not [T, V] (for Transformer-big at 8192 tokens: 64 MiB instead of 512 MiB, and it
+  // is dead before the decoder's backward starts).
+  const int64_t forced = g_criterion_rows_override.load();
+  criterion_rows = forced > 0 ? std::min<int64_t>(forced, cfg_.max_batch_tokens)
+                              : criterion_rows_for(cfg_.max_batch_tokens, V, dt_);
+  const size_t C = static_cast<size_t>(criterion_rows);
+  logits = planner_.declare("criterion.logits", MemCategory::Temporaries, C * V * e);
   lse = planner_.declare("criterion.lse", MemCategory::SavedActivations, T * a);
   d_dec_out = planner_.declare("decoder.d_out", MemCategory::Temporaries, T * d * e);
   gen_max_rows = std::min<int64_t>(kMaxGenerateRows, cfg_.max_batch_tokens);
@@ -116,6 +137,7 @@ void TransformerGraph::build_stack(Stack& s, const std::string& prefix, int laye
     sa.dropout = cfg_.attention_dropout;
     sa.site = next_site_++;
     sa.key_pad = self_pad;
+    sa.fused = fused_attention_available(cuda_, dt_, dims_.head_dim());
     s.blocks.push_back(std::make_unique<ResidualBlock>(
         planner_, params_, lp + ".self_attn_layer_norm", lp + ".self_attn_block", dims_, pre,
         cfg_.layer_norm_eps, cfg_.dropout, next_site_++,
@@ -129,6 +151,7 @@ void TransformerGraph::build_stack(Stack& s, const std::string& prefix, int laye
       ca.key_pad = src_pad;
       ca.memory = enc_out;
       ca.d_memory = d_enc_out;
+      ca.fused = sa.fused;
       s.blocks.push_back(std::make_unique<ResidualBlock>(
           planner_, params_, lp + ".encoder_attn_layer_norm", lp + ".encoder_attn_block", dims_,
           pre, cfg_.layer_norm_eps, cfg_.dropout, next_site_++,
@@ -195,27 +218,61 @@ void TransformerGraph::decode_hidden(RunCtx& rc) { stack_forward(rc, decoder_); 
 void TransformerGraph::forward(RunCtx& rc) {
   if (encoder_decoder()) stack_forward(rc, encoder_);
   stack_forward(rc, decoder_);
+  criterion(rc);
+}
+
+// The output projection and the criterion, chunk by chunk over the target rows [r0, r0 + rows)
+// (every chunk but the last has criterion_rows rows). Training runs the criterion's backward
+// inside the loop, so the logits buffer only ever holds one chunk:
+//   logits[rows, V]  = hidden[r0 : r0 + rows] W^T
+//   sums += CE(logits, target[r0 :]), lse[r0 :] = logsumexp(logits)
+//   d_logits = grad_scale * (softmax(logits) - q)                           (in place)
+//   dW      += d_logits^T hidden[r0 : r0 + rows]                            (fp32/acc)
+//   d_dec_out[r0 : r0 + rows] = d_logits W
+// Row offsets are multiples of criterion_rows (a multiple of 8 unless a single chunk covers
+// everything), so chunk pointers keep 16-byte alignment. The sums get one += per chunk, in
+// chunk order (deterministic for a fixed criterion_rows); dW gets one GEMM accumulation per
+// chunk in chunk order.
+void TransformerGraph::criterion(RunCtx& rc) {
+  Ops& ops = rc.ops();
+  const bool train = rc.training;
   const int64_t Tt = rc.tokens(Side::Target), V = cfg_.tgt_vocab_size, d = cfg_.hidden_size;
-  Linear::forward(rc.ops(), dt_, rc.ptr(dec_hidden), rc.wv.w(output_projection), rc.ptr(logits),
-                  Tt, d, V);
-  rc.ops().cross_entropy_forward(rc.ptr(logits), static_cast<const int32_t*>(rc.ptr(target)),
-                                 rc.ptr(lse), rc.ptr(scalars), Tt, V, cfg_.padding_idx,
-                                 cfg_.label_smoothing, dt_);
+  const size_t e = dtype_size(dt_), a = dtype_size(acc_);
+  const auto* hidden = static_cast<const std::byte*>(rc.ptr(dec_hidden));
+  void* lg = rc.ptr(logits);
+  const auto* tgt = static_cast<const int32_t*>(rc.ptr(target));
+  auto* lse_rows = static_cast<std::byte*>(rc.ptr(lse));
+  auto* sums = static_cast<std::byte*>(rc.ptr(scalars));
+  const void* grad_scale = sums + kGradScale * a;
+  const void* w = rc.wv.w(output_projection);
+  void* dw = train ? rc.wv.g(output_projection) : nullptr;
+  auto* d_hidden = train ? static_cast<std::byte*>(rc.ptr(d_dec_out)) : nullptr;
+  for (int64_t r0 = 0; r0 < Tt; r0 += criterion_rows) {
+    const int64_t rows = std::min(criterion_rows, Tt - r0);
+    const std::byte* x = hidden + static_cast<size_t>(r0 * d) * e;
+    void* lse_c = lse_rows + static_cast<size_t>(r0) * a;
+    Linear::forward(ops, dt_, x, w, lg, rows, d, V);
+    ops.cross_entropy_forward(lg, tgt + r0, lse_c, sums, rows, V, cfg_.padding_idx,
+                              cfg_.label_smoothing, dt_);
+    if (!train) continue;
+    ops.cross_entropy_backward(lg, tgt + r0, lse_c, grad_scale, lg, rows, V, cfg_.padding_idx,
+                               cfg_.label_smoothing, dt_);
+    Linear::backward_weight(ops, dt_, lg, x, dw, nullptr, rows, d, V);
+    Linear::backward_data(ops, dt_, lg, w, d_hidden + static_cast<size_t>(r0 * d) * e, rows, d,
+                          V);
+  }
+  criterion_backward_done_ = train;
 }
 
 void TransformerGraph::backward(RunCtx& rc, bool deterministic) {
-  Ops& ops = rc.ops();
-  const int64_t Tt = rc.tokens(Side::Target), V = cfg_.tgt_vocab_size, d = cfg_.hidden_size;
-  const size_t a = dtype_size(acc_);
-  void* grad_scale = static_cast<std::byte*>(rc.ptr(scalars)) + kGradScale * a;
-  void* lg = rc.ptr(logits);
-  ops.cross_entropy_backward(lg, static_cast<const int32_t*>(rc.ptr(target)), rc.ptr(lse),
-                             grad_scale, lg, Tt, V, cfg_.padding_idx, cfg_.label_smoothing, dt_);
-  Linear::backward_weight(ops, dt_, lg, rc.ptr(dec_hidden), rc.wv.g(output_projection), nullptr,
-                          Tt, d, V);
-  Linear::backward_data(ops, dt_, lg, rc.wv.w(output_projection), rc.ptr(d_dec_out), Tt, d, V);
+  LS_REQUIRE(criterion_backward_done_, LS_ERR_INTERNAL,
+             "TransformerGraph::backward needs a training forward first (it runs the "
+             "criterion's backward)");
+  criterion_backward_done_ = false;
+  const int64_t d = cfg_.hidden_size;
   if (encoder_decoder())
-    ops.zero(rc.ptr(d_enc_out), static_cast<size_t>(rc.tokens(Side::Source) * d) * dtype_size(dt_));
+    rc.ops().zero(rc.ptr(d_enc_out),
+                  static_cast<size_t>(rc.tokens(Side::Source) * d) * dtype_size(dt_));
   stack_backward(rc, decoder_, d_dec_out, deterministic);
   if (encoder_decoder()) stack_backward(rc, encoder_, d_enc_out, deterministic);
 }

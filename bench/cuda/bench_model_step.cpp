@@ -1,37 +1,186 @@
 // Whole training step on the GPU through the public C API: target tokens per second and the
-// arena size, for Transformer-base and -big (fp16, vocab 32768, batch 128 x 64 = 8192 target
-// tokens), as in the PyTorch comparison. Prints one line per config; asserts nothing.
+// arena size, for Transformer-base and -big (pre-LN as nn.Transformer(norm_first=True), dropout
+// 0.1, shared 32768 vocabulary), as in the PyTorch comparison. Prints one line per config and,
+// after it, one machine-readable line "JSON {...}"; asserts nothing.
+//
 //   bench_model_step [steps] [preset...]
+//       the default matrix (what scripts/device_ci.sh runs): per preset (default base and big)
+//       fp16 sync/async/graph and bf16 async at 128 x 64, then base and big fp16 async at 64 x 64
+//       and 256 x 64; 20 timed steps.
+//   bench_model_step [--preset NAME]... [--batch N] [--len L] [--dtype fp16|bf16|fp32]...
+//                    [--mode sync|async|graph]... [--steps N] [--breakdown]
+//       any option: every preset x dtype x mode at batch x len (defaults: base and big, fp16,
+//       async, 128 x 64, 20 steps). Presets by full name or base / big / tiny; --dtype and
+//       --mode also take comma lists.
+//
+// --breakdown: after the timed steps, one more steady-state step with a TimedOps decorator
+// (bench/cuda/timed_ops.h) in front of the CUDA backend: the device time per op label, then
+// grouped (GEMM by role, attention, LayerNorm, dropout fusions, criterion, optimizer,
+// embedding, other) with ms and share, and the time the device sat between kernels. The
+// decorator is put in through the internal ls::Context::wrap_ops on the context behind the C
+// handle (capi/handles.h), before the model is created, so the model and the trainer call
+// through it. Not with --mode graph: a replay is one call to TimedOps.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include "bench/cuda/timed_ops.h"
+#include "capi/handles.h"
 #include "ls_train.h"
 
-static void die(const char* what) {
+namespace {
+
+using ls::bench::TimedOps;
+
+void die(const char* what) {
   std::fprintf(stderr, "%s failed: %s\n", what, ls_last_error());
   std::exit(1);
 }
 
+const char* dtype_name(ls_dtype dt) {
+  return dt == LS_DTYPE_FP16 ? "fp16" : dt == LS_DTYPE_BF16 ? "bf16" : "fp32";
+}
+
+struct Config {
+  std::string preset;
+  ls_dtype dtype = LS_DTYPE_FP16;
+  int batch = 128, len = 64;
+  std::string mode = "async";
+};
+
+// ---- the breakdown's groups ----
+
+// The group of a TimedOps label. GEMMs by role (TimedOps labels them "gemm <role><epilogue>";
+// "batched" are the per-head attention products); the rest by the op's name.
+std::string group_of(const std::string& label) {
+  auto has = [&](const char* s) { return label.find(s) != std::string::npos; };
+  auto starts = [&](const char* s) { return label.rfind(s, 0) == 0; };
+  if (starts("gemm batched")) return "GEMM batched (attention QK^T, PV)";
+  if (starts("gemm fwd")) return "GEMM fwd";
+  if (starts("gemm dgrad")) return "GEMM dgrad";
+  if (starts("gemm wgrad")) return "GEMM wgrad";
+  if (starts("gemm")) return "GEMM other";
+  if (has("attention") || has("softmax") || has("split_heads") || has("merge_heads"))
+    return "attention (softmax, heads, fused)";
+  if (has("layernorm")) return "LayerNorm";
+  if (has("dropout")) return "dropout fusions";
+  if (starts("cross_entropy")) return "criterion";
+  if (has("sum_squares") || has("update_control") || has("adam")) return "optimizer";
+  if (has("embedding")) return "embedding";
+  return "other";
+}
+
+struct Group {
+  std::string name;
+  double ms = 0;
+  double calls = 0;
+};
+
+// Groups in a fixed order (GEMM first), with only those that ran.
+std::vector<Group> group_report(const TimedOps::Report& r) {
+  const char* order[] = {"GEMM fwd",   "GEMM dgrad",
+                         "GEMM wgrad", "GEMM batched (attention QK^T, PV)",
+                         "GEMM other", "attention (softmax, heads, fused)",
+                         "LayerNorm",  "dropout fusions",
+                         "criterion",  "optimizer",
+                         "embedding",  "other"};
+  std::vector<Group> groups;
+  for (const char* name : order) groups.push_back(Group{name});
+  for (const TimedOps::Row& row : r.rows) {
+    const std::string g = group_of(row.label);
+    for (Group& x : groups)
+      if (x.name == g) {
+        x.ms += row.ms;
+        x.calls += static_cast<double>(row.calls);
+      }
+  }
+  groups.erase(
+      std::remove_if(groups.begin(), groups.end(), [](const Group& g) { return g.calls == 0; }),
+      groups.end());
+  return groups;
+}
+
+std::string format_groups(const TimedOps::Report& r, const std::vector<Group>& groups) {
+  std::string out;
+  char line[256];
+  const double kernels = r.timed_ms > 0 ? r.timed_ms : 1;
+  const double span = r.span_ms > 0 ? r.span_ms : 1;
+  std::snprintf(line, sizeof line, "  %-36s %7s %10s %10s %9s\n", "group", "calls", "ms/step",
+                "kernels", "span");
+  out += line;
+  double gemm = 0;
+  for (const Group& g : groups) {
+    if (g.name.rfind("GEMM", 0) == 0) gemm += g.ms;
+    std::snprintf(line, sizeof line, "  %-36s %7.0f %10.4f %9.1f%% %8.1f%%\n", g.name.c_str(),
+                  g.calls, g.ms, 100 * g.ms / kernels, 100 * g.ms / span);
+    out += line;
+  }
+  std::snprintf(line, sizeof line, "  %-36s %7s %10.4f %9.1f%% %8.1f%%\n", "(all GEMMs)", "", gemm,
+                100 * gemm / kernels, 100 * gemm / span);
+  out += line;
+  std::snprintf(line, sizeof line, "  %-36s %7lld %10.4f %9.1f%% %8.1f%%\n", "kernels (sum)",
+                static_cast<long long>(r.calls), r.timed_ms, 100.0, 100 * r.timed_ms / span);
+  out += line;
+  std::snprintf(line, sizeof line, "  %-36s %7s %10.4f %9s %8.1f%%\n", "gaps between kernels", "",
+                r.gap_ms(), "", 100 * r.gap_ms() / span);
+  out += line;
+  std::snprintf(line, sizeof line, "  %-36s %7s %10.4f %9s %8.1f%%\n",
+                "span (first kernel to last)", "", r.span_ms, "", 100.0);
+  out += line;
+  return out;
+}
+
+// A JSON key for a group name: lower case, runs of other characters as one '_'.
+std::string json_key(const std::string& name) {
+  std::string k;
+  for (char ch : name) {
+    if ((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9'))
+      k += ch;
+    else if (ch >= 'A' && ch <= 'Z')
+      k += static_cast<char>(ch - 'A' + 'a');
+    else if (!k.empty() && k.back() != '_')
+      k += '_';
+  }
+  while (!k.empty() && k.back() == '_') k.pop_back();
+  return k;
+}
+
+// ---- one config ----
+
 // mode: "sync" reads the step result back every step (a host round trip per step), "async"
 // passes no result (nothing read back until the end), "graph" is async with the step captured
 // as a CUDA graph (trainer option cuda_graph).
-static void bench(const char* preset, ls_dtype dt, int batch, int len, int steps,
-                  const char* mode = "async") {
-  const bool sync = std::string(mode) == "sync", graph = std::string(mode) == "graph";
+void bench(const Config& cfg, int steps, bool breakdown) {
+  const bool sync = cfg.mode == "sync", graph = cfg.mode == "graph";
+  const int batch = cfg.batch, len = cfg.len;
   ls_context* ctx = nullptr;
   ls_context_options o;
   ls_context_options_init(&o);
   o.device = LS_DEVICE_CUDA;
   if (ls_context_create(&o, &ctx) != LS_OK) die("ls_context_create");
+  // The decorator goes in before the model exists: the model and trainer hold on to ops().
+  TimedOps* timed = nullptr;
+  if (breakdown && !graph) {
+    ls::Context& c = *ctx->impl;
+    c.wrap_ops([&](ls::Ops& inner) {
+      auto t = std::make_unique<TimedOps>(inner, c.stream(), 16384);
+      timed = t.get();
+      return std::unique_ptr<ls::Ops>(std::move(t));
+    });
+  }
   ls_model_config c;
   ls_model_config_init(&c);
-  if (ls_model_config_preset(preset, &c) != LS_OK) die("preset");
+  if (ls_model_config_preset(cfg.preset.c_str(), &c) != LS_OK) die("preset");
   c.pre_layer_norm = 1;  // as nn.Transformer(norm_first=True)
   c.dropout = 0.1f;
-  c.dtype = dt;
+  c.dtype = cfg.dtype;
   c.max_seq_len = len;
   c.max_batch_tokens = batch * len;
   ls_model* model = nullptr;
@@ -72,31 +221,219 @@ static void bench(const char* preset, ls_dtype dt, int batch, int len, int steps
   ls_memory_report rep;
   ls_memory_report_init(&rep);
   ls_model_memory_report(model, &rep);
-  std::printf("%-16s %s B=%d L=%d %-5s: %.2f ms/step, %.0f target tokens/s, arena %.2f GiB "
-              "(planned %.2f GiB, lower bound %.2f GiB, persistent %.2f GiB), loss/token %.3f\n",
-              preset, dt == LS_DTYPE_FP16 ? "fp16" : dt == LS_DTYPE_BF16 ? "bf16" : "fp32", batch,
-              len, mode, 1e3 * sec / steps, batch * len * steps / sec, rep.total_bytes / 1073741824.0,
-              rep.planned_bytes / 1073741824.0, rep.lower_bound_bytes / 1073741824.0,
-              rep.persistent_bytes / 1073741824.0, r.loss / r.tokens);
+  const double ms_per_step = 1e3 * sec / steps;
+  const double tokens_per_s = static_cast<double>(batch) * len * steps / sec;
+  std::printf(
+      "%-16s %s B=%d L=%d %-5s: %.2f ms/step, %.0f target tokens/s, arena %.2f GiB "
+      "(planned %.2f GiB, lower bound %.2f GiB, persistent %.2f GiB), loss/token %.3f\n",
+      cfg.preset.c_str(), dtype_name(cfg.dtype), batch, len, cfg.mode.c_str(), ms_per_step,
+      tokens_per_s, rep.total_bytes / 1073741824.0, rep.planned_bytes / 1073741824.0,
+      rep.lower_bound_bytes / 1073741824.0, rep.persistent_bytes / 1073741824.0, r.loss / r.tokens);
+
+  std::ostringstream json;
+  json.precision(10);
+  json << "{\"preset\":\"" << cfg.preset << "\",\"dtype\":\"" << dtype_name(cfg.dtype)
+       << "\",\"batch\":" << batch << ",\"len\":" << len << ",\"mode\":\"" << cfg.mode
+       << "\",\"steps\":" << steps << ",\"ms_per_step\":" << ms_per_step
+       << ",\"tokens_per_s\":" << tokens_per_s << ",\"arena_bytes\":" << rep.total_bytes
+       << ",\"planned_bytes\":" << rep.planned_bytes
+       << ",\"lower_bound_bytes\":" << rep.lower_bound_bytes
+       << ",\"persistent_bytes\":" << rep.persistent_bytes
+       << ",\"loss_per_token\":" << (r.tokens > 0 ? r.loss / r.tokens : 0.0);
+
+  if (breakdown && graph) {
+    std::printf(
+        "  breakdown: not with --mode graph (a replay is one call to TimedOps); run it "
+        "with --mode async or sync\n");
+  } else if (breakdown) {
+    // One more steady-state step, every call between its own pair of events (which adds a
+    // little host time per call; the device gaps below include any time the host fell behind).
+    ls_context_synchronize(ctx);
+    timed->reset();
+    timed->set_enabled(true);
+    const ls_status st = ls_trainer_step(tr, &b, sync ? &r : nullptr);
+    timed->set_enabled(false);
+    if (st != LS_OK) die("ls_trainer_step");
+    const TimedOps::Report tr_rep = timed->report();
+    timed->reset();
+    const std::vector<Group> groups = group_report(tr_rep);
+    std::printf(
+        "  breakdown of one %s step (TimedOps; untimed: host-to-device copies of the "
+        "batch, which count in the gaps):\n%s",
+        cfg.mode.c_str(), TimedOps::format(tr_rep, 1).c_str());
+    std::printf("  grouped:\n%s\n", format_groups(tr_rep, groups).c_str());
+    json << ",\"breakdown\":{\"span_ms\":" << tr_rep.span_ms
+         << ",\"kernels_ms\":" << tr_rep.timed_ms << ",\"gap_ms\":" << tr_rep.gap_ms()
+         << ",\"calls\":" << tr_rep.calls << ",\"groups_ms\":{";
+    for (size_t i = 0; i < groups.size(); ++i)
+      json << (i ? "," : "") << "\"" << json_key(groups[i].name) << "\":" << groups[i].ms;
+    json << "},\"ops_ms\":{";
+    for (size_t i = 0; i < tr_rep.rows.size(); ++i)
+      json << (i ? "," : "") << "\"" << tr_rep.rows[i].label << "\":" << tr_rep.rows[i].ms;
+    json << "}}";
+  }
+  json << "}";
+  std::printf("JSON %s\n", json.str().c_str());
+  std::fflush(stdout);
   ls_trainer_destroy(tr);
   ls_model_destroy(model);
   ls_context_destroy(ctx);
 }
 
-int main(int argc, char** argv) {
-  int steps = argc > 1 ? std::atoi(argv[1]) : 20;
+// ---- arguments ----
+
+const char* const kUsage =
+    "usage: bench_model_step [steps] [preset...]\n"
+    "       bench_model_step [--preset NAME]... [--batch N] [--len L] [--dtype fp16|bf16|fp32]...\n"
+    "                        [--mode sync|async|graph]... [--steps N] [--breakdown]\n"
+    "  no option: the default matrix (fp16 sync/async/graph and bf16 async at 128 x 64 per\n"
+    "  preset, then base and big fp16 async at 64 x 64 and 256 x 64). With any option: each\n"
+    "  preset x dtype x mode at --batch x --len (defaults: transformer-base and -big, fp16,\n"
+    "  async, 128 x 64, 20 steps). --breakdown: the device time of one more step per op and\n"
+    "  per group (not for graph mode). Presets: transformer-base|base, transformer-big|big,\n"
+    "  transformer-tiny|tiny, gpt2-small. --dtype and --mode also take comma lists.\n";
+
+struct UsageError {
+  std::string what;
+};
+
+std::string preset_name(const std::string& s) {
+  if (s == "base") return "transformer-base";
+  if (s == "big") return "transformer-big";
+  if (s == "tiny") return "transformer-tiny";
+  return s;
+}
+
+int positive(const std::string& flag, const std::string& v) {
+  char* end = nullptr;
+  long x = std::strtol(v.c_str(), &end, 10);
+  if (v.empty() || *end != '\0' || x <= 0 || x > (1L << 30))
+    throw UsageError{flag + " expects a positive integer, got '" + v + "'"};
+  return static_cast<int>(x);
+}
+
+std::vector<std::string> split_commas(const std::string& v) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= v.size()) {
+    size_t end = v.find(',', start);
+    if (end == std::string::npos) end = v.size();
+    if (end > start) out.push_back(v.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
+}
+
+ls_dtype parse_dtype(const std::string& v) {
+  if (v == "fp16") return LS_DTYPE_FP16;
+  if (v == "bf16") return LS_DTYPE_BF16;
+  if (v == "fp32") return LS_DTYPE_FP32;
+  throw UsageError{"--dtype expects fp16, bf16 or fp32, got '" + v + "'"};
+}
+
+std::string parse_mode(const std::string& v) {
+  if (v == "sync" || v == "async" || v == "graph") return v;
+  throw UsageError{"--mode expects sync, async or graph, got '" + v + "'"};
+}
+
+bool is_number(const char* s) {
+  if (*s == '\0') return false;
+  for (; *s; ++s)
+    if (*s < '0' || *s > '9') return false;
+  return true;
+}
+
+int run(int argc, char** argv) {
+  int steps = 20;
   std::vector<std::string> presets;
-  for (int i = 2; i < argc; ++i) presets.push_back(argv[i]);
+  std::vector<ls_dtype> dtypes;
+  std::vector<std::string> modes;
+  int batch = 128, len = 64;
+  bool options = false, breakdown = false;
+  int positional = 0;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw UsageError{a + " needs a value"};
+      return argv[++i];
+    };
+    if (a == "--help" || a == "-h") {
+      std::printf("%s", kUsage);
+      return 0;
+    } else if (a == "--preset") {
+      presets.push_back(preset_name(value()));
+      options = true;
+    } else if (a == "--batch") {
+      batch = positive(a, value());
+      options = true;
+    } else if (a == "--len") {
+      len = positive(a, value());
+      options = true;
+    } else if (a == "--dtype") {
+      for (const std::string& d : split_commas(value())) dtypes.push_back(parse_dtype(d));
+      options = true;
+    } else if (a == "--mode") {
+      for (const std::string& m : split_commas(value())) modes.push_back(parse_mode(m));
+      options = true;
+    } else if (a == "--steps") {
+      steps = positive(a, value());
+      options = true;
+    } else if (a == "--breakdown") {
+      breakdown = true;
+      options = true;
+    } else if (a.rfind("--", 0) == 0) {
+      throw UsageError{"unknown option '" + a + "'"};
+    } else if (positional == 0 && is_number(a.c_str())) {  // the old usage: [steps] [preset...]
+      steps = positive("steps", a);
+      ++positional;
+    } else {
+      presets.push_back(preset_name(a));
+      ++positional;
+    }
+  }
+  if (options && positional > 0)
+    throw UsageError{"positional [steps] [preset...] and --options do not mix"};
+
+  int devices = 0;
+  if (ls_cuda_device_count(&devices) != LS_OK || devices == 0) {
+    std::printf(
+        "bench_model_step: no CUDA device found; this benchmark needs a GPU, nothing to "
+        "measure here.\n");
+    return 0;
+  }
   if (presets.empty()) presets = {"transformer-base", "transformer-big"};
-  for (const auto& p : presets) {
-    bench(p.c_str(), LS_DTYPE_FP16, 128, 64, steps, "sync");
-    bench(p.c_str(), LS_DTYPE_FP16, 128, 64, steps, "async");
-    bench(p.c_str(), LS_DTYPE_FP16, 128, 64, steps, "graph");
-    bench(p.c_str(), LS_DTYPE_BF16, 128, 64, steps, "async");
+
+  if (!options) {  // the default matrix
+    for (const auto& p : presets) {
+      bench(Config{p, LS_DTYPE_FP16, 128, 64, "sync"}, steps, false);
+      bench(Config{p, LS_DTYPE_FP16, 128, 64, "async"}, steps, false);
+      bench(Config{p, LS_DTYPE_FP16, 128, 64, "graph"}, steps, false);
+      bench(Config{p, LS_DTYPE_BF16, 128, 64, "async"}, steps, false);
+    }
+    for (int rows : {64, 256}) {
+      bench(Config{"transformer-base", LS_DTYPE_FP16, rows, 64, "async"}, steps, false);
+      bench(Config{"transformer-big", LS_DTYPE_FP16, rows, 64, "async"}, steps, false);
+    }
+    return 0;
   }
-  for (int rows : {64, 256}) {
-    bench("transformer-base", LS_DTYPE_FP16, rows, 64, steps, "async");
-    bench("transformer-big", LS_DTYPE_FP16, rows, 64, steps, "async");
-  }
+  if (dtypes.empty()) dtypes = {LS_DTYPE_FP16};
+  if (modes.empty()) modes = {"async"};
+  for (const auto& p : presets)
+    for (ls_dtype dt : dtypes)
+      for (const auto& m : modes) bench(Config{p, dt, batch, len, m}, steps, breakdown);
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "bench_model_step: %s\n%s", e.what.c_str(), kUsage);
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_model_step: %s\n", e.what());
+    return 1;
+  }
 }

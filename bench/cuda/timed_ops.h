@@ -223,6 +223,13 @@ class TimedOps final : public Ops {
       inner_.act_dropout_backward(d_out, pre, d_pre, d_bias, rows, cols, act, p, key, dt);
     });
   }
+  void relu_dropout_backward_from_output(const void* d_out, const void* out, void* d_pre,
+                                         void* d_bias, int64_t rows, int64_t cols, float p,
+                                         DType dt) override {
+    timed(kReluDropoutBackwardFromOutput, [&] {
+      inner_.relu_dropout_backward_from_output(d_out, out, d_pre, d_bias, rows, cols, p, dt);
+    });
+  }
   void dropout_forward(const void* x, void* out, size_t n, float p, DropoutKey key,
                        DType dt) override {
     timed(kDropoutForward, [&] { inner_.dropout_forward(x, out, n, p, key, dt); });
@@ -334,6 +341,7 @@ class TimedOps final : public Ops {
     kDropoutBiasBackward,
     kActDropoutForward,
     kActDropoutBackward,
+    kReluDropoutBackwardFromOutput,
     kDropoutForward,
     kBiasGrad,
     kSplitHeads,
@@ -403,6 +411,7 @@ class TimedOps final : public Ops {
                "dropout_bias_backward",
                "act_dropout_forward",
                "act_dropout_backward",
+               "relu_dropout_bwd_from_output",
                "dropout_forward",
                "bias_grad",
                "split_heads",

@@ -4,8 +4,9 @@
 1. ls_train speed and memory: build-device/bench/bench_model_step (fp16 and bf16 steps of
    transformer-base/-big at batch 128 x 64, and base at 64 x 64 and 256 x 64), its lines parsed.
 2. ls_train largest batch within the memory budget: bisection over the batch size with
-   `ls-train plan --json` (the planner computes the arena a batch would need without allocating;
-   ls_train allocates exactly that arena once, so the plan is what the card must hold).
+   `ls-train plan --pre-layer-norm --json` (the planner computes the arena a batch would need
+   without allocating; ls_train allocates exactly that arena once, so the plan is what the card
+   must hold), for the same pre-LN model bench_model_step runs.
 3. PyTorch: bench_torch_transformer.py (eager and torch.compile, fp16 autocast; largest batch by
    out-of-memory probes in eager only).
 4. One table: system, mode, config, tokens, tok/s, peak GiB, largest batch in the budget, and
@@ -102,8 +103,10 @@ def ls_plan_search(ls_train, preset, length, budget_gib, device, dtype, start, l
     plans = {}
 
     def fits(batch):
+        # Pre-LN, as bench_model_step (and nn.Transformer(norm_first=True)) runs the presets.
         cmd = [ls_train, "plan", "--preset", preset, "--max-batch-tokens", str(batch * length),
-               "--max-seq-len", str(length), "--dtype", dtype, "--device", device, "--json"]
+               "--max-seq-len", str(length), "--dtype", dtype, "--device", device,
+               "--pre-layer-norm", "--json"]
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
         if out.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed: {out.stderr.strip() or out.stdout}")
@@ -293,10 +296,10 @@ def main(argv=None):
                     f"{args.plan_device}): {s['largest_batch']} x {args.len} "
                     f"({s.get('arena_gib', 0):.2f} GiB)")
             notes.append("ls_train's largest batch comes from its memory planner (ls-train plan: "
-                         f"the arena it allocates once, {args.plan_dtype}, the preset as it is: "
-                         "post-LN, "
-                         "dropout as in fairseq); PyTorch's from out-of-memory probes of the "
-                         "eager step under set_per_process_memory_fraction.")
+                         f"the arena it allocates once, {args.plan_dtype}, pre-LN as "
+                         "benchmarked; no attention dropout, so the dropout rate does not change "
+                         "the plan); PyTorch's from out-of-memory probes of the eager step under "
+                         "set_per_process_memory_fraction.")
 
     # ---- PyTorch
     torch_result = None

@@ -88,6 +88,38 @@ struct EmbeddingArgs {
   DropoutKey key;
 };
 
+// One fused attention call over token-major projections. Rows are tokens (b * len + l);
+// head h of q, k, v, ctx occupies columns [h * D, (h + 1) * D) of its row, rows ld_* elements
+// apart (so q, k, v can point into one packed [T, 3 H D] projection output). For each (b, h):
+//   s[i, j] = scale * q[b*Lq + i, hD:] . k[b*Lk + j, hD:], key j excluded when
+//             key_pad[b*Lk + j] != 0 (key_pad may be null) or, when causal, j > i;
+//   P = softmax_j(s) (a row with every key excluded is all zeros; lse[(b*H + h)*Lq + i] =
+//       log sum_j exp(s[i, j]), -inf for such a row), statistics in acc;
+//   ctx[b*Lq + i, hD:] = sum_j dropout(P)[i, j] v[b*Lk + j, hD:], where the dropout element
+//       index of (i, j) is ((b*H + h)*Lq + i)*Lk + j: the index the unfused path's probs
+//       tensor [B, H, Lq, Lk] gives it, so both paths draw the same mask.
+struct AttentionArgs {
+  const void* q = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  void* ctx = nullptr;
+  int64_t ld_q = 0, ld_k = 0, ld_v = 0, ld_ctx = 0;
+  void* lse = nullptr;  // [B, H, Lq] acc: written by forward, read by backward
+  const uint8_t* key_pad = nullptr;
+  bool causal = false;
+  int64_t batch = 0, heads = 0, len_q = 0, len_k = 0, head_dim = 0;
+  float scale = 1.f;
+  float dropout = 0.f;
+  DropoutKey key;
+  DType dt = DType::F32;
+};
+
+// Whether a backend implements attention_forward/backward for this working type and head size:
+// the CPU reference for every type it supports; CUDA for fp16/bf16 with head_dim a multiple of
+// 8 up to kFusedAttentionMaxHeadDim (tensor-core tiles held in registers).
+constexpr int64_t kFusedAttentionMaxHeadDim = 64;
+bool fused_attention_available(bool cuda, DType dt, int64_t head_dim);
+
 class Ops {
  public:
   virtual ~Ops() = default;
@@ -148,7 +180,7 @@ class Ops {
   // dx = dropout_bwd(d_out); d_bias [cols] (acc, may be null) += column sums of dx.
   virtual void dropout_bias_backward(const void* d_out, void* dx, void* d_bias, int64_t rows,
                                      int64_t cols, float p, DropoutKey key, DType dt) = 0;
-  // out = dropout(act(pre)); pre [rows, cols] already includes the bias.
+  // out = dropout(act(pre)); pre [rows, cols] already includes the bias. out may alias pre.
   virtual void act_dropout_forward(const void* pre, void* out, int64_t rows, int64_t cols,
                                    Activation act, float p, DropoutKey key, DType dt) = 0;
   // d_pre = act'(pre) * dropout_bwd(d_out) (d_pre may alias d_out); d_bias [cols] (acc, may be
@@ -157,6 +189,14 @@ class Ops {
   virtual void act_dropout_backward(const void* d_out, const void* pre, void* d_pre, void* d_bias,
                                     int64_t rows, int64_t cols, Activation act, float p,
                                     DropoutKey key, DType dt) = 0;
+  // act_dropout_backward for ReLU given the forward's OUTPUT out = dropout(relu(pre)) instead
+  // of pre: out > 0 exactly where the element was kept and pre > 0, so
+  // d_pre = d_out * (out > 0 ? 1/(1-p) : 0) (1 when p == 0; no mask is regenerated, so no key).
+  // d_pre may alias d_out; d_bias [cols] (acc, may be null) += column sums of d_pre. Equals
+  // act_dropout_backward(ReLU) with the same p and the key that produced out.
+  virtual void relu_dropout_backward_from_output(const void* d_out, const void* out, void* d_pre,
+                                                 void* d_bias, int64_t rows, int64_t cols,
+                                                 float p, DType dt) = 0;
   // out = dropout(x), n elements (out may alias x).
   virtual void dropout_forward(const void* x, void* out, size_t n, float p, DropoutKey key,
                                DType dt) = 0;
@@ -183,6 +223,18 @@ class Ops {
   virtual void softmax_backward(const void* d_dropped, const void* probs, void* d_scores,
                                 int64_t rows, int64_t len_k, float p, DropoutKey key,
                                 DType dt) = 0;
+
+  // ---- fused (flash-style) attention ----
+  // ctx = dropout(softmax(scale q k^T, masks)) v for every (batch b, head h), without
+  // materialising the [Lq, Lk] probabilities (see AttentionArgs). Backends implement it for
+  // the dtypes and head sizes fused_attention_available() names; the layers use the split /
+  // softmax / merge calls above otherwise.
+  virtual void attention_forward(const AttentionArgs& a);
+  // Gradients of q, k, v (written, =, with the same row strides and column offsets as q, k, v)
+  // from d_ctx [B*Lq rows of ld_ctx], given the forward's ctx and lse. delta [B, H, Lq] (acc) is
+  // scratch the backward may use (delta_i = d_ctx_i . ctx_i).
+  virtual void attention_backward(const AttentionArgs& a, const void* d_ctx, void* dq, void* dk,
+                                  void* dv, void* delta);
 
   // ---- criterion: label-smoothed cross-entropy (fairseq's label_smoothed_nll_loss) ----
   // For each row t with target y != padding_idx: lse = logsumexp(logits[t]),

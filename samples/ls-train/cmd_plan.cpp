@@ -14,7 +14,7 @@ namespace {
 const char* const kUsage =
     "usage: ls-train plan [--preset NAME] [--max-batch-tokens N] [--max-seq-len L]\n"
     "                     [--dtype fp32|fp16|bf16] [--device auto|cpu|cuda] [--vocab V]\n"
-    "                     [--json]\n\n"
+    "                     [--pre-layer-norm | --post-layer-norm] [--json]\n\n"
     "Plans the training memory of a model without allocating it: the persistent region\n"
     "(parameters, working copy, gradients, optimizer state, inputs, workspaces) and the planned\n"
     "region (saved activations and temporaries, with buffers reused across their lifetimes),\n"
@@ -26,6 +26,10 @@ const char* const kUsage =
     "  --dtype D              working precision: fp32, fp16 or bf16; preset default (fp32)\n"
     "  --device D             whose workspaces are counted: auto (CUDA if built), cpu, cuda\n"
     "  --vocab V              source and target vocabulary size (preset default: 32768)\n"
+    "  --pre-layer-norm       LayerNorm before each sublayer, plus a final one per stack\n"
+    "                         (as nn.Transformer(norm_first=True)); preset default\n"
+    "  --post-layer-norm      LayerNorm after each residual add (fairseq's transformer-base\n"
+    "                         and -big); preset default\n"
     "  --json                 print one JSON object instead of the table\n";
 
 ls_dtype parse_dtype(const std::string& s) {
@@ -99,6 +103,11 @@ int cmd_plan(int argc, char** argv) {
     config.src_vocab_size = config.tgt_vocab_size;
   }
   if (args.has("--dtype")) config.dtype = parse_dtype(args.str("--dtype", ""));
+  const bool pre_ln = args.flag("--pre-layer-norm"), post_ln = args.flag("--post-layer-norm");
+  if (pre_ln && post_ln)
+    throw UsageError("--pre-layer-norm and --post-layer-norm exclude each other");
+  if (pre_ln) config.pre_layer_norm = 1;
+  if (post_ln) config.pre_layer_norm = 0;
   args.finish();
 
   ls_memory_report r;
@@ -131,6 +140,7 @@ int cmd_plan(int argc, char** argv) {
     j.kv("device", device_name);
     j.kv("max_batch_tokens", config.max_batch_tokens);
     j.kv("max_seq_len", config.max_seq_len);
+    j.kv("pre_layer_norm", config.pre_layer_norm != 0);
     j.kv("src_vocab_size", config.src_vocab_size);
     j.kv("tgt_vocab_size", config.tgt_vocab_size);
     j.kv("num_parameters", r.num_parameters);
@@ -150,10 +160,12 @@ int cmd_plan(int argc, char** argv) {
     return 0;
   }
 
-  std::printf("memory plan: %s, %s, device %s, max_batch_tokens %d, max_seq_len %d, vocab %d/%d\n",
-              preset.c_str(), dtype_name(config.dtype), device_name.c_str(),
-              config.max_batch_tokens, config.max_seq_len, config.src_vocab_size,
-              config.tgt_vocab_size);
+  std::printf(
+      "memory plan: %s, %s, %s, device %s, max_batch_tokens %d, max_seq_len %d, "
+      "vocab %d/%d\n",
+      preset.c_str(), config.pre_layer_norm ? "pre-LN" : "post-LN", dtype_name(config.dtype),
+      device_name.c_str(), config.max_batch_tokens, config.max_seq_len, config.src_vocab_size,
+      config.tgt_vocab_size);
   std::printf("parameters: %" PRIu64 " scalars (%.1f M); planned buffers: %" PRIu64 "\n\n",
               r.num_parameters, static_cast<double>(r.num_parameters) / 1e6, r.num_planned_buffers);
   std::printf("  %-28s %20s  %12s\n", "category", "bytes", "human");

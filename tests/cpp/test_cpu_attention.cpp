@@ -191,3 +191,272 @@ TEST_CASE("attention kernels reject bad arguments") {
           ops->softmax_forward(a.data(), b.data(), nullptr, false, 1, 2, 3, 4, DType::F16);
         }) == LS_ERR_UNSUPPORTED);
 }
+
+namespace {
+
+// The unfused attention core of the layers (split heads, batched GEMMs, masked softmax,
+// dropout, merge heads) in F64, over the same token-major buffers as AttentionArgs: the
+// reference the fused kernels are checked against.
+struct UnfusedAttention {
+  ls::Ops& ops;
+  const ls::AttentionArgs& a;
+  int64_t hd() const { return a.heads * a.head_dim; }
+  // Gathers one projection ([B*L rows of ld], head columns from `col0`) into [B, H, L, D].
+  std::vector<double> heads_of(const void* p, int64_t ld, int64_t len) {
+    const int64_t rows = a.batch * len;
+    std::vector<double> packed(rows * hd()), out(rows * hd());
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < hd(); ++c) packed[r * hd() + c] = static_cast<const double*>(p)[r * ld + c];
+    ops.split_heads(packed.data(), nullptr, out.data(), 1, a.batch, len, a.heads, a.head_dim,
+                    DType::F64);
+    return out;
+  }
+  void scatter(const std::vector<double>& heads, void* p, int64_t ld, int64_t len) {
+    const int64_t rows = a.batch * len;
+    std::vector<double> packed(rows * hd());
+    ops.merge_heads(heads.data(), packed.data(), 1, a.batch, len, a.heads, a.head_dim, DType::F64);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < hd(); ++c) static_cast<double*>(p)[r * ld + c] = packed[r * hd() + c];
+  }
+  void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const double* x, int64_t ldx,
+            int64_t sx, const double* y, int64_t ldy, int64_t sy, double* z, int64_t ldz,
+            int64_t sz, float alpha) {
+    ls::GemmArgs g;
+    g.trans_a = ta;
+    g.trans_b = tb;
+    g.m = m;
+    g.n = n;
+    g.k = k;
+    g.a = x;
+    g.lda = ldx;
+    g.stride_a = sx;
+    g.b = y;
+    g.ldb = ldy;
+    g.stride_b = sy;
+    g.c = z;
+    g.ldc = ldz;
+    g.stride_c = sz;
+    g.batch = a.batch * a.heads;
+    g.alpha = alpha;
+    g.ab_type = g.c_type = DType::F64;
+    ops.gemm(g);
+  }
+  // ctx, and (when d_ctx is non-null) dq, dk, dv, all token-major like a's buffers.
+  void run(void* ctx, const void* d_ctx, void* dq, void* dk, void* dv) {
+    const int64_t Lq = a.len_q, Lk = a.len_k, D = a.head_dim, BH = a.batch * a.heads;
+    auto q = heads_of(a.q, a.ld_q, Lq), k = heads_of(a.k, a.ld_k, Lk), v = heads_of(a.v, a.ld_v, Lk);
+    std::vector<double> probs(BH * Lq * Lk), dropped(BH * Lq * Lk), o(BH * Lq * D);
+    gemm(false, true, Lq, Lk, D, q.data(), D, Lq * D, k.data(), D, Lk * D, probs.data(), Lk,
+         Lq * Lk, a.scale);
+    ops.softmax_forward(probs.data(), probs.data(), a.key_pad, a.causal, a.batch, a.heads, Lq, Lk,
+                        DType::F64);
+    ops.dropout_forward(probs.data(), dropped.data(), probs.size(), a.dropout, a.key, DType::F64);
+    gemm(false, false, Lq, D, Lk, dropped.data(), Lk, Lq * Lk, v.data(), D, Lk * D, o.data(), D,
+         Lq * D, 1.f);
+    scatter(o, ctx, a.ld_ctx, Lq);
+    if (d_ctx == nullptr) return;
+    auto go = heads_of(d_ctx, a.ld_ctx, Lq);
+    std::vector<double> gq(q.size()), gk(k.size()), gv(v.size()), dp(probs.size());
+    gemm(true, false, Lk, D, Lq, dropped.data(), Lk, Lq * Lk, go.data(), D, Lq * D, gv.data(), D,
+         Lk * D, 1.f);
+    gemm(false, true, Lq, Lk, D, go.data(), D, Lq * D, v.data(), D, Lk * D, dp.data(), Lk, Lq * Lk,
+         1.f);
+    ops.softmax_backward(dp.data(), probs.data(), dp.data(), BH * Lq, Lk, a.dropout, a.key,
+                         DType::F64);
+    gemm(false, false, Lq, D, Lk, dp.data(), Lk, Lq * Lk, k.data(), D, Lk * D, gq.data(), D,
+         Lq * D, a.scale);
+    gemm(true, false, Lk, D, Lq, dp.data(), Lk, Lq * Lk, q.data(), D, Lq * D, gk.data(), D,
+         Lk * D, a.scale);
+    scatter(gq, dq, a.ld_q, Lq);
+    scatter(gk, dk, a.ld_k, Lk);
+    scatter(gv, dv, a.ld_v, Lk);
+  }
+};
+
+// Only the head columns of a token-major buffer (the rest of a packed row is someone else's).
+std::vector<double> head_columns(const std::vector<double>& buf, const double* p, int64_t rows,
+                                 int64_t ld, int64_t width) {
+  std::vector<double> out;
+  const int64_t off = p - buf.data();
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < width; ++c) out.push_back(buf[off + r * ld + c]);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("fused attention equals the unfused path (split, GEMMs, softmax, dropout, merge)") {
+  auto ops = ls::make_cpu_ops();
+  struct Shape {
+    const char* name;
+    bool cross, causal, pad;
+    int64_t batch, heads, lq, lk, head_dim;
+    float dropout;
+  };
+  const Shape shapes[] = {
+      {"self causal padded dropout", false, true, true, 2, 2, 5, 5, 3, 0.3f},
+      {"self no masks no dropout", false, false, false, 3, 1, 4, 4, 8, 0.f},
+      {"cross padded dropout", true, false, true, 2, 3, 3, 7, 2, 0.25f},
+  };
+  uint64_t seed = 300;
+  for (const Shape& s : shapes) {
+    CAPTURE(s.name);
+    const int64_t hd = s.heads * s.head_dim, Tq = s.batch * s.lq, Tk = s.batch * s.lk;
+    // Packed like the layer's projections: [T, 3hd] for self, [Tq, hd] + [Tk, 2hd] for cross.
+    std::vector<double> qbuf, kvbuf;
+    ls::AttentionArgs a;
+    if (!s.cross) {
+      qbuf = random_vector<double>(Tq * 3 * hd, seed++, -2, 2);
+      a.q = qbuf.data();
+      a.k = qbuf.data() + hd;
+      a.v = qbuf.data() + 2 * hd;
+      a.ld_q = a.ld_k = a.ld_v = 3 * hd;
+    } else {
+      qbuf = random_vector<double>(Tq * hd, seed++, -2, 2);
+      kvbuf = random_vector<double>(Tk * 2 * hd, seed++, -2, 2);
+      a.q = qbuf.data();
+      a.k = kvbuf.data();
+      a.v = kvbuf.data() + hd;
+      a.ld_q = hd;
+      a.ld_k = a.ld_v = 2 * hd;
+    }
+    // Row 0 of batch 0 pads its first and last keys; with the causal mask query 0 then sees
+    // no key at all (an all-zero row).
+    std::vector<uint8_t> pad(s.batch * s.lk, 0);
+    if (s.pad) pad[0] = pad[s.lk - 1] = 1;
+    a.key_pad = s.pad ? pad.data() : nullptr;
+    a.causal = s.causal;
+    a.batch = s.batch;
+    a.heads = s.heads;
+    a.len_q = s.lq;
+    a.len_k = s.lk;
+    a.head_dim = s.head_dim;
+    a.scale = 0.7f;
+    a.dropout = s.dropout;
+    a.key = DropoutKey{7, 3, nullptr};
+    a.dt = DType::F64;
+    const int64_t ld_ctx = hd + 2;  // a padded row: columns beyond hd stay untouched
+    std::vector<double> ctx(Tq * ld_ctx, 42.0), ctx_ref(Tq * ld_ctx, 42.0);
+    std::vector<double> lse(s.batch * s.heads * s.lq), delta(lse.size());
+    poison(lse);
+    poison(delta);
+    a.ctx = ctx.data();
+    a.ld_ctx = ld_ctx;
+    a.lse = lse.data();
+    ops->attention_forward(a);
+    UnfusedAttention ref{*ops, a};
+    const auto d_ctx = random_vector<double>(Tq * ld_ctx, seed++);
+    std::vector<double> dq(qbuf.size(), 42.0), dkv(s.cross ? kvbuf.size() : qbuf.size(), 42.0);
+    std::vector<double> dq_ref = dq, dkv_ref = dkv;
+    double* dk = s.cross ? dkv.data() : dq.data() + hd;
+    double* dv = s.cross ? dkv.data() + hd : dq.data() + 2 * hd;
+    double* dk_ref = s.cross ? dkv_ref.data() : dq_ref.data() + hd;
+    double* dv_ref = s.cross ? dkv_ref.data() + hd : dq_ref.data() + 2 * hd;
+    ops->attention_backward(a, d_ctx.data(), dq.data(), dk, dv, delta.data());
+    ref.run(ctx_ref.data(), d_ctx.data(), dq_ref.data(), dk_ref, dv_ref);
+    // The same sums in another order, in double: 1e-12 relative.
+    CHECK(rel_error(ctx, ctx_ref) < 1e-12);
+    CHECK(rel_error(head_columns(dq, dq.data(), Tq, a.ld_q, hd),
+                    head_columns(dq_ref, dq_ref.data(), Tq, a.ld_q, hd)) < 1e-12);
+    CHECK(rel_error(head_columns(s.cross ? dkv : dq, dk, Tk, a.ld_k, hd),
+                    head_columns(s.cross ? dkv_ref : dq_ref, dk_ref, Tk, a.ld_k, hd)) < 1e-12);
+    CHECK(rel_error(head_columns(s.cross ? dkv : dq, dv, Tk, a.ld_v, hd),
+                    head_columns(s.cross ? dkv_ref : dq_ref, dv_ref, Tk, a.ld_v, hd)) < 1e-12);
+    // Padding columns of ctx are untouched; lse of a fully masked row is -inf.
+    for (int64_t r = 0; r < Tq; ++r) CHECK(ctx[r * ld_ctx + hd] == 42.0);
+    if (s.causal && s.pad) CHECK(std::isinf(lse[0]));
+    for (double x : lse) CHECK(!std::isnan(x));
+    // delta_i = d_ctx_i . ctx_i for every row (b, h, i).
+    for (int64_t b = 0; b < s.batch; ++b)
+      for (int64_t h = 0; h < s.heads; ++h)
+        for (int64_t i = 0; i < s.lq; ++i) {
+          double want = 0;
+          for (int64_t d = 0; d < s.head_dim; ++d) {
+            const int64_t off = (b * s.lq + i) * ld_ctx + h * s.head_dim + d;
+            want += d_ctx[off] * ctx[off];
+          }
+          CHECK(delta[(b * s.heads + h) * s.lq + i] == doctest::Approx(want).epsilon(1e-12));
+        }
+  }
+}
+
+TEST_CASE("fused attention in fp32 agrees with fp64, and bad arguments are refused") {
+  auto ops = ls::make_cpu_ops();
+  const int64_t B = 2, H = 2, L = 6, D = 4, hd = H * D, T = B * L;
+  const auto qkv = random_vector<double>(T * 3 * hd, 320, -2, 2);
+  std::vector<float> qkv32(qkv.begin(), qkv.end());
+  const auto go = random_vector<double>(T * hd, 321);
+  std::vector<float> go32(go.begin(), go.end());
+  auto run = [&](auto* base, auto* d_ctx, DType dt, auto zero) {
+    using T_ = decltype(zero);
+    ls::AttentionArgs a;
+    a.q = base;
+    a.k = base + hd;
+    a.v = base + 2 * hd;
+    a.ld_q = a.ld_k = a.ld_v = 3 * hd;
+    a.ld_ctx = hd;
+    a.batch = B;
+    a.heads = H;
+    a.len_q = a.len_k = L;
+    a.head_dim = D;
+    a.causal = true;
+    a.scale = 0.5f;
+    a.dropout = 0.2f;
+    a.key = DropoutKey{3, 1, nullptr};
+    a.dt = dt;
+    std::vector<T_> ctx(T * hd), lse(B * H * L), delta(B * H * L), grads(T * 3 * hd);
+    a.ctx = ctx.data();
+    a.lse = lse.data();
+    ops->attention_forward(a);
+    ops->attention_backward(a, d_ctx, grads.data(), grads.data() + hd, grads.data() + 2 * hd,
+                            delta.data());
+    std::vector<double> out(ctx.begin(), ctx.end());
+    out.insert(out.end(), grads.begin(), grads.end());
+    return out;
+  };
+  const auto r64 = run(qkv.data(), go.data(), DType::F64, double{});
+  const auto r32 = run(qkv32.data(), go32.data(), DType::F32, float{});
+  // fp32 inputs rounded at u = 6e-8, scores up to ~8 and 6-term sums: ~1e-6 relative at most.
+  CHECK(rel_error(r32, r64) < 1e-5);
+
+  ls::AttentionArgs bad;
+  bad.batch = 1;
+  bad.heads = 1;
+  bad.len_q = bad.len_k = 2;
+  bad.head_dim = 4;
+  bad.ld_q = bad.ld_k = bad.ld_v = bad.ld_ctx = 4;
+  bad.dt = DType::F64;
+  std::vector<double> buf(64);
+  bad.q = bad.k = bad.v = buf.data();
+  bad.ctx = buf.data() + 16;
+  bad.lse = buf.data() + 32;
+  CHECK(status_of([&] { ops->attention_forward(bad); }) == LS_OK);
+  auto refused = [&](ls::AttentionArgs a, const char* what) {
+    std::string msg;
+    try {
+      ops->attention_forward(a);
+    } catch (const ls::Error& e) {
+      msg = e.what();
+    }
+    CHECK_MESSAGE(msg.find(what) != std::string::npos, msg);
+    CHECK(status_of([&] { ops->attention_forward(a); }) == LS_ERR_INVALID_ARGUMENT);
+  };
+  ls::AttentionArgs a = bad;
+  a.lse = nullptr;
+  refused(a, "lse is null");
+  a = bad;
+  a.ld_k = 3;
+  refused(a, "row strides");
+  a = bad;
+  a.dropout = 1.f;
+  refused(a, "dropout probability");
+  a = bad;
+  a.head_dim = 0;
+  refused(a, "head_dim");
+  a = bad;
+  a.dt = DType::F16;
+  CHECK(status_of([&] { ops->attention_forward(a); }) == LS_ERR_UNSUPPORTED);
+  CHECK(status_of([&] {
+          ops->attention_backward(bad, nullptr, buf.data(), buf.data(), buf.data(), buf.data());
+        }) == LS_ERR_INVALID_ARGUMENT);
+}

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -365,6 +366,59 @@ TEST_CASE("act_dropout backward matches finite differences (ReLU and GELU, with 
               d_pre) < kGradTol);
     CHECK(gradient_error(bias, loss, minus(d_bias, start)) < kGradTol);
     CHECK(rel_error(minus(d_bias, start), column_sums(d_pre, rows, cols)) < 1e-15);
+  }
+}
+
+TEST_CASE_TEMPLATE("relu_dropout_backward_from_output equals act_dropout_backward(ReLU) given pre",
+                   T, double, float) {
+  auto ops = ls::make_cpu_ops();
+  const DType dt = sizeof(T) == 8 ? DType::F64 : DType::F32;
+  struct Shape {
+    int64_t rows, cols;
+  };
+  for (Shape s : {Shape{3, 7}, Shape{37, 129}, Shape{1, 1}}) {
+    for (float p : {0.f, 0.1f, 0.5f}) {
+      CAPTURE(s.rows);
+      CAPTURE(s.cols);
+      CAPTURE(p);
+      const int64_t rows = s.rows, cols = s.cols;
+      const size_t n = static_cast<size_t>(rows * cols);
+      const DropoutKey key{77, 13};
+      auto pre = random_vector<T>(n, 120);
+      for (size_t i = 0; i < n; i += 5) pre[i] = T(0);  // ReLU's kink: relu'(0) = 0 on both
+      const auto d_out = random_vector<T>(n, 121, -2.0, 2.0);
+      const auto d_bias0 = random_vector<T>(static_cast<size_t>(cols), 122);
+
+      // Forward out of place and in place (out aliasing pre) agree.
+      std::vector<T> out(n);
+      ops->act_dropout_forward(pre.data(), out.data(), rows, cols, Activation::ReLU, p, key, dt);
+      std::vector<T> in_place = pre;
+      ops->act_dropout_forward(in_place.data(), in_place.data(), rows, cols, Activation::ReLU, p,
+                               key, dt);
+      CHECK(in_place == out);
+
+      std::vector<T> d_pre_ref(n), d_bias_ref = d_bias0;
+      ops->act_dropout_backward(d_out.data(), pre.data(), d_pre_ref.data(), d_bias_ref.data(), rows,
+                                cols, Activation::ReLU, p, key, dt);
+      // The same products and the same column-sum order: equal to the last bit, and d_bias
+      // accumulates onto its start value.
+      std::vector<T> d_pre(n, std::numeric_limits<T>::quiet_NaN()), d_bias = d_bias0;
+      ops->relu_dropout_backward_from_output(d_out.data(), out.data(), d_pre.data(), d_bias.data(),
+                                             rows, cols, p, dt);
+      CHECK(d_pre == d_pre_ref);
+      CHECK(d_bias == d_bias_ref);
+      if (p > 0 && n > 100) {  // dropped elements with pre > 0 exist, so the mask matters
+        size_t dropped_positive = 0;
+        for (size_t i = 0; i < n; ++i) dropped_positive += pre[i] > T(0) && out[i] == T(0);
+        CHECK(dropped_positive > 0);
+      }
+
+      // d_pre aliasing d_out, and a null d_bias.
+      std::vector<T> alias = d_out;
+      ops->relu_dropout_backward_from_output(alias.data(), out.data(), alias.data(), nullptr, rows,
+                                             cols, p, dt);
+      CHECK(alias == d_pre_ref);
+    }
   }
 }
 

@@ -16,6 +16,9 @@
 
 #include "allocator/alloc_stats.h"
 #include "ls_train.h"
+#include "runtime/context.h"
+#include "runtime/error.h"
+#include "runtime/model.h"
 
 // ---- host heap instrumentation for the zero-allocation test ------------------------------
 static std::atomic<long> g_heap_allocs{0};
@@ -523,4 +526,169 @@ TEST_CASE("the memory plan for a preset is computed without allocating") {
   REQUIRE(ls_plan_memory(&c, LS_DEVICE_CPU, &r2) == LS_OK);
   CHECK(r2.planned_bytes > r.planned_bytes);
   CHECK(r2.parameters == r.parameters);
+}
+
+// ---- the criterion in chunks ----------------------------------------------------------------
+
+namespace {
+
+// Forces the criterion's rows per chunk for the models made while it lives (0: the rule).
+struct ForceCriterionRows {
+  int64_t previous;
+  explicit ForceCriterionRows(int64_t rows)
+      : previous(ls::TransformerGraph::set_criterion_rows_override(rows)) {}
+  ~ForceCriterionRows() { ls::TransformerGraph::set_criterion_rows_override(previous); }
+};
+
+template <class A>
+std::vector<double> flat_doubles(const void* p, size_t n) {
+  const A* a = static_cast<const A*>(p);
+  return std::vector<double>(a, a + n);
+}
+
+// One training forward + backward (dropout on, grad scale 4) and one evaluation forward of a
+// fixed batch on a fresh model whose criterion runs `forced_rows` rows per chunk.
+struct CriterionRun {
+  int64_t rows = 0;
+  double train[3] = {0, 0, 0}, eval[3] = {0, 0, 0};
+  std::vector<double> grad;
+};
+
+CriterionRun criterion_run(const ls_model_config& c, int64_t forced_rows, const ls_batch& b) {
+  ForceCriterionRows force(forced_rows);
+  ls::ContextOptions o;
+  o.device = ls::ContextOptions::Device::Cpu;
+  o.seed = 9;
+  ls::Context ctx(o);
+  ls::Model m(ctx, c);
+  CriterionRun r;
+  r.rows = m.graph().criterion_rows;
+  ls::HostBatch hb;
+  m.validate_batch(b, hb);
+  m.load_batch(hb);
+  const bool f64 = m.graph().acc() == ls::DType::F64;
+  const size_t n = m.params().total_elements(), a = ls::dtype_size(m.graph().acc());
+  if (f64)
+    *m.scalar_ptr<double>(ls::TransformerGraph::kGradScale) = 4.0;
+  else
+    *m.scalar_ptr<float>(ls::TransformerGraph::kGradScale) = 4.0f;
+  void* grad = m.buffer(m.graph().grad);
+  std::memset(grad, 0, n * a);
+  m.zero_sums();
+  m.run_forward(true);  // the criterion's backward runs here, chunk by chunk
+  m.run_backward(true);
+  m.read_sums(r.train);
+  r.grad = f64 ? flat_doubles<double>(grad, n) : flat_doubles<float>(grad, n);
+  // Evaluation: the same sums without dropout, and no gradient touched.
+  std::vector<unsigned char> before(static_cast<unsigned char*>(grad),
+                                    static_cast<unsigned char*>(grad) + n * a);
+  m.zero_sums();
+  m.run_forward(false);
+  m.read_sums(r.eval);
+  CHECK(std::memcmp(before.data(), grad, n * a) == 0);
+  // The graph's backward needs the criterion's backward from a training forward.
+  CHECK_THROWS_AS(m.run_backward(true), ls::Error);
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("criterion chunk rows: the rule, and the big model's logits buffer") {
+  using ls::DType;
+  using ls::TransformerGraph;
+  // 64 MiB of logits, rounded down to a multiple of 8 rows, at least 8, at most max tokens.
+  CHECK(TransformerGraph::criterion_rows_for(8192, 32768, DType::F16) == 1024);
+  CHECK(TransformerGraph::criterion_rows_for(8192, 32768, DType::BF16) == 1024);
+  CHECK(TransformerGraph::criterion_rows_for(8192, 32768, DType::F32) == 512);
+  CHECK(TransformerGraph::criterion_rows_for(8192, 32768, DType::F64) == 256);
+  CHECK(TransformerGraph::criterion_rows_for(8192, 50000, DType::F16) == 664);  // 671 -> 664
+  CHECK(TransformerGraph::criterion_rows_for(700, 32768, DType::F16) == 700);
+  CHECK(TransformerGraph::criterion_rows_for(8192, 40000000, DType::F32) == 8);
+  CHECK(TransformerGraph::criterion_rows_for(5, 40000000, DType::F32) == 5);
+  CHECK(TransformerGraph::criterion_rows_for(32, 24, DType::F32) == 32);
+
+  ls_model_config c;
+  ls_model_config_init(&c);
+  REQUIRE(ls_model_config_preset("transformer-big", &c) == LS_OK);
+  c.max_batch_tokens = 8192;
+  c.max_seq_len = 64;
+  c.dtype = LS_DTYPE_FP16;
+  TransformerGraph g(c, true);  // planning only: no device needed
+  const ls::Plan plan = g.plan_schedule();
+  g.planner().check(plan);
+  CHECK(g.criterion_rows == 1024);
+  const ls::BufferDesc& lg = g.planner().buffer(g.logits);
+  CHECK(lg.bytes == size_t{64} << 20);  // [1024, 32768] fp16, not [8192, 32768] (512 MiB)
+  // The chunk's logits die inside the criterion, before the decoder's backward reads d_dec_out.
+  const ls::BufferDesc& dd = g.planner().buffer(g.d_dec_out);
+  CHECK(lg.last_use < dd.last_use);
+  CHECK(lg.first_use > g.planner().buffer(g.dec_hidden).first_use);
+}
+
+TEST_CASE("the criterion in chunks gives the loss and gradients of one chunk") {
+  // 4 rows x 7 target tokens = 28 target rows (padding in three rows) of max_batch_tokens 32.
+  std::vector<int32_t> src = {5, 6, 7, 8, 2,  9, 10, 11, 2, 1,  12, 13, 2, 1, 1,  14, 2, 1, 1, 1};
+  std::vector<int32_t> prev = {2, 14, 15, 16, 17, 18, 19,  2, 17, 18, 20, 1, 1, 1,
+                               2, 19, 21, 22, 23, 5, 1,  2, 6, 7, 8, 9, 10, 11};
+  std::vector<int32_t> tgt = {14, 15, 16, 17, 18, 19, 2,  17, 18, 20, 2, 1, 1, 1,
+                              19, 21, 22, 23, 5, 2, 1,  6, 7, 8, 9, 10, 11, 2};
+  struct Case {
+    const char* name;
+    ls_arch arch;
+    ls_dtype dtype;
+    int pre_ln, share;
+    double tol;  // relative to the largest |value|: summation order only
+  };
+  // fp64: a few ulps (2.2e-16) of sums over <= 28 rows, carried through two layers: 1e-12.
+  // fp32: the same in float (1.2e-7): 2e-5.
+  const Case cases[] = {
+      {"encoder-decoder post-LN shared embeddings fp64", LS_ARCH_ENCODER_DECODER, LS_DTYPE_FP64, 0, 1, 1e-12},
+      {"encoder-decoder pre-LN fp32", LS_ARCH_ENCODER_DECODER, LS_DTYPE_FP32, 1, 0, 2e-5},
+      {"decoder-only pre-LN fp64", LS_ARCH_DECODER_ONLY, LS_DTYPE_FP64, 1, 0, 1e-12},
+  };
+  for (const Case& k : cases) {
+    const std::string case_name = k.name;
+    CAPTURE(case_name);
+    ls_model_config c = tiny_config(k.arch);
+    c.dtype = k.dtype;
+    c.pre_layer_norm = k.pre_ln;
+    c.share_all_embeddings = k.share && k.arch == LS_ARCH_ENCODER_DECODER;
+    c.share_decoder_input_output_embed = k.share;
+    ls_batch b;
+    ls_batch_init(&b);
+    b.batch_size = 4;
+    b.tgt_len = 7;
+    b.prev_output_tokens = prev.data();
+    b.target = tgt.data();
+    if (k.arch == LS_ARCH_ENCODER_DECODER) {
+      b.src_len = 5;
+      b.src_tokens = src.data();
+    }
+    const CriterionRun whole = criterion_run(c, 0, b);
+    REQUIRE(whole.rows == 32);  // the rule: one chunk holds every row of this model
+    CHECK(whole.train[2] == 24);
+    CHECK(whole.eval[2] == 24);
+    double gmax = 0;
+    for (double g : whole.grad) gmax = std::max(gmax, std::fabs(g));
+    REQUIRE(gmax > 0);
+    for (int64_t rows : {8, 5, 1}) {  // 8+8+8+4, 5 x 5 + 3, 28 x 1
+      CAPTURE(rows);
+      const CriterionRun part = criterion_run(c, rows, b);
+      REQUIRE(part.rows == rows);
+      for (int i = 0; i < 3; ++i) {
+        CHECK(std::fabs(part.train[i] - whole.train[i]) <= k.tol * std::fabs(whole.train[i]));
+        CHECK(std::fabs(part.eval[i] - whole.eval[i]) <= k.tol * std::fabs(whole.eval[i]));
+      }
+      REQUIRE(part.grad.size() == whole.grad.size());
+      double worst = 0;
+      size_t worst_at = 0;
+      for (size_t i = 0; i < whole.grad.size(); ++i) {
+        const double diff = std::fabs(part.grad[i] - whole.grad[i]);
+        if (diff > worst) worst = diff, worst_at = i;
+      }
+      CHECK_MESSAGE(worst <= k.tol * gmax, "gradient element " << worst_at << ": "
+                                                                << part.grad[worst_at] << " vs "
+                                                                << whole.grad[worst_at]);
+    }
+  }
 }

@@ -7,10 +7,16 @@
 //                 masked), causal masks k > q; a row with every key masked is all zeros.
 //   softmax bwd   d_scores = P * (dP - sum_k dP P) with dP = dropout_bwd(d_dropped), the
 //                 dropout element index being the flat index row*Lk + k in probs.
+//   fused attention (ops.h AttentionArgs): per (b, h, query i) the scores against every key,
+//                 the masked softmax, dropout and the weighted sum of values, one row at a
+//                 time (nothing of size Lq x Lk is kept); backward recomputes each row's
+//                 probabilities from the saved lse, with delta_i = d_ctx_i . ctx_i.
 // Statistics (max, sum of exponentials, the backward dot product) accumulate in acc.
 #include <cmath>
+#include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "layers/kernels/cpu/cpu_kernels.h"
 
@@ -115,13 +121,123 @@ void softmax_backward(const T* d_dropped, const T* probs, T* d_scores, int64_t r
   }
 }
 
+
+// The fused reference allocates nothing (it runs inside the training step): scores are
+// recomputed in each pass over the keys, and sums accumulate straight into the outputs, whose
+// type is the accumulation type on the CPU (acc_t<T> == T for fp32 and fp64).
+template <typename T>
+void fused_attention_forward(const AttentionArgs& a) {
+  static_assert(std::is_same<acc_t<T>, T>::value, "CPU outputs double as accumulators");
+  const int64_t B = a.batch, H = a.heads, Lq = a.len_q, Lk = a.len_k, D = a.head_dim;
+  const T* q = static_cast<const T*>(a.q);
+  const T* k = static_cast<const T*>(a.k);
+  const T* v = static_cast<const T*>(a.v);
+  T* lse = static_cast<T*>(a.lse);
+  DropoutMask mask(a.dropout, a.key);
+  const T neg_inf = -std::numeric_limits<T>::infinity();
+  for (int64_t b = 0; b < B; ++b) {
+    const uint8_t* pad = a.key_pad ? a.key_pad + b * Lk : nullptr;
+    for (int64_t h = 0; h < H; ++h) {
+      for (int64_t i = 0; i < Lq; ++i) {
+        const T* qi = q + (b * Lq + i) * a.ld_q + h * D;
+        auto visible = [&](int64_t j) { return !(pad && pad[j]) && !(a.causal && j > i); };
+        auto score = [&](int64_t j) {
+          const T* kj = k + (b * Lk + j) * a.ld_k + h * D;
+          T dot = 0;
+          for (int64_t d = 0; d < D; ++d) dot += qi[d] * kj[d];
+          return static_cast<T>(a.scale) * dot;
+        };
+        T max = neg_inf;
+        for (int64_t j = 0; j < Lk; ++j)
+          if (visible(j)) max = std::max(max, score(j));
+        const int64_t row = (b * H + h) * Lq + i;
+        T* o = static_cast<T*>(a.ctx) + (b * Lq + i) * a.ld_ctx + h * D;
+        for (int64_t d = 0; d < D; ++d) o[d] = T(0);
+        if (max == neg_inf) {  // every key excluded: a zero row
+          lse[row] = neg_inf;
+          continue;
+        }
+        T sum = 0;
+        for (int64_t j = 0; j < Lk; ++j)
+          if (visible(j)) sum += std::exp(score(j) - max);
+        lse[row] = max + std::log(sum);
+        for (int64_t j = 0; j < Lk; ++j) {
+          if (!visible(j)) continue;
+          const T pd = std::exp(score(j) - lse[row]) * mask.factor<T>(uint64_t(row * Lk + j));
+          const T* vj = v + (b * Lk + j) * a.ld_v + h * D;
+          for (int64_t d = 0; d < D; ++d) o[d] += pd * vj[d];
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void fused_attention_backward(const AttentionArgs& a, const T* d_ctx, T* dq, T* dk, T* dv,
+                              acc_t<T>* delta) {
+  static_assert(std::is_same<acc_t<T>, T>::value, "CPU outputs double as accumulators");
+  const int64_t B = a.batch, H = a.heads, Lq = a.len_q, Lk = a.len_k, D = a.head_dim;
+  const T* q = static_cast<const T*>(a.q);
+  const T* k = static_cast<const T*>(a.k);
+  const T* v = static_cast<const T*>(a.v);
+  const T* ctx = static_cast<const T*>(a.ctx);
+  const T* lse = static_cast<const T*>(a.lse);
+  DropoutMask mask(a.dropout, a.key);
+  const T neg_inf = -std::numeric_limits<T>::infinity();
+  for (int64_t b = 0; b < B; ++b) {
+    const uint8_t* pad = a.key_pad ? a.key_pad + b * Lk : nullptr;
+    for (int64_t h = 0; h < H; ++h) {
+      for (int64_t j = 0; j < Lk; ++j)
+        for (int64_t d = 0; d < D; ++d) {
+          dk[(b * Lk + j) * a.ld_k + h * D + d] = T(0);
+          dv[(b * Lk + j) * a.ld_v + h * D + d] = T(0);
+        }
+      for (int64_t i = 0; i < Lq; ++i) {
+        const int64_t row = (b * H + h) * Lq + i;
+        const T* qi = q + (b * Lq + i) * a.ld_q + h * D;
+        const T* go = d_ctx + (b * Lq + i) * a.ld_ctx + h * D;
+        const T* oi = ctx + (b * Lq + i) * a.ld_ctx + h * D;
+        T* dqi = dq + (b * Lq + i) * a.ld_q + h * D;
+        T dl = 0;
+        for (int64_t d = 0; d < D; ++d) dl += go[d] * oi[d];
+        delta[row] = dl;
+        for (int64_t d = 0; d < D; ++d) dqi[d] = T(0);
+        if (lse[row] == neg_inf) continue;  // a fully masked row has no gradient
+        for (int64_t j = 0; j < Lk; ++j) {
+          if ((pad && pad[j]) || (a.causal && j > i)) continue;
+          const T* kj = k + (b * Lk + j) * a.ld_k + h * D;
+          const T* vj = v + (b * Lk + j) * a.ld_v + h * D;
+          T* dkj = dk + (b * Lk + j) * a.ld_k + h * D;
+          T* dvj = dv + (b * Lk + j) * a.ld_v + h * D;
+          T dot = 0, dpd = 0;
+          for (int64_t d = 0; d < D; ++d) {
+            dot += qi[d] * kj[d];
+            dpd += go[d] * vj[d];
+          }
+          const T p = std::exp(static_cast<T>(a.scale) * dot - lse[row]);
+          const T f = mask.factor<T>(uint64_t(row * Lk + j));
+          // dS = P (dP - delta) with dP = f dPd; the scale of the scores goes to dq and dk.
+          const T ds = p * (dpd * f - dl) * static_cast<T>(a.scale);
+          for (int64_t d = 0; d < D; ++d) {
+            dqi[d] += ds * kj[d];
+            dkj[d] += ds * qi[d];
+            dvj[d] += p * f * go[d];
+          }
+        }
+      }
+    }
+  }
+}
+
 #define LS_INSTANTIATE_ATTENTION(T)                                                               \
   template void split_heads<T>(const T*, const T*, T*, int64_t, int64_t, int64_t, int64_t,        \
                                int64_t);                                                          \
   template void merge_heads<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, int64_t);        \
   template void softmax_forward<T>(const T*, T*, const uint8_t*, bool, int64_t, int64_t, int64_t, \
                                    int64_t);                                                      \
-  template void softmax_backward<T>(const T*, const T*, T*, int64_t, int64_t, float, DropoutKey);
+  template void softmax_backward<T>(const T*, const T*, T*, int64_t, int64_t, float, DropoutKey); \
+  template void fused_attention_forward<T>(const AttentionArgs&);                                  \
+  template void fused_attention_backward<T>(const AttentionArgs&, const T*, T*, T*, T*, acc_t<T>*);
 
 LS_INSTANTIATE_ATTENTION(float)
 LS_INSTANTIATE_ATTENTION(double)

@@ -33,7 +33,7 @@ class DropoutMask {
   DropoutMask(float p, DropoutKey key)
       : active_(p > 0.f),
         threshold_(dropout_keep_threshold(p)),
-        key_(key),
+        key_{key.seed, dropout_offset(key), nullptr},  // the pass counter resolved once
         scale_(1.0 / (1.0 - static_cast<double>(p))) {}
 
   bool keep(uint64_t i) {
@@ -125,6 +125,9 @@ template <typename T>
 void act_dropout_backward(const T* d_out, const T* pre, T* d_pre, acc_t<T>* d_bias, int64_t rows,
                           int64_t cols, Activation act, float p, DropoutKey key);
 template <typename T>
+void relu_dropout_backward_from_output(const T* d_out, const T* out, T* d_pre, acc_t<T>* d_bias,
+                                       int64_t rows, int64_t cols, float p);
+template <typename T>
 void dropout_forward(const T* x, T* out, size_t n, float p, DropoutKey key);
 template <typename T>
 void bias_grad(const T* dy, acc_t<T>* d_bias, int64_t rows, int64_t cols);
@@ -142,6 +145,12 @@ void softmax_forward(const T* scores, T* probs, const uint8_t* key_pad, bool cau
 template <typename T>
 void softmax_backward(const T* d_dropped, const T* probs, T* d_scores, int64_t rows, int64_t len_k,
                       float p, DropoutKey key);
+// Fused attention (ops.h AttentionArgs); pointers in a are of type T (lse, delta: acc_t<T>).
+template <typename T>
+void fused_attention_forward(const AttentionArgs& a);
+template <typename T>
+void fused_attention_backward(const AttentionArgs& a, const T* d_ctx, T* dq, T* dk, T* dv,
+                              acc_t<T>* delta);
 
 // ---- cross_entropy.cpp ----
 template <typename T>

@@ -346,6 +346,24 @@ class CpuOps final : public Ops {
     });
   }
 
+  void relu_dropout_backward_from_output(const void* d_out, const void* out, void* d_pre,
+                                         void* d_bias, int64_t rows, int64_t cols, float p,
+                                         DType dt) override {
+    const char* call = "relu_dropout_backward_from_output";
+    check_matrix(rows, cols, call);
+    check_dropout(p, call);
+    dispatch(dt, call, [&](auto tag) {
+      using T = decltype(tag);
+      if (rows * cols == 0) return;
+      check_ptr(d_out, call, "d_out");
+      check_ptr(out, call, "out");
+      check_ptr(d_pre, call, "d_pre");
+      cpu::relu_dropout_backward_from_output<T>(static_cast<const T*>(d_out),
+                                                static_cast<const T*>(out), static_cast<T*>(d_pre),
+                                                static_cast<acc_t<T>*>(d_bias), rows, cols, p);
+    });
+  }
+
   void dropout_forward(const void* x, void* out, size_t n, float p, DropoutKey key,
                        DType dt) override {
     const char* call = "dropout_forward";
@@ -429,6 +447,34 @@ class CpuOps final : public Ops {
       check_ptr(d_scores, call, "d_scores");
       cpu::softmax_backward<T>(static_cast<const T*>(d_dropped), static_cast<const T*>(probs),
                                static_cast<T*>(d_scores), rows, len_k, p, key);
+    });
+  }
+
+  void attention_forward(const AttentionArgs& a) override {
+    const char* call = "attention_forward";
+    if (!check_attention(a, call)) return;
+    check_ptr(a.ctx, call, "ctx");
+    dispatch(a.dt, call, [&](auto tag) {
+      using T = decltype(tag);
+      cpu::fused_attention_forward<T>(a);
+    });
+  }
+
+  void attention_backward(const AttentionArgs& a, const void* d_ctx, void* dq, void* dk, void* dv,
+                          void* delta) override {
+    const char* call = "attention_backward";
+    if (!check_attention(a, call)) return;
+    check_ptr(a.ctx, call, "ctx");
+    check_ptr(d_ctx, call, "d_ctx");
+    check_ptr(dq, call, "dq");
+    check_ptr(dk, call, "dk");
+    check_ptr(dv, call, "dv");
+    check_ptr(delta, call, "delta");
+    dispatch(a.dt, call, [&](auto tag) {
+      using T = decltype(tag);
+      cpu::fused_attention_backward<T>(a, static_cast<const T*>(d_ctx), static_cast<T*>(dq),
+                                       static_cast<T*>(dk), static_cast<T*>(dv),
+                                       static_cast<acc_t<T>*>(delta));
     });
   }
 
@@ -596,6 +642,27 @@ class CpuOps final : public Ops {
     LS_CHECK_ARG(in != out, call << ": in and out must not alias (the op is a permutation)");
   }
 
+  // Validates a fused attention call; false when there is nothing to compute.
+  static bool check_attention(const AttentionArgs& a, const char* call) {
+    check_nonneg(a.batch, call, "batch");
+    check_nonneg(a.heads, call, "heads");
+    check_nonneg(a.len_q, call, "len_q");
+    check_nonneg(a.len_k, call, "len_k");
+    LS_CHECK_ARG(a.head_dim > 0, call << ": head_dim = " << a.head_dim << " must be positive");
+    check_dropout(a.dropout, call);
+    const int64_t width = a.heads * a.head_dim;
+    LS_CHECK_ARG(a.ld_q >= width && a.ld_k >= width && a.ld_v >= width && a.ld_ctx >= width,
+                 call << ": row strides (" << a.ld_q << ", " << a.ld_k << ", " << a.ld_v << ", "
+                      << a.ld_ctx << ") shorter than heads x head_dim = " << width);
+    if (a.batch * a.heads * a.len_q == 0) return false;
+    check_ptr(a.q, call, "q");
+    check_ptr(a.lse, call, "lse");
+    if (a.len_k > 0) {
+      check_ptr(a.k, call, "k");
+      check_ptr(a.v, call, "v");
+    }
+    return true;
+  }
   static void check_cross_entropy(int64_t rows, int64_t vocab, float eps, const char* call) {
     check_nonneg(rows, call, "rows");
     LS_CHECK_ARG(vocab >= 2, call << ": vocab = " << vocab << " must be at least 2");

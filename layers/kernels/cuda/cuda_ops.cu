@@ -341,6 +341,23 @@ void CudaOps::act_dropout_backward(const void* d_out, const void* pre, void* d_p
                                     cols, true, act, p, key, dt, as_stream(stream_), reduction(deterministic_, workspace_, workspace_bytes_));
 }
 
+void CudaOps::relu_dropout_backward_from_output(const void* d_out, const void* out, void* d_pre,
+                                                void* d_bias, int64_t rows, int64_t cols, float p,
+                                                DType dt) {
+  const char* call = "relu_dropout_backward_from_output";
+  check_working(dt, call);
+  check_dims(rows, call, "rows");
+  check_dims(cols, call, "cols");
+  check_dropout(p, call);
+  if (rows * cols == 0) return;
+  check_ptr(d_out, call, "d_out");
+  check_ptr(out, call, "out");
+  check_ptr(d_pre, call, "d_pre");
+  cuda::launch_relu_dropout_backward_from_output(
+      d_out, out, d_pre, static_cast<float*>(d_bias), rows, cols, cols, p, dt, as_stream(stream_),
+      reduction(deterministic_, workspace_, workspace_bytes_));
+}
+
 void CudaOps::dropout_forward(const void* x, void* out, size_t n, float p, DropoutKey key,
                               DType dt) {
   const char* call = "dropout_forward";

@@ -1,9 +1,11 @@
 // Elementwise fusions around dropout, and the column/row sums they need:
-//   bias_dropout_residual: out = residual + dropout(x + bias)          (flat, out may alias
-//   residual) act_dropout_forward:   out = dropout(act(pre))                       (flat)
-//   dropout_forward:       out = dropout(x)                              (flat, out may alias x)
+//   bias_dropout_residual: out = residual + dropout(x + bias)   (flat, out may alias residual)
+//   act_dropout_forward:   out = dropout(act(pre))                (flat, out may alias pre)
+//   dropout_forward:       out = dropout(x)                       (flat, out may alias x)
 //   act_dropout_backward:  d_pre = act'(pre) * dropout_bwd(d_out), d_bias += column sums
 //   dropout_bias_backward: the same without act'; bias_grad: column sums only
+//   relu_dropout_backward_from_output: d_pre = d_out * (out > 0 ? 1/(1-p) : 0) from the ReLU
+//                          forward's output (no Philox), d_bias += column sums
 //   row_sums (BGradA fallback), activation (GEMM BiasAct fallback).
 // Dropout masks are never stored: every kernel regenerates them with Philox from the key and
 // the element's flat index in the [rows, cols] tensor (philox.h), four elements per call.
@@ -11,8 +13,10 @@
 // (packed access when aligned). Column-sum kernels use blocks of 32 x 8 threads covering a tile
 // of 128 columns: thread x owns 4 columns, thread y walks rows with stride 8 * gridDim.y; the 8
 // row-partials are reduced in shared memory and added to the fp32 gradient with one atomicAdd
-// (deterministic mode: written to scratch rows that reduce.cu sums in a fixed order)
-// per column per block (so d_bias's summation order is not deterministic across runs).
+// per column per block (so d_bias's summation order varies across runs), or, in deterministic
+// mode, written to scratch rows [gridDim.y, cols] that reduce.cu sums in a fixed order.
+// The elementwise kernels read each element before writing it from the same thread, so every
+// output may alias an input of the same shape (the FFN runs act_dropout_forward in place).
 #include "layers/kernels/cuda/cuda_common.cuh"
 #include "layers/kernels/cuda/cuda_kernels.h"
 
@@ -21,6 +25,10 @@ namespace cuda {
 namespace {
 
 constexpr int kThreads = 256;
+// backward_colsum_kernel's `act` beyond Activation's values: -1 no activation (dropout only);
+// kReluFromOutput: `pre` is the output of dropout(relu(.)) and the mask is read from its sign.
+constexpr int kNoAct = -1;
+constexpr int kReluFromOutput = -2;
 
 inline unsigned flat_grid(int64_t n) {
   return grid_for((n + 3) / 4, kThreads, int64_t(device_sm_count()) * 16);
@@ -74,7 +82,9 @@ __global__ void act_dropout_forward_kernel(const T* pre, T* out, int64_t n, int 
 }
 
 // d_pre = [act'(pre)] * dropout_bwd(d_out) over [rows, cols] (leading dimension ld), plus
-// d_bias += column sums of d_pre. act < 0: no activation; d_pre null: sums only.
+// d_bias += column sums of d_pre. act == kNoAct: no activation; act == kReluFromOutput:
+// d_pre = d_out * (pre > 0 ? d.scale : 0) with pre the ReLU forward's output (no Philox);
+// d_pre null: sums only.
 template <class T>
 __global__ void backward_colsum_kernel(const T* d_out, const T* pre, T* d_pre, float* d_bias,
                                        int64_t rows, int64_t cols, int64_t ld, int act,
@@ -88,17 +98,25 @@ __global__ void backward_colsum_kernel(const T* d_out, const T* pre, T* d_pre, f
   if (c < cols) {
     bool vec = aligned && c + 4 <= cols;
     for (int64_t r = int64_t(blockIdx.y) * 8 + threadIdx.y; r < rows; r += int64_t(gridDim.y) * 8) {
-      float g[4], f[4];
+      float g[4];
       load4(d_out + r * ld, c, cols, vec, g);
-      dropout_factors4(d, uint64_t(r * cols + c), f);
-      if (act >= 0) {
-        float x[4];
-        load4(pre + r * ld, c, cols, vec, x);
+      if (act == kReluFromOutput) {
+        float y[4];
+        load4(pre + r * ld, c, cols, vec, y);
 #pragma unroll
-        for (int j = 0; j < 4; ++j) g[j] = g[j] * f[j] * activate_grad(act, x[j]);
+        for (int j = 0; j < 4; ++j) g[j] *= y[j] > 0.f ? d.scale : 0.f;
       } else {
+        float f[4];
+        dropout_factors4(d, uint64_t(r * cols + c), f);
+        if (act >= 0) {
+          float x[4];
+          load4(pre + r * ld, c, cols, vec, x);
 #pragma unroll
-        for (int j = 0; j < 4; ++j) g[j] *= f[j];
+          for (int j = 0; j < 4; ++j) g[j] = g[j] * f[j] * activate_grad(act, x[j]);
+        } else {
+#pragma unroll
+          for (int j = 0; j < 4; ++j) g[j] *= f[j];
+        }
       }
       if (d_pre != nullptr) store4(d_pre + r * ld, c, cols, vec, g);
 #pragma unroll
@@ -164,9 +182,9 @@ void launch_backward_colsum(const void* d_out, const void* pre, void* d_pre, flo
   float* partials = d_bias != nullptr && red.deterministic() ? red.rows(gy, cols, name) : nullptr;
   dispatch_dtype(dt, name, [&](auto tv) {
     using T = decltype(tv);
-    backward_colsum_kernel<T><<<grid, block, 0, s>>>(
-        static_cast<const T*>(d_out), static_cast<const T*>(pre), static_cast<T*>(d_pre), d_bias,
-        rows, cols, ld, act, d, partials);
+    backward_colsum_kernel<T>
+        <<<grid, block, 0, s>>>(static_cast<const T*>(d_out), static_cast<const T*>(pre),
+                                static_cast<T*>(d_pre), d_bias, rows, cols, ld, act, d, partials);
   });
   LS_LAUNCH_CHECK(name);
   if (partials != nullptr) launch_sum_partials(partials, gy, cols, d_bias, s);
@@ -215,17 +233,25 @@ void launch_dropout_forward(const void* x, void* out, size_t n, float p, Dropout
 
 void launch_act_dropout_backward(const void* d_out, const void* pre, void* d_pre, float* d_bias,
                                  int64_t rows, int64_t cols, int64_t ld, bool has_act,
-                                 Activation act, float p, DropoutKey key, DType dt,
-                                 cudaStream_t s, const Reduction& red) {
+                                 Activation act, float p, DropoutKey key, DType dt, cudaStream_t s,
+                                 const Reduction& red) {
   launch_backward_colsum(d_out, has_act ? pre : nullptr, d_pre, d_bias, rows, cols, ld,
-                         has_act ? int(act) : -1, p, key, dt, s,
+                         has_act ? int(act) : kNoAct, p, key, dt, s,
                          has_act ? "act_dropout_backward" : "dropout_bias_backward", red);
+}
+
+void launch_relu_dropout_backward_from_output(const void* d_out, const void* out, void* d_pre,
+                                              float* d_bias, int64_t rows, int64_t cols, int64_t ld,
+                                              float p, DType dt, cudaStream_t s,
+                                              const Reduction& red) {
+  launch_backward_colsum(d_out, out, d_pre, d_bias, rows, cols, ld, kReluFromOutput, p,
+                         DropoutKey{}, dt, s, "relu_dropout_backward_from_output", red);
 }
 
 void launch_bias_grad(const void* dy, float* d_bias, int64_t rows, int64_t cols, int64_t ld,
                       DType dt, cudaStream_t s, const Reduction& red) {
-  launch_backward_colsum(dy, nullptr, nullptr, d_bias, rows, cols, ld, -1, 0.f, DropoutKey{}, dt, s,
-                         "bias_grad", red);
+  launch_backward_colsum(dy, nullptr, nullptr, d_bias, rows, cols, ld, kNoAct, 0.f, DropoutKey{},
+                         dt, s, "bias_grad", red);
 }
 
 void launch_row_sums(const void* a, float* d_bias, int64_t rows, int64_t cols, int64_t ld, DType dt,

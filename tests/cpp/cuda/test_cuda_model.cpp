@@ -8,86 +8,23 @@
 #include <string>
 #include <vector>
 
+#include "cuda_model_fixture.h"
 #include "ls_train.h"
 
 namespace {
 
-ls_model_config gpu_config(ls_dtype dt) {
-  ls_model_config c;
-  ls_model_config_init(&c);
-  c.src_vocab_size = c.tgt_vocab_size = 64;
-  c.hidden_size = 64;
-  c.ffn_size = 128;
-  c.num_heads = 4;
-  c.encoder_layers = 2;
-  c.decoder_layers = 2;
-  c.max_seq_len = 40;
-  c.max_batch_tokens = 320;
-  c.dropout = 0.f;
-  c.dtype = dt;
-  return c;
-}
+// The shared small model (cuda_model_fixture.h), dropout off.
+ls_model_config gpu_config(ls_dtype dt) { return lstest::small_model_config(dt); }
 
-struct Run {
-  ls_context* ctx = nullptr;
-  ls_model* model = nullptr;
-  ls_trainer* trainer = nullptr;
-  Run(ls_device_kind dev, const ls_model_config& c, float lr = 1e-3f, bool tf32 = true) {
-    ls_context_options o;
-    ls_context_options_init(&o);
-    o.device = dev;
-    o.seed = 21;
-    o.allow_tf32 = tf32 ? 1 : 0;
-    REQUIRE_MESSAGE(ls_context_create(&o, &ctx) == LS_OK, ls_last_error());
-    REQUIRE_MESSAGE(ls_model_create(ctx, &c, &model) == LS_OK, ls_last_error());
-    ls_trainer_config t;
-    ls_trainer_config_init(&t);
-    t.lr = lr;
-    t.lr_schedule = LS_LR_CONSTANT;
-    REQUIRE_MESSAGE(ls_trainer_create(model, &t, &trainer) == LS_OK, ls_last_error());
-  }
-  ~Run() {
-    ls_trainer_destroy(trainer);
-    ls_model_destroy(model);
-    ls_context_destroy(ctx);
-  }
-  // Copies every parameter from another model.
-  void copy_params_from(ls_model* other) {
-    int64_t n = 0;
-    REQUIRE(ls_model_num_parameters(other, &n) == LS_OK);
-    for (int64_t i = 0; i < n; ++i) {
-      ls_parameter_info info;
-      ls_parameter_info_init(&info);
-      REQUIRE(ls_model_parameter_info(other, i, &info) == LS_OK);
-      std::vector<float> w(static_cast<size_t>(info.numel));
-      REQUIRE(ls_model_get_parameter(other, info.name, w.data(), info.numel) == LS_OK);
-      REQUIRE(ls_model_set_parameter(model, info.name, w.data(), info.numel) == LS_OK);
-    }
-  }
+// Context seed 21; Adam at a constant learning rate.
+struct Run : lstest::Run {
+  Run(ls_device_kind dev, const ls_model_config& c, float lr = 1e-3f, bool tf32 = true)
+      : lstest::Run(dev, c, lstest::constant_lr_trainer_config(lr), 21, tf32) {}
 };
 
 // B = 7 rows of odd lengths (source 37, target 29), padded.
-struct Batch {
-  std::vector<int32_t> src, prev, tgt;
-  ls_batch b;
-  Batch(int B = 7, int Ls = 37, int Lt = 29) {
-    for (int r = 0; r < B; ++r) {
-      int ls = Ls - 3 * r, lt = Lt - 2 * r;
-      for (int t = 0; t < Ls; ++t) src.push_back(t < ls - 1 ? 4 + (r * 7 + t * 3) % 60 : t == ls - 1 ? 2 : 1);
-      for (int t = 0; t < Lt; ++t) {
-        int y = t < lt - 1 ? 4 + (r * 5 + t * 11) % 60 : t == lt - 1 ? 2 : 1;
-        tgt.push_back(y);
-        prev.push_back(t == 0 ? 2 : tgt[tgt.size() - 2] == 1 ? 1 : tgt[tgt.size() - 2]);
-      }
-    }
-    ls_batch_init(&b);
-    b.batch_size = B;
-    b.src_len = Ls;
-    b.src_tokens = src.data();
-    b.tgt_len = Lt;
-    b.prev_output_tokens = prev.data();
-    b.target = tgt.data();
-  }
+struct Batch : lstest::PaddedBatch {
+  Batch() : PaddedBatch(7, 37, 29, /*src_shrink=*/3, /*tgt_shrink=*/2) {}
 };
 
 double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {

@@ -12,92 +12,25 @@
 #include <string>
 #include <vector>
 
+#include "cuda_model_fixture.h"
 #include "ls_train.h"
 
 namespace {
 
-ls_model_config small_config(ls_dtype dt, float dropout = 0.f) {
-  ls_model_config c;
-  ls_model_config_init(&c);
-  c.src_vocab_size = c.tgt_vocab_size = 64;
-  c.hidden_size = 64;
-  c.ffn_size = 128;
-  c.num_heads = 4;
-  c.encoder_layers = 2;
-  c.decoder_layers = 2;
-  c.max_seq_len = 40;
-  c.max_batch_tokens = 320;
-  c.dropout = dropout;
-  c.attention_dropout = dropout;
-  c.dtype = dt;
-  return c;
-}
+using lstest::small_model_config;
 
-struct Setup {
-  ls_context* ctx = nullptr;
-  ls_model* model = nullptr;
-  ls_trainer* trainer = nullptr;
-  Setup(const ls_model_config& c, const ls_trainer_config& t) {
-    ls_context_options o;
-    ls_context_options_init(&o);
-    o.device = LS_DEVICE_CUDA;
-    o.seed = 5;
-    REQUIRE_MESSAGE(ls_context_create(&o, &ctx) == LS_OK, ls_last_error());
-    REQUIRE_MESSAGE(ls_model_create(ctx, &c, &model) == LS_OK, ls_last_error());
-    REQUIRE_MESSAGE(ls_trainer_create(model, &t, &trainer) == LS_OK, ls_last_error());
-  }
-  ~Setup() {
-    ls_trainer_destroy(trainer);
-    ls_model_destroy(model);
-    ls_context_destroy(ctx);
-  }
-  // Every parameter of the model (master weights read back as fp32).
-  std::vector<float> params() {
-    std::vector<float> all;
-    int64_t n = 0;
-    REQUIRE(ls_model_num_parameters(model, &n) == LS_OK);
-    for (int64_t i = 0; i < n; ++i) {
-      ls_parameter_info info;
-      ls_parameter_info_init(&info);
-      REQUIRE(ls_model_parameter_info(model, i, &info) == LS_OK);
-      std::vector<float> w(static_cast<size_t>(info.numel));
-      REQUIRE(ls_model_get_parameter(model, info.name, w.data(), info.numel) == LS_OK);
-      all.insert(all.end(), w.begin(), w.end());
-    }
-    return all;
-  }
+// A CUDA context (seed 5), the model and a trainer of the given config.
+struct Setup : lstest::Run {
+  Setup(const ls_model_config& c, const ls_trainer_config& t)
+      : lstest::Run(LS_DEVICE_CUDA, c, t, 5) {}
 };
 
-ls_trainer_config trainer_config() {
-  ls_trainer_config t;
-  ls_trainer_config_init(&t);
-  t.lr = 1e-3f;
-  t.lr_schedule = LS_LR_CONSTANT;
-  return t;
-}
+ls_trainer_config trainer_config() { return lstest::constant_lr_trainer_config(1e-3f); }
 
-struct Batch {
-  std::vector<int32_t> src, prev, tgt;
-  ls_batch b;
-  explicit Batch(int B = 6, int Ls = 21, int Lt = 17, int salt = 0) {
-    for (int r = 0; r < B; ++r) {
-      int ls = Ls - 2 * r, lt = Lt - r;
-      for (int t = 0; t < Ls; ++t)
-        src.push_back(t < ls - 1 ? 4 + (r * 7 + t * 3 + salt) % 60 : t == ls - 1 ? 2 : 1);
-      for (int t = 0; t < Lt; ++t) {
-        int y = t < lt - 1 ? 4 + (r * 5 + t * 11 + salt) % 60 : t == lt - 1 ? 2 : 1;
-        tgt.push_back(y);
-        prev.push_back(t == 0 ? 2 : tgt[tgt.size() - 2] == 1 ? 1 : tgt[tgt.size() - 2]);
-      }
-    }
-    ls_batch_init(&b);
-    b.batch_size = B;
-    b.src_len = Ls;
-    b.src_tokens = src.data();
-    b.tgt_len = Lt;
-    b.prev_output_tokens = prev.data();
-    b.target = tgt.data();
-  }
+// B rows of decreasing lengths (source Ls - 2r, target Lt - r), padded; salt varies the ids.
+struct Batch : lstest::PaddedBatch {
+  explicit Batch(int B = 6, int Ls = 21, int Lt = 17, int salt = 0)
+      : PaddedBatch(B, Ls, Lt, /*src_shrink=*/2, /*tgt_shrink=*/1, salt) {}
 };
 
 // Token arrays copied to device memory.
@@ -163,7 +96,7 @@ TEST_CASE("fp16: an overflowing gradient skips the update, halves the scale, and
   // 2^40: the scaled logit gradients overflow fp16 (max 65504) for sure: a real injected inf.
   t.loss_scale_init = 1099511627776.f;
   t.loss_scale_interval = 3;
-  Setup s(small_config(LS_DTYPE_FP16), t);
+  Setup s(small_model_config(LS_DTYPE_FP16), t);
   Batch batch;
   const std::vector<float> before = s.params();
   ls_step_result r = step(s, batch.b);
@@ -202,7 +135,7 @@ TEST_CASE("fp16: a loss scale below loss_scale_min stops training with LS_ERR_NU
   ls_trainer_config t = trainer_config();
   t.loss_scale_init = 1099511627776.f;  // 2^40: overflows
   t.loss_scale_min = 274877906944.f;    // 2^38: the third overflow (2^37) falls below
-  Setup s(small_config(LS_DTYPE_FP16), t);
+  Setup s(small_model_config(LS_DTYPE_FP16), t);
   Batch batch;
   const std::vector<float> before = s.params();
   step(s, batch.b);  // -> 2^39
@@ -223,7 +156,7 @@ TEST_CASE("steps without a result run asynchronously and give the same training 
   for (ls_dtype dt : {LS_DTYPE_FP16, LS_DTYPE_BF16}) {
     CAPTURE(dt);
     ls_trainer_config t = trainer_config();
-    Setup a(small_config(dt, 0.1f), t), b(small_config(dt, 0.1f), t);
+    Setup a(small_model_config(dt, 0.1f), t), b(small_model_config(dt, 0.1f), t);
     Batch batch;
     for (int i = 0; i < 5; ++i) {
       REQUIRE(ls_trainer_step(a.trainer, &batch.b, nullptr) == LS_OK);
@@ -242,7 +175,7 @@ TEST_CASE("cuda_graph replays give the same losses and weights as eager steps") 
     ls_trainer_config eager = trainer_config(), graph = trainer_config();
     graph.cuda_graph = 1;
     eager.update_freq = graph.update_freq = 2;  // two phases: accumulate, then update
-    Setup a(small_config(dt, 0.1f), eager), g(small_config(dt, 0.1f), graph);
+    Setup a(small_model_config(dt, 0.1f), eager), g(small_model_config(dt, 0.1f), graph);
     Batch b1, b2(4, 30, 25, 3);
     std::vector<double> la, lg;
     for (int i = 0; i < 10; ++i) {
@@ -265,7 +198,7 @@ TEST_CASE("cuda_graph replays give the same losses and weights as eager steps") 
 
 TEST_CASE("token arrays in device memory: trained like host arrays; out-of-range ids refused") {
   ls_trainer_config t = trainer_config();
-  Setup h(small_config(LS_DTYPE_FP16), t), d(small_config(LS_DTYPE_FP16), t);
+  Setup h(small_model_config(LS_DTYPE_FP16), t), d(small_model_config(LS_DTYPE_FP16), t);
   Batch batch;
   DeviceBatch dev(batch);
   for (int i = 0; i < 3; ++i) {

@@ -88,8 +88,15 @@ class TransformerGraph {
 
   // Layout of the `scalars` buffer (acc elements unless noted).
   // kUpdateTokens: target tokens accumulated over the micro-batches of the coming update.
-  enum Scalar : int { kLoss = 0, kNll = 1, kTokens = 2, kGradScale = 3, kUpdateTokens = 4,
-                      kSumSq = 5, kScalarCount = 8 };
+  enum Scalar : int {
+    kLoss = 0,
+    kNll = 1,
+    kTokens = 2,
+    kGradScale = 3,
+    kUpdateTokens = 4,
+    kSumSq = 5,
+    kScalarCount = 8
+  };
 
   // Byte budget of one criterion chunk's logits.
   static constexpr size_t kCriterionChunkBytes = size_t{64} << 20;
@@ -122,7 +129,9 @@ class TransformerGraph {
   // The output projection and the criterion over the target rows, chunk by chunk (forward's
   // last part; with the criterion's backward when rc.training).
   void criterion(RunCtx& rc);
-  BufferId stack_output(const Stack& s) const { return s.final_norm ? s.norm_out : s.last_output(); }
+  BufferId stack_output(const Stack& s) const {
+    return s.final_norm ? s.norm_out : s.last_output();
+  }
 
   ls_model_config cfg_;
   bool cuda_;

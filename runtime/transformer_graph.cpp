@@ -97,14 +97,14 @@ TransformerGraph::TransformerGraph(const ls_model_config& cfg, bool cuda)
   grad = planner_.declare_persistent("params.grad", MemCategory::Gradients, n * a);
   adam_m = planner_.declare_persistent("adam.m", MemCategory::OptimizerState, n * a);
   adam_v = planner_.declare_persistent("adam.v", MemCategory::OptimizerState, n * a);
-  scalars = planner_.declare_persistent("step.scalars", MemCategory::LossScaler,
-                                        kScalarCount * a + 64);
-  train_state = planner_.declare_persistent("step.train_state", MemCategory::LossScaler,
-                                            sizeof(TrainState));
+  scalars =
+      planner_.declare_persistent("step.scalars", MemCategory::LossScaler, kScalarCount * a + 64);
+  train_state =
+      planner_.declare_persistent("step.train_state", MemCategory::LossScaler, sizeof(TrainState));
   if (cuda_) {
     workspace_bytes = kCublasWorkspaceBytes;
-    workspace = planner_.declare_persistent("cublaslt.workspace", MemCategory::Workspace,
-                                            workspace_bytes);
+    workspace =
+        planner_.declare_persistent("cublaslt.workspace", MemCategory::Workspace, workspace_bytes);
   }
 }
 
@@ -173,11 +173,14 @@ void TransformerGraph::build_stack(Stack& s, const std::string& prefix, int laye
     s.norm_beta = params_.add(prefix + ".layer_norm.bias", {d}, ParamInit{});
     const size_t T = static_cast<size_t>(cfg_.max_batch_tokens);
     const size_t e = dtype_size(dt_), a = dtype_size(acc_);
-    s.norm_out = planner_.declare(prefix + ".layer_norm.out", MemCategory::SavedActivations,
-                                  T * d * e);
-    s.norm_mean = planner_.declare(prefix + ".layer_norm.mean", MemCategory::SavedActivations, T * a);
-    s.norm_rstd = planner_.declare(prefix + ".layer_norm.rstd", MemCategory::SavedActivations, T * a);
-    s.d_norm_in = planner_.declare(prefix + ".layer_norm.d_in", MemCategory::Temporaries, T * d * e);
+    s.norm_out =
+        planner_.declare(prefix + ".layer_norm.out", MemCategory::SavedActivations, T * d * e);
+    s.norm_mean =
+        planner_.declare(prefix + ".layer_norm.mean", MemCategory::SavedActivations, T * a);
+    s.norm_rstd =
+        planner_.declare(prefix + ".layer_norm.rstd", MemCategory::SavedActivations, T * a);
+    s.d_norm_in =
+        planner_.declare(prefix + ".layer_norm.d_in", MemCategory::Temporaries, T * d * e);
   }
 }
 
@@ -211,9 +214,13 @@ void TransformerGraph::stack_backward(RunCtx& rc, Stack& s, BufferId d_out, bool
   s.embed->backward(rc, d, deterministic);
 }
 
-void TransformerGraph::encode(RunCtx& rc) { stack_forward(rc, encoder_); }
+void TransformerGraph::encode(RunCtx& rc) {
+  stack_forward(rc, encoder_);
+}
 
-void TransformerGraph::decode_hidden(RunCtx& rc) { stack_forward(rc, decoder_); }
+void TransformerGraph::decode_hidden(RunCtx& rc) {
+  stack_forward(rc, decoder_);
+}
 
 void TransformerGraph::forward(RunCtx& rc) {
   if (encoder_decoder()) stack_forward(rc, encoder_);
@@ -258,8 +265,13 @@ void TransformerGraph::criterion(RunCtx& rc) {
     ops.cross_entropy_backward(lg, tgt + r0, lse_c, grad_scale, lg, rows, V, cfg_.padding_idx,
                                cfg_.label_smoothing, dt_);
     Linear::backward_weight(ops, dt_, lg, x, dw, nullptr, rows, d, V);
-    Linear::backward_data(ops, dt_, lg, w, d_hidden + static_cast<size_t>(r0 * d) * e, rows, d,
-                          V);
+    // The dry run (max_seq_len target rows) may run this body once where a real step runs it
+    // for several chunks: keep every buffer of the body alive up to its last operation, so no
+    // buffer can share their bytes between two chunks. (d_dec_out and logits are alive from
+    // the first chunk's GEMM to the last chunk's backward_data through the fetches above.)
+    rc.ptr(dec_hidden);
+    rc.ptr(lse);
+    Linear::backward_data(ops, dt_, lg, w, d_hidden + static_cast<size_t>(r0 * d) * e, rows, d, V);
   }
   criterion_backward_done_ = train;
 }

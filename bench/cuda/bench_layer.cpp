@@ -58,6 +58,10 @@ constexpr int kBreakdownIterations = 10;
 
 enum class LayerKind { Encoder, Decoder };
 
+// "unfused" on the command line: attention through split heads, batched GEMMs and the softmax
+// kernels even where the fused (flash-style) kernels exist, to compare the two.
+bool g_fused_attention = true;
+
 struct LayerConfig {
   const char* name;
   int64_t hidden, ffn, heads;
@@ -113,6 +117,8 @@ class LayerRig {
     sa.dropout = kDropout;
     sa.site = site++;
     sa.key_pad = pad_;
+    sa.fused = g_fused_attention && fused_attention_available(true, dt, c.hidden / c.heads);
+    fused_ = sa.fused;
     blocks_.push_back(std::make_unique<ResidualBlock>(
         planner_, params_, lp + ".self_attn_layer_norm", lp + ".self_attn_block", dims_, true,
         kLayerNormEps, kDropout, site++,
@@ -126,6 +132,7 @@ class LayerRig {
       ca.key_pad = pad_;
       ca.memory = memory_;
       ca.d_memory = d_memory_;
+      ca.fused = sa.fused;
       blocks_.push_back(std::make_unique<ResidualBlock>(
           planner_, params_, lp + ".encoder_attn_layer_norm", lp + ".encoder_attn_block", dims_,
           true, kLayerNormEps, kDropout, site++,
@@ -188,8 +195,10 @@ class LayerRig {
 
   const Plan& plan() const { return plan_; }
   uint64_t parameters() const { return params_.num_parameters(); }
+  bool fused_attention() const { return fused_; }
 
  private:
+  bool fused_ = false;
   void forward(RunCtx& rc) {
     BufferId h = x_;
     for (auto& b : blocks_) {
@@ -342,10 +351,11 @@ void bench(LayerKind kind, const LayerConfig& c, DType dt, int64_t batch, int64_
   const Plan& p = rig.plan();
   const double gemm_gflop = rep.gemm_flops / kBreakdownIterations / 1e9;
   std::printf(
-      "%s %s (d=%lld ffn=%lld heads=%lld) %s B=%lld L=%lld: fwd+bwd %.3f ms "
+      "%s %s (d=%lld ffn=%lld heads=%lld) %s, %s attention, B=%lld L=%lld: fwd+bwd %.3f ms "
       "(fwd %.3f, bwd %.3f; median of %d), %.2f M tokens/s\n",
       layer, c.name, static_cast<long long>(c.hidden), static_cast<long long>(c.ffn),
-      static_cast<long long>(c.heads), dtype_label(dt, tf32), static_cast<long long>(batch),
+      static_cast<long long>(c.heads), dtype_label(dt, tf32),
+      rig.fused_attention() ? "fused" : "unfused", static_cast<long long>(batch),
       static_cast<long long>(len), total, median(fwd), median(bwd), iterations,
       static_cast<double>(batch * len) / (total * 1e3));
   std::printf(
@@ -400,10 +410,12 @@ int run(int argc, char** argv) {
       dtypes.push_back(DType::F32);
     } else if (a == "notf32") {
       tf32 = false;
+    } else if (a == "unfused") {
+      g_fused_attention = false;
     } else {
       std::fprintf(stderr,
                    "usage: bench_layer [iterations=50] [encoder|decoder]... [d1024|d512]... "
-                   "[fp16|bf16|fp32]... [notf32]\n");
+                   "[fp16|bf16|fp32]... [notf32] [unfused]\n");
       return 2;
     }
   }

@@ -259,6 +259,13 @@ class TimedOps final : public Ops {
     timed(kSoftmaxBackward,
           [&] { inner_.softmax_backward(d_dropped, probs, d_scores, rows, len_k, p, key, dt); });
   }
+  void attention_forward(const AttentionArgs& a) override {
+    timed(kAttentionForward, [&] { inner_.attention_forward(a); });
+  }
+  void attention_backward(const AttentionArgs& a, const void* d_ctx, void* dq, void* dk, void* dv,
+                          void* delta) override {
+    timed(kAttentionBackward, [&] { inner_.attention_backward(a, d_ctx, dq, dk, dv, delta); });
+  }
 
   void cross_entropy_forward(const void* logits, const int32_t* targets, void* lse, void* sums,
                              int64_t rows, int64_t vocab, int32_t padding_idx, float eps,
@@ -348,6 +355,8 @@ class TimedOps final : public Ops {
     kMergeHeads,
     kSoftmaxForward,
     kSoftmaxBackward,
+    kAttentionForward,
+    kAttentionBackward,
     kCrossEntropyForward,
     kCrossEntropyBackward,
     kSumSquares,
@@ -418,6 +427,8 @@ class TimedOps final : public Ops {
                "merge_heads",
                "softmax_forward",
                "softmax_backward",
+               "attention_forward",
+               "attention_backward",
                "cross_entropy_forward",
                "cross_entropy_backward",
                "sum_squares",

@@ -486,6 +486,27 @@ TEST_CASE("dropout keeps 1-p of 1e6 elements within 4 sigma; keys fix the mask")
   CHECK(std::fabs(static_cast<double>(differ) / n - 0.18) < 0.01);
 }
 
+TEST_CASE("dropout reads the pass counter: each training pass draws a new mask") {
+  // The runtime keys every site with (seed, site, &pass_counter); the mask of pass c must be
+  // the mask of offset site + c * kDropoutSitesPerPass, and differ from pass to pass.
+  auto ops = ls::make_cpu_ops();
+  const size_t n = 4096;
+  const float p = 0.5f;
+  const std::vector<double> ones(n, 1.0);
+  uint64_t counter = 0;
+  const DropoutKey streamed{99, 3, &counter};
+  std::vector<double> pass0(n), pass2(n), want2(n);
+  ops->dropout_forward(ones.data(), pass0.data(), n, p, streamed, DType::F64);
+  counter = 2;
+  ops->dropout_forward(ones.data(), pass2.data(), n, p, streamed, DType::F64);
+  ops->dropout_forward(ones.data(), want2.data(), n, p,
+                       DropoutKey{99, 3 + 2 * ls::kDropoutSitesPerPass, nullptr}, DType::F64);
+  CHECK(pass2 == want2);
+  size_t differ = 0;
+  for (size_t i = 0; i < n; ++i) differ += pass0[i] != pass2[i];
+  CHECK(differ > n / 4);  // independent masks at p = 0.5 differ on half of the elements
+}
+
 TEST_CASE("dropout with p == 0 is the identity") {
   auto ops = ls::make_cpu_ops();
   const auto x = random_vector<double>(37, 110);

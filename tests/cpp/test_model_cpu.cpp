@@ -27,11 +27,21 @@ void* operator new(std::size_t n) {
   if (void* p = std::malloc(n ? n : 1)) return p;
   throw std::bad_alloc();
 }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void* operator new[](std::size_t n) { return operator new(n); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+  std::free(p);
+}
+void* operator new[](std::size_t n) {
+  return operator new(n);
+}
+void operator delete[](void* p) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, std::size_t) noexcept {
+  std::free(p);
+}
 
 namespace {
 
@@ -85,9 +95,9 @@ struct Fixture {
 
 // A fixed batch: B=3 rows, source length 5, target length 4 (with padding).
 struct TinyBatch {
-  std::vector<int32_t> src = {5, 6, 7, 8, 2,  9, 10, 11, 2, 1,  12, 13, 2, 1, 1};
-  std::vector<int32_t> prev = {2, 14, 15, 16,  2, 17, 18, 1,  2, 19, 1, 1};
-  std::vector<int32_t> tgt = {14, 15, 16, 2,  17, 18, 2, 1,  19, 2, 1, 1};
+  std::vector<int32_t> src = {5, 6, 7, 8, 2, 9, 10, 11, 2, 1, 12, 13, 2, 1, 1};
+  std::vector<int32_t> prev = {2, 14, 15, 16, 2, 17, 18, 1, 2, 19, 1, 1};
+  std::vector<int32_t> tgt = {14, 15, 16, 2, 17, 18, 2, 1, 19, 2, 1, 1};
   ls_batch b;
   TinyBatch() {
     ls_batch_init(&b);
@@ -143,12 +153,15 @@ TEST_CASE("a tiny encoder-decoder overfits a tiny batch") {
   CHECK(e.tokens == 9);
   CHECK(e.nll / e.tokens < 0.05);
   std::vector<int32_t> out(3 * 6, -1), lens(3, -1);
-  REQUIRE_MESSAGE(ls_model_generate(f.model, tb.src.data(), 3, 5, 6, out.data(), lens.data()) == LS_OK,
-                  ls_last_error());
+  REQUIRE_MESSAGE(
+      ls_model_generate(f.model, tb.src.data(), 3, 5, 6, out.data(), lens.data()) == LS_OK,
+      ls_last_error());
   CHECK(lens[0] == 4);
-  CHECK(std::vector<int32_t>(out.begin(), out.begin() + 4) == std::vector<int32_t>({14, 15, 16, 2}));
+  CHECK(std::vector<int32_t>(out.begin(), out.begin() + 4) ==
+        std::vector<int32_t>({14, 15, 16, 2}));
   CHECK(lens[1] == 3);
-  CHECK(std::vector<int32_t>(out.begin() + 6, out.begin() + 9) == std::vector<int32_t>({17, 18, 2}));
+  CHECK(std::vector<int32_t>(out.begin() + 6, out.begin() + 9) ==
+        std::vector<int32_t>({17, 18, 2}));
   CHECK(out[6 + 3] == 1);  // padded after eos
   CHECK(lens[2] == 2);
 }
@@ -231,7 +244,8 @@ TEST_CASE("corrupt and truncated checkpoints are refused and leave the trainer a
   ls_eval_result_init(&before);
   REQUIRE(ls_model_evaluate(f.model, &tb.b, &before) == LS_OK);
   std::vector<float> w_before(16 * 24);
-  REQUIRE(ls_model_get_parameter(f.model, "encoder.embed_tokens.weight", w_before.data(), 16 * 24) == LS_OK);
+  REQUIRE(ls_model_get_parameter(f.model, "encoder.embed_tokens.weight", w_before.data(),
+                                 16 * 24) == LS_OK);
 
   auto write = [&](const std::vector<char>& bytes) {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
@@ -259,7 +273,8 @@ TEST_CASE("corrupt and truncated checkpoints are refused and leave the trainer a
   REQUIRE(ls_model_evaluate(f.model, &tb.b, &after) == LS_OK);
   CHECK(std::memcmp(&after.loss, &before.loss, sizeof(double)) == 0);
   std::vector<float> w_after(16 * 24);
-  REQUIRE(ls_model_get_parameter(f.model, "encoder.embed_tokens.weight", w_after.data(), 16 * 24) == LS_OK);
+  REQUIRE(ls_model_get_parameter(f.model, "encoder.embed_tokens.weight", w_after.data(), 16 * 24) ==
+          LS_OK);
   CHECK(w_after == w_before);
   // A checkpoint of another model shape is refused.
   write(good);
@@ -333,9 +348,11 @@ TEST_CASE("bad batches give clear errors, change nothing, and the trainer stays 
   CHECK(ls_trainer_step(f.trainer, nullptr, nullptr) == LS_ERR_INVALID_ARGUMENT);
   CHECK(ls_model_evaluate(f.model, &tb.b, nullptr) == LS_ERR_INVALID_ARGUMENT);
   std::vector<int32_t> out(8), lens(1);
-  CHECK(ls_model_generate(f.model, tb.src.data(), 1, 5, 9, out.data(), lens.data()) == LS_ERR_INVALID_ARGUMENT);
-  CHECK(ls_model_get_parameter(f.model, "no.such.weight", out.data() ? reinterpret_cast<float*>(out.data()) : nullptr, 1) ==
+  CHECK(ls_model_generate(f.model, tb.src.data(), 1, 5, 9, out.data(), lens.data()) ==
         LS_ERR_INVALID_ARGUMENT);
+  CHECK(ls_model_get_parameter(f.model, "no.such.weight",
+                               out.data() ? reinterpret_cast<float*>(out.data()) : nullptr,
+                               1) == LS_ERR_INVALID_ARGUMENT);
   CHECK(std::string(ls_last_error()).find("no.such.weight") != std::string::npos);
 
   // Nothing changed, and a good step still works.
@@ -394,7 +411,8 @@ TEST_CASE("parameters by name: list, get and set round trip, names are PyTorch-l
     total += info.numel;
   }
   auto has = [&](const char* s) {
-    for (auto& x : names) if (x == s) return true;
+    for (auto& x : names)
+      if (x == s) return true;
     return false;
   };
   CHECK(has("encoder.embed_tokens.weight"));
@@ -410,12 +428,16 @@ TEST_CASE("parameters by name: list, get and set round trip, names are PyTorch-l
   // Tied names reach the same tensor.
   std::vector<float> w(24 * 16), w2(24 * 16);
   for (size_t i = 0; i < w.size(); ++i) w[i] = 0.001f * static_cast<float>(i);
-  REQUIRE(ls_model_set_parameter(f.model, "decoder.embed_tokens.weight", w.data(), 24 * 16) == LS_OK);
-  REQUIRE(ls_model_get_parameter(f.model, "decoder.output_projection.weight", w2.data(), 24 * 16) == LS_OK);
+  REQUIRE(ls_model_set_parameter(f.model, "decoder.embed_tokens.weight", w.data(), 24 * 16) ==
+          LS_OK);
+  REQUIRE(ls_model_get_parameter(f.model, "decoder.output_projection.weight", w2.data(), 24 * 16) ==
+          LS_OK);
   CHECK(w2 == w);
-  CHECK(ls_model_set_parameter(f.model, "decoder.embed_tokens.weight", w.data(), 10) == LS_ERR_INVALID_ARGUMENT);
+  CHECK(ls_model_set_parameter(f.model, "decoder.embed_tokens.weight", w.data(), 10) ==
+        LS_ERR_INVALID_ARGUMENT);
   w[3] = NAN;
-  CHECK(ls_model_set_parameter(f.model, "decoder.embed_tokens.weight", w.data(), 24 * 16) == LS_ERR_INVALID_ARGUMENT);
+  CHECK(ls_model_set_parameter(f.model, "decoder.embed_tokens.weight", w.data(), 24 * 16) ==
+        LS_ERR_INVALID_ARGUMENT);
 }
 
 TEST_CASE("gradient accumulation: two half batches equal one full batch") {
@@ -476,7 +498,8 @@ TEST_CASE("gradient accumulation: two half batches equal one full batch") {
   auto full = final_weights(1);
   auto accum = final_weights(2);
   double max_diff = 0;
-  for (size_t i = 0; i < full.size(); ++i) max_diff = std::max(max_diff, double(std::fabs(full[i] - accum[i])));
+  for (size_t i = 0; i < full.size(); ++i)
+    max_diff = std::max(max_diff, double(std::fabs(full[i] - accum[i])));
   // Same math, different summation order in fp64 (the values are stored as float here):
   // differences at float rounding of the weights (~1e-8 for |w| < 1).
   CHECK(max_diff < 1e-6);
@@ -517,8 +540,9 @@ TEST_CASE("the memory plan for a preset is computed without allocating") {
   CHECK(r.total_bytes == r.persistent_bytes + r.planned_bytes);
   CHECK(r.num_parameters > 40000000);  // ~44M + embeddings with a 32768 vocabulary
   CHECK(r.parameters == r.gradients);
-  MESSAGE("transformer-base plan: planned " << r.planned_bytes << " lower bound " << r.lower_bound_bytes
-                                           << " no reuse " << r.no_reuse_bytes);
+  MESSAGE("transformer-base plan: planned " << r.planned_bytes << " lower bound "
+                                            << r.lower_bound_bytes << " no reuse "
+                                            << r.no_reuse_bytes);
   // A plan made at the maxima covers every smaller batch: sizes grow with tokens.
   ls_memory_report r2;
   ls_memory_report_init(&r2);
@@ -627,11 +651,11 @@ TEST_CASE("criterion chunk rows: the rule, and the big model's logits buffer") {
 
 TEST_CASE("the criterion in chunks gives the loss and gradients of one chunk") {
   // 4 rows x 7 target tokens = 28 target rows (padding in three rows) of max_batch_tokens 32.
-  std::vector<int32_t> src = {5, 6, 7, 8, 2,  9, 10, 11, 2, 1,  12, 13, 2, 1, 1,  14, 2, 1, 1, 1};
-  std::vector<int32_t> prev = {2, 14, 15, 16, 17, 18, 19,  2, 17, 18, 20, 1, 1, 1,
-                               2, 19, 21, 22, 23, 5, 1,  2, 6, 7, 8, 9, 10, 11};
-  std::vector<int32_t> tgt = {14, 15, 16, 17, 18, 19, 2,  17, 18, 20, 2, 1, 1, 1,
-                              19, 21, 22, 23, 5, 2, 1,  6, 7, 8, 9, 10, 11, 2};
+  std::vector<int32_t> src = {5, 6, 7, 8, 2, 9, 10, 11, 2, 1, 12, 13, 2, 1, 1, 14, 2, 1, 1, 1};
+  std::vector<int32_t> prev = {2, 14, 15, 16, 17, 18, 19, 2, 17, 18, 20, 1, 1,  1,
+                               2, 19, 21, 22, 23, 5,  1,  2, 6,  7,  8,  9, 10, 11};
+  std::vector<int32_t> tgt = {14, 15, 16, 17, 18, 19, 2, 17, 18, 20, 2, 1,  1,  1,
+                              19, 21, 22, 23, 5,  2,  1, 6,  7,  8,  9, 10, 11, 2};
   struct Case {
     const char* name;
     ls_arch arch;
@@ -642,7 +666,8 @@ TEST_CASE("the criterion in chunks gives the loss and gradients of one chunk") {
   // fp64: a few ulps (2.2e-16) of sums over <= 28 rows, carried through two layers: 1e-12.
   // fp32: the same in float (1.2e-7): 2e-5.
   const Case cases[] = {
-      {"encoder-decoder post-LN shared embeddings fp64", LS_ARCH_ENCODER_DECODER, LS_DTYPE_FP64, 0, 1, 1e-12},
+      {"encoder-decoder post-LN shared embeddings fp64", LS_ARCH_ENCODER_DECODER, LS_DTYPE_FP64, 0,
+       1, 1e-12},
       {"encoder-decoder pre-LN fp32", LS_ARCH_ENCODER_DECODER, LS_DTYPE_FP32, 1, 0, 2e-5},
       {"decoder-only pre-LN fp64", LS_ARCH_DECODER_ONLY, LS_DTYPE_FP64, 1, 0, 1e-12},
   };
@@ -687,8 +712,8 @@ TEST_CASE("the criterion in chunks gives the loss and gradients of one chunk") {
         if (diff > worst) worst = diff, worst_at = i;
       }
       CHECK_MESSAGE(worst <= k.tol * gmax, "gradient element " << worst_at << ": "
-                                                                << part.grad[worst_at] << " vs "
-                                                                << whole.grad[worst_at]);
+                                                               << part.grad[worst_at] << " vs "
+                                                               << whole.grad[worst_at]);
     }
   }
 }

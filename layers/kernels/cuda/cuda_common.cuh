@@ -3,6 +3,8 @@
 // arithmetic is done in fp32), 4-element packs for vectorised access, warp/block reductions,
 // dropout mask generation from Philox (4 elements per Philox call when the group starts at a
 // flat index that is a multiple of 4, as philox.h lays out the words), and the dtype dispatch.
+// For the bandwidth-bound kernels also: 8-element (16-byte) loads/stores, 8-element dropout
+// factors, GELU through ex2 instead of tanhf, and a division-free 32-bit divider.
 #pragma once
 
 #include <cublasLt.h>
@@ -185,6 +187,240 @@ __device__ __forceinline__ float activate(int act, float x) {
 __device__ __forceinline__ float activate_grad(int act, float x) {
   return act == 0 ? (x > 0.f ? 1.f : 0.f) : gelu_tanh_grad(x);
 }
+
+// ---------------------------------------------------------------- bandwidth-bound helpers
+// 2^x by the hardware approximation (MUFU.EX2, ~2 ulp; denormal results flush to 0).
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// The same GELU as gelu_tanh / gelu_tanh_grad, written as x * sigmoid(2u) (0.5 (1 + tanh(u))
+// = 1 / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3)): one ex2 and one approximate
+// reciprocal instead of tanhf, and no cancellation for negative x. Agrees with the tanhf form
+// to a few fp32 ulp of the result (relative error of exp(-2u) ~ |2u| 2^-24 + 2 ulp).
+// gelu_exp(x) = exp(-2u), its argument clamped at 2^64 so that the gradient's E * s stays
+// finite (beyond, the true values are below 1e-18).
+__device__ __forceinline__ float gelu_exp(float x) {
+  const float a = -2.f * 0.7978845608028654f * 1.4426950408889634f;  // -2 sqrt(2/pi) log2(e)
+  return fast_exp2(fminf(x * fmaf(a * 0.044715f, x * x, a), 64.f));
+}
+__device__ __forceinline__ float gelu_fast(float x) {
+  return __fdividef(x, 1.f + gelu_exp(x));
+}
+// d/dx x s(2u) = s + 2 x s (1 - s) u', with 1 - s = E s: s (1 + 2 k x E s (1 + 3 0.044715 x^2)).
+__device__ __forceinline__ float gelu_fast_grad(float x) {
+  const float k2 = 2.f * 0.7978845608028654f;
+  float e = gelu_exp(x);
+  float s = __fdividef(1.f, 1.f + e);
+  return s * fmaf(k2 * x * e * s, fmaf(3.f * 0.044715f, x * x, 1.f), 1.f);
+}
+
+// Eight consecutive elements as 16-byte accesses (one for fp16/bf16, two for fp32): load_raw8,
+// unpack8, store8. `vec`: the caller proved p is 16-byte aligned, i % 8 == 0 and i + 8 <= n;
+// otherwise element by element, elements at or beyond n reading as 0 (loads) or left alone
+// (stores).
+template <class T>
+struct alignas(16) Pack16 {
+  static constexpr int kElems = 16 / int(sizeof(T));
+  T v[kElems];
+};
+__host__ __device__ __forceinline__ bool aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
+}
+// The same load kept as raw 32-bit words (8 fp16/bf16 elements in 4 registers, fp32 in 8),
+// converted later with unpack8: lets a thread hold several loads in flight at little register
+// cost. Words, not element arrays, so that selects and phis stay whole-register operations.
+template <class T>
+struct Raw8 {
+  uint32_t w[2 * sizeof(T)];
+};
+__device__ __forceinline__ uint32_t elem_bits(float x) {
+  return __float_as_uint(x);
+}
+__device__ __forceinline__ uint32_t elem_bits(__half x) {
+  return __half_as_ushort(x);
+}
+__device__ __forceinline__ uint32_t elem_bits(__nv_bfloat16 x) {
+  return __bfloat16_as_ushort(x);
+}
+// Element j (0..7) of a Raw8 as fp32.
+__device__ __forceinline__ float raw8_get(const Raw8<float>& r, int j) {
+  return __uint_as_float(r.w[j]);
+}
+__device__ __forceinline__ float raw8_get(const Raw8<__half>& r, int j) {
+  const unsigned short b =
+      (j & 1) ? (unsigned short)(r.w[j >> 1] >> 16) : (unsigned short)(r.w[j >> 1]);
+  return __half2float(__ushort_as_half(b));
+}
+__device__ __forceinline__ float raw8_get(const Raw8<__nv_bfloat16>& r, int j) {
+  // bf16 -> fp32 is the 16 bits placed high.
+  return __uint_as_float((j & 1) ? (r.w[j >> 1] & 0xFFFF0000u) : (r.w[j >> 1] << 16));
+}
+// A Raw8 from 8 elements (the unaligned paths).
+template <class T>
+__device__ __forceinline__ Raw8<T> raw8_from(const T v[8]) {
+  Raw8<T> r;
+  if (sizeof(T) == 4) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) r.w[j] = elem_bits(v[j]);
+  } else {
+#pragma unroll
+    for (int q = 0; q < 4; ++q) r.w[q] = elem_bits(v[2 * q]) | (elem_bits(v[2 * q + 1]) << 16);
+  }
+  return r;
+}
+// Elements [i, i+8) of p one by one, those at or beyond n replaced by fill.
+template <class T>
+__device__ __forceinline__ Raw8<T> raw8_gather(const T* p, int64_t i, int64_t n, T fill) {
+  T v[8];
+#pragma unroll
+  for (int j = 0; j < 8; ++j) v[j] = i + j < n ? p[i + j] : fill;
+  return raw8_from(v);
+}
+template <class T>
+__device__ __forceinline__ Raw8<T> load_raw8(const T* p, int64_t i, int64_t n, bool vec) {
+  Raw8<T> r;
+  if (vec) {
+#pragma unroll
+    for (int k = 0; k < int(sizeof(T)) / 2; ++k) {
+      const uint4 u = *reinterpret_cast<const uint4*>(p + i + k * Pack16<T>::kElems);
+      r.w[4 * k] = u.x;
+      r.w[4 * k + 1] = u.y;
+      r.w[4 * k + 2] = u.z;
+      r.w[4 * k + 3] = u.w;
+    }
+  } else {
+    r = raw8_gather(p, i, n, from_f32<T>(0.f));
+  }
+  return r;
+}
+template <class T>
+__device__ __forceinline__ void unpack8(const Raw8<T>& r, float out[8]) {
+#pragma unroll
+  for (int j = 0; j < 8; ++j) out[j] = raw8_get(r, j);
+}
+template <class T>
+__device__ __forceinline__ void store8(T* p, int64_t i, int64_t n, bool vec, const float in[8]) {
+  constexpr int E = Pack16<T>::kElems;
+  if (vec) {
+#pragma unroll
+    for (int k = 0; k < 8 / E; ++k) {
+      Pack16<T> pk;
+#pragma unroll
+      for (int j = 0; j < E; ++j) pk.v[j] = from_f32<T>(in[k * E + j]);
+      *reinterpret_cast<Pack16<T>*>(p + i + k * E) = pk;
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+      if (i + j < n) p[i + j] = from_f32<T>(in[j]);
+  }
+}
+
+// philox4x32_10 (philox.h) with each 32 x 32 -> 64-bit product taken as __umulhi and a low
+// multiply, which the compiler fuses into one IMAD.WIDE; the 64-bit product form of philox.h
+// costs an extra add per multiply on sm_90. Same words, bit for bit (the CUDA tests compare the
+// masks with the CPU's).
+__device__ __forceinline__ Philox4 philox4x32_10_fast(uint64_t key64, uint64_t ctr_lo64,
+                                                      uint64_t ctr_hi64) {
+  uint32_t c0 = uint32_t(ctr_lo64), c1 = uint32_t(ctr_lo64 >> 32);
+  uint32_t c2 = uint32_t(ctr_hi64), c3 = uint32_t(ctr_hi64 >> 32);
+  uint32_t k0 = uint32_t(key64), k1 = uint32_t(key64 >> 32);
+#pragma unroll
+  for (int r = 0; r < 10; ++r) {
+    const uint32_t hi0 = __umulhi(0xD2511F53u, c0), lo0 = 0xD2511F53u * c0;
+    const uint32_t hi1 = __umulhi(0xCD9E8D57u, c2), lo1 = 0xCD9E8D57u * c2;
+    c0 = hi1 ^ c1 ^ k0;
+    c1 = lo1;
+    c2 = hi0 ^ c3 ^ k1;
+    c3 = lo0;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  Philox4 out;
+  out.v[0] = c0;
+  out.v[1] = c1;
+  out.v[2] = c2;
+  out.v[3] = c3;
+  return out;
+}
+
+// Dropout factors (0 or 1/(1-p)) of flat elements [i, i+8) for an active DropoutParams, with
+// offset = dropout_offset(d.key) read once by the caller. i % 4 == 0: two independent Philox
+// calls (the compiler interleaves their rounds); otherwise three, words picked from the
+// 12-word window that starts at group i / 4 (same words as dropout_keep element by element).
+template <int S>
+__device__ __forceinline__ void dropout_pick8(const DropoutParams& d, const uint32_t w[12],
+                                              float f[8]) {
+#pragma unroll
+  for (int j = 0; j < 8; ++j) f[j] = w[S + j] < d.threshold ? d.scale : 0.f;
+}
+__device__ __forceinline__ void dropout_factors8(const DropoutParams& d, uint64_t offset,
+                                                 uint64_t i, float f[8]) {
+  const uint64_t g = i >> 2;
+  Philox4 a = philox4x32_10_fast(d.key.seed, g, offset);
+  Philox4 b = philox4x32_10_fast(d.key.seed, g + 1, offset);
+  const unsigned s = unsigned(i & 3);
+  if (s == 0) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      f[j] = a.v[j] < d.threshold ? d.scale : 0.f;
+      f[4 + j] = b.v[j] < d.threshold ? d.scale : 0.f;
+    }
+    return;
+  }
+  Philox4 c = philox4x32_10_fast(d.key.seed, g + 2, offset);
+  uint32_t w[12];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    w[j] = a.v[j];
+    w[4 + j] = b.v[j];
+    w[8 + j] = c.v[j];
+  }
+  if (s == 1)
+    dropout_pick8<1>(d, w, f);
+  else if (s == 2)
+    dropout_pick8<2>(d, w, f);
+  else
+    dropout_pick8<3>(d, w, f);
+}
+// The i % 8 == 0 case only (flat kernels): two Philox calls, no other path compiled.
+__device__ __forceinline__ void dropout_factors8_aligned(const DropoutParams& d, uint64_t offset,
+                                                         uint64_t i, float f[8]) {
+  Philox4 a = philox4x32_10_fast(d.key.seed, i >> 2, offset);
+  Philox4 b = philox4x32_10_fast(d.key.seed, (i >> 2) + 1, offset);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    f[j] = a.v[j] < d.threshold ? d.scale : 0.f;
+    f[4 + j] = b.v[j] < d.threshold ? d.scale : 0.f;
+  }
+}
+
+// Division by a divisor d in [1, 2^32) fixed at launch, for numerators below 2^32, without a
+// divide instruction (Granlund & Montgomery): with l = ceil(log2 d) and
+// m = floor(2^32 (2^l - d) / d) + 1, n / d = (umulhi(n, m) + n) >> l, the sum taken in 64 bits.
+struct FastDivU32 {
+  uint32_t d = 1, magic = 1, shift = 0;
+  FastDivU32() = default;
+  explicit FastDivU32(uint32_t divisor) : d(divisor == 0 ? 1u : divisor) {
+    divisor = d;
+    while ((uint64_t{1} << shift) < uint64_t(divisor)) ++shift;
+    magic = uint32_t(((uint64_t{1} << 32) * ((uint64_t{1} << shift) - divisor)) / divisor + 1);
+  }
+  __host__ __device__ __forceinline__ uint32_t div(uint32_t n) const {
+#if defined(__CUDA_ARCH__)
+    uint32_t hi = __umulhi(n, magic);
+#else
+    uint32_t hi = uint32_t((uint64_t(n) * magic) >> 32);
+#endif
+    return uint32_t((uint64_t(hi) + n) >> shift);
+  }
+  __host__ __device__ __forceinline__ uint32_t mod(uint32_t n) const {
+    return n - div(n) * d;
+  }
+};
 
 // ---------------------------------------------------------------- reductions
 __device__ __forceinline__ float warp_sum(float v) {

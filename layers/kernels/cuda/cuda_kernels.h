@@ -131,6 +131,12 @@ void launch_split_heads(const void* in, const void* bias, void* out, int64_t n, 
 void launch_merge_heads(const void* in, void* out, int64_t n, int64_t batch, int64_t len,
                         int64_t heads, int64_t head_dim, DType dt, cudaStream_t s);
 
+// flash_attention.cu (fp16/bf16, head_dim a multiple of 8 up to kFusedAttentionMaxHeadDim;
+// the launchers check dtype, strides, alignment and the architecture).
+void launch_attention_forward(const AttentionArgs& a, cudaStream_t s);
+void launch_attention_backward(const AttentionArgs& a, const void* d_ctx, void* dq, void* dk,
+                               void* dv, float* delta, cudaStream_t s);
+
 // softmax.cu
 void launch_softmax_forward(const void* scores, void* probs, const uint8_t* key_pad, bool causal,
                             int64_t batch, int64_t heads, int64_t len_q, int64_t len_k, DType dt,

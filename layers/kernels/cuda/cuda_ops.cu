@@ -417,6 +417,48 @@ void CudaOps::softmax_forward(const void* scores, void* probs, const uint8_t* ke
                                as_stream(stream_));
 }
 
+namespace {
+// Validates a fused attention call; false when there is nothing to compute.
+bool check_attention(const AttentionArgs& a, const char* call) {
+  check_working(a.dt, call);
+  for (auto v : {a.batch, a.heads, a.len_q, a.len_k}) check_dims(v, call, "a dimension");
+  LS_CHECK_ARG(a.head_dim > 0, call << ": head_dim = " << a.head_dim << " must be positive");
+  check_dropout(a.dropout, call);
+  const int64_t width = a.heads * a.head_dim;
+  LS_CHECK_ARG(a.ld_q >= width && a.ld_k >= width && a.ld_v >= width && a.ld_ctx >= width,
+               call << ": row strides (" << a.ld_q << ", " << a.ld_k << ", " << a.ld_v << ", "
+                    << a.ld_ctx << ") shorter than heads x head_dim = " << width);
+  if (a.batch * a.heads * a.len_q == 0) return false;
+  check_ptr(a.q, call, "q");
+  check_ptr(a.ctx, call, "ctx");
+  check_ptr(a.lse, call, "lse");
+  if (a.len_k > 0) {
+    check_ptr(a.k, call, "k");
+    check_ptr(a.v, call, "v");
+  }
+  return true;
+}
+}  // namespace
+
+void CudaOps::attention_forward(const AttentionArgs& a) {
+  const char* call = "attention_forward";
+  if (!check_attention(a, call)) return;
+  cuda::launch_attention_forward(a, as_stream(stream_));
+}
+
+void CudaOps::attention_backward(const AttentionArgs& a, const void* d_ctx, void* dq, void* dk,
+                                 void* dv, void* delta) {
+  const char* call = "attention_backward";
+  if (!check_attention(a, call)) return;
+  check_ptr(d_ctx, call, "d_ctx");
+  check_ptr(dq, call, "dq");
+  check_ptr(dk, call, "dk");
+  check_ptr(dv, call, "dv");
+  check_ptr(delta, call, "delta");
+  cuda::launch_attention_backward(a, d_ctx, dq, dk, dv, static_cast<float*>(delta),
+                                  as_stream(stream_));
+}
+
 void CudaOps::softmax_backward(const void* d_dropped, const void* probs, void* d_scores,
                                int64_t rows, int64_t len_k, float p, DropoutKey key, DType dt) {
   const char* call = "softmax_backward";

@@ -77,6 +77,9 @@ class CudaOps final : public Ops {
                        DType dt) override;
   void softmax_backward(const void* d_dropped, const void* probs, void* d_scores, int64_t rows,
                         int64_t len_k, float p, DropoutKey key, DType dt) override;
+  void attention_forward(const AttentionArgs& a) override;
+  void attention_backward(const AttentionArgs& a, const void* d_ctx, void* dq, void* dk, void* dv,
+                          void* delta) override;
   void cross_entropy_forward(const void* logits, const int32_t* targets, void* lse, void* sums,
                              int64_t rows, int64_t vocab, int32_t padding_idx, float eps,
                              DType dt) override;

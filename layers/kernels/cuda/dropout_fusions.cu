@@ -9,14 +9,21 @@
 //   row_sums (BGradA fallback), activation (GEMM BiasAct fallback).
 // Dropout masks are never stored: every kernel regenerates them with Philox from the key and
 // the element's flat index in the [rows, cols] tensor (philox.h), four elements per call.
-// Layouts: flat kernels use a grid-stride loop, 256 threads, 4 consecutive elements per thread
-// (packed access when aligned). Column-sum kernels use blocks of 32 x 8 threads covering a tile
-// of 128 columns: thread x owns 4 columns, thread y walks rows with stride 8 * gridDim.y; the 8
-// row-partials are reduced in shared memory and added to the fp32 gradient with one atomicAdd
-// per column per block (so d_bias's summation order varies across runs), or, in deterministic
-// mode, written to scratch rows [gridDim.y, cols] that reduce.cu sums in a fixed order.
+// Layouts: flat kernels use 256 threads, each with 2 groups of 8 consecutive elements (16-byte
+// accesses when aligned; all loads issued before the two Philox calls per group) and a grid
+// that covers the tensor once. Column-sum kernels use blocks of 32 x 8 threads covering a tile
+// of 256 columns: thread x owns 8 columns (16-byte accesses), thread y walks rows with stride
+// 8 * gridDim.y, 4 rows (fp32: 2) per step with their loads issued first; gridDim.y is sized
+// so that all blocks are resident at once. The 8 row-partials are reduced in shared memory and
+// added to the fp32 gradient with one atomicAdd per column per block (so d_bias's summation
+// order varies across runs), or, in deterministic mode, written to scratch rows
+// [gridDim.y, cols] that reduce.cu sums in a fixed order. Kernels are specialised on the
+// activation and on p > 0: with p == 0 no Philox code runs. GELU is evaluated as
+// x * sigmoid(2u) with ex2 (cuda_common.cuh gelu_fast), the same function as the tanh form.
 // The elementwise kernels read each element before writing it from the same thread, so every
 // output may alias an input of the same shape (the FFN runs act_dropout_forward in place).
+#include <type_traits>
+
 #include "layers/kernels/cuda/cuda_common.cuh"
 #include "layers/kernels/cuda/cuda_kernels.h"
 
@@ -30,115 +37,217 @@ constexpr int kThreads = 256;
 constexpr int kNoAct = -1;
 constexpr int kReluFromOutput = -2;
 
+// ---------------------------------------------------------------- flat kernels
+// 256 threads; each thread owns kFlatGroups groups of 8 consecutive elements, group g of thread
+// t in block b starting at ((b * kFlatGroups + g) * 256 + t) * 8 (a warp's accesses are 512
+// contiguous bytes in fp16). All loads of a thread are issued before its Philox rounds, and
+// the grid covers the tensor once (the grid-stride loop only runs again beyond 2^31 blocks).
+constexpr int kFlatThreads = 256;
+constexpr int kFlatGroups = 2;
+constexpr int64_t kFlatPerBlock = int64_t(kFlatThreads) * kFlatGroups * 8;
+
 inline unsigned flat_grid(int64_t n) {
-  return grid_for((n + 3) / 4, kThreads, int64_t(device_sm_count()) * 16);
+  return grid_for((n + kFlatPerBlock - 1) / kFlatPerBlock, 1, int64_t(0x7fffffff));
 }
 
-template <class T>
-__global__ void bias_dropout_residual_kernel(const T* x, const T* bias, const T* residual, T* out,
-                                             int64_t rows, int64_t cols, DropoutParams d) {
-  int64_t n = rows * cols;
-  bool aligned = pack_aligned<T>(x) && pack_aligned<T>(residual) && pack_aligned<T>(out) &&
-                 (bias == nullptr || pack_aligned<T>(bias)) && cols % 4 == 0;
-  for (int64_t i = 4 * (int64_t(blockIdx.x) * blockDim.x + threadIdx.x); i < n;
-       i += 4 * int64_t(gridDim.x) * blockDim.x) {
-    bool vec = aligned && i + 4 <= n;
-    float a[4], r[4], b[4] = {0.f, 0.f, 0.f, 0.f}, f[4];
-    load4(x, i, n, vec, a);
-    load4(residual, i, n, vec, r);
-    int64_t col = i % cols;
-    if (bias != nullptr) {
-      if (vec) {
-        load4(bias, col, cols, true, b);
-      } else {
-        int64_t c = col;
-        for (int j = 0; j < 4; ++j) {
-          b[j] = to_f32(bias[c]);
-          if (++c == cols) c = 0;
+template <int kAct>
+__device__ __forceinline__ float act_forward(float x) {
+  if (kAct == 0) return fmaxf(x, 0.f);
+  if (kAct == 1) return gelu_fast(x);
+  return x;
+}
+
+// aligned: x, residual and out are 16-byte aligned; bias_vec: also bias, and cols % 8 == 0
+// (a group of 8 then never wraps a row and its bias columns are one aligned pack). cdiv
+// divides by cols, for flat indices below fast_limit (2^32, or 0 when cols >= 2^32).
+template <class T, bool kDrop, bool kBias>
+__global__ void __launch_bounds__(kFlatThreads)
+    bias_dropout_residual_kernel(const T* x, const T* bias, const T* residual, T* out, int64_t n,
+                                 int64_t cols, FastDivU32 cdiv, int64_t fast_limit, bool aligned,
+                                 bool bias_vec, DropoutParams d) {
+  const uint64_t off = kDrop ? dropout_offset(d.key) : 0;
+  const int64_t step = int64_t(gridDim.x) * kFlatPerBlock;
+  for (int64_t i0 = int64_t(blockIdx.x) * kFlatPerBlock + 8 * threadIdx.x; i0 < n; i0 += step) {
+    Raw8<T> xa[kFlatGroups], ra[kFlatGroups], ba[kFlatGroups];
+#pragma unroll
+    for (int g = 0; g < kFlatGroups; ++g) {
+      const int64_t i = i0 + g * (8 * kFlatThreads);
+      const bool vec = aligned && i + 8 <= n;
+      xa[g] = load_raw8(x, i, n, vec);
+      ra[g] = load_raw8(residual, i, n, vec);
+      if (kBias) {
+        const int64_t col = i < fast_limit ? int64_t(cdiv.mod(uint32_t(i))) : i % cols;
+        if (bias_vec && vec) {
+          ba[g] = load_raw8(bias, col, cols, true);
+        } else {
+          T bv[8];
+          int64_t c = col;
+#pragma unroll
+          for (int j = 0; j < 8; ++j) {
+            bv[j] = i + j < n ? bias[c] : from_f32<T>(0.f);
+            if (++c == cols) c = 0;
+          }
+          ba[g] = raw8_from(bv);
         }
       }
     }
-    dropout_factors4(d, uint64_t(i), f);
 #pragma unroll
-    for (int j = 0; j < 4; ++j) a[j] = r[j] + (a[j] + b[j]) * f[j];
-    store4(out, i, n, vec, a);
+    for (int g = 0; g < kFlatGroups; ++g) {
+      const int64_t i = i0 + g * (8 * kFlatThreads);
+      if (i >= n) break;
+      float a[8], r[8], b[8], f[8];
+      if (kDrop) dropout_factors8_aligned(d, off, uint64_t(i), f);
+      unpack8(xa[g], a);
+      unpack8(ra[g], r);
+      if (kBias) unpack8(ba[g], b);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        float v = kBias ? a[j] + b[j] : a[j];
+        a[j] = kDrop ? r[j] + v * f[j] : r[j] + v;
+      }
+      store8(out, i, n, aligned && i + 8 <= n, a);
+    }
   }
 }
 
-template <class T>
-__global__ void act_dropout_forward_kernel(const T* pre, T* out, int64_t n, int act,
-                                           DropoutParams d) {
-  bool aligned = pack_aligned<T>(pre) && pack_aligned<T>(out);
-  for (int64_t i = 4 * (int64_t(blockIdx.x) * blockDim.x + threadIdx.x); i < n;
-       i += 4 * int64_t(gridDim.x) * blockDim.x) {
-    bool vec = aligned && i + 4 <= n;
-    float a[4], f[4];
-    load4(pre, i, n, vec, a);
-    dropout_factors4(d, uint64_t(i), f);
+// act < 0 (kNoAct): plain dropout. aligned: pre and out are 16-byte aligned.
+template <class T, int kAct, bool kDrop>
+__global__ void __launch_bounds__(kFlatThreads)
+    act_dropout_forward_kernel(const T* pre, T* out, int64_t n, bool aligned, DropoutParams d) {
+  const uint64_t off = kDrop ? dropout_offset(d.key) : 0;
+  const int64_t step = int64_t(gridDim.x) * kFlatPerBlock;
+  for (int64_t i0 = int64_t(blockIdx.x) * kFlatPerBlock + 8 * threadIdx.x; i0 < n; i0 += step) {
+    Raw8<T> pa[kFlatGroups];
 #pragma unroll
-    for (int j = 0; j < 4; ++j) a[j] = act < 0 ? a[j] * f[j] : activate(act, a[j]) * f[j];
-    store4(out, i, n, vec, a);
+    for (int g = 0; g < kFlatGroups; ++g) {
+      const int64_t i = i0 + g * (8 * kFlatThreads);
+      pa[g] = load_raw8(pre, i, n, aligned && i + 8 <= n);
+    }
+#pragma unroll
+    for (int g = 0; g < kFlatGroups; ++g) {
+      const int64_t i = i0 + g * (8 * kFlatThreads);
+      if (i >= n) break;
+      float a[8], f[8];
+      if (kDrop) dropout_factors8_aligned(d, off, uint64_t(i), f);
+      unpack8(pa[g], a);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        float v = act_forward<kAct>(a[j]);
+        a[j] = kDrop ? v * f[j] : v;
+      }
+      store8(out, i, n, aligned && i + 8 <= n, a);
+    }
   }
+}
+
+// ---------------------------------------------------------------- column-sum kernels
+// Blocks of 32 x 8 threads over a tile of 256 columns: thread x owns 8 consecutive columns
+// (16-byte accesses), thread y walks the rows y + 8 * blockIdx.y + k * 8 * gridDim.y, kColRows
+// rows per step with all their loads issued first. Per column, the 8 row lanes' sums are added
+// in y order through shared memory, then one atomicAdd per column per block (or one scratch
+// row per blockIdx.y in deterministic mode). gridDim.y: the blocks that fit on the device at
+// once, so every block runs in the first wave.
+constexpr int kColThreadsX = 32;
+constexpr int kColThreadsY = 8;
+constexpr int kColTile = 8 * kColThreadsX;
+
+template <int kAct>
+__device__ __forceinline__ float act_backward(float x) {
+  return kAct == 0 ? (x > 0.f ? 1.f : 0.f) : gelu_fast_grad(x);
+}
+
+// One row's 8 columns from their raw loads (see backward_colsum_kernel). kVec: the aligned
+// path (cols % 8 == 0, so the flat index r * cols + c is a multiple of 8).
+template <class T, int kAct, bool kDrop, bool kVec>
+__device__ __forceinline__ void colsum_apply(const Raw8<T>& graw, const Raw8<T>& xraw, T* d_pre,
+                                             int64_t r, int64_t c, int64_t cols, int64_t ld,
+                                             const DropoutParams& d, uint64_t off, float acc[8]) {
+  float g[8], x[8];
+  unpack8(graw, g);
+  if (kAct != kNoAct) unpack8(xraw, x);
+  if (kAct == kReluFromOutput) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) g[j] *= x[j] > 0.f ? d.scale : 0.f;
+  } else {
+    if (kDrop) {
+      float f[8];
+      if (kVec)
+        dropout_factors8_aligned(d, off, uint64_t(r * cols + c), f);
+      else
+        dropout_factors8(d, off, uint64_t(r * cols + c), f);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) g[j] *= f[j];
+    }
+    if (kAct >= 0) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) g[j] *= act_backward<kAct>(x[j]);
+    }
+  }
+  if (d_pre != nullptr) store8(d_pre + r * ld, c, cols, kVec, g);
+#pragma unroll
+  for (int j = 0; j < 8; ++j) acc[j] += g[j];
 }
 
 // d_pre = [act'(pre)] * dropout_bwd(d_out) over [rows, cols] (leading dimension ld), plus
-// d_bias += column sums of d_pre. act == kNoAct: no activation; act == kReluFromOutput:
+// d_bias += column sums of d_pre. kAct == kNoAct: no activation; kAct == kReluFromOutput:
 // d_pre = d_out * (pre > 0 ? d.scale : 0) with pre the ReLU forward's output (no Philox);
-// d_pre null: sums only.
-template <class T>
-__global__ void backward_colsum_kernel(const T* d_out, const T* pre, T* d_pre, float* d_bias,
-                                       int64_t rows, int64_t cols, int64_t ld, int act,
-                                       DropoutParams d, float* partials) {
-  __shared__ float partial[8][129];
-  int64_t c = int64_t(blockIdx.x) * 128 + 4 * threadIdx.x;
-  bool aligned = cols % 4 == 0 && ld % 4 == 0 && pack_aligned<T>(d_out) &&
-                 (pre == nullptr || pack_aligned<T>(pre)) &&
-                 (d_pre == nullptr || pack_aligned<T>(d_pre));
-  float acc[4] = {0.f, 0.f, 0.f, 0.f};
+// d_pre null: sums only. aligned: cols % 8 == 0, ld % 8 == 0 and every pointer 16-byte
+// aligned. kDrop: p > 0 (masks drawn; never with kReluFromOutput).
+template <class T, int kAct, bool kDrop>
+__global__ void __launch_bounds__(kColThreadsX* kColThreadsY, 3)
+    backward_colsum_kernel(const T* d_out, const T* pre, T* d_pre, float* d_bias, int64_t rows,
+                           int64_t cols, int64_t ld, bool aligned, DropoutParams d,
+                           float* partials) {
+  constexpr bool kPre = kAct != kNoAct;
+  constexpr int kColRows = sizeof(T) == 4 ? 2 : 4;  // 32 or 64 bytes per input in flight
+  __shared__ __align__(16) float partial[kColThreadsY][kColTile];
+  const int64_t c = (int64_t(blockIdx.x) * kColThreadsX + threadIdx.x) * 8;
+  const int64_t stride = int64_t(gridDim.y) * kColThreadsY;
+  float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
   if (c < cols) {
-    bool vec = aligned && c + 4 <= cols;
-    for (int64_t r = int64_t(blockIdx.y) * 8 + threadIdx.y; r < rows; r += int64_t(gridDim.y) * 8) {
-      float g[4];
-      load4(d_out + r * ld, c, cols, vec, g);
-      if (act == kReluFromOutput) {
-        float y[4];
-        load4(pre + r * ld, c, cols, vec, y);
+    const bool vec = aligned && c + 8 <= cols;
+    const uint64_t off = kDrop ? dropout_offset(d.key) : 0;
+    int64_t r = int64_t(blockIdx.y) * kColThreadsY + threadIdx.y;
+    if (vec) {  // kColRows rows per step, all loads first
+      for (; r + (kColRows - 1) * stride < rows; r += kColRows * stride) {
+        Raw8<T> g[kColRows], x[kColRows];
 #pragma unroll
-        for (int j = 0; j < 4; ++j) g[j] *= y[j] > 0.f ? d.scale : 0.f;
-      } else {
-        float f[4];
-        dropout_factors4(d, uint64_t(r * cols + c), f);
-        if (act >= 0) {
-          float x[4];
-          load4(pre + r * ld, c, cols, vec, x);
-#pragma unroll
-          for (int j = 0; j < 4; ++j) g[j] = g[j] * f[j] * activate_grad(act, x[j]);
-        } else {
-#pragma unroll
-          for (int j = 0; j < 4; ++j) g[j] *= f[j];
+        for (int u = 0; u < kColRows; ++u) {
+          g[u] = load_raw8(d_out + (r + u * stride) * ld, c, cols, true);
+          if (kPre) x[u] = load_raw8(pre + (r + u * stride) * ld, c, cols, true);
         }
-      }
-      if (d_pre != nullptr) store4(d_pre + r * ld, c, cols, vec, g);
 #pragma unroll
-      for (int j = 0; j < 4; ++j) acc[j] += g[j];
+        for (int u = 0; u < kColRows; ++u)
+          colsum_apply<T, kAct, kDrop, true>(g[u], x[u], d_pre, r + u * stride, c, cols, ld, d, off,
+                                             acc);
+      }
+    }
+#pragma unroll 1
+    for (; r < rows; r += stride) {  // the remaining rows (all of them when not vec)
+      Raw8<T> g, x;
+      g = load_raw8(d_out + r * ld, c, cols, vec);
+      if (kPre) x = load_raw8(pre + r * ld, c, cols, vec);
+      if (vec)
+        colsum_apply<T, kAct, kDrop, true>(g, x, d_pre, r, c, cols, ld, d, off, acc);
+      else
+        colsum_apply<T, kAct, kDrop, false>(g, x, d_pre, r, c, cols, ld, d, off, acc);
     }
   }
   if (d_bias == nullptr) return;
-#pragma unroll
-  for (int j = 0; j < 4; ++j) partial[threadIdx.y][4 * threadIdx.x + j] = acc[j];
+  float4* dst = reinterpret_cast<float4*>(&partial[threadIdx.y][8 * threadIdx.x]);
+  dst[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+  dst[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
   __syncthreads();
-  if (threadIdx.y == 0) {
-    for (int j = 0; j < 4; ++j) {
-      float s = 0.f;
+  const int t = threadIdx.y * kColThreadsX + threadIdx.x;  // one column of the tile each
+  const int64_t col = int64_t(blockIdx.x) * kColTile + t;
+  if (col >= cols) return;
+  float s = 0.f;
 #pragma unroll
-      for (int y = 0; y < 8; ++y) s += partial[y][4 * threadIdx.x + j];
-      if (c + j >= cols) continue;
-      if (partials != nullptr)
-        partials[int64_t(blockIdx.y) * cols + c + j] = s;  // deterministic: summed by reduce.cu
-      else
-        atomicAdd(d_bias + c + j, s);
-    }
-  }
+  for (int y = 0; y < kColThreadsY; ++y) s += partial[y][t];
+  if (partials != nullptr)
+    partials[int64_t(blockIdx.y) * cols + col] = s;  // deterministic: summed by reduce.cu
+  else
+    atomicAdd(d_bias + col, s);
 }
 
 template <class T>
@@ -165,29 +274,68 @@ __global__ void activation_kernel(const T* in, T* out, int64_t rows, int64_t col
   }
 }
 
+template <class T, int kAct, bool kDrop>
+void launch_colsum_variant(const void* d_out, const void* pre, void* d_pre, float* d_bias,
+                           int64_t rows, int64_t cols, int64_t ld, const DropoutParams& d,
+                           cudaStream_t s, const char* name, const Reduction& red) {
+  auto kernel = backward_colsum_kernel<T, kAct, kDrop>;
+  constexpr int kBlock = kColThreadsX * kColThreadsY;
+  static const int per_sm = [&] {  // resident blocks per SM (a property of the kernel)
+    int b = 0;
+    LS_CUDA_CALL(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, kernel, kBlock, 0));
+    return b > 0 ? b : 1;
+  }();
+  const int64_t gx = (cols + kColTile - 1) / kColTile;
+  int64_t gy = (rows + kColThreadsY - 1) / kColThreadsY;
+  int64_t want = int64_t(device_sm_count()) * per_sm / gx;  // one wave of resident blocks
+  if (want < 1) want = 1;
+  if (gy > want) gy = want;
+  if (gy > 65535) gy = 65535;
+  bool aligned = cols % 8 == 0 && ld % 8 == 0 && aligned16(d_out);
+  for (const void* p : {pre, static_cast<const void*>(d_pre)})
+    if (p != nullptr && !aligned16(p)) aligned = false;
+  float* partials = d_bias != nullptr && red.deterministic() ? red.rows(gy, cols, name) : nullptr;
+  kernel<<<dim3(unsigned(gx), unsigned(gy)), dim3(kColThreadsX, kColThreadsY), 0, s>>>(
+      static_cast<const T*>(d_out), static_cast<const T*>(pre), static_cast<T*>(d_pre), d_bias,
+      rows, cols, ld, aligned, d, partials);
+  LS_LAUNCH_CHECK(name);
+  if (partials != nullptr) launch_sum_partials(partials, gy, cols, d_bias, s);
+}
+
 void launch_backward_colsum(const void* d_out, const void* pre, void* d_pre, float* d_bias,
                             int64_t rows, int64_t cols, int64_t ld, int act, float p,
                             DropoutKey key, DType dt, cudaStream_t s, const char* name,
                             const Reduction& red) {
   if (rows == 0 || cols == 0) return;
-  DropoutParams d = make_dropout(p, key);
-  dim3 block(32, 8);
-  unsigned gx = unsigned((cols + 127) / 128);
-  int64_t want = int64_t(device_sm_count()) * 8 / gx;  // about 8 blocks of 256 per SM
-  if (want < 1) want = 1;
-  int64_t gy = (rows + 7) / 8;
-  if (gy > want) gy = want;
-  if (gy > 65535) gy = 65535;
-  dim3 grid(gx, unsigned(gy));
-  float* partials = d_bias != nullptr && red.deterministic() ? red.rows(gy, cols, name) : nullptr;
+  const DropoutParams d = make_dropout(p, key);
   dispatch_dtype(dt, name, [&](auto tv) {
     using T = decltype(tv);
-    backward_colsum_kernel<T>
-        <<<grid, block, 0, s>>>(static_cast<const T*>(d_out), static_cast<const T*>(pre),
-                                static_cast<T*>(d_pre), d_bias, rows, cols, ld, act, d, partials);
+    auto run = [&](auto act_c, auto drop_c) {
+      launch_colsum_variant<T, decltype(act_c)::value, decltype(drop_c)::value>(
+          d_out, pre, d_pre, d_bias, rows, cols, ld, d, s, name, red);
+    };
+    using Off = std::false_type;
+    using On = std::true_type;
+    switch (act) {
+      case kReluFromOutput:
+        run(std::integral_constant<int, kReluFromOutput>{}, Off{});
+        break;
+      case kNoAct:
+        d.active ? run(std::integral_constant<int, kNoAct>{}, On{})
+                 : run(std::integral_constant<int, kNoAct>{}, Off{});
+        break;
+      case 0:
+        d.active ? run(std::integral_constant<int, 0>{}, On{})
+                 : run(std::integral_constant<int, 0>{}, Off{});
+        break;
+      case 1:
+        d.active ? run(std::integral_constant<int, 1>{}, On{})
+                 : run(std::integral_constant<int, 1>{}, Off{});
+        break;
+      default:
+        LS_FAIL(LS_ERR_INTERNAL, name << ": unknown activation code " << act);
+    }
   });
-  LS_LAUNCH_CHECK(name);
-  if (partials != nullptr) launch_sum_partials(partials, gy, cols, d_bias, s);
 }
 
 }  // namespace
@@ -195,40 +343,80 @@ void launch_backward_colsum(const void* d_out, const void* pre, void* d_pre, flo
 void launch_bias_dropout_residual(const void* x, const void* bias, const void* residual, void* out,
                                   int64_t rows, int64_t cols, float p, DropoutKey key, DType dt,
                                   cudaStream_t s) {
-  if (rows * cols == 0) return;
-  DropoutParams d = make_dropout(p, key);
+  const int64_t n = rows * cols;
+  if (n == 0) return;
+  const DropoutParams d = make_dropout(p, key);
+  const bool aligned = aligned16(x) && aligned16(residual) && aligned16(out);
+  const bool bias_vec = aligned && bias != nullptr && aligned16(bias) && cols % 8 == 0;
+  const bool small_cols = cols < (int64_t(1) << 32);
+  const FastDivU32 cdiv(small_cols ? uint32_t(cols) : 1u);
+  const int64_t fast_limit = small_cols ? (int64_t(1) << 32) : 0;
   dispatch_dtype(dt, "bias_dropout_residual_forward", [&](auto tv) {
     using T = decltype(tv);
-    bias_dropout_residual_kernel<T><<<flat_grid(rows * cols), kThreads, 0, s>>>(
-        static_cast<const T*>(x), static_cast<const T*>(bias), static_cast<const T*>(residual),
-        static_cast<T*>(out), rows, cols, d);
+    auto run = [&](auto drop_c, auto bias_c) {
+      bias_dropout_residual_kernel<T, decltype(drop_c)::value, decltype(bias_c)::value>
+          <<<flat_grid(n), kFlatThreads, 0, s>>>(
+              static_cast<const T*>(x), static_cast<const T*>(bias),
+              static_cast<const T*>(residual), static_cast<T*>(out), n, cols, cdiv, fast_limit,
+              aligned, bias_vec, d);
+    };
+    using Off = std::false_type;
+    using On = std::true_type;
+    if (d.active)
+      bias != nullptr ? run(On{}, On{}) : run(On{}, Off{});
+    else
+      bias != nullptr ? run(Off{}, On{}) : run(Off{}, Off{});
   });
   LS_LAUNCH_CHECK("bias_dropout_residual_forward");
 }
 
+namespace {
+// out = dropout(act(pre)) over n flat elements; act kNoAct: plain dropout.
+void launch_flat_act_dropout(const void* pre, void* out, int64_t n, int act, float p,
+                             DropoutKey key, DType dt, cudaStream_t s, const char* name) {
+  const DropoutParams d = make_dropout(p, key);
+  const bool aligned = aligned16(pre) && aligned16(out);
+  dispatch_dtype(dt, name, [&](auto tv) {
+    using T = decltype(tv);
+    auto run = [&](auto act_c, auto drop_c) {
+      act_dropout_forward_kernel<T, decltype(act_c)::value, decltype(drop_c)::value>
+          <<<flat_grid(n), kFlatThreads, 0, s>>>(static_cast<const T*>(pre), static_cast<T*>(out),
+                                                 n, aligned, d);
+    };
+    using Off = std::false_type;
+    using On = std::true_type;
+    switch (act) {
+      case kNoAct:
+        d.active ? run(std::integral_constant<int, kNoAct>{}, On{})
+                 : run(std::integral_constant<int, kNoAct>{}, Off{});
+        break;
+      case 0:
+        d.active ? run(std::integral_constant<int, 0>{}, On{})
+                 : run(std::integral_constant<int, 0>{}, Off{});
+        break;
+      case 1:
+        d.active ? run(std::integral_constant<int, 1>{}, On{})
+                 : run(std::integral_constant<int, 1>{}, Off{});
+        break;
+      default:
+        LS_FAIL(LS_ERR_INTERNAL, name << ": unknown activation code " << act);
+    }
+  });
+  LS_LAUNCH_CHECK(name);
+}
+}  // namespace
+
 void launch_act_dropout_forward(const void* pre, void* out, int64_t rows, int64_t cols,
                                 Activation act, float p, DropoutKey key, DType dt, cudaStream_t s) {
-  int64_t n = rows * cols;
+  const int64_t n = rows * cols;
   if (n == 0) return;
-  DropoutParams d = make_dropout(p, key);
-  dispatch_dtype(dt, "act_dropout_forward", [&](auto tv) {
-    using T = decltype(tv);
-    act_dropout_forward_kernel<T><<<flat_grid(n), kThreads, 0, s>>>(
-        static_cast<const T*>(pre), static_cast<T*>(out), n, int(act), d);
-  });
-  LS_LAUNCH_CHECK("act_dropout_forward");
+  launch_flat_act_dropout(pre, out, n, int(act), p, key, dt, s, "act_dropout_forward");
 }
 
 void launch_dropout_forward(const void* x, void* out, size_t n, float p, DropoutKey key, DType dt,
                             cudaStream_t s) {
   if (n == 0) return;
-  DropoutParams d = make_dropout(p, key);
-  dispatch_dtype(dt, "dropout_forward", [&](auto tv) {
-    using T = decltype(tv);
-    act_dropout_forward_kernel<T><<<flat_grid(int64_t(n)), kThreads, 0, s>>>(
-        static_cast<const T*>(x), static_cast<T*>(out), int64_t(n), -1, d);
-  });
-  LS_LAUNCH_CHECK("dropout_forward");
+  launch_flat_act_dropout(x, out, int64_t(n), kNoAct, p, key, dt, s, "dropout_forward");
 }
 
 void launch_act_dropout_backward(const void* d_out, const void* pre, void* d_pre, float* d_bias,

@@ -416,10 +416,6 @@ void with_row_layout(int64_t lk, F&& f) {
     f(integral_constant<int, kMaxTeam>{}, Full{});
 }
 
-bool aligned16(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
-}
-
 }  // namespace
 
 void launch_softmax_forward(const void* scores, void* probs, const uint8_t* key_pad, bool causal,

@@ -7,6 +7,7 @@
 #include <doctest/doctest.h>
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "ls_train.h"
@@ -42,18 +43,20 @@ inline ls_trainer_config constant_lr_trainer_config(float lr = 1e-3f) {
 }
 
 // A context on `device` (seeded, TF32 as asked), a model of config `c` and its trainer.
+// before_model, when given, runs on the fresh context before the model is created.
 struct Run {
   ls_context* ctx = nullptr;
   ls_model* model = nullptr;
   ls_trainer* trainer = nullptr;
   Run(ls_device_kind device, const ls_model_config& c, const ls_trainer_config& t, uint64_t seed,
-      bool tf32 = true) {
+      bool tf32 = true, const std::function<void(ls_context*)>& before_model = nullptr) {
     ls_context_options o;
     ls_context_options_init(&o);
     o.device = device;
     o.seed = seed;
     o.allow_tf32 = tf32 ? 1 : 0;
     REQUIRE_MESSAGE(ls_context_create(&o, &ctx) == LS_OK, ls_last_error());
+    if (before_model) before_model(ctx);
     REQUIRE_MESSAGE(ls_model_create(ctx, &c, &model) == LS_OK, ls_last_error());
     REQUIRE_MESSAGE(ls_trainer_create(model, &t, &trainer) == LS_OK, ls_last_error());
   }

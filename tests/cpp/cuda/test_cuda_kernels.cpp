@@ -10,6 +10,7 @@
 #include "cuda/cuda_test_util.h"
 #include "layers/kernels/cuda/cuda_ops.h"
 #include "runtime/error.h"
+#include "test_util.h"
 
 using namespace lstest;
 using ls::Activation;
@@ -306,6 +307,87 @@ TEST_CASE("cuda dropout fusions match the CPU reference, masks included") {
   }
 }
 
+TEST_CASE("cuda relu_dropout_backward_from_output matches the CPU reference and act_dropout") {
+  // The FFN's ReLU path: forward in place (out aliasing pre), backward from the saved output.
+  // d_pre is one product rounded to dt (tol(dt)); its zeros (relu' = 0 or dropped) must be
+  // exactly the reference's. Against CUDA's act_dropout_backward(ReLU) given pre and the key,
+  // the products are the same fp32 values (g * scale * 1 vs g * scale), so d_pre agrees
+  // bitwise; d_bias to kSumTol (the two kernels may be launched with different grids, hence
+  // different summation orders); the same op twice in deterministic mode gives the same bits.
+  auto cpu = ls::make_cpu_ops();
+  ls::CudaOps cuda(0, nullptr);
+  DevBuf workspace(32u << 20);
+  struct Shape {
+    int64_t rows, cols;
+  };
+  for (Shape s : {Shape{1, 64}, Shape{7, 37}, Shape{37, 512}, Shape{513, 1024}, Shape{37, 7},
+                  Shape{1031, 4096}}) {
+    for (float p : {0.f, 0.1f})
+      for (DType dt : working_types()) {
+        CAPTURE(s.rows);
+        CAPTURE(s.cols);
+        CAPTURE(p);
+        INFO("dtype " << dtype_str(dt));
+        const size_t n = size_t(s.rows * s.cols), nc = size_t(s.cols);
+        auto x = rounded(dt, randn(n));
+        for (size_t i = 0; i < n; i += 7) x[i] = 0.f;  // ReLU's kink: relu'(0) = 0 everywhere
+        std::vector<float> out_ref(n);
+        cpu->act_dropout_forward(x.data(), out_ref.data(), s.rows, s.cols, Activation::ReLU, p,
+                                 key_for(6), DType::F32);
+        DevBuf dx = upload(x, dt), dout = upload(x, dt);
+        cuda.act_dropout_forward(dout.p, dout.p, s.rows, s.cols, Activation::ReLU, p, key_for(6),
+                                 dt);
+        auto out = download(dout, dt, n);
+        CHECK_CLOSE(out, out_ref, tol(dt));
+        CHECK(zero_mismatches(out, rounded(dt, out_ref)) == 0);
+
+        auto g = rounded(dt, randn(n));
+        auto d0 = randn(nc);
+        std::vector<float> dpre_ref(n), db_ref = d0;
+        cpu->relu_dropout_backward_from_output(g.data(), out.data(), dpre_ref.data(), db_ref.data(),
+                                               s.rows, s.cols, p, DType::F32);
+        DevBuf dg = upload(g, dt);
+        for (bool det : {false, true}) {
+          INFO("deterministic " << det);
+          cuda.set_workspace(det ? workspace.p : nullptr, det ? workspace.bytes : 0);
+          cuda.set_deterministic(det);
+          DevBuf ddpre = poisoned(n, dt), ddb = upload(d0, DType::F32);
+          cuda.relu_dropout_backward_from_output(dg.p, dout.p, ddpre.p, ddb.p, s.rows, s.cols, p,
+                                                 dt);
+          auto gpre = download(ddpre, dt, n);
+          CHECK_CLOSE(gpre, dpre_ref, tol(dt));
+          CHECK(zero_mismatches(gpre, rounded(dt, dpre_ref)) == 0);
+          auto db = download(ddb, DType::F32, nc);
+          CHECK_CLOSE(db, db_ref, kSumTol);
+
+          DevBuf ddpre2 = poisoned(n, dt), ddb2 = upload(d0, DType::F32);
+          cuda.act_dropout_backward(dg.p, dx.p, ddpre2.p, ddb2.p, s.rows, s.cols, Activation::ReLU,
+                                    p, key_for(6), dt);
+          CHECK(download(ddpre2, dt, n) == gpre);
+          CHECK_CLOSE(download(ddb2, DType::F32, nc), db, kSumTol);
+          if (det) {
+            // Bitwise reproducible: a second run from the same start gives the same bits.
+            DevBuf ddb3 = upload(d0, DType::F32), ddpre3 = poisoned(n, dt);
+            cuda.relu_dropout_backward_from_output(dg.p, dout.p, ddpre3.p, ddb3.p, s.rows, s.cols,
+                                                   p, dt);
+            CHECK(download(ddb3, DType::F32, nc) == db);
+          }
+          // d_pre aliasing d_out, and a null d_bias.
+          DevBuf alias = upload(g, dt);
+          cuda.relu_dropout_backward_from_output(alias.p, dout.p, alias.p, nullptr, s.rows, s.cols,
+                                                 p, dt);
+          CHECK(download(alias, dt, n) == gpre);
+        }
+        cuda.set_workspace(nullptr, 0);
+        cuda.set_deterministic(true);
+      }
+  }
+  DevBuf d(8);
+  CHECK_THROWS_AS(
+      cuda.relu_dropout_backward_from_output(d.p, d.p, d.p, nullptr, 1, 1, 1.f, DType::F16),
+      ls::Error);  // p must be < 1
+}
+
 TEST_CASE("cuda split/merge heads match the CPU reference") {
   auto cpu = ls::make_cpu_ops();
   ls::CudaOps cuda(0, nullptr);
@@ -427,13 +509,164 @@ TEST_CASE("cuda softmax forward/backward match the CPU reference, short and long
   }
 }
 
+TEST_CASE("cuda fused attention forward/backward match the CPU reference (fp16, bf16)") {
+  auto cpu = ls::make_cpu_ops();
+  ls::CudaOps cuda(0, nullptr);
+  struct Shape {
+    bool cross;
+    int64_t batch, heads, lq, lk, head_dim;
+  };
+  // One 64 x 64 tile (the layers' 64-token rows), partial tiles (37, 1, 7), several key tiles
+  // (130, 513: the separate dQ kernel), head_dim 8 / 32 (the DP = 32 variant), 40 (padded to
+  // 64) and 64, cross-attention with Lq != Lk, and no keys at all (Lk = 0).
+  const Shape shapes[] = {{false, 2, 2, 64, 64, 64}, {false, 3, 2, 37, 37, 64},
+                          {false, 2, 1, 130, 130, 32}, {false, 1, 3, 1, 1, 8},
+                          {true, 2, 2, 7, 513, 40},   {true, 2, 1, 70, 64, 64},
+                          {true, 1, 2, 3, 0, 16}};
+  for (const Shape& s : shapes)
+    for (bool causal : {false, true})
+      for (float p : {0.f, 0.1f})
+        for (DType dt : {DType::F16, DType::BF16}) {
+          if (causal && s.cross) continue;  // decoder self-attention only
+          CAPTURE(s.cross);
+          CAPTURE(s.batch);
+          CAPTURE(s.heads);
+          CAPTURE(s.lq);
+          CAPTURE(s.lk);
+          CAPTURE(s.head_dim);
+          CAPTURE(causal);
+          CAPTURE(p);
+          INFO("dtype " << dtype_str(dt));
+          const int64_t hd = s.heads * s.head_dim, Tq = s.batch * s.lq, Tk = s.batch * s.lk;
+          // Token-major projections as the layers pack them.
+          const int64_t ld_q = s.cross ? hd : 3 * hd, ld_kv = s.cross ? 2 * hd : 3 * hd;
+          auto qbuf = rounded(dt, randn(size_t(Tq * ld_q)));
+          auto kvbuf = s.cross ? rounded(dt, randn(size_t(Tk * ld_kv))) : std::vector<float>{};
+          std::vector<uint8_t> pad(size_t(s.batch * s.lk), 0);
+          for (int64_t k = s.lk - s.lk / 4; k < s.lk; ++k) pad[size_t(k)] = 1;  // batch 0's tail
+          if (s.batch > 1 && s.lk > 0) pad[size_t(s.batch * s.lk - 1)] = 1;
+          auto d_ctx = rounded(dt, randn(size_t(Tq * hd)));
+
+          // CPU reference in double on the same rounded values.
+          std::vector<double> qd(qbuf.begin(), qbuf.end()), kvd(kvbuf.begin(), kvbuf.end());
+          std::vector<double> gd(d_ctx.begin(), d_ctx.end());
+          ls::AttentionArgs a;
+          a.ld_q = ld_q;
+          a.ld_k = a.ld_v = ld_kv;
+          a.ld_ctx = hd;
+          a.key_pad = pad.data();
+          a.causal = causal;
+          a.batch = s.batch;
+          a.heads = s.heads;
+          a.len_q = s.lq;
+          a.len_k = s.lk;
+          a.head_dim = s.head_dim;
+          a.scale = 1.f / std::sqrt(float(s.head_dim));
+          a.dropout = p;
+          a.key = key_for(9);
+          a.dt = DType::F64;
+          a.q = qd.data();
+          a.k = s.cross ? kvd.data() : qd.data() + hd;
+          a.v = s.cross ? kvd.data() + hd : qd.data() + 2 * hd;
+          std::vector<double> ctx_d(size_t(Tq * hd)), lse_d(size_t(s.batch * s.heads * s.lq)),
+              delta_d(lse_d.size()), dq_d(qd.size()), dkv_d(s.cross ? kvd.size() : 0);
+          a.ctx = ctx_d.data();
+          a.lse = lse_d.data();
+          cpu->attention_forward(a);
+          double* dk_d = s.cross ? dkv_d.data() : dq_d.data() + hd;
+          double* dv_d = s.cross ? dkv_d.data() + hd : dq_d.data() + 2 * hd;
+          cpu->attention_backward(a, gd.data(), dq_d.data(), dk_d, dv_d, delta_d.data());
+
+          // CUDA, outputs poisoned.
+          DevBuf dq_in = upload(qbuf, dt), dkv_in = upload(kvbuf, dt), dpad = upload_raw(pad);
+          DevBuf dctx = poisoned(size_t(Tq * hd), dt), dlse = poisoned(lse_d.size(), DType::F32);
+          DevBuf dg = upload(d_ctx, dt), ddelta = poisoned(lse_d.size(), DType::F32);
+          DevBuf ddq = poisoned(qbuf.size(), dt), ddkv = poisoned(kvbuf.size(), dt);
+          const size_t e = ls::dtype_size(dt);
+          auto at = [&](const DevBuf& b, int64_t elems) {
+            return static_cast<void*>(b.as<uint8_t>() + elems * e);
+          };
+          ls::AttentionArgs g = a;
+          g.dt = dt;
+          g.q = dq_in.p;
+          g.k = s.cross ? dkv_in.p : at(dq_in, hd);
+          g.v = s.cross ? at(dkv_in, hd) : at(dq_in, 2 * hd);
+          g.ctx = dctx.p;
+          g.lse = dlse.p;
+          g.key_pad = dpad.as<uint8_t>();
+          cuda.attention_forward(g);
+          void* gk = s.cross ? ddkv.p : at(ddq, hd);
+          void* gv = s.cross ? at(ddkv, hd) : at(ddq, 2 * hd);
+          cuda.attention_backward(g, dg.p, ddq.p, gk, gv, ddelta.p);
+
+          auto to_f = [](const double* v, size_t n) { return std::vector<float>(v, v + n); };
+          // ctx is P V with P rounded to dt on the tensor cores, then the output rounded: two
+          // roundings of dt, so 2 tol(dt). Gradients: dS (or P) rounded to dt before the
+          // products, then the output: 2 tol(dt) as well.
+          CHECK_CLOSE(download(dctx, dt, ctx_d.size()), to_f(ctx_d.data(), ctx_d.size()),
+                      2 * tol(dt));
+          // lse in fp32 from the same rounded inputs (-inf rows must match exactly).
+          auto lse = download(dlse, DType::F32, lse_d.size());
+          std::vector<float> lse_f, lse_ref;
+          for (size_t i = 0; i < lse.size(); ++i) {
+            CHECK((std::isinf(lse[i]) && lse[i] < 0) == std::isinf(lse_d[i]));
+            if (!std::isinf(lse_d[i])) {
+              lse_f.push_back(lse[i]);
+              lse_ref.push_back(float(lse_d[i]));
+            }
+          }
+          if (!lse_ref.empty()) CHECK_CLOSE(lse_f, lse_ref, 1e-5);
+          // delta = d_ctx . ctx uses the device's own ctx (rounded to dt): tol(dt) after the
+          // ctx tolerance above.
+          CHECK_CLOSE(download(ddelta, DType::F32, delta_d.size()),
+                      to_f(delta_d.data(), delta_d.size()), 2 * tol(dt));
+          CHECK_CLOSE(download(ddq, dt, dq_d.size()), to_f(dq_d.data(), dq_d.size()),
+                      2 * tol(dt));
+          if (s.cross && !dkv_d.empty())
+            CHECK_CLOSE(download(ddkv, dt, dkv_d.size()), to_f(dkv_d.data(), dkv_d.size()),
+                        2 * tol(dt));
+          // Determinism: a second backward gives the same bits.
+          auto first = download(ddq, dt, dq_d.size());
+          cuda.attention_backward(g, dg.p, ddq.p, gk, gv, ddelta.p);
+          CHECK(download(ddq, dt, dq_d.size()) == first);
+        }
+  // Refusals: fp32 and head_dim beyond the fused kernels, misaligned strides.
+  ls::AttentionArgs bad;
+  bad.batch = bad.heads = 1;
+  bad.len_q = bad.len_k = 4;
+  bad.head_dim = 8;
+  bad.ld_q = bad.ld_k = bad.ld_v = bad.ld_ctx = 8;
+  DevBuf buf(4096);
+  bad.q = bad.k = bad.v = buf.p;
+  bad.ctx = buf.as<uint8_t>() + 1024;
+  bad.lse = buf.as<uint8_t>() + 2048;
+  bad.dt = DType::F32;
+  CHECK(ls::test::status_of([&] { cuda.attention_forward(bad); }) == LS_ERR_UNSUPPORTED);
+  bad.dt = DType::F16;
+  CHECK(ls::test::status_of([&] { cuda.attention_forward(bad); }) == LS_OK);
+  bad.ld_q = 12;
+  CHECK(ls::test::status_of([&] { cuda.attention_forward(bad); }) == LS_ERR_INVALID_ARGUMENT);
+  bad.ld_q = 8;
+  bad.head_dim = 8;
+  bad.heads = 1;
+  bad.lse = nullptr;
+  CHECK(ls::test::status_of([&] { cuda.attention_forward(bad); }) == LS_ERR_INVALID_ARGUMENT);
+  cuda.synchronize();
+}
+
 TEST_CASE("cuda cross-entropy forward/backward match the CPU reference") {
   auto cpu = ls::make_cpu_ops();
   ls::CudaOps cuda(0, nullptr);
   struct Shape {
     int64_t rows, vocab;
   };
-  for (Shape s : {Shape{1, 7}, Shape{37, 1000}, Shape{7, 32768}, Shape{13, 4099}}) {
+  // Vocabularies covering each forward path: register slots 1/2/4/8 with 16-byte loads
+  // (V % 8 == 0), the element-by-element register path (V % 8 != 0, up to 4 slots), and the
+  // online path beyond the register slice (fp32 beyond 16384, fp16/bf16 beyond 32768), with
+  // and without 16-byte loads. Targets include the first and last logits of a row.
+  DevBuf workspace(1u << 20);
+  for (Shape s : {Shape{1, 7}, Shape{37, 1000}, Shape{7, 32768}, Shape{13, 4099}, Shape{9, 16384},
+                  Shape{4, 20000}, Shape{6, 12345}, Shape{5, 40000}, Shape{3, 33001}}) {
     for (DType dt : working_types()) {
       CAPTURE(s.rows);
       CAPTURE(s.vocab);
@@ -444,6 +677,8 @@ TEST_CASE("cuda cross-entropy forward/backward match the CPU reference") {
       std::vector<int32_t> targets(size_t(s.rows));
       for (auto& t : targets) t = td(rng());
       if (s.rows > 2) targets[2] = 1;  // a padding target
+      if (s.rows > 1) targets[0] = int32_t(s.vocab - 1);
+      if (s.rows > 3) targets[3] = 0;
       const float eps = 0.1f;
       std::vector<float> lse_ref(size_t(s.rows)), sums_ref = {1.f, 2.f, 3.f};
       cpu->cross_entropy_forward(logits.data(), targets.data(), lse_ref.data(), sums_ref.data(),
@@ -453,10 +688,27 @@ TEST_CASE("cuda cross-entropy forward/backward match the CPU reference") {
              dsums = upload(std::vector<float>{1.f, 2.f, 3.f}, DType::F32);
       cuda.cross_entropy_forward(dl.p, dt_.as<int32_t>(), dlse.p, dsums.p, s.rows, s.vocab, 1, eps,
                                  dt);
-      // lse and the sums: fp32 reductions over V terms in a different order (V up to 32768:
-      // ~sqrt(V) * 6e-8 = 1e-5 relative), then summed over rows: kSumTol.
+      // lse and the sums: fp32 reductions over V terms in a different order (V up to 40000:
+      // ~sqrt(V) * 6e-8 = 1e-5 relative; exp via ex2.approx adds ~1e-6 per term), then summed
+      // over rows: kSumTol.
       CHECK_CLOSE(download(dlse, DType::F32, size_t(s.rows)), lse_ref, kSumTol);
       CHECK_CLOSE(download(dsums, DType::F32, 3), sums_ref, kSumTol);
+      {  // deterministic: per-row values summed in row order by reduce.cu, bitwise repeatable
+        cuda.set_workspace(workspace.p, workspace.bytes);
+        cuda.set_deterministic(true);
+        std::vector<std::vector<float>> runs;
+        for (int rep = 0; rep < 2; ++rep) {
+          DevBuf lse2 = poisoned(size_t(s.rows), DType::F32),
+                 sums2 = upload(std::vector<float>{1.f, 2.f, 3.f}, DType::F32);
+          cuda.cross_entropy_forward(dl.p, dt_.as<int32_t>(), lse2.p, sums2.p, s.rows, s.vocab, 1,
+                                     eps, dt);
+          CHECK_CLOSE(download(lse2, DType::F32, size_t(s.rows)), lse_ref, kSumTol);
+          runs.push_back(download(sums2, DType::F32, 3));
+          CHECK_CLOSE(runs.back(), sums_ref, kSumTol);
+        }
+        CHECK(runs[0] == runs[1]);
+        cuda.set_workspace(nullptr, 0);
+      }
 
       std::vector<float> scale = {1024.f};
       std::vector<float> d_ref(n);
@@ -532,4 +784,147 @@ TEST_CASE("cuda sum_squares and fused Adam/AdamW match the CPU reference") {
           }
         }
   }
+}
+
+namespace {
+
+// A device copy of v whose data starts `off` elements into the allocation (off = 1: pointers
+// that are not 16-byte aligned, so the kernels take their element-by-element paths).
+struct OffsetBuf {
+  DevBuf buf;
+  void* p = nullptr;
+};
+OffsetBuf upload_at(const std::vector<float>& v, DType dt, size_t off) {
+  std::vector<float> padded(off, 0.f);
+  padded.insert(padded.end(), v.begin(), v.end());
+  OffsetBuf b{upload(padded, dt), nullptr};
+  b.p = static_cast<char*>(b.buf.p) + off * ls::dtype_size(dt);
+  return b;
+}
+OffsetBuf poisoned_at(size_t n, DType dt, size_t off) {
+  OffsetBuf b{poisoned(n + off, dt), nullptr};
+  b.p = static_cast<char*>(b.buf.p) + off * ls::dtype_size(dt);
+  return b;
+}
+std::vector<float> download_at(const void* p, DType dt, size_t n) {
+  std::vector<uint8_t> bytes(n * ls::dtype_size(dt));
+  cuda_ok(cudaDeviceSynchronize(), "download");
+  if (!bytes.empty())
+    cuda_ok(cudaMemcpy(bytes.data(), p, bytes.size(), cudaMemcpyDeviceToHost), "download");
+  return decode(dt, bytes, n);
+}
+
+}  // namespace
+
+TEST_CASE("cuda dropout fusions: column-sum row steps, unaligned pointers, deterministic sums") {
+  // Paths the test above does not reach: rows beyond 4 * 8 * gridDim.y (the column-sum kernels'
+  // 4-row steps, then their remainder rows), a partial 256-column tile, pointers one element off
+  // 16-byte alignment (element-by-element accesses, the same masks), and the deterministic
+  // column sums through reduce.cu (bitwise reproducible). Tolerances as above: one output
+  // rounding (tol(dt)) and kSumTol for the fp32 column sums.
+  auto cpu = ls::make_cpu_ops();
+  ls::CudaOps cuda(0, nullptr);
+  DevBuf workspace(32u << 20);
+  struct Shape {
+    int64_t rows, cols;
+  };
+  const float p = 0.25f;
+  for (Shape s : {Shape{70001, 8}, Shape{16411, 64}, Shape{301, 1000}, Shape{97, 12}, Shape{5, 3}})
+    for (size_t off : {size_t(0), size_t(1)})
+      for (DType dt : working_types()) {
+        CAPTURE(s.rows);
+        CAPTURE(s.cols);
+        CAPTURE(off);
+        INFO("dtype " << dtype_str(dt));
+        const size_t n = size_t(s.rows * s.cols), nc = size_t(s.cols);
+        auto x = rounded(dt, randn(n)), res = rounded(dt, randn(n)), bias = rounded(dt, randn(nc));
+        auto g = rounded(dt, randn(n));
+        OffsetBuf dx = upload_at(x, dt, off), dres = upload_at(res, dt, off),
+                  dbias = upload_at(bias, dt, off), dg = upload_at(g, dt, off);
+
+        std::vector<float> ref(n);
+        cpu->bias_dropout_residual_forward(x.data(), bias.data(), res.data(), ref.data(), s.rows,
+                                           s.cols, p, key_for(7), DType::F32);
+        OffsetBuf out = poisoned_at(n, dt, off);
+        cuda.bias_dropout_residual_forward(dx.p, dbias.p, dres.p, out.p, s.rows, s.cols, p,
+                                           key_for(7), dt);
+        CHECK_CLOSE(download_at(out.p, dt, n), ref, tol(dt));
+
+        for (Activation act : {Activation::ReLU, Activation::GELU}) {
+          CAPTURE(int(act));
+          cpu->act_dropout_forward(x.data(), ref.data(), s.rows, s.cols, act, p, key_for(8),
+                                   DType::F32);
+          OffsetBuf aout = poisoned_at(n, dt, off);
+          cuda.act_dropout_forward(dx.p, aout.p, s.rows, s.cols, act, p, key_for(8), dt);
+          auto got = download_at(aout.p, dt, n);
+          CHECK_CLOSE(got, ref, tol(dt));
+          CHECK(zero_mismatches(got, rounded(dt, ref)) == 0);
+
+          auto d0 = randn(nc);
+          std::vector<float> dpre_ref(n), db_ref = d0;
+          cpu->act_dropout_backward(g.data(), x.data(), dpre_ref.data(), db_ref.data(), s.rows,
+                                    s.cols, act, p, key_for(8), DType::F32);
+          for (bool det : {false, true}) {
+            INFO("deterministic " << det);
+            cuda.set_workspace(det ? workspace.p : nullptr, det ? workspace.bytes : 0);
+            cuda.set_deterministic(det);
+            OffsetBuf ddpre = poisoned_at(n, dt, off);
+            DevBuf ddb = upload(d0, DType::F32);
+            cuda.act_dropout_backward(dg.p, dx.p, ddpre.p, ddb.p, s.rows, s.cols, act, p,
+                                      key_for(8), dt);
+            auto gpre = download_at(ddpre.p, dt, n);
+            CHECK_CLOSE(gpre, dpre_ref, tol(dt));
+            CHECK(zero_mismatches(gpre, rounded(dt, dpre_ref)) == 0);
+            auto db = download(ddb, DType::F32, nc);
+            CHECK_CLOSE(db, db_ref, kSumTol);
+            if (det) {
+              DevBuf ddb2 = upload(d0, DType::F32);
+              cuda.act_dropout_backward(dg.p, dx.p, ddpre.p, ddb2.p, s.rows, s.cols, act, p,
+                                        key_for(8), dt);
+              CHECK(download(ddb2, DType::F32, nc) == db);
+            }
+          }
+          cuda.set_workspace(nullptr, 0);
+          cuda.set_deterministic(true);
+        }
+
+        for (bool det : {false, true}) {
+          INFO("deterministic " << det);
+          cuda.set_workspace(det ? workspace.p : nullptr, det ? workspace.bytes : 0);
+          cuda.set_deterministic(det);
+          auto d0 = randn(nc);
+          std::vector<float> dx_ref(n), db_ref = d0;
+          cpu->dropout_bias_backward(g.data(), dx_ref.data(), db_ref.data(), s.rows, s.cols, p,
+                                     key_for(9), DType::F32);
+          OffsetBuf ddx = poisoned_at(n, dt, off);
+          DevBuf ddb = upload(d0, DType::F32);
+          cuda.dropout_bias_backward(dg.p, ddx.p, ddb.p, s.rows, s.cols, p, key_for(9), dt);
+          auto got = download_at(ddx.p, dt, n);
+          CHECK_CLOSE(got, dx_ref, tol(dt));
+          CHECK(zero_mismatches(got, rounded(dt, dx_ref)) == 0);
+          CHECK_CLOSE(download(ddb, DType::F32, nc), db_ref, kSumTol);
+
+          std::vector<float> bg_ref = d0;
+          cpu->bias_grad(g.data(), bg_ref.data(), s.rows, s.cols, DType::F32);
+          DevBuf dbg = upload(d0, DType::F32);
+          cuda.bias_grad(dg.p, dbg.p, s.rows, s.cols, dt);
+          auto bg = download(dbg, DType::F32, nc);
+          CHECK_CLOSE(bg, bg_ref, kSumTol);
+          if (det) {
+            DevBuf dbg2 = upload(d0, DType::F32);
+            cuda.bias_grad(dg.p, dbg2.p, s.rows, s.cols, dt);
+            CHECK(download(dbg2, DType::F32, nc) == bg);
+          }
+        }
+        cuda.set_workspace(nullptr, 0);
+        cuda.set_deterministic(true);
+
+        std::vector<float> dref(n);
+        cpu->dropout_forward(x.data(), dref.data(), n, p, key_for(10), DType::F32);
+        OffsetBuf dout = poisoned_at(n, dt, off);
+        cuda.dropout_forward(dx.p, dout.p, n, p, key_for(10), dt);
+        auto got = download_at(dout.p, dt, n);
+        CHECK_CLOSE(got, dref, tol(dt));
+        CHECK(zero_mismatches(got, rounded(dt, dref)) == 0);
+      }
 }

@@ -14,7 +14,9 @@
 namespace {
 
 // The shared small model (cuda_model_fixture.h), dropout off.
-ls_model_config gpu_config(ls_dtype dt) { return lstest::small_model_config(dt); }
+ls_model_config gpu_config(ls_dtype dt) {
+  return lstest::small_model_config(dt);
+}
 
 // Context seed 21; Adam at a constant learning rate.
 struct Run : lstest::Run {
@@ -61,8 +63,10 @@ TEST_CASE("fp32 on the GPU matches the CPU reference: loss and one update") {
   REQUIRE(ls_trainer_step(cpu.trainer, &batch.b, &rc) == LS_OK);
   REQUIRE_MESSAGE(ls_trainer_step(gpu.trainer, &batch.b, &rg) == LS_OK, ls_last_error());
   CHECK(rg.grad_norm == doctest::Approx(rc.grad_norm).epsilon(1e-3));
-  for (const char* name : {"encoder.layers.0.self_attn.in_proj_weight", "decoder.layers.1.encoder_attn.in_proj_weight",
-                           "decoder.layers.0.fc2.weight", "encoder.embed_tokens.weight", "decoder.layer_norm.weight"}) {
+  for (const char* name :
+       {"encoder.layers.0.self_attn.in_proj_weight", "decoder.layers.1.encoder_attn.in_proj_weight",
+        "decoder.layers.0.fc2.weight", "encoder.embed_tokens.weight",
+        "decoder.layer_norm.weight"}) {
     CAPTURE(name);
     ls_parameter_info info;
     ls_parameter_info_init(&info);
@@ -70,7 +74,10 @@ TEST_CASE("fp32 on the GPU matches the CPU reference: loss and one update") {
     ls_model_num_parameters(cpu.model, &n);
     for (int64_t i = 0; i < n; ++i) {
       ls_model_parameter_info(cpu.model, i, &info);
-      if (std::string(info.name) == name) { idx = i; break; }
+      if (std::string(info.name) == name) {
+        idx = i;
+        break;
+      }
     }
     if (idx < 0) continue;  // tied name
     std::vector<float> a(static_cast<size_t>(info.numel)), b(a.size());
@@ -104,8 +111,9 @@ TEST_CASE("fp16 and bf16 training follow the fp32 CPU reference's loss curve") {
   auto ref = curve(LS_DEVICE_CPU, LS_DTYPE_FP32);
   auto half = curve(LS_DEVICE_CUDA, LS_DTYPE_FP16);
   auto bf = curve(LS_DEVICE_CUDA, LS_DTYPE_BF16);
-  MESSAGE("loss/token fp32 cpu " << ref.front() << " -> " << ref.back() << "; fp16 " << half.front() << " -> "
-                                 << half.back() << "; bf16 " << bf.front() << " -> " << bf.back());
+  MESSAGE("loss/token fp32 cpu " << ref.front() << " -> " << ref.back() << "; fp16 " << half.front()
+                                 << " -> " << half.back() << "; bf16 " << bf.front() << " -> "
+                                 << bf.back());
   CHECK(ref.back() < ref.front() * 0.7);
   REQUIRE(ref.size() == static_cast<size_t>(steps));
   REQUIRE(half.size() >= static_cast<size_t>(steps - 3));  // a few overflow skips at most

@@ -1,17 +1,21 @@
 // The GPU trainer through the C API: dynamic loss scaling with an injected overflow (the step is
 // skipped, the scale halves, weights/moments/step count are bitwise unchanged, the scale grows
 // after the interval), the minimum-scale stop, asynchronous steps (no result: no read-back),
-// CUDA-graph replay against eager steps, and token arrays given in device memory (validated on
-// the device).
+// CUDA-graph replay against eager steps, token arrays given in device memory (validated on
+// the device), and an Ops decorator (bench/cuda/timed_ops.h) put in front of the backend through
+// the internal Context::wrap_ops: it sees the model's and trainer's calls and changes nothing.
 #include <cuda_runtime.h>
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "bench/cuda/timed_ops.h"
+#include "capi/handles.h"
 #include "cuda_model_fixture.h"
 #include "ls_train.h"
 
@@ -25,7 +29,9 @@ struct Setup : lstest::Run {
       : lstest::Run(LS_DEVICE_CUDA, c, t, 5) {}
 };
 
-ls_trainer_config trainer_config() { return lstest::constant_lr_trainer_config(1e-3f); }
+ls_trainer_config trainer_config() {
+  return lstest::constant_lr_trainer_config(1e-3f);
+}
 
 // B rows of decreasing lengths (source Ls - 2r, target Lt - r), padded; salt varies the ids.
 struct Batch : lstest::PaddedBatch {
@@ -63,7 +69,7 @@ struct DeviceBatch {
   }
 };
 
-ls_step_result step(Setup& s, const ls_batch& b, ls_status expect = LS_OK) {
+ls_step_result step(lstest::Run& s, const ls_batch& b, ls_status expect = LS_OK) {
   ls_step_result r;
   ls_step_result_init(&r);
   ls_status st = ls_trainer_step(s.trainer, &b, &r);
@@ -90,8 +96,9 @@ bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
 
 }  // namespace
 
-TEST_CASE("fp16: an overflowing gradient skips the update, halves the scale, and the scale grows "
-          "after the interval") {
+TEST_CASE(
+    "fp16: an overflowing gradient skips the update, halves the scale, and the scale grows "
+    "after the interval") {
   ls_trainer_config t = trainer_config();
   // 2^40: the scaled logit gradients overflow fp16 (max 65504) for sure: a real injected inf.
   t.loss_scale_init = 1099511627776.f;
@@ -130,8 +137,9 @@ TEST_CASE("fp16: an overflowing gradient skips the update, halves the scale, and
   if (r.updated == 1) CHECK(r.loss_scale == 2 * clean_scale);
 }
 
-TEST_CASE("fp16: a loss scale below loss_scale_min stops training with LS_ERR_NUMERIC, state "
-          "untouched") {
+TEST_CASE(
+    "fp16: a loss scale below loss_scale_min stops training with LS_ERR_NUMERIC, state "
+    "untouched") {
   ls_trainer_config t = trainer_config();
   t.loss_scale_init = 1099511627776.f;  // 2^40: overflows
   t.loss_scale_min = 274877906944.f;    // 2^38: the third overflow (2^37) falls below
@@ -151,8 +159,9 @@ TEST_CASE("fp16: a loss scale below loss_scale_min stops training with LS_ERR_NU
   CHECK(bitwise_equal(s.params(), before));
 }
 
-TEST_CASE("steps without a result run asynchronously and give the same training as synced "
-          "steps") {
+TEST_CASE(
+    "steps without a result run asynchronously and give the same training as synced "
+    "steps") {
   for (ls_dtype dt : {LS_DTYPE_FP16, LS_DTYPE_BF16}) {
     CAPTURE(dt);
     ls_trainer_config t = trainer_config();
@@ -226,4 +235,52 @@ TEST_CASE("token arrays in device memory: trained like host arrays; out-of-range
   // That good step itself trained normally.
   r = step(d, dev.b);
   CHECK(r.updated == 1);
+}
+
+TEST_CASE(
+    "a TimedOps decorator put in through Context::wrap_ops sees every step's calls and "
+    "changes nothing") {
+  using ls::bench::TimedOps;
+  ls_trainer_config t = trainer_config();
+  const ls_model_config c = small_model_config(LS_DTYPE_FP16, 0.1f);
+  TimedOps* timed = nullptr;
+  Setup plain(c, t);
+  lstest::Run wrapped(LS_DEVICE_CUDA, c, t, 5, true, [&](ls_context* ctx) {
+    ls::Context& context = *ctx->impl;
+    ls::Ops* backend = &context.ops();
+    context.wrap_ops([&](ls::Ops& inner) {
+      CHECK(&inner == backend);
+      auto p = std::make_unique<TimedOps>(inner, context.stream());
+      timed = p.get();
+      return std::unique_ptr<ls::Ops>(std::move(p));
+    });
+    CHECK(&context.ops() == timed);
+  });
+  REQUIRE(timed != nullptr);
+  Batch batch;
+  for (int i = 0; i < 3; ++i) {
+    ls_step_result ra = step(plain, batch.b);
+    timed->set_enabled(i == 2);  // the third step is timed
+    ls_step_result rb = step(wrapped, batch.b);
+    timed->set_enabled(false);
+    CHECK(ra.loss == rb.loss);
+    CHECK(ra.num_updates == rb.num_updates);
+  }
+  CHECK(bitwise_equal(plain.params(), wrapped.params()));
+  const TimedOps::Report rep = timed->report();
+  CHECK(rep.calls > 0);
+  CHECK(rep.gemm_ms > 0);
+  CHECK(rep.span_ms >= rep.timed_ms * 0.99);  // the events' own resolution, ~0.5 us each
+  auto ran = [&](const std::string& label) {
+    for (const TimedOps::Row& row : rep.rows)
+      if (row.label == label) return row.calls > 0;
+    return false;
+  };
+  for (const char* label : {"embedding_forward", "embedding_backward", "layernorm_forward",
+                            "layernorm_backward", "cross_entropy_forward", "cross_entropy_backward",
+                            "sum_squares", "update_control", "adam_update"}) {
+    CAPTURE(label);
+    CHECK(ran(label));
+  }
+  CHECK((ran("attention_forward") || ran("softmax_forward")));  // fused or unfused attention
 }

@@ -1,0 +1,706 @@
+// Fused (flash-style) attention on tensor cores, fp16/bf16 (mma.sync m16n8k16, fp32
+// accumulation; sm_80+). Semantics: ops.h AttentionArgs. It fuses Q K^T, the scale, the padding
+// and causal masks, the softmax, the attention dropout (Philox, the unfused path's element
+// index ((b*H + h)*Lq + i)*Lk + j) and P V, reading Q, K, V straight from the token-major
+// projections and writing the context token-major: no [Lq, Lk] tensor, no head split/merge.
+//
+// Tiles: 64 queries x 64 keys, head_dim padded to DP = 32 or 64 (columns >= head_dim are zero
+// in shared memory and never written). Blocks of 128 threads = 4 warps; 16-byte global loads
+// into shared rows padded by 8 elements (conflict-free 32-bit fragment reads). Dropout bits
+// of a 64 x 64 tile are drawn once into shared memory (thread t: row t/2, 32 columns), one
+// Philox call per 4 consecutive flat indices.
+//   forward:  grid (ceil(Lq/64), H, B). Warp w owns queries w*16..w*16+15 (Q fragments in
+//             registers) and walks the key tiles (causal: only those a query of the block can
+//             see) with an online softmax in base 2 (row max / sum over the quad's lanes);
+//             P (dropped) goes from the S accumulators straight into the A operand of P V.
+//             Writes ctx and lse = ln(sum_j exp(s_ij)) (-inf for a row with no visible key).
+//   delta:    delta_i = d_ctx_i . ctx_i, one thread per (token, head).
+//   backward, key-tile kernel: grid (ceil(Lk/64), H, B). Warp w owns keys w*16..w*16+15 (K, V
+//             fragments in registers) and walks the query tiles (causal: from the tile of its
+//             first key): S^T = K Q^T, P^T from the saved lse, dP^T = V dO^T,
+//             dS^T = P^T (dP^T f - delta), dV += (P f)^T dO, dK += dS^T Q (scale applied at
+//             the end). With a single key tile (Lk <= 64) the block also owns every key of
+//             each query, so dS goes through shared memory and dQ = dS K is written here.
+//   backward, query-tile kernel (Lk > 64 or Lk == 0): grid (ceil(Lq/64), H, B); warp w owns 16
+//             queries (Q, dO fragments in registers), walks the key tiles recomputing S, P,
+//             dP and accumulates dQ = dS K. Two kernels instead of atomics: dQ, dK, dV are
+//             deterministic.
+#include <type_traits>
+
+#include "layers/kernels/cuda/cuda_common.cuh"
+#include "layers/kernels/cuda/cuda_kernels.h"
+
+namespace ls {
+namespace cuda {
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kTile = 64;  // queries per block and keys per tile
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+struct AttnParams {
+  const void* q;
+  const void* k;
+  const void* v;
+  const void* ctx;
+  const void* d_ctx;
+  void* out;  // ctx (forward)
+  void* dq;
+  void* dk;
+  void* dv;
+  float* lse;
+  float* delta;
+  int64_t ld_q, ld_k, ld_v, ld_ctx;
+  const uint8_t* key_pad;
+  int causal;
+  int heads, len_q, len_k, head_dim;
+  float scale;       // softmax scale (applied to dq, dk)
+  float scale_log2;  // scale * log2(e): scores in base 2
+  DropoutParams drop;
+};
+
+// ---------------------------------------------------------------- tensor-core helpers
+template <class T>
+__device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32_t b0,
+                                         uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  if constexpr (std::is_same<T, __half>::value) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+#else
+  __trap();  // the launcher refuses devices below sm_80
+#endif
+}
+
+// Two fp32 values as one register of two T (x in the low half: the lower column).
+template <class T>
+__device__ __forceinline__ uint32_t pack2(float x, float y) {
+  if constexpr (std::is_same<T, __half>::value) {
+    __half2 h = __floats2half2_rn(x, y);
+    return *reinterpret_cast<uint32_t*>(&h);
+  } else {
+    __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+}
+
+template <class T>
+__device__ __forceinline__ uint32_t lds32(const T* p) {  // two consecutive elements
+  return *reinterpret_cast<const uint32_t*>(p);
+}
+
+template <class T>
+__device__ __forceinline__ uint32_t lds_pair(const T* lo, const T* hi) {  // two strided ones
+  uint16_t a = *reinterpret_cast<const uint16_t*>(lo), b = *reinterpret_cast<const uint16_t*>(hi);
+  return uint32_t(a) | (uint32_t(b) << 16);
+}
+
+template <class T>
+__device__ __forceinline__ void store_pair(T* p, float x, float y) {
+  *reinterpret_cast<uint32_t*>(p) = pack2<T>(x, y);
+}
+
+// ---------------------------------------------------------------- tiles in shared memory
+// rows [row0, row0 + 64) of a token-major matrix (rows of ld elements, the head's columns from
+// `base`), `len` valid rows, head_dim valid columns, into a [64][DP + 8] shared tile; rows and
+// columns beyond are zero.
+template <class T, int DP>
+__device__ __forceinline__ void load_tile(T* tile, const T* base, int64_t ld, int row0, int len,
+                                          int head_dim) {
+  constexpr int LD = DP + 8, kChunks = DP / 8;  // 16-byte chunks per row
+  for (int c = threadIdx.x; c < kTile * kChunks; c += kThreads) {
+    const int r = c / kChunks, col = (c % kChunks) * 8;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (row0 + r < len && col < head_dim)
+      v = *reinterpret_cast<const uint4*>(base + int64_t(row0 + r) * ld + col);
+    *reinterpret_cast<uint4*>(tile + r * LD + col) = v;
+  }
+}
+
+// Dropout keep bits of the tile (queries q0.., keys k0..): bits[r][w] bit c = key k0 + 32w + c
+// of query q0 + r kept. Thread t draws row t/2, the 32 keys of half t%2.
+__device__ __forceinline__ void build_drop_bits(uint32_t (*bits)[2], const AttnParams& p,
+                                                uint64_t offset, int b, int h, int q0, int k0) {
+  const int r = threadIdx.x >> 1, half = threadIdx.x & 1;
+  const int i = q0 + r, j0 = k0 + 32 * half;
+  uint32_t word = 0;
+  if (i < p.len_q && j0 < p.len_k) {
+    const uint64_t start =
+        (uint64_t(uint64_t(b) * p.heads + h) * p.len_q + i) * uint64_t(p.len_k) + j0;
+    const int n = min(32, p.len_k - j0);
+    const uint64_t end = start + n;
+    for (uint64_t grp = start >> 2; grp <= (end - 1) >> 2; ++grp) {
+      Philox4 w = philox4x32_10(p.drop.key.seed, grp, offset);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const uint64_t idx = grp * 4 + e;
+        if (idx >= start && idx < end && w.v[e] < p.drop.threshold) word |= 1u << (idx - start);
+      }
+    }
+  }
+  bits[r][half] = word;
+}
+
+__device__ __forceinline__ float drop_factor(const uint32_t (*bits)[2], const DropoutParams& d,
+                                             int r, int c) {
+  if (!d.active) return 1.f;
+  return (bits[r][c >> 5] >> (c & 31)) & 1u ? d.scale : 0.f;
+}
+
+// ---------------------------------------------------------------- forward
+template <class T, int DP>
+__global__ void __launch_bounds__(kThreads)
+    attention_forward_kernel(AttnParams p) {
+  constexpr int LD = DP + 8, KS = DP / 16, NB = DP / 8;
+  __shared__ __align__(16) T ks[kTile * LD];
+  __shared__ __align__(16) T vs[kTile * LD];
+  __shared__ uint32_t bits[kTile][2];
+  __shared__ uint8_t kpad[kTile];
+  const int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * kTile;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+  const int hcol = h * p.head_dim;
+  const T* qb = static_cast<const T*>(p.q) + int64_t(b) * p.len_q * p.ld_q + hcol;
+  const T* kb = static_cast<const T*>(p.k) + int64_t(b) * p.len_k * p.ld_k + hcol;
+  const T* vb = static_cast<const T*>(p.v) + int64_t(b) * p.len_k * p.ld_v + hcol;
+  const uint64_t offset = p.drop.active ? dropout_offset(p.drop.key) : 0;
+
+  // Q fragments (A operand, rows = this warp's 16 queries), staged through ks.
+  load_tile<T, DP>(ks, qb, p.ld_q, q0, p.len_q, p.head_dim);
+  __syncthreads();
+  const int r0 = warp * 16 + g;  // local rows r0 and r0 + 8
+  uint32_t qf[KS][4];
+#pragma unroll
+  for (int kk = 0; kk < KS; ++kk) {
+    qf[kk][0] = lds32(ks + r0 * LD + kk * 16 + t4 * 2);
+    qf[kk][1] = lds32(ks + (r0 + 8) * LD + kk * 16 + t4 * 2);
+    qf[kk][2] = lds32(ks + r0 * LD + kk * 16 + 8 + t4 * 2);
+    qf[kk][3] = lds32(ks + (r0 + 8) * LD + kk * 16 + 8 + t4 * 2);
+  }
+
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  float o[NB][4];
+#pragma unroll
+  for (int n = 0; n < NB; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  const int rows_i[2] = {q0 + r0, q0 + r0 + 8};
+
+  int tiles = (p.len_k + kTile - 1) / kTile;
+  if (p.causal) tiles = min(tiles, (q0 + kTile - 1) / kTile + 1);
+  for (int kt = 0; kt < tiles; ++kt) {
+    const int k0 = kt * kTile;
+    __syncthreads();  // the previous tile (or the Q staging) is no longer read
+    load_tile<T, DP>(ks, kb, p.ld_k, k0, p.len_k, p.head_dim);
+    load_tile<T, DP>(vs, vb, p.ld_v, k0, p.len_k, p.head_dim);
+    if (threadIdx.x < kTile) {
+      const int j = k0 + threadIdx.x;
+      kpad[threadIdx.x] =
+          j >= p.len_k || (p.key_pad != nullptr && p.key_pad[int64_t(b) * p.len_k + j] != 0);
+    }
+    if (p.drop.active) build_drop_bits(bits, p, offset, b, h, q0, k0);
+    __syncthreads();
+
+    float s[8][4];
+#pragma unroll
+    for (int nb = 0; nb < 8; ++nb) {
+      s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < KS; ++kk) {
+        const T* kr = ks + (nb * 8 + g) * LD + kk * 16 + t4 * 2;
+        mma16816<T>(s[nb], qf[kk], lds32(kr), lds32(kr + 8));
+      }
+    }
+    // Scale to base 2 and mask; the row maxima over the quad.
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int nb = 0; nb < 8; ++nb)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int c = nb * 8 + t4 * 2 + (e & 1), j = k0 + c, ri = e >> 1;
+        const bool hidden = kpad[c] || (p.causal && j > rows_i[ri]);
+        s[nb][e] = hidden ? -INFINITY : s[nb][e] * p.scale_log2;
+        mx[ri] = fmaxf(mx[ri], s[nb][e]);
+      }
+    float alpha[2], base[2];
+#pragma unroll
+    for (int ri = 0; ri < 2; ++ri) {
+      mx[ri] = fmaxf(mx[ri], __shfl_xor_sync(0xffffffffu, mx[ri], 1));
+      mx[ri] = fmaxf(mx[ri], __shfl_xor_sync(0xffffffffu, mx[ri], 2));
+      const float m_new = fmaxf(m[ri], mx[ri]);
+      base[ri] = m_new == -INFINITY ? 0.f : m_new;  // nothing visible yet: exp2(-inf) = 0
+      alpha[ri] = exp2f(m[ri] - base[ri]);
+      m[ri] = m_new;
+      l[ri] *= alpha[ri];
+    }
+#pragma unroll
+    for (int n = 0; n < NB; ++n) {
+      o[n][0] *= alpha[0];
+      o[n][1] *= alpha[0];
+      o[n][2] *= alpha[1];
+      o[n][3] *= alpha[1];
+    }
+    // P (for the sum) and the dropped P (for P V), in place of the scores.
+#pragma unroll
+    for (int nb = 0; nb < 8; ++nb)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int ri = e >> 1;
+        const float pr = exp2f(s[nb][e] - base[ri]);
+        l[ri] += pr;
+        s[nb][e] = pr * drop_factor(bits, p.drop, r0 + 8 * ri, nb * 8 + t4 * 2 + (e & 1));
+      }
+    // O += P V: A = P (16 queries x 16 keys per step), B = V (keys x head columns).
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      uint32_t a[4] = {pack2<T>(s[2 * kk][0], s[2 * kk][1]), pack2<T>(s[2 * kk][2], s[2 * kk][3]),
+                       pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                       pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      const T* vr = vs + (kk * 16 + t4 * 2) * LD + g;
+#pragma unroll
+      for (int n = 0; n < NB; ++n) {
+        const T* vc = vr + n * 8;
+        mma16816<T>(o[n], a, lds_pair(vc, vc + LD), lds_pair(vc + 8 * LD, vc + 9 * LD));
+      }
+    }
+  }
+
+  // Normalise and write: ctx rows and lse (natural log).
+  T* out = static_cast<T*>(p.out) + int64_t(b) * p.len_q * p.ld_ctx + hcol;
+#pragma unroll
+  for (int ri = 0; ri < 2; ++ri) {
+    float sum = l[ri];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const int i = rows_i[ri];
+    if (i >= p.len_q) continue;
+    const bool empty = !(sum > 0.f);
+    const float inv = empty ? 0.f : 1.f / sum;
+#pragma unroll
+    for (int n = 0; n < NB; ++n) {
+      const int col = n * 8 + t4 * 2;
+      if (col < p.head_dim)
+        store_pair(out + int64_t(i) * p.ld_ctx + col, o[n][2 * ri] * inv, o[n][2 * ri + 1] * inv);
+    }
+    if (t4 == 0)
+      p.lse[(int64_t(b) * p.heads + h) * p.len_q + i] =
+          empty ? -INFINITY : (m[ri] + log2f(sum)) * kLn2;
+  }
+}
+
+// ---------------------------------------------------------------- delta
+template <class T>
+__global__ void attention_delta_kernel(AttnParams p, int64_t rows) {
+  const int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // (token, head)
+  if (t >= rows) return;
+  const int64_t token = t / p.heads;
+  const int h = int(t % p.heads);
+  const int64_t b = token / p.len_q, i = token % p.len_q;
+  const T* go = static_cast<const T*>(p.d_ctx) + token * p.ld_ctx + int64_t(h) * p.head_dim;
+  const T* o = static_cast<const T*>(p.ctx) + token * p.ld_ctx + int64_t(h) * p.head_dim;
+  float acc = 0.f;
+  for (int d = 0; d < p.head_dim; d += 8) {
+    uint4 a = *reinterpret_cast<const uint4*>(go + d), c = *reinterpret_cast<const uint4*>(o + d);
+    const T* ae = reinterpret_cast<const T*>(&a);
+    const T* ce = reinterpret_cast<const T*>(&c);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc += to_f32(ae[e]) * to_f32(ce[e]);
+  }
+  p.delta[(b * p.heads + h) * p.len_q + i] = acc;
+}
+
+// ---------------------------------------------------------------- backward: key tiles
+template <class T, int DP>
+__global__ void __launch_bounds__(kThreads)
+    attention_backward_kv_kernel(AttnParams p, bool with_dq) {
+  constexpr int LD = DP + 8, KS = DP / 16, NB = DP / 8, LDS = kTile + 8;
+  __shared__ __align__(16) T ks[kTile * LD];
+  __shared__ __align__(16) T vs[kTile * LD];
+  __shared__ __align__(16) T qs[kTile * LD];
+  __shared__ __align__(16) T dos[kTile * LD];
+  __shared__ __align__(16) T dss[kTile * LDS];  // dS [query][key] (single key tile only)
+  __shared__ float lse2[kTile], dl[kTile];
+  __shared__ uint32_t bits[kTile][2];
+  __shared__ uint8_t kpad[kTile];
+  const int b = blockIdx.z, h = blockIdx.y, k0 = blockIdx.x * kTile;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+  const int hcol = h * p.head_dim;
+  const int64_t row_base = (int64_t(b) * p.heads + h) * p.len_q;  // lse / delta rows
+  const T* qb = static_cast<const T*>(p.q) + int64_t(b) * p.len_q * p.ld_q + hcol;
+  const T* kb = static_cast<const T*>(p.k) + int64_t(b) * p.len_k * p.ld_k + hcol;
+  const T* vb = static_cast<const T*>(p.v) + int64_t(b) * p.len_k * p.ld_v + hcol;
+  const T* gb = static_cast<const T*>(p.d_ctx) + int64_t(b) * p.len_q * p.ld_ctx + hcol;
+  const uint64_t offset = p.drop.active ? dropout_offset(p.drop.key) : 0;
+
+  load_tile<T, DP>(ks, kb, p.ld_k, k0, p.len_k, p.head_dim);
+  load_tile<T, DP>(vs, vb, p.ld_v, k0, p.len_k, p.head_dim);
+  if (threadIdx.x < kTile) {
+    const int j = k0 + threadIdx.x;
+    kpad[threadIdx.x] =
+        j >= p.len_k || (p.key_pad != nullptr && p.key_pad[int64_t(b) * p.len_k + j] != 0);
+  }
+  __syncthreads();
+  const int r0 = warp * 16 + g;  // this warp's local keys r0 and r0 + 8
+  uint32_t kf[KS][4], vf[KS][4];
+#pragma unroll
+  for (int kk = 0; kk < KS; ++kk) {
+    kf[kk][0] = lds32(ks + r0 * LD + kk * 16 + t4 * 2);
+    kf[kk][1] = lds32(ks + (r0 + 8) * LD + kk * 16 + t4 * 2);
+    kf[kk][2] = lds32(ks + r0 * LD + kk * 16 + 8 + t4 * 2);
+    kf[kk][3] = lds32(ks + (r0 + 8) * LD + kk * 16 + 8 + t4 * 2);
+    vf[kk][0] = lds32(vs + r0 * LD + kk * 16 + t4 * 2);
+    vf[kk][1] = lds32(vs + (r0 + 8) * LD + kk * 16 + t4 * 2);
+    vf[kk][2] = lds32(vs + r0 * LD + kk * 16 + 8 + t4 * 2);
+    vf[kk][3] = lds32(vs + (r0 + 8) * LD + kk * 16 + 8 + t4 * 2);
+  }
+  const bool key_hidden[2] = {kpad[r0] != 0, kpad[r0 + 8] != 0};
+  const int keys_j[2] = {k0 + r0, k0 + r0 + 8};
+
+  float dk[NB][4], dv[NB][4];
+#pragma unroll
+  for (int n = 0; n < NB; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dk[n][e] = dv[n][e] = 0.f;
+
+  const int q_tiles = (p.len_q + kTile - 1) / kTile;
+  for (int qt = p.causal ? k0 / kTile : 0; qt < q_tiles; ++qt) {
+    const int q0 = qt * kTile;
+    __syncthreads();  // the previous query tile is no longer read
+    load_tile<T, DP>(qs, qb, p.ld_q, q0, p.len_q, p.head_dim);
+    load_tile<T, DP>(dos, gb, p.ld_ctx, q0, p.len_q, p.head_dim);
+    if (threadIdx.x < kTile) {
+      const int i = q0 + threadIdx.x;
+      float L = i < p.len_q ? p.lse[row_base + i] : -INFINITY;
+      lse2[threadIdx.x] = L == -INFINITY ? INFINITY : L * kLog2e;  // +inf: P = 0
+      dl[threadIdx.x] = i < p.len_q ? p.delta[row_base + i] : 0.f;
+    }
+    if (p.drop.active) build_drop_bits(bits, p, offset, b, h, q0, k0);
+    __syncthreads();
+
+    // S^T = K Q^T and dP^T = V dO^T (16 keys x 64 queries per warp).
+    float st[8][4], dpt[8][4];
+#pragma unroll
+    for (int nb = 0; nb < 8; ++nb) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) st[nb][e] = dpt[nb][e] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < KS; ++kk) {
+        const T* qr = qs + (nb * 8 + g) * LD + kk * 16 + t4 * 2;
+        const T* gr = dos + (nb * 8 + g) * LD + kk * 16 + t4 * 2;
+        mma16816<T>(st[nb], kf[kk], lds32(qr), lds32(qr + 8));
+        mma16816<T>(dpt[nb], vf[kk], lds32(gr), lds32(gr + 8));
+      }
+    }
+    // P^T, the dropped P^T (into st) and dS^T (into dpt).
+#pragma unroll
+    for (int nb = 0; nb < 8; ++nb)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int c = nb * 8 + t4 * 2 + (e & 1), i = q0 + c, kr = e >> 1;
+        const bool hidden = key_hidden[kr] || (p.causal && keys_j[kr] > i);
+        const float pr = hidden ? 0.f : exp2f(st[nb][e] * p.scale_log2 - lse2[c]);
+        const float f = drop_factor(bits, p.drop, c, r0 + 8 * kr);
+        st[nb][e] = pr * f;
+        dpt[nb][e] = pr * (dpt[nb][e] * f - dl[c]);
+      }
+    // dV += (P f)^T dO and dK += dS^T Q: A from the accumulators (keys x 16 queries per step),
+    // B = dO / Q (queries x head columns), read transposed.
+#pragma unroll
+    for (int kq = 0; kq < 4; ++kq) {
+      uint32_t ap[4] = {pack2<T>(st[2 * kq][0], st[2 * kq][1]),
+                        pack2<T>(st[2 * kq][2], st[2 * kq][3]),
+                        pack2<T>(st[2 * kq + 1][0], st[2 * kq + 1][1]),
+                        pack2<T>(st[2 * kq + 1][2], st[2 * kq + 1][3])};
+      uint32_t as[4] = {pack2<T>(dpt[2 * kq][0], dpt[2 * kq][1]),
+                        pack2<T>(dpt[2 * kq][2], dpt[2 * kq][3]),
+                        pack2<T>(dpt[2 * kq + 1][0], dpt[2 * kq + 1][1]),
+                        pack2<T>(dpt[2 * kq + 1][2], dpt[2 * kq + 1][3])};
+      const T* gr = dos + (kq * 16 + t4 * 2) * LD + g;
+      const T* qr = qs + (kq * 16 + t4 * 2) * LD + g;
+#pragma unroll
+      for (int n = 0; n < NB; ++n) {
+        const T* gc = gr + n * 8;
+        const T* qc = qr + n * 8;
+        mma16816<T>(dv[n], ap, lds_pair(gc, gc + LD), lds_pair(gc + 8 * LD, gc + 9 * LD));
+        mma16816<T>(dk[n], as, lds_pair(qc, qc + LD), lds_pair(qc + 8 * LD, qc + 9 * LD));
+      }
+    }
+    if (!with_dq) continue;
+    // Single key tile: dQ = scale dS K for this query tile, dS through shared memory.
+#pragma unroll
+    for (int nb = 0; nb < 8; ++nb)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        dss[(nb * 8 + t4 * 2 + (e & 1)) * LDS + r0 + 8 * (e >> 1)] = from_f32<T>(dpt[nb][e]);
+    __syncthreads();
+    float dq[NB][4];
+#pragma unroll
+    for (int n = 0; n < NB; ++n) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      const T* sr = dss + r0 * LDS + kk * 16 + t4 * 2;  // rows = this warp's queries
+      uint32_t a[4] = {lds32(sr), lds32(sr + 8 * LDS), lds32(sr + 8), lds32(sr + 8 * LDS + 8)};
+      const T* kr = ks + (kk * 16 + t4 * 2) * LD + g;
+#pragma unroll
+      for (int n = 0; n < NB; ++n) {
+        const T* kc = kr + n * 8;
+        mma16816<T>(dq[n], a, lds_pair(kc, kc + LD), lds_pair(kc + 8 * LD, kc + 9 * LD));
+      }
+    }
+    T* dqb = static_cast<T*>(p.dq) + int64_t(b) * p.len_q * p.ld_q + hcol;
+#pragma unroll
+    for (int ri = 0; ri < 2; ++ri) {
+      const int i = q0 + r0 + 8 * ri;
+      if (i >= p.len_q) continue;
+#pragma unroll
+      for (int n = 0; n < NB; ++n) {
+        const int col = n * 8 + t4 * 2;
+        if (col < p.head_dim)
+          store_pair(dqb + int64_t(i) * p.ld_q + col, dq[n][2 * ri] * p.scale,
+                     dq[n][2 * ri + 1] * p.scale);
+      }
+    }
+  }
+
+  T* dkb = static_cast<T*>(p.dk) + int64_t(b) * p.len_k * p.ld_k + hcol;
+  T* dvb = static_cast<T*>(p.dv) + int64_t(b) * p.len_k * p.ld_v + hcol;
+#pragma unroll
+  for (int kr = 0; kr < 2; ++kr) {
+    const int j = keys_j[kr];
+    if (j >= p.len_k) continue;
+#pragma unroll
+    for (int n = 0; n < NB; ++n) {
+      const int col = n * 8 + t4 * 2;
+      if (col >= p.head_dim) continue;
+      store_pair(dkb + int64_t(j) * p.ld_k + col, dk[n][2 * kr] * p.scale,
+                 dk[n][2 * kr + 1] * p.scale);
+      store_pair(dvb + int64_t(j) * p.ld_v + col, dv[n][2 * kr], dv[n][2 * kr + 1]);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- backward: query tiles (dQ)
+template <class T, int DP>
+__global__ void __launch_bounds__(kThreads)
+    attention_backward_q_kernel(AttnParams p) {
+  constexpr int LD = DP + 8, KS = DP / 16, NB = DP / 8;
+  __shared__ __align__(16) T ks[kTile * LD];
+  __shared__ __align__(16) T vs[kTile * LD];
+  __shared__ uint32_t bits[kTile][2];
+  __shared__ uint8_t kpad[kTile];
+  const int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * kTile;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+  const int hcol = h * p.head_dim;
+  const int64_t row_base = (int64_t(b) * p.heads + h) * p.len_q;
+  const T* qb = static_cast<const T*>(p.q) + int64_t(b) * p.len_q * p.ld_q + hcol;
+  const T* kb = static_cast<const T*>(p.k) + int64_t(b) * p.len_k * p.ld_k + hcol;
+  const T* vb = static_cast<const T*>(p.v) + int64_t(b) * p.len_k * p.ld_v + hcol;
+  const T* gb = static_cast<const T*>(p.d_ctx) + int64_t(b) * p.len_q * p.ld_ctx + hcol;
+  const uint64_t offset = p.drop.active ? dropout_offset(p.drop.key) : 0;
+
+  const int r0 = warp * 16 + g;
+  uint32_t qf[KS][4], gf[KS][4];
+  load_tile<T, DP>(ks, qb, p.ld_q, q0, p.len_q, p.head_dim);
+  load_tile<T, DP>(vs, gb, p.ld_ctx, q0, p.len_q, p.head_dim);
+  __syncthreads();
+#pragma unroll
+  for (int kk = 0; kk < KS; ++kk) {
+    qf[kk][0] = lds32(ks + r0 * LD + kk * 16 + t4 * 2);
+    qf[kk][1] = lds32(ks + (r0 + 8) * LD + kk * 16 + t4 * 2);
+    qf[kk][2] = lds32(ks + r0 * LD + kk * 16 + 8 + t4 * 2);
+    qf[kk][3] = lds32(ks + (r0 + 8) * LD + kk * 16 + 8 + t4 * 2);
+    gf[kk][0] = lds32(vs + r0 * LD + kk * 16 + t4 * 2);
+    gf[kk][1] = lds32(vs + (r0 + 8) * LD + kk * 16 + t4 * 2);
+    gf[kk][2] = lds32(vs + r0 * LD + kk * 16 + 8 + t4 * 2);
+    gf[kk][3] = lds32(vs + (r0 + 8) * LD + kk * 16 + 8 + t4 * 2);
+  }
+  const int rows_i[2] = {q0 + r0, q0 + r0 + 8};
+  float lse2[2], dl[2];
+#pragma unroll
+  for (int ri = 0; ri < 2; ++ri) {
+    const int i = rows_i[ri];
+    const float L = i < p.len_q ? p.lse[row_base + i] : -INFINITY;
+    lse2[ri] = L == -INFINITY ? INFINITY : L * kLog2e;
+    dl[ri] = i < p.len_q ? p.delta[row_base + i] : 0.f;
+  }
+  float dq[NB][4];
+#pragma unroll
+  for (int n = 0; n < NB; ++n) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.f;
+
+  int tiles = (p.len_k + kTile - 1) / kTile;
+  if (p.causal) tiles = min(tiles, (q0 + kTile - 1) / kTile + 1);
+  for (int kt = 0; kt < tiles; ++kt) {
+    const int k0 = kt * kTile;
+    __syncthreads();
+    load_tile<T, DP>(ks, kb, p.ld_k, k0, p.len_k, p.head_dim);
+    load_tile<T, DP>(vs, vb, p.ld_v, k0, p.len_k, p.head_dim);
+    if (threadIdx.x < kTile) {
+      const int j = k0 + threadIdx.x;
+      kpad[threadIdx.x] =
+          j >= p.len_k || (p.key_pad != nullptr && p.key_pad[int64_t(b) * p.len_k + j] != 0);
+    }
+    if (p.drop.active) build_drop_bits(bits, p, offset, b, h, q0, k0);
+    __syncthreads();
+    float s[8][4], dp[8][4];
+#pragma unroll
+    for (int nb = 0; nb < 8; ++nb) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[nb][e] = dp[nb][e] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < KS; ++kk) {
+        const T* kr = ks + (nb * 8 + g) * LD + kk * 16 + t4 * 2;
+        const T* vr = vs + (nb * 8 + g) * LD + kk * 16 + t4 * 2;
+        mma16816<T>(s[nb], qf[kk], lds32(kr), lds32(kr + 8));
+        mma16816<T>(dp[nb], gf[kk], lds32(vr), lds32(vr + 8));
+      }
+    }
+#pragma unroll
+    for (int nb = 0; nb < 8; ++nb)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int c = nb * 8 + t4 * 2 + (e & 1), j = k0 + c, ri = e >> 1;
+        const bool hidden = kpad[c] || (p.causal && j > rows_i[ri]);
+        const float pr = hidden ? 0.f : exp2f(s[nb][e] * p.scale_log2 - lse2[ri]);
+        const float f = drop_factor(bits, p.drop, r0 + 8 * ri, c);
+        s[nb][e] = pr * (dp[nb][e] * f - dl[ri]);  // dS
+      }
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      uint32_t a[4] = {pack2<T>(s[2 * kk][0], s[2 * kk][1]), pack2<T>(s[2 * kk][2], s[2 * kk][3]),
+                       pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                       pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      const T* kr = ks + (kk * 16 + t4 * 2) * LD + g;
+#pragma unroll
+      for (int n = 0; n < NB; ++n) {
+        const T* kc = kr + n * 8;
+        mma16816<T>(dq[n], a, lds_pair(kc, kc + LD), lds_pair(kc + 8 * LD, kc + 9 * LD));
+      }
+    }
+  }
+  T* dqb = static_cast<T*>(p.dq) + int64_t(b) * p.len_q * p.ld_q + hcol;
+#pragma unroll
+  for (int ri = 0; ri < 2; ++ri) {
+    const int i = rows_i[ri];
+    if (i >= p.len_q) continue;
+#pragma unroll
+    for (int n = 0; n < NB; ++n) {
+      const int col = n * 8 + t4 * 2;
+      if (col < p.head_dim)
+        store_pair(dqb + int64_t(i) * p.ld_q + col, dq[n][2 * ri] * p.scale,
+                   dq[n][2 * ri + 1] * p.scale);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- host side
+AttnParams make_params(const AttentionArgs& a, const char* call) {
+  LS_REQUIRE(a.dt == DType::F16 || a.dt == DType::BF16, LS_ERR_UNSUPPORTED,
+             call << ": fused attention runs in fp16 or bf16, got " << dtype_name(a.dt));
+  LS_REQUIRE(a.head_dim % 8 == 0 && a.head_dim <= kFusedAttentionMaxHeadDim, LS_ERR_UNSUPPORTED,
+             call << ": head_dim " << a.head_dim << " is not a multiple of 8 up to "
+                  << kFusedAttentionMaxHeadDim);
+  LS_CHECK_ARG(a.ld_q % 8 == 0 && a.ld_k % 8 == 0 && a.ld_v % 8 == 0 && a.ld_ctx % 8 == 0,
+               call << ": row strides must be multiples of 8 elements (16-byte rows)");
+  LS_CHECK_ARG(a.batch <= 65535 && a.heads <= 65535 && a.len_q <= INT32_MAX - kTile &&
+                   a.len_k <= INT32_MAX - kTile,
+               call << ": batch, heads or lengths too large for the launch grid");
+  int dev = 0, major = 0;  // the mma.sync path needs sm_80+ (cheap attribute queries)
+  LS_CUDA_CALL(cudaGetDevice(&dev));
+  LS_CUDA_CALL(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  LS_REQUIRE(major >= 8, LS_ERR_UNSUPPORTED, call << ": fused attention needs sm_80 or newer");
+  AttnParams p{};
+  p.q = a.q;
+  p.k = a.k;
+  p.v = a.v;
+  p.ctx = a.ctx;
+  p.lse = static_cast<float*>(a.lse);
+  p.ld_q = a.ld_q;
+  p.ld_k = a.ld_k;
+  p.ld_v = a.ld_v;
+  p.ld_ctx = a.ld_ctx;
+  p.key_pad = a.key_pad;
+  p.causal = a.causal ? 1 : 0;
+  p.heads = int(a.heads);
+  p.len_q = int(a.len_q);
+  p.len_k = int(a.len_k);
+  p.head_dim = int(a.head_dim);
+  p.scale = a.scale;
+  p.scale_log2 = a.scale * kLog2e;
+  p.drop = make_dropout(a.dropout, a.key);
+  return p;
+}
+
+template <class F>
+void dispatch_attention(DType dt, int64_t head_dim, F&& f) {
+  auto by_dim = [&](auto tv) {
+    if (head_dim <= 32)
+      f(tv, std::integral_constant<int, 32>{});
+    else
+      f(tv, std::integral_constant<int, 64>{});
+  };
+  if (dt == DType::F16)
+    by_dim(__half{});
+  else
+    by_dim(__nv_bfloat16{});
+}
+
+}  // namespace
+
+void launch_attention_forward(const AttentionArgs& a, cudaStream_t s) {
+  const char* call = "attention_forward";
+  AttnParams p = make_params(a, call);
+  LS_CHECK_ARG(aligned16(a.q) && aligned16(a.k) && aligned16(a.v) && aligned16(a.ctx),
+               call << ": q, k, v and ctx must be 16-byte aligned");
+  p.out = a.ctx;
+  const dim3 grid(unsigned((a.len_q + kTile - 1) / kTile), unsigned(a.heads),
+                  unsigned(a.batch));
+  dispatch_attention(a.dt, a.head_dim, [&](auto tv, auto dp) {
+    using T = decltype(tv);
+    attention_forward_kernel<T, decltype(dp)::value><<<grid, kThreads, 0, s>>>(p);
+  });
+  LS_LAUNCH_CHECK(call);
+}
+
+void launch_attention_backward(const AttentionArgs& a, const void* d_ctx, void* dq, void* dk,
+                               void* dv, float* delta, cudaStream_t s) {
+  const char* call = "attention_backward";
+  AttnParams p = make_params(a, call);
+  LS_CHECK_ARG(aligned16(a.q) && aligned16(a.k) && aligned16(a.v) && aligned16(a.ctx) &&
+                   aligned16(d_ctx) && aligned16(dq) && aligned16(dk) && aligned16(dv),
+               call << ": q, k, v, ctx, d_ctx, dq, dk and dv must be 16-byte aligned");
+  p.d_ctx = d_ctx;
+  p.dq = dq;
+  p.dk = dk;
+  p.dv = dv;
+  p.delta = delta;
+  const int64_t rows = a.batch * a.len_q * a.heads;
+  dispatch_attention(a.dt, a.head_dim, [&](auto tv, auto dp) {
+    using T = decltype(tv);
+    constexpr int DP = decltype(dp)::value;
+    attention_delta_kernel<T><<<unsigned((rows + 255) / 256), 256, 0, s>>>(p, rows);
+    LS_LAUNCH_CHECK("attention_backward (delta)");
+    const int64_t k_tiles = (a.len_k + kTile - 1) / kTile;
+    if (k_tiles > 0) {
+      const dim3 grid(unsigned(k_tiles), unsigned(a.heads), unsigned(a.batch));
+      attention_backward_kv_kernel<T, DP><<<grid, kThreads, 0, s>>>(p, k_tiles == 1);
+      LS_LAUNCH_CHECK("attention_backward (keys)");
+    }
+    if (k_tiles != 1) {
+      const dim3 grid(unsigned((a.len_q + kTile - 1) / kTile), unsigned(a.heads),
+                      unsigned(a.batch));
+      attention_backward_q_kernel<T, DP><<<grid, kThreads, 0, s>>>(p);
+      LS_LAUNCH_CHECK("attention_backward (queries)");
+    }
+  });
+}
+
+}  // namespace cuda
+}  // namespace ls

@@ -191,6 +191,12 @@ typedef struct ls_model_config {
   ls_dtype dtype;             /* working precision; default fp32 */
   float label_smoothing;      /* criterion epsilon, default 0.1 (fairseq's eps/(V-1) form) */
   int32_t eos_idx;            /* end of sentence, default 2 (fairseq: bos 0, pad 1, eos 2, unk 3) */
+  int32_t recompute_layer_norm; /* 1: pre-LN blocks keep no LayerNorm output for backward and
+                                   recompute it there from the saved block input (one more
+                                   LayerNorm forward per block; saves tokens x hidden_size
+                                   elements per block of activation memory). Same results, bit
+                                   for bit. Ignored for post-LN. Default 0 (and 0 for a
+                                   caller's struct_size that ends before this field) */
 } ls_model_config;
 
 /* Defaults (a small encoder-decoder). */

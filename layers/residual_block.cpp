@@ -3,10 +3,15 @@
 namespace ls {
 
 ResidualBlock::ResidualBlock(Planner& planner, ParamSet& params, const std::string& norm_prefix,
-                             const std::string& buffer_prefix, const LayerDims& dims,
-                             bool pre_norm, float eps, float dropout, uint32_t site,
-                             std::unique_ptr<Sublayer> sublayer)
-    : dims_(dims), pre_norm_(pre_norm), eps_(eps), dropout_(dropout), site_(site),
+                             const std::string& buffer_prefix, const LayerDims& dims, bool pre_norm,
+                             float eps, float dropout, uint32_t site,
+                             std::unique_ptr<Sublayer> sublayer, bool recompute_norm)
+    : dims_(dims),
+      pre_norm_(pre_norm),
+      recompute_(pre_norm && recompute_norm),
+      eps_(eps),
+      dropout_(dropout),
+      site_(site),
       sub_(std::move(sublayer)) {
   const int64_t d = dims.hidden;
   ParamInit ones;
@@ -17,7 +22,14 @@ ResidualBlock::ResidualBlock(Planner& planner, ParamSet& params, const std::stri
   const size_t stats = static_cast<size_t>(dims.max_tokens) * dtype_size(accum_dtype(dims.dt));
   const std::string p = buffer_prefix + ".";
   const auto S = MemCategory::SavedActivations, Tmp = MemCategory::Temporaries;
-  norm_ = planner.declare(p + (pre_norm ? "ln_out" : "ln_in"), S, td);
+  // Recomputed LN(x): two short-lived temporaries (forward: LN -> sublayer forward; backward:
+  // recompute -> sublayer backward) instead of one saved buffer alive from forward to backward.
+  norm_ = planner.declare(p + (pre_norm ? "ln_out" : "ln_in"), recompute_ ? Tmp : S, td);
+  if (recompute_) {
+    norm_re_ = planner.declare(p + "ln_out_recomputed", Tmp, td);
+    mean_re_ = planner.declare(p + "ln_mean_recomputed", Tmp, stats);
+    rstd_re_ = planner.declare(p + "ln_rstd_recomputed", Tmp, stats);
+  }
   mean_ = planner.declare(p + "ln_mean", S, stats);
   rstd_ = planner.declare(p + "ln_rstd", S, stats);
   sub_out_ = planner.declare(p + "sub_out", Tmp, td);
@@ -33,8 +45,8 @@ void ResidualBlock::forward(RunCtx& rc, BufferId in) {
   const int64_t T = rc.tokens(side()), d = dims_.hidden;
   const float p = rc.rate(dropout_);
   if (pre_norm_) {
-    ops.layernorm_forward(rc.ptr(in), rc.wv.w(gamma_), rc.wv.w(beta_), rc.ptr(norm_),
-                          rc.ptr(mean_), rc.ptr(rstd_), T, d, eps_, dt);
+    ops.layernorm_forward(rc.ptr(in), rc.wv.w(gamma_), rc.wv.w(beta_), rc.ptr(norm_), rc.ptr(mean_),
+                          rc.ptr(rstd_), T, d, eps_, dt);
     sub_->forward(rc, norm_, sub_out_);
     ops.bias_dropout_residual_forward(rc.ptr(sub_out_), rc.wv.w(sub_->out_bias()), rc.ptr(in),
                                       rc.ptr(out_), T, d, p, rc.key(site_), dt);
@@ -55,14 +67,20 @@ void ResidualBlock::backward(RunCtx& rc, BufferId in, BufferId d_out) {
   if (pre_norm_) {
     ops.dropout_bias_backward(rc.ptr(d_out), rc.ptr(d_sub_), rc.wv.g(sub_->out_bias()), T, d, p,
                               rc.key(site_), dt);
-    sub_->backward(rc, norm_, d_sub_, d_norm_, 0.f);
+    BufferId norm = norm_;
+    if (recompute_) {  // LN(x) again, bit for bit what forward fed the sublayer
+      ops.layernorm_forward(rc.ptr(in), rc.wv.w(gamma_), rc.wv.w(beta_), rc.ptr(norm_re_),
+                            rc.ptr(mean_re_), rc.ptr(rstd_re_), T, d, eps_, dt);
+      norm = norm_re_;
+    }
+    sub_->backward(rc, norm, d_sub_, d_norm_, 0.f);
     ops.layernorm_backward(rc.ptr(d_norm_), rc.ptr(in), rc.wv.w(gamma_), rc.ptr(mean_),
                            rc.ptr(rstd_), rc.ptr(d_out), rc.ptr(d_in_), rc.wv.g(gamma_),
                            rc.wv.g(beta_), T, d, dt);
   } else {
     ops.layernorm_backward(rc.ptr(d_out), rc.ptr(norm_), rc.wv.w(gamma_), rc.ptr(mean_),
-                           rc.ptr(rstd_), nullptr, rc.ptr(d_norm_), rc.wv.g(gamma_),
-                           rc.wv.g(beta_), T, d, dt);
+                           rc.ptr(rstd_), nullptr, rc.ptr(d_norm_), rc.wv.g(gamma_), rc.wv.g(beta_),
+                           T, d, dt);
     ops.dropout_bias_backward(rc.ptr(d_norm_), rc.ptr(d_sub_), rc.wv.g(sub_->out_bias()), T, d, p,
                               rc.key(site_), dt);
     ops.copy(rc.ptr(d_in_), rc.ptr(d_norm_), static_cast<size_t>(T * d) * dtype_size(dt));

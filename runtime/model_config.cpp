@@ -35,6 +35,7 @@ void model_config_defaults(ls_model_config& c) {
   c.dtype = LS_DTYPE_FP32;
   c.label_smoothing = 0.1f;
   c.eos_idx = 2;
+  c.recompute_layer_norm = 0;
 }
 
 void model_config_preset(const std::string& name, ls_model_config& c) {
@@ -129,6 +130,9 @@ void validate_model_config(const ls_model_config& c, bool cuda) {
   LS_CHECK_ARG(c.label_smoothing >= 0.f && c.label_smoothing < 1.f,
                "ls_model_config.label_smoothing must be in [0, 1), got " << c.label_smoothing);
   LS_CHECK_ARG(c.layer_norm_eps > 0.f, "ls_model_config.layer_norm_eps must be positive");
+  LS_CHECK_ARG(c.recompute_layer_norm == 0 || c.recompute_layer_norm == 1,
+               "ls_model_config.recompute_layer_norm must be 0 or 1, got "
+                   << c.recompute_layer_norm);
   LS_CHECK_ARG(c.padding_idx >= 0 && c.padding_idx < c.tgt_vocab_size &&
                    (!encdec || c.padding_idx < c.src_vocab_size),
                "ls_model_config.padding_idx " << c.padding_idx << " is outside the vocabulary");

@@ -126,6 +126,8 @@ void TransformerGraph::build_stack(Stack& s, const std::string& prefix, int laye
     params_.alias("decoder.embed_tokens.weight", "encoder.embed_tokens.weight");
 
   const bool pre = cfg_.pre_layer_norm != 0;
+  // Pre-LN blocks may recompute LN(x) in backward instead of saving it (post-LN ignores it).
+  const bool recompute_ln = pre && cfg_.recompute_layer_norm != 0;
   const BufferId self_pad = s.side == Side::Source ? src_pad : tgt_pad;
   const Activation act =
       cfg_.activation == LS_ACTIVATION_GELU ? Activation::GELU : Activation::ReLU;
@@ -141,7 +143,8 @@ void TransformerGraph::build_stack(Stack& s, const std::string& prefix, int laye
     s.blocks.push_back(std::make_unique<ResidualBlock>(
         planner_, params_, lp + ".self_attn_layer_norm", lp + ".self_attn_block", dims_, pre,
         cfg_.layer_norm_eps, cfg_.dropout, next_site_++,
-        std::make_unique<Attention>(planner_, params_, lp + ".self_attn", dims_, sa)));
+        std::make_unique<Attention>(planner_, params_, lp + ".self_attn", dims_, sa),
+        recompute_ln));
     if (decoder && encdec) {
       AttentionSpec ca;
       ca.side = Side::Target;
@@ -155,14 +158,16 @@ void TransformerGraph::build_stack(Stack& s, const std::string& prefix, int laye
       s.blocks.push_back(std::make_unique<ResidualBlock>(
           planner_, params_, lp + ".encoder_attn_layer_norm", lp + ".encoder_attn_block", dims_,
           pre, cfg_.layer_norm_eps, cfg_.dropout, next_site_++,
-          std::make_unique<Attention>(planner_, params_, lp + ".encoder_attn", dims_, ca)));
+          std::make_unique<Attention>(planner_, params_, lp + ".encoder_attn", dims_, ca),
+          recompute_ln));
     }
     const uint32_t ffn_block_site = next_site_++, ffn_act_site = next_site_++;
     s.blocks.push_back(std::make_unique<ResidualBlock>(
         planner_, params_, lp + ".final_layer_norm", lp + ".ffn_block", dims_, pre,
         cfg_.layer_norm_eps, cfg_.dropout, ffn_block_site,
         std::make_unique<FeedForward>(planner_, params_, lp, dims_, s.side, act,
-                                      cfg_.activation_dropout, ffn_act_site)));
+                                      cfg_.activation_dropout, ffn_act_site),
+        recompute_ln));
   }
   if (pre) {  // pre-LN stacks end with a LayerNorm
     s.final_norm = true;

@@ -14,7 +14,8 @@ namespace {
 const char* const kUsage =
     "usage: ls-train plan [--preset NAME] [--max-batch-tokens N] [--max-seq-len L]\n"
     "                     [--dtype fp32|fp16|bf16] [--device auto|cpu|cuda] [--vocab V]\n"
-    "                     [--pre-layer-norm | --post-layer-norm] [--json]\n\n"
+    "                     [--pre-layer-norm | --post-layer-norm] [--recompute-layer-norm]\n"
+    "                     [--json]\n\n"
     "Plans the training memory of a model without allocating it: the persistent region\n"
     "(parameters, working copy, gradients, optimizer state, inputs, workspaces) and the planned\n"
     "region (saved activations and temporaries, with buffers reused across their lifetimes),\n"
@@ -30,6 +31,8 @@ const char* const kUsage =
     "                         (as nn.Transformer(norm_first=True)); preset default\n"
     "  --post-layer-norm      LayerNorm after each residual add (fairseq's transformer-base\n"
     "                         and -big); preset default\n"
+    "  --recompute-layer-norm pre-LN: recompute each block's LayerNorm output in backward\n"
+    "                         instead of saving it (ignored for post-LN)\n"
     "  --json                 print one JSON object instead of the table\n";
 
 ls_dtype parse_dtype(const std::string& s) {
@@ -108,6 +111,7 @@ int cmd_plan(int argc, char** argv) {
     throw UsageError("--pre-layer-norm and --post-layer-norm exclude each other");
   if (pre_ln) config.pre_layer_norm = 1;
   if (post_ln) config.pre_layer_norm = 0;
+  if (args.flag("--recompute-layer-norm")) config.recompute_layer_norm = 1;
   args.finish();
 
   ls_memory_report r;
@@ -141,6 +145,7 @@ int cmd_plan(int argc, char** argv) {
     j.kv("max_batch_tokens", config.max_batch_tokens);
     j.kv("max_seq_len", config.max_seq_len);
     j.kv("pre_layer_norm", config.pre_layer_norm != 0);
+    j.kv("recompute_layer_norm", config.recompute_layer_norm != 0);
     j.kv("src_vocab_size", config.src_vocab_size);
     j.kv("tgt_vocab_size", config.tgt_vocab_size);
     j.kv("num_parameters", r.num_parameters);

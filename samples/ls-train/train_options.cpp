@@ -122,6 +122,9 @@ const OptionSpec kOptions[] = {
    "no progress bar and no per-interval lines; results are still printed"},
   {nullptr, "json", nullptr, nullptr, Scope::kRun, "", "",
    "print one JSON object with the final summary on stdout (the log goes to stderr)"},
+  {nullptr, "recompute-layer-norm", nullptr, nullptr, Scope::kRun, "", "",
+   "pre-LN models (transformer-tiny): recompute each block's LayerNorm output in backward\n"
+   "instead of saving it (less activation memory, the same results; ignored for post-LN)"},
 };
 // clang-format on
 
@@ -333,6 +336,7 @@ bool parse_train_options(int argc, char** argv, TrainOptions* out) {
   o.resume = args.flag("--resume");
   o.quiet = args.flag("--quiet");
   o.json = args.flag("--json");
+  o.recompute_layer_norm = args.flag("--recompute-layer-norm");
 
   // The device decides the defaults, so it comes first.
   std::string device = args.str("--device", "auto");

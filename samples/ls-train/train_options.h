@@ -57,6 +57,7 @@ struct TrainOptions {
   bool on_gpu = false;  // the defaults chosen were the GPU ones
   std::string save_dir;
   bool resume = false, quiet = false, json = false;
+  bool recompute_layer_norm = false;  // ls_model_config.recompute_layer_norm (memory only)
   double time_limit = 0;  // seconds of training; 0 = none
   double max_len_a = 0;   // test decoding: at most a * source length + b tokens (<= max_len)
   int64_t max_len_b = 0;

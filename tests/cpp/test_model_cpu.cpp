@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -716,4 +717,193 @@ TEST_CASE("the criterion in chunks gives the loss and gradients of one chunk") {
                                                                << whole.grad[worst_at]);
     }
   }
+}
+
+// ---- LayerNorm-output recomputation (recompute_layer_norm) ----------------------------------
+
+TEST_CASE("recompute_layer_norm: the same losses and bitwise-identical gradients") {
+  // 3 rows x 4 target tokens with padding; the recomputed LN(x) is the same computation on the
+  // same saved input, so on the CPU everything downstream is bit for bit the same.
+  std::vector<int32_t> src = {5, 6, 7, 8, 2, 9, 10, 11, 2, 1, 12, 13, 2, 1, 1};
+  std::vector<int32_t> prev = {2, 14, 15, 16, 2, 17, 18, 1, 2, 19, 1, 1};
+  std::vector<int32_t> tgt = {14, 15, 16, 2, 17, 18, 2, 1, 19, 2, 1, 1};
+  struct Case {
+    const char* name;
+    ls_arch arch;
+    ls_dtype dtype;
+  };
+  const Case cases[] = {
+      {"encoder-decoder pre-LN fp32", LS_ARCH_ENCODER_DECODER, LS_DTYPE_FP32},
+      {"encoder-decoder pre-LN fp64", LS_ARCH_ENCODER_DECODER, LS_DTYPE_FP64},
+      {"decoder-only pre-LN fp32", LS_ARCH_DECODER_ONLY, LS_DTYPE_FP32},
+      {"decoder-only pre-LN fp64", LS_ARCH_DECODER_ONLY, LS_DTYPE_FP64},
+  };
+  for (const Case& k : cases) {
+    const std::string case_name = k.name;
+    CAPTURE(case_name);
+    ls_model_config c = tiny_config(k.arch);  // dropout on everywhere
+    c.pre_layer_norm = 1;
+    c.dtype = k.dtype;
+    ls_batch b;
+    ls_batch_init(&b);
+    b.batch_size = 3;
+    b.tgt_len = 4;
+    b.prev_output_tokens = prev.data();
+    b.target = tgt.data();
+    if (k.arch == LS_ARCH_ENCODER_DECODER) {
+      b.src_len = 5;
+      b.src_tokens = src.data();
+    }
+    const CriterionRun off = criterion_run(c, 0, b);
+    c.recompute_layer_norm = 1;
+    const CriterionRun on = criterion_run(c, 0, b);
+    for (int i = 0; i < 3; ++i) {
+      CHECK(on.train[i] == off.train[i]);
+      CHECK(on.eval[i] == off.eval[i]);
+    }
+    REQUIRE(on.grad.size() == off.grad.size());
+    size_t differing = 0;
+    for (size_t i = 0; i < off.grad.size(); ++i)
+      differing += std::memcmp(&on.grad[i], &off.grad[i], sizeof(double)) != 0;
+    CHECK(differing == 0);
+    double gmax = 0;
+    for (double g : off.grad) gmax = std::max(gmax, std::fabs(g));
+    CHECK(gmax > 0);
+  }
+  // Whole training steps through the C API (Adam, clipping, dropout on): the same losses.
+  ls_model_config c = tiny_config();
+  c.pre_layer_norm = 1;
+  const std::vector<double> off = run_losses(c, 4);
+  c.recompute_layer_norm = 1;
+  const std::vector<double> on = run_losses(c, 4);
+  CHECK(on == off);
+}
+
+TEST_CASE("recompute_layer_norm shrinks the pre-LN plan and leaves post-LN alone") {
+  auto plan = [](const ls_model_config& c) {
+    ls_memory_report r;
+    ls_memory_report_init(&r);
+    REQUIRE_MESSAGE(ls_plan_memory(&c, LS_DEVICE_CUDA, &r) == LS_OK, ls_last_error());
+    return r;
+  };
+  ls_model_config c;
+  ls_model_config_init(&c);
+  REQUIRE(ls_model_config_preset("transformer-big", &c) == LS_OK);
+  c.max_batch_tokens = 8192;
+  c.max_seq_len = 64;
+  c.dtype = LS_DTYPE_FP16;
+  c.pre_layer_norm = 1;
+  const ls_memory_report off = plan(c);
+  c.recompute_layer_norm = 1;
+  const ls_memory_report on = plan(c);
+  MESSAGE("transformer-big pre-LN fp16, 8192 tokens: planned " << off.planned_bytes << " -> "
+                                                               << on.planned_bytes
+                                                               << ", lower bound "
+                                                               << off.lower_bound_bytes << " -> "
+                                                               << on.lower_bound_bytes);
+  // 6 encoder blocks x 2 sublayers + 6 decoder blocks x 3 = 30 blocks, each LN(x) of
+  // 8192 x 1024 fp16 (16 MiB) moved from saved activations to temporaries.
+  const uint64_t ln_out = uint64_t{8192} * 1024 * 2;
+  CHECK(off.saved_activations - on.saved_activations == 30 * ln_out);
+  CHECK(on.lower_bound_bytes < off.lower_bound_bytes);
+  CHECK(on.planned_bytes < off.planned_bytes);
+  CHECK(on.persistent_bytes == off.persistent_bytes);
+  CHECK(on.num_parameters == off.num_parameters);
+
+  // Post-LN: the flag is ignored, the plan is the same to the byte.
+  c.pre_layer_norm = 0;
+  c.recompute_layer_norm = 0;
+  const ls_memory_report post_off = plan(c);
+  c.recompute_layer_norm = 1;
+  const ls_memory_report post_on = plan(c);
+  CHECK(std::memcmp(&post_on, &post_off, sizeof(post_on)) == 0);
+
+  // The plan is sound, and each block's LN(x) lives twice, briefly: forward LN -> sublayer
+  // forward, then recompute -> sublayer backward (its last use after the recompute's first).
+  c.pre_layer_norm = 1;
+  ls::TransformerGraph g(c, true);  // planning only
+  const ls::Plan p = g.plan_schedule();
+  g.planner().check(p);
+  for (const char* block : {"encoder.layers.0.self_attn_block", "decoder.layers.5.ffn_block",
+                            "decoder.layers.3.encoder_attn_block"}) {
+    CAPTURE(block);
+    const std::string prefix = std::string(block) + ".";
+    const ls::BufferId fwd = g.planner().find(prefix + "ln_out");
+    const ls::BufferId bwd = g.planner().find(prefix + "ln_out_recomputed");
+    const ls::BufferId out = g.planner().find(prefix + "out");
+    REQUIRE(fwd.valid());
+    REQUIRE(bwd.valid());
+    REQUIRE(out.valid());
+    const ls::BufferDesc& f = g.planner().buffer(fwd);
+    const ls::BufferDesc& r = g.planner().buffer(bwd);
+    CHECK(f.category == ls::MemCategory::Temporaries);
+    CHECK(r.category == ls::MemCategory::Temporaries);
+    // Forward's copy is dead before the block's output is even written...
+    CHECK(f.last_use < g.planner().buffer(out).first_use);
+    // ...and the recomputed one is born in backward, after the forward has ended.
+    CHECK(r.first_use > g.planner().buffer(g.d_dec_out).first_use);
+    CHECK(r.first_use > f.last_use);
+  }
+}
+
+TEST_CASE("recompute_layer_norm through the C API: old struct sizes, validation, round trip") {
+  ls_context* ctx = nullptr;
+  ls_context_options o;
+  ls_context_options_init(&o);
+  o.device = LS_DEVICE_CPU;
+  REQUIRE(ls_context_create(&o, &ctx) == LS_OK);
+  ls_model_config c = tiny_config();
+  c.pre_layer_norm = 1;
+  CHECK(c.recompute_layer_norm == 0);  // the default
+  ls_memory_report base;
+  ls_memory_report_init(&base);
+  REQUIRE(ls_plan_memory(&c, LS_DEVICE_CPU, &base) == LS_OK);
+
+  // A caller whose struct ends before the field: the bytes past its struct_size (set here to
+  // 1) are never read, so it gets the default (off) and the plan without recomputation.
+  for (size_t size : {offsetof(ls_model_config, recompute_layer_norm),
+                      offsetof(ls_model_config, eos_idx)}) {
+    CAPTURE(size);
+    ls_model_config old = c;
+    old.recompute_layer_norm = 1;
+    old.struct_size = size;
+    ls_memory_report r;
+    ls_memory_report_init(&r);
+    REQUIRE_MESSAGE(ls_plan_memory(&old, LS_DEVICE_CPU, &r) == LS_OK, ls_last_error());
+    CHECK(r.saved_activations == base.saved_activations);
+    CHECK(r.planned_bytes == base.planned_bytes);
+    ls_model* m = nullptr;
+    REQUIRE_MESSAGE(ls_model_create(ctx, &old, &m) == LS_OK, ls_last_error());
+    ls_model_config got;
+    ls_model_config_init(&got);
+    REQUIRE(ls_model_get_config(m, &got) == LS_OK);
+    CHECK(got.recompute_layer_norm == 0);
+    ls_model_destroy(m);
+  }
+
+  // The full struct: on, reported back, and it plans less.
+  c.recompute_layer_norm = 1;
+  ls_memory_report r;
+  ls_memory_report_init(&r);
+  REQUIRE(ls_plan_memory(&c, LS_DEVICE_CPU, &r) == LS_OK);
+  CHECK(r.saved_activations < base.saved_activations);
+  ls_model* m = nullptr;
+  REQUIRE_MESSAGE(ls_model_create(ctx, &c, &m) == LS_OK, ls_last_error());
+  ls_model_config got;
+  ls_model_config_init(&got);
+  REQUIRE(ls_model_get_config(m, &got) == LS_OK);
+  CHECK(got.recompute_layer_norm == 1);
+  ls_memory_report actual;
+  ls_memory_report_init(&actual);
+  REQUIRE(ls_model_memory_report(m, &actual) == LS_OK);
+  CHECK(actual.planned_bytes == r.planned_bytes);
+  ls_model_destroy(m);
+
+  // Only 0 and 1.
+  c.recompute_layer_norm = 2;
+  m = nullptr;
+  CHECK(ls_model_create(ctx, &c, &m) == LS_ERR_INVALID_ARGUMENT);
+  CHECK(std::string(ls_last_error()).find("recompute_layer_norm") != std::string::npos);
+  CHECK(m == nullptr);
+  ls_context_destroy(ctx);
 }

@@ -190,3 +190,18 @@ def test_closing_the_context_closes_its_models():
     assert model.closed
     with pytest.raises(ValueError):
         model.parameters()
+
+
+def test_recompute_layer_norm_round_trips_and_shrinks_the_plan(ctx):
+    off = tiny_config()  # pre-LN
+    on = off.replace(recompute_layer_norm=1)
+    r_off = ls_train.plan_memory(off, device="cpu")
+    r_on = ls_train.plan_memory(on, device="cpu")
+    assert r_on["saved_activations"] < r_off["saved_activations"]
+    with ls_train.Model(ctx, on) as model:
+        assert model.config.recompute_layer_norm == 1
+    # Post-LN ignores it.
+    post = tiny_config(pre_layer_norm=0)
+    assert ls_train.plan_memory(post.replace(recompute_layer_norm=1), device="cpu") == (
+        ls_train.plan_memory(post, device="cpu")
+    )

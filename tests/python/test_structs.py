@@ -66,6 +66,8 @@ def test_model_config_defaults_are_at_the_right_offsets():
     assert d["max_seq_len"] == 256
     assert d["max_batch_tokens"] == 4096
     assert d["label_smoothing"] == pytest.approx(0.1)
+    assert d["eos_idx"] == 2
+    assert d["recompute_layer_norm"] == 0
 
 
 def test_trainer_config_defaults_are_at_the_right_offsets():

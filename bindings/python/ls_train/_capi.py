@@ -139,6 +139,8 @@ class ls_model_config(ctypes.Structure):
         ("max_batch_tokens", ctypes.c_int32),
         ("dtype", c_enum),
         ("label_smoothing", ctypes.c_float),
+        ("eos_idx", ctypes.c_int32),
+        ("recompute_layer_norm", ctypes.c_int32),
     ]
 
 

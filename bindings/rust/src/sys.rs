@@ -124,6 +124,8 @@ pub struct ls_model_config {
     pub max_batch_tokens: i32,
     pub dtype: ls_dtype,
     pub label_smoothing: f32,
+    pub eos_idx: i32,
+    pub recompute_layer_norm: i32,
 }
 
 #[repr(C)]

@@ -211,3 +211,18 @@ fn checkpoint_save_load() {
     assert_eq!(missing.status, Status::IO);
     std::fs::remove_file(&path).ok();
 }
+
+#[test]
+fn recompute_layer_norm_round_trips_and_shrinks_the_plan() {
+    let defaults = ModelConfig::new();
+    assert_eq!((defaults.eos_idx, defaults.recompute_layer_norm), (2, 0));
+    let off = tiny_config(); // pre-LN
+    let mut on = off;
+    on.recompute_layer_norm = 1;
+    let r_off = plan_memory(&off, Device::Cpu).unwrap();
+    let r_on = plan_memory(&on, Device::Cpu).unwrap();
+    assert!(r_on.saved_activations < r_off.saved_activations);
+    let ctx = Context::new(Device::Cpu, 1).unwrap();
+    let model = Model::new(&ctx, &on).unwrap();
+    assert_eq!(model.config().unwrap().recompute_layer_norm, 1);
+}

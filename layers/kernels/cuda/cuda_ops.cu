@@ -452,8 +452,10 @@ void CudaOps::attention_backward(const AttentionArgs& a, const void* d_ctx, void
   if (!check_attention(a, call)) return;
   check_ptr(d_ctx, call, "d_ctx");
   check_ptr(dq, call, "dq");
-  check_ptr(dk, call, "dk");
-  check_ptr(dv, call, "dv");
+  if (a.len_k > 0) {  // no keys: dk and dv have no rows
+    check_ptr(dk, call, "dk");
+    check_ptr(dv, call, "dv");
+  }
   check_ptr(delta, call, "delta");
   cuda::launch_attention_backward(a, d_ctx, dq, dk, dv, static_cast<float*>(delta),
                                   as_stream(stream_));

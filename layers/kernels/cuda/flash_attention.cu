@@ -112,20 +112,46 @@ __device__ __forceinline__ void store_pair(T* p, float x, float y) {
 }
 
 // ---------------------------------------------------------------- tiles in shared memory
-// rows [row0, row0 + 64) of a token-major matrix (rows of ld elements, the head's columns from
+// Rows [row0, row0 + 64) of a token-major matrix (rows of ld elements, the head's columns from
 // `base`), `len` valid rows, head_dim valid columns, into a [64][DP + 8] shared tile; rows and
-// columns beyond are zero.
+// columns beyond are zero. In two phases, so that every 16-byte load of one or more tiles is
+// in flight before the first shared store (a store through a generic pointer would otherwise
+// order the next load after it: one memory round trip per chunk).
 template <class T, int DP>
-__device__ __forceinline__ void load_tile(T* tile, const T* base, int64_t ld, int row0, int len,
-                                          int head_dim) {
-  constexpr int LD = DP + 8, kChunks = DP / 8;  // 16-byte chunks per row
-  for (int c = threadIdx.x; c < kTile * kChunks; c += kThreads) {
-    const int r = c / kChunks, col = (c % kChunks) * 8;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (row0 + r < len && col < head_dim)
-      v = *reinterpret_cast<const uint4*>(base + int64_t(row0 + r) * ld + col);
-    *reinterpret_cast<uint4*>(tile + r * LD + col) = v;
+struct TileFetch {
+  static constexpr int kChunks = DP / 8;                   // 16-byte chunks per row
+  static constexpr int kPerThread = kTile * kChunks / kThreads;
+  uint4 r[kPerThread];
+  __device__ __forceinline__ void fetch(const T* __restrict__ base, int64_t ld, int row0, int len,
+                                        int head_dim) {
+#pragma unroll
+    for (int u = 0; u < kPerThread; ++u) {
+      const int c = threadIdx.x + u * kThreads, row = c / kChunks, col = (c % kChunks) * 8;
+      r[u] = make_uint4(0, 0, 0, 0);
+      if (row0 + row < len && col < head_dim)
+        r[u] = __ldg(reinterpret_cast<const uint4*>(base + int64_t(row0 + row) * ld + col));
+    }
   }
+  __device__ __forceinline__ void store(T* tile) const {
+    constexpr int LD = DP + 8;
+#pragma unroll
+    for (int u = 0; u < kPerThread; ++u) {
+      const int c = threadIdx.x + u * kThreads, row = c / kChunks, col = (c % kChunks) * 8;
+      *reinterpret_cast<uint4*>(tile + row * LD + col) = r[u];
+    }
+  }
+};
+
+// Two tiles at once (K and V, or Q and dO): both fetched, then both stored.
+template <class T, int DP>
+__device__ __forceinline__ void load_tiles(T* tile_a, const T* base_a, int64_t ld_a, T* tile_b,
+                                           const T* base_b, int64_t ld_b, int row0, int len,
+                                           int head_dim) {
+  TileFetch<T, DP> a, b;
+  a.fetch(base_a, ld_a, row0, len, head_dim);
+  b.fetch(base_b, ld_b, row0, len, head_dim);
+  a.store(tile_a);
+  b.store(tile_b);
 }
 
 // Dropout keep bits of the tile (queries q0.., keys k0..): bits[r][w] bit c = key k0 + 32w + c
@@ -141,7 +167,7 @@ __device__ __forceinline__ void build_drop_bits(uint32_t (*bits)[2], const AttnP
     const int n = min(32, p.len_k - j0);
     const uint64_t end = start + n;
     for (uint64_t grp = start >> 2; grp <= (end - 1) >> 2; ++grp) {
-      Philox4 w = philox4x32_10(p.drop.key.seed, grp, offset);
+      Philox4 w = philox4x32_10_fast(p.drop.key.seed, grp, offset);
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const uint64_t idx = grp * 4 + e;
@@ -163,6 +189,7 @@ template <class T, int DP>
 __global__ void __launch_bounds__(kThreads)
     attention_forward_kernel(AttnParams p) {
   constexpr int LD = DP + 8, KS = DP / 16, NB = DP / 8;
+  __shared__ __align__(16) T qs[kTile * LD];
   __shared__ __align__(16) T ks[kTile * LD];
   __shared__ __align__(16) T vs[kTile * LD];
   __shared__ uint32_t bits[kTile][2];
@@ -175,17 +202,26 @@ __global__ void __launch_bounds__(kThreads)
   const T* vb = static_cast<const T*>(p.v) + int64_t(b) * p.len_k * p.ld_v + hcol;
   const uint64_t offset = p.drop.active ? dropout_offset(p.drop.key) : 0;
 
-  // Q fragments (A operand, rows = this warp's 16 queries), staged through ks.
-  load_tile<T, DP>(ks, qb, p.ld_q, q0, p.len_q, p.head_dim);
+  // Q and the first K, V tiles in one round trip; Q fragments (A operand, rows = this warp's 16
+  // queries) then stay in registers.
+  {
+    TileFetch<T, DP> fq, fk, fv;
+    fq.fetch(qb, p.ld_q, q0, p.len_q, p.head_dim);
+    fk.fetch(kb, p.ld_k, 0, p.len_k, p.head_dim);
+    fv.fetch(vb, p.ld_v, 0, p.len_k, p.head_dim);
+    fq.store(qs);
+    fk.store(ks);
+    fv.store(vs);
+  }
   __syncthreads();
   const int r0 = warp * 16 + g;  // local rows r0 and r0 + 8
   uint32_t qf[KS][4];
 #pragma unroll
   for (int kk = 0; kk < KS; ++kk) {
-    qf[kk][0] = lds32(ks + r0 * LD + kk * 16 + t4 * 2);
-    qf[kk][1] = lds32(ks + (r0 + 8) * LD + kk * 16 + t4 * 2);
-    qf[kk][2] = lds32(ks + r0 * LD + kk * 16 + 8 + t4 * 2);
-    qf[kk][3] = lds32(ks + (r0 + 8) * LD + kk * 16 + 8 + t4 * 2);
+    qf[kk][0] = lds32(qs + r0 * LD + kk * 16 + t4 * 2);
+    qf[kk][1] = lds32(qs + (r0 + 8) * LD + kk * 16 + t4 * 2);
+    qf[kk][2] = lds32(qs + r0 * LD + kk * 16 + 8 + t4 * 2);
+    qf[kk][3] = lds32(qs + (r0 + 8) * LD + kk * 16 + 8 + t4 * 2);
   }
 
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
@@ -198,9 +234,8 @@ __global__ void __launch_bounds__(kThreads)
   if (p.causal) tiles = min(tiles, (q0 + kTile - 1) / kTile + 1);
   for (int kt = 0; kt < tiles; ++kt) {
     const int k0 = kt * kTile;
-    __syncthreads();  // the previous tile (or the Q staging) is no longer read
-    load_tile<T, DP>(ks, kb, p.ld_k, k0, p.len_k, p.head_dim);
-    load_tile<T, DP>(vs, vb, p.ld_v, k0, p.len_k, p.head_dim);
+    __syncthreads();  // the previous tile is no longer read
+    if (kt > 0) load_tiles<T, DP>(ks, kb, p.ld_k, vs, vb, p.ld_v, k0, p.len_k, p.head_dim);
     if (threadIdx.x < kTile) {
       const int j = k0 + threadIdx.x;
       kpad[threadIdx.x] =
@@ -340,8 +375,22 @@ __global__ void __launch_bounds__(kThreads)
   const T* gb = static_cast<const T*>(p.d_ctx) + int64_t(b) * p.len_q * p.ld_ctx + hcol;
   const uint64_t offset = p.drop.active ? dropout_offset(p.drop.key) : 0;
 
-  load_tile<T, DP>(ks, kb, p.ld_k, k0, p.len_k, p.head_dim);
-  load_tile<T, DP>(vs, vb, p.ld_v, k0, p.len_k, p.head_dim);
+  const int q_first = p.causal ? k0 / kTile : 0, q_tiles = (p.len_q + kTile - 1) / kTile;
+  {  // K, V and the first query tile's Q, dO in one round trip
+    TileFetch<T, DP> fk, fv, fq, fg;
+    fk.fetch(kb, p.ld_k, k0, p.len_k, p.head_dim);
+    fv.fetch(vb, p.ld_v, k0, p.len_k, p.head_dim);
+    if (q_first < q_tiles) {
+      fq.fetch(qb, p.ld_q, q_first * kTile, p.len_q, p.head_dim);
+      fg.fetch(gb, p.ld_ctx, q_first * kTile, p.len_q, p.head_dim);
+    }
+    fk.store(ks);
+    fv.store(vs);
+    if (q_first < q_tiles) {
+      fq.store(qs);
+      fg.store(dos);
+    }
+  }
   if (threadIdx.x < kTile) {
     const int j = k0 + threadIdx.x;
     kpad[threadIdx.x] =
@@ -370,12 +419,10 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int e = 0; e < 4; ++e) dk[n][e] = dv[n][e] = 0.f;
 
-  const int q_tiles = (p.len_q + kTile - 1) / kTile;
-  for (int qt = p.causal ? k0 / kTile : 0; qt < q_tiles; ++qt) {
+  for (int qt = q_first; qt < q_tiles; ++qt) {
     const int q0 = qt * kTile;
     __syncthreads();  // the previous query tile is no longer read
-    load_tile<T, DP>(qs, qb, p.ld_q, q0, p.len_q, p.head_dim);
-    load_tile<T, DP>(dos, gb, p.ld_ctx, q0, p.len_q, p.head_dim);
+    if (qt > q_first) load_tiles<T, DP>(qs, qb, p.ld_q, dos, gb, p.ld_ctx, q0, p.len_q, p.head_dim);
     if (threadIdx.x < kTile) {
       const int i = q0 + threadIdx.x;
       float L = i < p.len_q ? p.lse[row_base + i] : -INFINITY;
@@ -508,8 +555,7 @@ __global__ void __launch_bounds__(kThreads)
 
   const int r0 = warp * 16 + g;
   uint32_t qf[KS][4], gf[KS][4];
-  load_tile<T, DP>(ks, qb, p.ld_q, q0, p.len_q, p.head_dim);
-  load_tile<T, DP>(vs, gb, p.ld_ctx, q0, p.len_q, p.head_dim);
+  load_tiles<T, DP>(ks, qb, p.ld_q, vs, gb, p.ld_ctx, q0, p.len_q, p.head_dim);
   __syncthreads();
 #pragma unroll
   for (int kk = 0; kk < KS; ++kk) {
@@ -540,8 +586,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int kt = 0; kt < tiles; ++kt) {
     const int k0 = kt * kTile;
     __syncthreads();
-    load_tile<T, DP>(ks, kb, p.ld_k, k0, p.len_k, p.head_dim);
-    load_tile<T, DP>(vs, vb, p.ld_v, k0, p.len_k, p.head_dim);
+    load_tiles<T, DP>(ks, kb, p.ld_k, vs, vb, p.ld_v, k0, p.len_k, p.head_dim);
     if (threadIdx.x < kTile) {
       const int j = k0 + threadIdx.x;
       kpad[threadIdx.x] =

@@ -212,6 +212,20 @@ inline size_t zero_mismatches(const std::vector<float>& got, const std::vector<f
   for (size_t i = 0; i < got.size(); ++i) n += (got[i] == 0.f) != (want[i] == 0.f);
   return n;
 }
+// Dropout masks: elements where exactly one of got and want (the fp32 reference, rounded to dt)
+// is zero, ignoring references smaller in magnitude than dt's smallest subnormal: there a
+// few-ulp difference in fp32 (e.g. GELU's tail for very negative inputs) legitimately decides
+// whether the value rounds to zero.
+inline size_t mask_mismatches(const std::vector<float>& got, const std::vector<float>& want,
+                              DType dt) {
+  const double tiny = dt == DType::F16 ? 0x1p-24 : dt == DType::BF16 ? 0x1p-133 : 0x1p-149;
+  size_t n = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (std::fabs(double(want[i])) < tiny) continue;
+    n += (got[i] == 0.f) != (round_to(dt, want[i]) == 0.f);
+  }
+  return n;
+}
 inline size_t zero_count(const std::vector<float>& v) {
   size_t n = 0;
   for (float x : v) n += x == 0.f;

@@ -11,11 +11,20 @@
 //   - default (deterministic == false): one block per token row, atomicAdd of
 //     scale * dropout_bwd(d_out) into d_table[tok] (and of dropout_bwd(d_out) into
 //     d_positions[pos]); repeated tokens make the fp32 summation order nondeterministic.
-//   - deterministic: no atomics. Each thread owns one column c and one bucket of table rows
-//     (token % buckets == bucket) and one bucket of position rows, and scans the whole token
-//     list in order, so every d_table / d_positions element is updated by exactly one thread in
-//     token order: bitwise reproducible. Grid: (ceil(C/128), buckets) blocks of 128 threads.
+//   - deterministic: no atomics; every d_table / d_positions element is updated by exactly one
+//     thread, in token order, so the result is bitwise reproducible.
+//     Table rows: grid (ceil(C/512), buckets) blocks of 128 threads; block (x, y) owns columns
+//     [512x, 512x + 512) (4 per thread) of the table rows with token % buckets == y. It walks
+//     the token list in chunks of 1024 (8 coalesced loads per thread, all in flight), compacts
+//     the positions of its own tokens in order (warp ballots + a prefix over the 4 warps, in
+//     shared memory), then every thread adds those rows' gradients to its columns in that
+//     order. Cost: one pass over the token ids per block plus one read-modify-write per owned
+//     (token, column) pair.
+//     Learned position rows (when d_positions is given): each thread owns one column and one
+//     bucket of position rows and scans the token list in order (grid (ceil(C/128), buckets)).
 // Dropout masks are regenerated from the key and the flat index t*C + c (never stored).
+#include <algorithm>
+
 #include "layers/kernels/cuda/cuda_common.cuh"
 #include "layers/kernels/cuda/cuda_kernels.h"
 
@@ -128,6 +137,71 @@ __global__ void embedding_backward_deterministic_kernel(EmbeddingArgs a,
   }
 }
 
+// Table rows of the deterministic backward (see the file comment).
+constexpr int kChunkPerThread = 8;
+constexpr int kChunk = kThreads * kChunkPerThread;  // token positions per pass
+
+template <class T>
+__global__ void embedding_backward_table_kernel(EmbeddingArgs a, const T* __restrict__ d_out,
+                                                float* d_table, DropoutParams d) {
+  __shared__ int32_t entries[kChunk];  // this chunk's own token positions, in order
+  __shared__ int warp_counts[kChunkPerThread][kThreads / 32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t c = (int64_t(blockIdx.x) * kThreads + threadIdx.x) * 4;
+  const int64_t bucket = blockIdx.y, buckets = gridDim.y, dim = a.dim, rows = a.batch * a.len;
+  const bool aligned = dim % 4 == 0 && pack_aligned<T>(d_out);
+  const uint64_t offset = d.active ? dropout_offset(d.key) : 0;
+  DropoutParams dd = d;
+  dd.key.offset = offset;  // resolved once: the pass counter is read here, not per element
+  dd.key.stream = nullptr;
+  for (int64_t base = 0; base < rows; base += kChunk) {
+    int32_t tok[kChunkPerThread];
+#pragma unroll
+    for (int u = 0; u < kChunkPerThread; ++u) {
+      const int64_t t = base + u * kThreads + threadIdx.x;
+      tok[u] = t < rows ? __ldg(a.tokens + t) : a.padding_idx;
+    }
+    unsigned ballots[kChunkPerThread];
+#pragma unroll
+    for (int u = 0; u < kChunkPerThread; ++u) {
+      const bool mine = tok[u] != a.padding_idx && int64_t(tok[u]) % buckets == bucket;
+      ballots[u] = __ballot_sync(0xffffffffu, mine);
+      if (lane == 0) warp_counts[u][warp] = __popc(ballots[u]);
+    }
+    __syncthreads();
+    // Entry order = token order: sub-chunk u, then warp, then lane.
+    int before_u = 0;
+#pragma unroll
+    for (int u = 0; u < kChunkPerThread; ++u) {
+      int before = before_u;
+      for (int w = 0; w < kThreads / 32; ++w) {
+        if (w < warp) before += warp_counts[u][w];
+        before_u += warp_counts[u][w];
+      }
+      if ((ballots[u] >> lane) & 1u)
+        entries[before + __popc(ballots[u] & ((1u << lane) - 1u))] =
+            int32_t(base + u * kThreads + threadIdx.x);
+    }
+    const int total = before_u;
+    __syncthreads();
+    if (c < dim) {
+      const bool vec = aligned && c + 4 <= dim;
+      for (int e = 0; e < total; ++e) {
+        const int64_t t = entries[e];
+        const int64_t row = __ldg(a.tokens + t);
+        float g[4], f[4];
+        load4(d_out + t * dim, c, dim, vec, g);
+        dropout_factors4(dd, uint64_t(t * dim + c), f);
+        float* out = d_table + row * dim + c;
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+          if (c + j < dim) out[j] += a.scale * g[j] * f[j];
+      }
+    }
+    __syncthreads();  // entries and warp_counts are rewritten by the next chunk
+  }
+}
+
 }  // namespace
 
 void launch_embedding_forward(const EmbeddingArgs& a, const void* table, void* out,
@@ -152,13 +226,24 @@ void launch_embedding_backward(const EmbeddingArgs& a, const void* d_out, float*
   dispatch_dtype(a.dt, "embedding_backward", [&](auto tv) {
     using T = decltype(tv);
     if (deterministic) {
-      unsigned gx = unsigned((a.dim + kThreads - 1) / kThreads);
-      // About 16 blocks per SM in all; each thread scans every token once.
-      int64_t buckets = int64_t(device_sm_count()) * 16 / gx;
-      if (buckets < 1) buckets = 1;
-      if (buckets > 1024) buckets = 1024;
-      embedding_backward_deterministic_kernel<T><<<dim3(gx, unsigned(buckets)), kThreads, 0, s>>>(
-          a, static_cast<const T*>(d_out), d_table, d_positions, d);
+      LS_CHECK_ARG(rows <= INT32_MAX, "embedding_backward: more than 2^31 token positions");
+      if (d_table != nullptr) {
+        // About 16 blocks per SM; more buckets mean fewer rows (read-modify-writes) per block.
+        const unsigned gx = unsigned((a.dim + 4 * kThreads - 1) / (4 * kThreads));
+        int64_t buckets = int64_t(device_sm_count()) * 16 / gx;
+        buckets = std::max<int64_t>(1, std::min<int64_t>(buckets, 65535));
+        embedding_backward_table_kernel<T><<<dim3(gx, unsigned(buckets)), kThreads, 0, s>>>(
+            a, static_cast<const T*>(d_out), d_table, d);
+        LS_LAUNCH_CHECK("embedding_backward (table)");
+      }
+      if (d_positions != nullptr) {
+        const unsigned gx = unsigned((a.dim + kThreads - 1) / kThreads);
+        int64_t buckets = int64_t(device_sm_count()) * 16 / gx;
+        buckets = std::max<int64_t>(1, std::min<int64_t>(buckets, 1024));
+        embedding_backward_deterministic_kernel<T>
+            <<<dim3(gx, unsigned(buckets)), kThreads, 0, s>>>(
+                a, static_cast<const T*>(d_out), nullptr, d_positions, d);
+      }
     } else {
       embedding_backward_atomic_kernel<T><<<unsigned(rows), kThreads, 0, s>>>(
           a, static_cast<const T*>(d_out), d_table, d_positions, d);

@@ -7,9 +7,9 @@ namespace ls {
 namespace {
 
 // Batched GEMM over B*H heads, row-major [rows, cols] matrices per head.
-void head_gemm(Ops& ops, DType dt, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
-               const void* a, int64_t lda, int64_t sa, const void* b, int64_t ldb, int64_t sb,
-               void* c, int64_t ldc, int64_t sc, int64_t batch, float alpha) {
+void head_gemm(Ops& ops, DType dt, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const void* a,
+               int64_t lda, int64_t sa, const void* b, int64_t ldb, int64_t sb, void* c,
+               int64_t ldc, int64_t sc, int64_t batch, float alpha) {
   GemmArgs g;
   g.trans_a = ta;
   g.trans_b = tb;
@@ -149,10 +149,10 @@ void Attention::forward(RunCtx& rc, BufferId in, BufferId out) {
       Linear::forward(ops, dt, rc.ptr(in), rc.wv.w(in_w_), rc.ptr(q_lin_), Tq, d, 3 * d,
                       Epilogue::Bias, rc.wv.w(in_b_));
     } else {
-      Linear::forward(ops, dt, rc.ptr(in), rc.wv.w(in_w_), rc.ptr(q_lin_), Tq, d, d,
-                      Epilogue::Bias, rc.wv.w(in_b_));
-      Linear::forward(ops, dt, rc.ptr(spec_.memory), rc.wv.w_rows(in_w_, d, d), rc.ptr(kv_lin_),
-                      Tk, d, 2 * d, Epilogue::Bias, rc.wv.w_rows(in_b_, d, 1));
+      Linear::forward(ops, dt, rc.ptr(in), rc.wv.w(in_w_), rc.ptr(q_lin_), Tq, d, d, Epilogue::Bias,
+                      rc.wv.w(in_b_));
+      Linear::forward(ops, dt, rc.ptr(spec_.memory), rc.wv.w_rows(in_w_, d, d), rc.ptr(kv_lin_), Tk,
+                      d, 2 * d, Epilogue::Bias, rc.wv.w_rows(in_b_, d, 1));
     }
     ops.attention_forward(fused_args(rc));
     Linear::forward(ops, dt, rc.ptr(ctx_), rc.wv.w(out_w_), rc.ptr(out), Tq, d, d);
@@ -179,8 +179,8 @@ void Attention::forward(RunCtx& rc, BufferId in, BufferId out) {
     Linear::forward(ops, dt, rc.ptr(in), rc.wv.w(in_w_), q_lin, Tq, d, d, Epilogue::Bias,
                     rc.wv.w(in_b_));
     ops.split_heads(q_lin, nullptr, qh, 1, B, Lq, H, Dh, dt);
-    Linear::forward(ops, dt, rc.ptr(spec_.memory), rc.wv.w_rows(in_w_, d, d), kv_lin, Tk, d,
-                    2 * d, Epilogue::Bias, rc.wv.w_rows(in_b_, d, 1));
+    Linear::forward(ops, dt, rc.ptr(spec_.memory), rc.wv.w_rows(in_w_, d, d), kv_lin, Tk, d, 2 * d,
+                    Epilogue::Bias, rc.wv.w_rows(in_b_, d, 1));
     ops.split_heads(kv_lin, nullptr, kvh, 2, B, Lk, H, Dh, dt);
     q = qh;
     k = kvh;
@@ -197,8 +197,8 @@ void Attention::forward(RunCtx& rc, BufferId in, BufferId out) {
   const void* P = probs;
   if (p > 0.f) {
     void* dropped = rc.ptr(dropped_);
-    ops.dropout_forward(probs, dropped, static_cast<size_t>(B * H * Lq * Lk), p,
-                        rc.key(spec_.site), dt);
+    ops.dropout_forward(probs, dropped, static_cast<size_t>(B * H * Lq * Lk), p, rc.key(spec_.site),
+                        dt);
     P = dropped;
   }
   void* ctx_heads = rc.ptr(ctx_heads_);
@@ -227,8 +227,7 @@ void Attention::backward(RunCtx& rc, BufferId in, BufferId d_out, BufferId d_in,
                              rc.ptr(delta_));
     } else {
       void* d_kv = rc.ptr(d_kv_lin_);
-      ops.attention_backward(a, d_ctx, rc.ptr(d_q_lin_), d_kv, offset(d_kv, d, dt),
-                             rc.ptr(delta_));
+      ops.attention_backward(a, d_ctx, rc.ptr(d_q_lin_), d_kv, offset(d_kv, d, dt), rc.ptr(delta_));
     }
   } else {
     backward_unfused(rc, d_ctx);
@@ -275,22 +274,22 @@ void Attention::backward_unfused(RunCtx& rc, void* d_ctx) {
   const void* P = probs;
   if (p > 0.f) {  // regenerate the dropped probabilities from the same key
     void* dropped = rc.ptr(dropped_);
-    ops.dropout_forward(probs, dropped, static_cast<size_t>(B * H * Lq * Lk), p,
-                        rc.key(spec_.site), dt);
+    ops.dropout_forward(probs, dropped, static_cast<size_t>(B * H * Lq * Lk), p, rc.key(spec_.site),
+                        dt);
     P = dropped;
   }
   // dV = P^T dCtx ; dP = dCtx V^T
   head_gemm(ops, dt, true, false, Lk, Dh, Lq, P, Lk, Lq * Lk, d_ctx_heads, Dh, Lq * Dh, dv, Dh,
             Lk * Dh, B * H, 1.f);
   void* d_probs = rc.ptr(d_probs_);
-  head_gemm(ops, dt, false, true, Lq, Lk, Dh, d_ctx_heads, Dh, Lq * Dh, v, Dh, Lk * Dh, d_probs,
-            Lk, Lq * Lk, B * H, 1.f);
+  head_gemm(ops, dt, false, true, Lq, Lk, Dh, d_ctx_heads, Dh, Lq * Dh, v, Dh, Lk * Dh, d_probs, Lk,
+            Lq * Lk, B * H, 1.f);
   ops.softmax_backward(d_probs, probs, d_probs, B * H * Lq, Lk, p, rc.key(spec_.site), dt);
   // dQ = scale dS K ; dK = scale dS^T Q
   head_gemm(ops, dt, false, false, Lq, Dh, Lk, d_probs, Lk, Lq * Lk, k, Dh, Lk * Dh, dq, Dh,
             Lq * Dh, B * H, scale);
-  head_gemm(ops, dt, true, false, Lk, Dh, Lq, d_probs, Lk, Lq * Lk, q, Dh, Lq * Dh, dk, Dh,
-            Lk * Dh, B * H, scale);
+  head_gemm(ops, dt, true, false, Lk, Dh, Lq, d_probs, Lk, Lq * Lk, q, Dh, Lq * Dh, dk, Dh, Lk * Dh,
+            B * H, scale);
 
   if (!spec_.cross) {
     ops.merge_heads(rc.ptr(d_q_heads_), rc.ptr(d_q_lin_), 3, B, Lq, H, Dh, dt);
@@ -319,8 +318,8 @@ void Attention::projections_backward(RunCtx& rc, BufferId in, BufferId d_in, flo
     Linear::backward_data(ops, dt, d_q, rc.wv.w(in_w_), dx, Tq, d, d, beta);
     Linear::backward_weight(ops, dt, d_kv, rc.ptr(spec_.memory), rc.wv.g_rows(in_w_, d, d),
                             rc.wv.g_rows(in_b_, d, 1), Tk, d, 2 * d);
-    Linear::backward_data(ops, dt, d_kv, rc.wv.w_rows(in_w_, d, d), rc.ptr(spec_.d_memory), Tk,
-                          d, 2 * d, 1.f);
+    Linear::backward_data(ops, dt, d_kv, rc.wv.w_rows(in_w_, d, d), rc.ptr(spec_.d_memory), Tk, d,
+                          2 * d, 1.f);
   }
 }
 

@@ -44,13 +44,15 @@ class Attention final : public Sublayer {
   Side side() const override { return spec_.side; }
 
  private:
-  int64_t key_len(const RunCtx& rc) const { return spec_.cross ? rc.shape.src_len : rc.len(spec_.side); }
+  int64_t key_len(const RunCtx& rc) const {
+    return spec_.cross ? rc.shape.src_len : rc.len(spec_.side);
+  }
 
   LayerDims dims_;
   AttentionSpec spec_;
   ParamRef in_w_, in_b_, out_w_, out_b_;
   // forward
-  BufferId q_lin_, kv_lin_;    // projections before the head split (temporaries)
+  BufferId q_lin_, kv_lin_;      // projections before the head split (temporaries)
   BufferId q_heads_, kv_heads_;  // saved; for self-attention q_heads_ holds all three
   BufferId probs_, dropped_, ctx_heads_, ctx_;
   // backward

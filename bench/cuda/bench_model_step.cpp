@@ -157,6 +157,10 @@ std::string format_groups(const TimedOps::Report& r, const std::vector<Group>& g
 // mode: "sync" reads the step result back every step (a host round trip per step), "async"
 // passes no result (nothing read back until the end), "graph" is async with the step captured
 // as a CUDA graph (trainer option cuda_graph).
+// --recompute-layer-norm: the models keep no pre-LN LayerNorm output for backward
+// (ls_model_config.recompute_layer_norm), trading one LayerNorm forward per block for memory.
+bool g_recompute_ln = false;
+
 void bench(const Config& cfg, int steps, bool breakdown) {
   const bool sync = cfg.mode == "sync", graph = cfg.mode == "graph";
   const int batch = cfg.batch, len = cfg.len;
@@ -179,6 +183,7 @@ void bench(const Config& cfg, int steps, bool breakdown) {
   ls_model_config_init(&c);
   if (ls_model_config_preset(cfg.preset.c_str(), &c) != LS_OK) die("preset");
   c.pre_layer_norm = 1;  // as nn.Transformer(norm_first=True)
+  c.recompute_layer_norm = g_recompute_ln ? 1 : 0;
   c.dropout = 0.1f;
   c.dtype = cfg.dtype;
   c.max_seq_len = len;
@@ -225,18 +230,19 @@ void bench(const Config& cfg, int steps, bool breakdown) {
   const double tokens_per_s = static_cast<double>(batch) * len * steps / sec;
   std::printf(
       "%-16s %s B=%d L=%d %-5s: %.2f ms/step, %.0f target tokens/s, arena %.2f GiB "
-      "(planned %.2f GiB, lower bound %.2f GiB, persistent %.2f GiB), loss/token %.3f\n",
+      "(planned %.2f GiB, lower bound %.2f GiB, persistent %.2f GiB), loss/token %.3f%s\n",
       cfg.preset.c_str(), dtype_name(cfg.dtype), batch, len, cfg.mode.c_str(), ms_per_step,
       tokens_per_s, rep.total_bytes / 1073741824.0, rep.planned_bytes / 1073741824.0,
-      rep.lower_bound_bytes / 1073741824.0, rep.persistent_bytes / 1073741824.0, r.loss / r.tokens);
+      rep.lower_bound_bytes / 1073741824.0, rep.persistent_bytes / 1073741824.0, r.loss / r.tokens,
+      g_recompute_ln ? ", LayerNorm recomputed" : "");
 
   std::ostringstream json;
   json.precision(10);
   json << "{\"preset\":\"" << cfg.preset << "\",\"dtype\":\"" << dtype_name(cfg.dtype)
        << "\",\"batch\":" << batch << ",\"len\":" << len << ",\"mode\":\"" << cfg.mode
-       << "\",\"steps\":" << steps << ",\"ms_per_step\":" << ms_per_step
-       << ",\"tokens_per_s\":" << tokens_per_s << ",\"arena_bytes\":" << rep.total_bytes
-       << ",\"planned_bytes\":" << rep.planned_bytes
+       << "\",\"steps\":" << steps << ",\"recompute_layer_norm\":" << (g_recompute_ln ? 1 : 0)
+       << ",\"ms_per_step\":" << ms_per_step << ",\"tokens_per_s\":" << tokens_per_s
+       << ",\"arena_bytes\":" << rep.total_bytes << ",\"planned_bytes\":" << rep.planned_bytes
        << ",\"lower_bound_bytes\":" << rep.lower_bound_bytes
        << ",\"persistent_bytes\":" << rep.persistent_bytes
        << ",\"loss_per_token\":" << (r.tokens > 0 ? r.loss / r.tokens : 0.0);
@@ -289,6 +295,7 @@ const char* const kUsage =
     "usage: bench_model_step [steps] [preset...]\n"
     "       bench_model_step [--preset NAME]... [--batch N] [--len L] [--dtype fp16|bf16|fp32]...\n"
     "                        [--mode sync|async|graph]... [--steps N] [--breakdown]\n"
+    "                        [--recompute-layer-norm]\n"
     "  no option: the default matrix (fp16 sync/async/graph and bf16 async at 128 x 64 per\n"
     "  preset, then base and big fp16 async at 64 x 64 and 256 x 64). With any option: each\n"
     "  preset x dtype x mode at --batch x --len (defaults: transformer-base and -big, fp16,\n"
@@ -383,6 +390,9 @@ int run(int argc, char** argv) {
       options = true;
     } else if (a == "--breakdown") {
       breakdown = true;
+      options = true;
+    } else if (a == "--recompute-layer-norm") {
+      g_recompute_ln = true;
       options = true;
     } else if (a.rfind("--", 0) == 0) {
       throw UsageError{"unknown option '" + a + "'"};

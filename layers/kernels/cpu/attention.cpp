@@ -12,8 +12,8 @@
 //                 time (nothing of size Lq x Lk is kept); backward recomputes each row's
 //                 probabilities from the saved lse, with delta_i = d_ctx_i . ctx_i.
 // Statistics (max, sum of exponentials, the backward dot product) accumulate in acc.
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <type_traits>
@@ -120,7 +120,6 @@ void softmax_backward(const T* d_dropped, const T* probs, T* d_scores, int64_t r
     }
   }
 }
-
 
 // The fused reference allocates nothing (it runs inside the training step): scores are
 // recomputed in each pass over the keys, and sums accumulate straight into the outputs, whose
@@ -236,7 +235,7 @@ void fused_attention_backward(const AttentionArgs& a, const T* d_ctx, T* dq, T* 
   template void softmax_forward<T>(const T*, T*, const uint8_t*, bool, int64_t, int64_t, int64_t, \
                                    int64_t);                                                      \
   template void softmax_backward<T>(const T*, const T*, T*, int64_t, int64_t, float, DropoutKey); \
-  template void fused_attention_forward<T>(const AttentionArgs&);                                  \
+  template void fused_attention_forward<T>(const AttentionArgs&);                                 \
   template void fused_attention_backward<T>(const AttentionArgs&, const T*, T*, T*, T*, acc_t<T>*);
 
 LS_INSTANTIATE_ATTENTION(float)

@@ -240,9 +240,8 @@ void launch_embedding_backward(const EmbeddingArgs& a, const void* d_out, float*
         const unsigned gx = unsigned((a.dim + kThreads - 1) / kThreads);
         int64_t buckets = int64_t(device_sm_count()) * 16 / gx;
         buckets = std::max<int64_t>(1, std::min<int64_t>(buckets, 1024));
-        embedding_backward_deterministic_kernel<T>
-            <<<dim3(gx, unsigned(buckets)), kThreads, 0, s>>>(
-                a, static_cast<const T*>(d_out), nullptr, d_positions, d);
+        embedding_backward_deterministic_kernel<T><<<dim3(gx, unsigned(buckets)), kThreads, 0, s>>>(
+            a, static_cast<const T*>(d_out), nullptr, d_positions, d);
       }
     } else {
       embedding_backward_atomic_kernel<T><<<unsigned(rows), kThreads, 0, s>>>(

@@ -100,10 +100,24 @@ __device__ __forceinline__ uint32_t lds32(const T* p) {  // two consecutive elem
   return *reinterpret_cast<const uint32_t*>(p);
 }
 
-template <class T>
-__device__ __forceinline__ uint32_t lds_pair(const T* lo, const T* hi) {  // two strided ones
-  uint16_t a = *reinterpret_cast<const uint16_t*>(lo), b = *reinterpret_cast<const uint16_t*>(hi);
-  return uint32_t(a) | (uint32_t(b) << 16);
+// B fragments of two n-blocks (columns n0..n0+7 and n0+8..n0+15) over k rows k0..k0+15 of a
+// row-major [k][LD] shared tile, i.e. B read transposed, with one ldmatrix.x4.trans: lane i
+// gives the row address of 8 x 8 matrix i / 8 (rows k0 + 8 (j & 1) + i % 8, columns
+// n0 + 8 (j >> 1)); the transposed load hands each lane (X[k0 + 2 t4][n0 + g],
+// X[k0 + 2 t4 + 1][n0 + g]) per matrix: b[0], b[1] for n0 and b[2], b[3] for n0 + 8. Rows must
+// be 16-byte aligned (LD * sizeof(T) % 16 == 0).
+template <int LD, class T>
+__device__ __forceinline__ void ldsm_b_trans(const T* tile, int k0, int n0, uint32_t b[4]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const int lane = threadIdx.x & 31, j = lane >> 3;
+  const T* row = tile + (k0 + (lane & 7) + 8 * (j & 1)) * LD + n0 + 8 * (j >> 1);
+  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
+               : "r"(addr));
+#else
+  __trap();
+#endif
 }
 
 template <class T>
@@ -119,7 +133,7 @@ __device__ __forceinline__ void store_pair(T* p, float x, float y) {
 // order the next load after it: one memory round trip per chunk).
 template <class T, int DP>
 struct TileFetch {
-  static constexpr int kChunks = DP / 8;                   // 16-byte chunks per row
+  static constexpr int kChunks = DP / 8;  // 16-byte chunks per row
   static constexpr int kPerThread = kTile * kChunks / kThreads;
   uint4 r[kPerThread];
   __device__ __forceinline__ void fetch(const T* __restrict__ base, int64_t ld, int row0, int len,
@@ -186,8 +200,7 @@ __device__ __forceinline__ float drop_factor(const uint32_t (*bits)[2], const Dr
 
 // ---------------------------------------------------------------- forward
 template <class T, int DP>
-__global__ void __launch_bounds__(kThreads)
-    attention_forward_kernel(AttnParams p) {
+__global__ void __launch_bounds__(kThreads) attention_forward_kernel(AttnParams p) {
   constexpr int LD = DP + 8, KS = DP / 16, NB = DP / 8;
   __shared__ __align__(16) T qs[kTile * LD];
   __shared__ __align__(16) T ks[kTile * LD];
@@ -293,17 +306,18 @@ __global__ void __launch_bounds__(kThreads)
         l[ri] += pr;
         s[nb][e] = pr * drop_factor(bits, p.drop, r0 + 8 * ri, nb * 8 + t4 * 2 + (e & 1));
       }
-    // O += P V: A = P (16 queries x 16 keys per step), B = V (keys x head columns).
+      // O += P V: A = P (16 queries x 16 keys per step), B = V (keys x head columns).
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
       uint32_t a[4] = {pack2<T>(s[2 * kk][0], s[2 * kk][1]), pack2<T>(s[2 * kk][2], s[2 * kk][3]),
                        pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
                        pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-      const T* vr = vs + (kk * 16 + t4 * 2) * LD + g;
 #pragma unroll
-      for (int n = 0; n < NB; ++n) {
-        const T* vc = vr + n * 8;
-        mma16816<T>(o[n], a, lds_pair(vc, vc + LD), lds_pair(vc + 8 * LD, vc + 9 * LD));
+      for (int n = 0; n < NB; n += 2) {
+        uint32_t bv[4];
+        ldsm_b_trans<LD>(vs, kk * 16, n * 8, bv);
+        mma16816<T>(o[n], a, bv[0], bv[1]);
+        mma16816<T>(o[n + 1], a, bv[2], bv[3]);
       }
     }
   }
@@ -354,7 +368,9 @@ __global__ void attention_delta_kernel(AttnParams p, int64_t rows) {
 
 // ---------------------------------------------------------------- backward: key tiles
 template <class T, int DP>
-__global__ void __launch_bounds__(kThreads)
+// Three blocks per SM: <= 168 registers (ptxas spills ~100 bytes to local memory, which stays
+// in L1) instead of 254 registers and two blocks.
+__global__ void __launch_bounds__(kThreads, 3)
     attention_backward_kv_kernel(AttnParams p, bool with_dq) {
   constexpr int LD = DP + 8, KS = DP / 16, NB = DP / 8, LDS = kTile + 8;
   __shared__ __align__(16) T ks[kTile * LD];
@@ -398,18 +414,6 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
   const int r0 = warp * 16 + g;  // this warp's local keys r0 and r0 + 8
-  uint32_t kf[KS][4], vf[KS][4];
-#pragma unroll
-  for (int kk = 0; kk < KS; ++kk) {
-    kf[kk][0] = lds32(ks + r0 * LD + kk * 16 + t4 * 2);
-    kf[kk][1] = lds32(ks + (r0 + 8) * LD + kk * 16 + t4 * 2);
-    kf[kk][2] = lds32(ks + r0 * LD + kk * 16 + 8 + t4 * 2);
-    kf[kk][3] = lds32(ks + (r0 + 8) * LD + kk * 16 + 8 + t4 * 2);
-    vf[kk][0] = lds32(vs + r0 * LD + kk * 16 + t4 * 2);
-    vf[kk][1] = lds32(vs + (r0 + 8) * LD + kk * 16 + t4 * 2);
-    vf[kk][2] = lds32(vs + r0 * LD + kk * 16 + 8 + t4 * 2);
-    vf[kk][3] = lds32(vs + (r0 + 8) * LD + kk * 16 + 8 + t4 * 2);
-  }
   const bool key_hidden[2] = {kpad[r0] != 0, kpad[r0 + 8] != 0};
   const int keys_j[2] = {k0 + r0, k0 + r0 + 8};
 
@@ -433,17 +437,26 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
 
     // S^T = K Q^T and dP^T = V dO^T (16 keys x 64 queries per warp).
+    // K and V fragments (A operands, rows = this warp's keys) are read from shared memory per
+    // 16-column step rather than kept in registers for the whole block (fewer registers, more
+    // resident blocks).
     float st[8][4], dpt[8][4];
 #pragma unroll
-    for (int nb = 0; nb < 8; ++nb) {
+    for (int nb = 0; nb < 8; ++nb)
 #pragma unroll
       for (int e = 0; e < 4; ++e) st[nb][e] = dpt[nb][e] = 0.f;
 #pragma unroll
-      for (int kk = 0; kk < KS; ++kk) {
+    for (int kk = 0; kk < KS; ++kk) {
+      const T* kr = ks + r0 * LD + kk * 16 + t4 * 2;
+      const T* vr = vs + r0 * LD + kk * 16 + t4 * 2;
+      const uint32_t kf[4] = {lds32(kr), lds32(kr + 8 * LD), lds32(kr + 8), lds32(kr + 8 * LD + 8)};
+      const uint32_t vf[4] = {lds32(vr), lds32(vr + 8 * LD), lds32(vr + 8), lds32(vr + 8 * LD + 8)};
+#pragma unroll
+      for (int nb = 0; nb < 8; ++nb) {
         const T* qr = qs + (nb * 8 + g) * LD + kk * 16 + t4 * 2;
         const T* gr = dos + (nb * 8 + g) * LD + kk * 16 + t4 * 2;
-        mma16816<T>(st[nb], kf[kk], lds32(qr), lds32(qr + 8));
-        mma16816<T>(dpt[nb], vf[kk], lds32(gr), lds32(gr + 8));
+        mma16816<T>(st[nb], kf, lds32(qr), lds32(qr + 8));
+        mma16816<T>(dpt[nb], vf, lds32(gr), lds32(gr + 8));
       }
     }
     // P^T, the dropped P^T (into st) and dS^T (into dpt).
@@ -458,8 +471,8 @@ __global__ void __launch_bounds__(kThreads)
         st[nb][e] = pr * f;
         dpt[nb][e] = pr * (dpt[nb][e] * f - dl[c]);
       }
-    // dV += (P f)^T dO and dK += dS^T Q: A from the accumulators (keys x 16 queries per step),
-    // B = dO / Q (queries x head columns), read transposed.
+      // dV += (P f)^T dO and dK += dS^T Q: A from the accumulators (keys x 16 queries per step),
+      // B = dO / Q (queries x head columns), read transposed.
 #pragma unroll
     for (int kq = 0; kq < 4; ++kq) {
       uint32_t ap[4] = {pack2<T>(st[2 * kq][0], st[2 * kq][1]),
@@ -470,18 +483,19 @@ __global__ void __launch_bounds__(kThreads)
                         pack2<T>(dpt[2 * kq][2], dpt[2 * kq][3]),
                         pack2<T>(dpt[2 * kq + 1][0], dpt[2 * kq + 1][1]),
                         pack2<T>(dpt[2 * kq + 1][2], dpt[2 * kq + 1][3])};
-      const T* gr = dos + (kq * 16 + t4 * 2) * LD + g;
-      const T* qr = qs + (kq * 16 + t4 * 2) * LD + g;
 #pragma unroll
-      for (int n = 0; n < NB; ++n) {
-        const T* gc = gr + n * 8;
-        const T* qc = qr + n * 8;
-        mma16816<T>(dv[n], ap, lds_pair(gc, gc + LD), lds_pair(gc + 8 * LD, gc + 9 * LD));
-        mma16816<T>(dk[n], as, lds_pair(qc, qc + LD), lds_pair(qc + 8 * LD, qc + 9 * LD));
+      for (int n = 0; n < NB; n += 2) {
+        uint32_t bg[4], bq[4];
+        ldsm_b_trans<LD>(dos, kq * 16, n * 8, bg);
+        ldsm_b_trans<LD>(qs, kq * 16, n * 8, bq);
+        mma16816<T>(dv[n], ap, bg[0], bg[1]);
+        mma16816<T>(dv[n + 1], ap, bg[2], bg[3]);
+        mma16816<T>(dk[n], as, bq[0], bq[1]);
+        mma16816<T>(dk[n + 1], as, bq[2], bq[3]);
       }
     }
     if (!with_dq) continue;
-    // Single key tile: dQ = scale dS K for this query tile, dS through shared memory.
+      // Single key tile: dQ = scale dS K for this query tile, dS through shared memory.
 #pragma unroll
     for (int nb = 0; nb < 8; ++nb)
 #pragma unroll
@@ -495,11 +509,12 @@ __global__ void __launch_bounds__(kThreads)
     for (int kk = 0; kk < 4; ++kk) {
       const T* sr = dss + r0 * LDS + kk * 16 + t4 * 2;  // rows = this warp's queries
       uint32_t a[4] = {lds32(sr), lds32(sr + 8 * LDS), lds32(sr + 8), lds32(sr + 8 * LDS + 8)};
-      const T* kr = ks + (kk * 16 + t4 * 2) * LD + g;
 #pragma unroll
-      for (int n = 0; n < NB; ++n) {
-        const T* kc = kr + n * 8;
-        mma16816<T>(dq[n], a, lds_pair(kc, kc + LD), lds_pair(kc + 8 * LD, kc + 9 * LD));
+      for (int n = 0; n < NB; n += 2) {
+        uint32_t bk[4];
+        ldsm_b_trans<LD>(ks, kk * 16, n * 8, bk);
+        mma16816<T>(dq[n], a, bk[0], bk[1]);
+        mma16816<T>(dq[n + 1], a, bk[2], bk[3]);
       }
     }
     T* dqb = static_cast<T*>(p.dq) + int64_t(b) * p.len_q * p.ld_q + hcol;
@@ -536,8 +551,7 @@ __global__ void __launch_bounds__(kThreads)
 
 // ---------------------------------------------------------------- backward: query tiles (dQ)
 template <class T, int DP>
-__global__ void __launch_bounds__(kThreads)
-    attention_backward_q_kernel(AttnParams p) {
+__global__ void __launch_bounds__(kThreads) attention_backward_q_kernel(AttnParams p) {
   constexpr int LD = DP + 8, KS = DP / 16, NB = DP / 8;
   __shared__ __align__(16) T ks[kTile * LD];
   __shared__ __align__(16) T vs[kTile * LD];
@@ -622,11 +636,12 @@ __global__ void __launch_bounds__(kThreads)
       uint32_t a[4] = {pack2<T>(s[2 * kk][0], s[2 * kk][1]), pack2<T>(s[2 * kk][2], s[2 * kk][3]),
                        pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
                        pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-      const T* kr = ks + (kk * 16 + t4 * 2) * LD + g;
 #pragma unroll
-      for (int n = 0; n < NB; ++n) {
-        const T* kc = kr + n * 8;
-        mma16816<T>(dq[n], a, lds_pair(kc, kc + LD), lds_pair(kc + 8 * LD, kc + 9 * LD));
+      for (int n = 0; n < NB; n += 2) {
+        uint32_t bk[4];
+        ldsm_b_trans<LD>(ks, kk * 16, n * 8, bk);
+        mma16816<T>(dq[n], a, bk[0], bk[1]);
+        mma16816<T>(dq[n + 1], a, bk[2], bk[3]);
       }
     }
   }
@@ -705,8 +720,7 @@ void launch_attention_forward(const AttentionArgs& a, cudaStream_t s) {
   LS_CHECK_ARG(aligned16(a.q) && aligned16(a.k) && aligned16(a.v) && aligned16(a.ctx),
                call << ": q, k, v and ctx must be 16-byte aligned");
   p.out = a.ctx;
-  const dim3 grid(unsigned((a.len_q + kTile - 1) / kTile), unsigned(a.heads),
-                  unsigned(a.batch));
+  const dim3 grid(unsigned((a.len_q + kTile - 1) / kTile), unsigned(a.heads), unsigned(a.batch));
   dispatch_attention(a.dt, a.head_dim, [&](auto tv, auto dp) {
     using T = decltype(tv);
     attention_forward_kernel<T, decltype(dp)::value><<<grid, kThreads, 0, s>>>(p);

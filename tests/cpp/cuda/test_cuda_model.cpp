@@ -180,3 +180,26 @@ TEST_CASE("the criterion in row chunks on the GPU gives the loss and update of o
   // test's 1e-4 rather than 1e-5.
   CHECK(rel_diff(chunked.params(), whole.params()) < 1e-4);
 }
+
+TEST_CASE("recompute_layer_norm gives bitwise the same training on the GPU (pre-LN, fp16)") {
+  // The recomputed LayerNorm output is the same kernel on the same input: same bits, so the
+  // losses and the weights after a few updates must match exactly.
+  auto run = [](int recompute) {
+    ls_model_config c = lstest::small_model_config(LS_DTYPE_FP16, 0.1f);
+    c.pre_layer_norm = 1;
+    c.recompute_layer_norm = recompute;
+    Run r(LS_DEVICE_CUDA, c, 2e-3f);
+    Batch batch;
+    std::vector<double> losses;
+    for (int i = 0; i < 4; ++i) {
+      ls_step_result s;
+      ls_step_result_init(&s);
+      REQUIRE_MESSAGE(ls_trainer_step(r.trainer, &batch.b, &s) == LS_OK, ls_last_error());
+      losses.push_back(s.loss);
+    }
+    return std::make_pair(losses, r.params());
+  };
+  const auto off = run(0), on = run(1);
+  CHECK(on.first == off.first);
+  CHECK(on.second == off.second);
+}

@@ -184,7 +184,12 @@ void bench(const Config& cfg, int steps, bool breakdown) {
   if (ls_model_config_preset(cfg.preset.c_str(), &c) != LS_OK) die("preset");
   c.pre_layer_norm = 1;  // as nn.Transformer(norm_first=True)
   c.recompute_layer_norm = g_recompute_ln ? 1 : 0;
+  // nn.Transformer(dropout=0.1) drops at every site: residual branches and embeddings, the
+  // attention probabilities and the FFN activation. The same here (fairseq's presets would
+  // leave the last two at 0).
   c.dropout = 0.1f;
+  c.attention_dropout = 0.1f;
+  c.activation_dropout = 0.1f;
   c.dtype = cfg.dtype;
   c.max_seq_len = len;
   c.max_batch_tokens = batch * len;

@@ -297,8 +297,8 @@ def main(argv=None):
                     f"({s.get('arena_gib', 0):.2f} GiB)")
             notes.append("ls_train's largest batch comes from its memory planner (ls-train plan: "
                          f"the arena it allocates once, {args.plan_dtype}, pre-LN as "
-                         "benchmarked; no attention dropout, so the dropout rate does not change "
-                         "the plan); PyTorch's from out-of-memory probes of the eager step under "
+                         "benchmarked; the dropout rates do not change the plan: fused attention "
+                         "and the ReLU FFN store no masks); PyTorch's from out-of-memory probes of the eager step under "
                          "set_per_process_memory_fraction.")
 
     # ---- PyTorch

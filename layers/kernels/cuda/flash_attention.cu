@@ -14,7 +14,8 @@
 //             see) with an online softmax in base 2 (row max / sum over the quad's lanes);
 //             P (dropped) goes from the S accumulators straight into the A operand of P V.
 //             Writes ctx and lse = ln(sum_j exp(s_ij)) (-inf for a row with no visible key).
-//   delta:    delta_i = d_ctx_i . ctx_i, one thread per (token, head).
+//   delta:    delta_i = d_ctx_i . ctx_i, one thread per (token, head); with a single key tile
+//             the key-tile kernel computes it instead (it is then the only block per row).
 //   backward, key-tile kernel: grid (ceil(Lk/64), H, B). Warp w owns keys w*16..w*16+15 (K, V
 //             fragments in registers) and walks the query tiles (causal: from the tile of its
 //             first key): S^T = K Q^T, P^T from the saved lse, dP^T = V dO^T,
@@ -427,14 +428,48 @@ __global__ void __launch_bounds__(kThreads, 3)
     const int q0 = qt * kTile;
     __syncthreads();  // the previous query tile is no longer read
     if (qt > q_first) load_tiles<T, DP>(qs, qb, p.ld_q, dos, gb, p.ld_ctx, q0, p.len_q, p.head_dim);
+    // With one key tile this block is the only one to see these queries: it computes
+    // delta_i = dO_i . O_i itself (thread t: half t % 2 of row t / 2), from the dO tile in
+    // shared memory and the forward's output, instead of a separate pass.
+    constexpr int kHalfChunks = DP / 16;  // 16-byte chunks in half a row
+    uint4 ov[kHalfChunks];
+    const int dr = threadIdx.x >> 1, dhalf = threadIdx.x & 1;
+    if (with_dq) {
+      const int i = q0 + dr;
+      const T* orow = static_cast<const T*>(p.ctx) +
+                      (int64_t(b) * p.len_q + min(i, p.len_q - 1)) * p.ld_ctx + hcol;
+#pragma unroll
+      for (int u = 0; u < kHalfChunks; ++u) {
+        const int col = dhalf * (DP / 2) + u * 8;
+        ov[u] = make_uint4(0, 0, 0, 0);
+        if (i < p.len_q && col < p.head_dim)
+          ov[u] = __ldg(reinterpret_cast<const uint4*>(orow + col));
+      }
+    }
     if (threadIdx.x < kTile) {
       const int i = q0 + threadIdx.x;
       float L = i < p.len_q ? p.lse[row_base + i] : -INFINITY;
       lse2[threadIdx.x] = L == -INFINITY ? INFINITY : L * kLog2e;  // +inf: P = 0
-      dl[threadIdx.x] = i < p.len_q ? p.delta[row_base + i] : 0.f;
+      if (!with_dq) dl[threadIdx.x] = i < p.len_q ? p.delta[row_base + i] : 0.f;
     }
     if (p.drop.active) build_drop_bits(bits, p, offset, b, h, q0, k0);
     __syncthreads();
+    if (with_dq) {
+      float acc = 0.f;
+#pragma unroll
+      for (int u = 0; u < kHalfChunks; ++u) {
+        const T* oe = reinterpret_cast<const T*>(&ov[u]);
+        const T* ge = dos + dr * LD + dhalf * (DP / 2) + u * 8;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc += to_f32(oe[e]) * to_f32(ge[e]);
+      }
+      acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+      if (dhalf == 0) {
+        dl[dr] = acc;
+        if (q0 + dr < p.len_q) p.delta[row_base + q0 + dr] = acc;
+      }
+      __syncthreads();
+    }
 
     // S^T = K Q^T and dP^T = V dO^T (16 keys x 64 queries per warp).
     // K and V fragments (A operands, rows = this warp's keys) are read from shared memory per
@@ -744,9 +779,11 @@ void launch_attention_backward(const AttentionArgs& a, const void* d_ctx, void* 
   dispatch_attention(a.dt, a.head_dim, [&](auto tv, auto dp) {
     using T = decltype(tv);
     constexpr int DP = decltype(dp)::value;
-    attention_delta_kernel<T><<<unsigned((rows + 255) / 256), 256, 0, s>>>(p, rows);
-    LS_LAUNCH_CHECK("attention_backward (delta)");
     const int64_t k_tiles = (a.len_k + kTile - 1) / kTile;
+    if (k_tiles != 1) {  // one key tile: the key-tile kernel computes delta itself
+      attention_delta_kernel<T><<<unsigned((rows + 255) / 256), 256, 0, s>>>(p, rows);
+      LS_LAUNCH_CHECK("attention_backward (delta)");
+    }
     if (k_tiles > 0) {
       const dim3 grid(unsigned(k_tiles), unsigned(a.heads), unsigned(a.batch));
       attention_backward_kv_kernel<T, DP><<<grid, kThreads, 0, s>>>(p, k_tiles == 1);

@@ -199,15 +199,29 @@ __device__ __forceinline__ float drop_factor(const uint32_t (*bits)[2], const Dr
   return (bits[r][c >> 5] >> (c & 31)) & 1u ? d.scale : 0.f;
 }
 
+// The key-padding flags of a 64-key tile as one 64-bit word (bit c: key k0 + c hidden), from
+// warps 0 and 1 (threads 0..63 pass their key's flag); the result is in shared memory after
+// the caller's next __syncthreads.
+__device__ __forceinline__ void build_pad_word(uint32_t* pad_words, const AttnParams& p, int b,
+                                               int k0) {
+  if (threadIdx.x < kTile) {
+    const int j = k0 + threadIdx.x;
+    const bool hidden =
+        j >= p.len_k || (p.key_pad != nullptr && p.key_pad[int64_t(b) * p.len_k + j] != 0);
+    const unsigned word = __ballot_sync(0xffffffffu, hidden);
+    if ((threadIdx.x & 31) == 0) pad_words[threadIdx.x >> 5] = word;
+  }
+}
+
 // ---------------------------------------------------------------- forward
 template <class T, int DP>
-__global__ void __launch_bounds__(kThreads) attention_forward_kernel(AttnParams p) {
+__global__ void __launch_bounds__(kThreads, 4) attention_forward_kernel(AttnParams p) {
   constexpr int LD = DP + 8, KS = DP / 16, NB = DP / 8;
   __shared__ __align__(16) T qs[kTile * LD];
   __shared__ __align__(16) T ks[kTile * LD];
   __shared__ __align__(16) T vs[kTile * LD];
   __shared__ uint32_t bits[kTile][2];
-  __shared__ uint8_t kpad[kTile];
+  __shared__ uint32_t pad_words[2];
   const int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * kTile;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const int hcol = h * p.head_dim;
@@ -250,13 +264,29 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(AttnParams 
     const int k0 = kt * kTile;
     __syncthreads();  // the previous tile is no longer read
     if (kt > 0) load_tiles<T, DP>(ks, kb, p.ld_k, vs, vb, p.ld_v, k0, p.len_k, p.head_dim);
-    if (threadIdx.x < kTile) {
-      const int j = k0 + threadIdx.x;
-      kpad[threadIdx.x] =
-          j >= p.len_k || (p.key_pad != nullptr && p.key_pad[int64_t(b) * p.len_k + j] != 0);
-    }
+    build_pad_word(pad_words, p, b, k0);
     if (p.drop.active) build_drop_bits(bits, p, offset, b, h, q0, k0);
     __syncthreads();
+    // Per row of this thread: which of the tile's keys it sees (padding, causal) and keeps
+    // (dropout), as 64-bit words shifted so that bit nb * 8 + (e & 1) is element (nb, e):
+    // no shared-memory read or runtime shift per element.
+    uint64_t see[2], keep[2];
+    {
+      const uint64_t visible = ~(uint64_t(pad_words[0]) | (uint64_t(pad_words[1]) << 32));
+#pragma unroll
+      for (int ri = 0; ri < 2; ++ri) {
+        uint64_t v = visible;
+        if (p.causal) {  // keys k0 + c with c <= i - k0
+          const int last = rows_i[ri] - k0;
+          v = last < 0 ? 0 : last >= 63 ? v : v & ((uint64_t(2) << last) - 1);
+        }
+        see[ri] = v >> (t4 * 2);
+        const int r = r0 + 8 * ri;
+        keep[ri] = p.drop.active
+                       ? (uint64_t(bits[r][0]) | (uint64_t(bits[r][1]) << 32)) >> (t4 * 2)
+                       : ~uint64_t(0);
+      }
+    }
 
     float s[8][4];
 #pragma unroll
@@ -274,9 +304,9 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(AttnParams 
     for (int nb = 0; nb < 8; ++nb)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int c = nb * 8 + t4 * 2 + (e & 1), j = k0 + c, ri = e >> 1;
-        const bool hidden = kpad[c] || (p.causal && j > rows_i[ri]);
-        s[nb][e] = hidden ? -INFINITY : s[nb][e] * p.scale_log2;
+        const int ri = e >> 1;
+        const bool seen = (see[ri] >> (nb * 8 + (e & 1))) & 1u;
+        s[nb][e] = seen ? s[nb][e] * p.scale_log2 : -INFINITY;
         mx[ri] = fmaxf(mx[ri], s[nb][e]);
       }
     float alpha[2], base[2];
@@ -305,7 +335,7 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(AttnParams 
         const int ri = e >> 1;
         const float pr = exp2f(s[nb][e] - base[ri]);
         l[ri] += pr;
-        s[nb][e] = pr * drop_factor(bits, p.drop, r0 + 8 * ri, nb * 8 + t4 * 2 + (e & 1));
+        s[nb][e] = (keep[ri] >> (nb * 8 + (e & 1))) & 1u ? pr * p.drop.scale : 0.f;
       }
       // O += P V: A = P (16 queries x 16 keys per step), B = V (keys x head columns).
 #pragma unroll

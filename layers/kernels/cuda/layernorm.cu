@@ -7,7 +7,8 @@
 //   d_gamma += column sums of dy * xhat, d_beta += column sums of dy (fp32, accumulated).
 //   Register path (cols <= 8192 fp16/bf16, 4096 fp32): a team of TEAM warps (1, 2, 4 or 8) per
 //   row; blocks of 4 warps (8 when TEAM = 8), i.e. 4 / TEAM teams, walk rows with a grid
-//   stride, the grid sized to the blocks that fit on the device at once. Thread t of a team
+//   stride, the grid sized to the blocks that fit on the device at once, and to at least 4
+//   rows per team. Thread t of a team
 //   owns the P 16-byte packs of N = 16 / sizeof(T) columns starting at (t + 32 * TEAM * i) * N,
 //   i < P <= 4, in every row it visits (TEAM: the fewest warps with P <= 4, i.e. up to 1024 *
 //   TEAM fp16 columns), which lets it:
@@ -544,7 +545,12 @@ int64_t layernorm_backward_register_path(const void* dy, const void* x, const vo
         return n > 0 ? n : 1;
       }();
       constexpr int kTeams = ln_bwd_block_warps(TEAM) / TEAM;
-      grid = (rows + kTeams - 1) / kTeams;
+      // At least kMinRowSteps rows per team: a block's fixed costs (gamma into shared memory,
+      // zeroing and writing out its column sums, and in deterministic mode its partial rows)
+      // dominate when each block sees only a row or two (8192 x 1024 fp16 ran at ~37% of
+      // copy bandwidth with one block per 4 rows against ~90% for 65536 rows).
+      constexpr int64_t kMinRowSteps = 4;
+      grid = (rows + kTeams * kMinRowSteps - 1) / (kTeams * kMinRowSteps);
       const int64_t cap = int64_t(device_sm_count()) * per_sm;
       if (grid > cap) grid = cap;
       if (!launch) return;

@@ -2,8 +2,11 @@
 // (column sums of bias / LayerNorm gradients, cross-entropy sums, the gradient's sum of
 // squares). out[c] += sum over g = 0..groups-1 of partials[g * cols + c], always in the same
 // order, so the result does not depend on which block finished first.
-// Thread layout: blocks of 32 x 8; threadIdx.x picks the column (32 per block), threadIdx.y
-// walks the groups y, y+8, ...; the 8 partial sums are added in y order through shared memory.
+// Thread layout: blocks of 8 x 64; threadIdx.x picks the column (8 per block: one 32-byte
+// sector per group row), threadIdx.y walks the groups y, y+64, ... with 4 loads in flight; the
+// 64 partial sums of a column are added in a fixed tree order through shared memory. Many
+// small blocks (cols / 8) keep every SM busy for the usual [~100-1000 groups, 1024-4096 cols]
+// shapes, where the old 32 x 8 blocks left most SMs idle and each thread summed a long chain.
 // Shapes: partials [groups, cols] fp32; out [cols] fp32.
 #include "layers/kernels/cuda/cuda_common.cuh"
 #include "layers/kernels/cuda/cuda_kernels.h"
@@ -12,21 +15,37 @@ namespace ls {
 namespace cuda {
 namespace {
 
-__global__ void sum_partials_kernel(const float* __restrict__ partials, int64_t groups,
-                                    int64_t cols, float* out) {
-  __shared__ float part[8][33];
-  const int64_t c = int64_t(blockIdx.x) * 32 + threadIdx.x;
+constexpr int kCols = 8, kRows = 64;
+
+__global__ void __launch_bounds__(kCols * kRows)
+    sum_partials_kernel(const float* __restrict__ partials, int64_t groups, int64_t cols,
+                        float* out) {
+  __shared__ float part[kRows][kCols + 1];
+  const int64_t c = int64_t(blockIdx.x) * kCols + threadIdx.x;
   float s = 0.f;
-  if (c < cols)
-    for (int64_t g = threadIdx.y; g < groups; g += 8) s += partials[g * cols + c];
+  if (c < cols) {
+    int64_t g = threadIdx.y;
+    // Four independent loads per step, added in g order.
+    for (; g + 3 * kRows < groups; g += 4 * kRows) {
+      const float a = __ldg(partials + g * cols + c);
+      const float b = __ldg(partials + (g + kRows) * cols + c);
+      const float d = __ldg(partials + (g + 2 * kRows) * cols + c);
+      const float e = __ldg(partials + (g + 3 * kRows) * cols + c);
+      s += a;
+      s += b;
+      s += d;
+      s += e;
+    }
+    for (; g < groups; g += kRows) s += __ldg(partials + g * cols + c);
+  }
   part[threadIdx.y][threadIdx.x] = s;
   __syncthreads();
-  if (threadIdx.y == 0 && c < cols) {
-    float t = 0.f;
-#pragma unroll
-    for (int y = 0; y < 8; ++y) t += part[y][threadIdx.x];
-    out[c] += t;
+  // Fixed tree over the 64 row sums of each column.
+  for (int half = kRows / 2; half > 0; half /= 2) {
+    if (threadIdx.y < half) part[threadIdx.y][threadIdx.x] += part[threadIdx.y + half][threadIdx.x];
+    __syncthreads();
   }
+  if (threadIdx.y == 0 && c < cols) out[c] += part[0][threadIdx.x];
 }
 
 }  // namespace
@@ -42,8 +61,8 @@ float* Reduction::rows(int64_t groups, int64_t cols, const char* call) const {
 void launch_sum_partials(const float* partials, int64_t groups, int64_t cols, float* out,
                          cudaStream_t s) {
   if (groups == 0 || cols == 0) return;
-  sum_partials_kernel<<<unsigned((cols + 31) / 32), dim3(32, 8), 0, s>>>(partials, groups, cols,
-                                                                         out);
+  sum_partials_kernel<<<unsigned((cols + kCols - 1) / kCols), dim3(kCols, kRows), 0, s>>>(
+      partials, groups, cols, out);
   LS_LAUNCH_CHECK("sum_partials");
 }
 

@@ -224,10 +224,11 @@ void Attention::backward(RunCtx& rc, BufferId in, BufferId d_out, BufferId d_in,
     if (!spec_.cross) {
       void* d_qkv = rc.ptr(d_q_lin_);
       ops.attention_backward(a, d_ctx, d_qkv, offset(d_qkv, d, dt), offset(d_qkv, 2 * d, dt),
-                             rc.ptr(delta_));
+                             rc.ptr(delta_), rc.wv.g(in_b_));
     } else {
       void* d_kv = rc.ptr(d_kv_lin_);
-      ops.attention_backward(a, d_ctx, rc.ptr(d_q_lin_), d_kv, offset(d_kv, d, dt), rc.ptr(delta_));
+      ops.attention_backward(a, d_ctx, rc.ptr(d_q_lin_), d_kv, offset(d_kv, d, dt), rc.ptr(delta_),
+                             rc.wv.g(in_b_));
     }
   } else {
     backward_unfused(rc, d_ctx);
@@ -307,17 +308,20 @@ void Attention::projections_backward(RunCtx& rc, BufferId in, BufferId d_in, flo
   const int64_t Tq = rc.tokens(spec_.side), Tk = rc.shape.batch * key_len(rc);
   void* x = rc.ptr(in);
   void* dx = rc.ptr(d_in);
+  // The fused backward already added the bias gradient (column sums of dq, dk, dv).
+  void* db = spec_.fused ? nullptr : rc.wv.g(in_b_);
+  void* db_kv = spec_.fused ? nullptr : rc.wv.g_rows(in_b_, d, 1);
   if (!spec_.cross) {
     void* d_qkv = rc.ptr(d_q_lin_);
-    Linear::backward_weight(ops, dt, d_qkv, x, rc.wv.g(in_w_), rc.wv.g(in_b_), Tq, d, 3 * d);
+    Linear::backward_weight(ops, dt, d_qkv, x, rc.wv.g(in_w_), db, Tq, d, 3 * d);
     Linear::backward_data(ops, dt, d_qkv, rc.wv.w(in_w_), dx, Tq, d, 3 * d, beta);
   } else {
     void* d_q = rc.ptr(d_q_lin_);
     void* d_kv = rc.ptr(d_kv_lin_);
-    Linear::backward_weight(ops, dt, d_q, x, rc.wv.g(in_w_), rc.wv.g(in_b_), Tq, d, d);
+    Linear::backward_weight(ops, dt, d_q, x, rc.wv.g(in_w_), db, Tq, d, d);
     Linear::backward_data(ops, dt, d_q, rc.wv.w(in_w_), dx, Tq, d, d, beta);
-    Linear::backward_weight(ops, dt, d_kv, rc.ptr(spec_.memory), rc.wv.g_rows(in_w_, d, d),
-                            rc.wv.g_rows(in_b_, d, 1), Tk, d, 2 * d);
+    Linear::backward_weight(ops, dt, d_kv, rc.ptr(spec_.memory), rc.wv.g_rows(in_w_, d, d), db_kv,
+                            Tk, d, 2 * d);
     Linear::backward_data(ops, dt, d_kv, rc.wv.w_rows(in_w_, d, d), rc.ptr(spec_.d_memory), Tk, d,
                           2 * d, 1.f);
   }

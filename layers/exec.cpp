@@ -86,8 +86,8 @@ class ScheduleOps final : public Ops {
     touch(a.q, a.k, a.v, a.ctx, a.lse, a.key_pad);
   }
   void attention_backward(const AttentionArgs& a, const void* d_ctx, void* dq, void* dk, void* dv,
-                          void* delta) override {
-    touch(a.q, a.k, a.v, a.ctx, a.lse, a.key_pad, d_ctx, dq, dk, dv, delta);
+                          void* delta, void* d_bias) override {
+    touch(a.q, a.k, a.v, a.ctx, a.lse, a.key_pad, d_ctx, dq, dk, dv, delta, d_bias);
   }
   void cross_entropy_forward(const void* l, const int32_t* t, void* lse, void* sums, int64_t,
                              int64_t, int32_t, float, DType) override {

@@ -263,8 +263,9 @@ class TimedOps final : public Ops {
     timed(kAttentionForward, [&] { inner_.attention_forward(a); });
   }
   void attention_backward(const AttentionArgs& a, const void* d_ctx, void* dq, void* dk, void* dv,
-                          void* delta) override {
-    timed(kAttentionBackward, [&] { inner_.attention_backward(a, d_ctx, dq, dk, dv, delta); });
+                          void* delta, void* d_bias) override {
+    timed(kAttentionBackward,
+          [&] { inner_.attention_backward(a, d_ctx, dq, dk, dv, delta, d_bias); });
   }
 
   void cross_entropy_forward(const void* logits, const int32_t* targets, void* lse, void* sums,

@@ -21,7 +21,8 @@ void Ops::attention_forward(const AttentionArgs& a) {
   LS_FAIL(LS_ERR_UNSUPPORTED, "attention_forward: this backend has no fused attention for "
                                   << dtype_name(a.dt) << ", head_dim " << a.head_dim);
 }
-void Ops::attention_backward(const AttentionArgs& a, const void*, void*, void*, void*, void*) {
+void Ops::attention_backward(const AttentionArgs& a, const void*, void*, void*, void*, void*,
+                             void*) {
   LS_FAIL(LS_ERR_UNSUPPORTED, "attention_backward: this backend has no fused attention for "
                                   << dtype_name(a.dt) << ", head_dim " << a.head_dim);
 }

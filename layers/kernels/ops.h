@@ -232,9 +232,11 @@ class Ops {
   virtual void attention_forward(const AttentionArgs& a);
   // Gradients of q, k, v (written, =, with the same row strides and column offsets as q, k, v)
   // from d_ctx [B*Lq rows of ld_ctx], given the forward's ctx and lse. delta [B, H, Lq] (acc) is
-  // scratch the backward may use (delta_i = d_ctx_i . ctx_i).
+  // scratch the backward may use (delta_i = d_ctx_i . ctx_i). d_bias (acc, may be null)
+  // [3 H D] += the column sums of dq, dk and dv, laid out q | k | v: the gradient of the
+  // projections' bias, taken while the gradients are still in registers.
   virtual void attention_backward(const AttentionArgs& a, const void* d_ctx, void* dq, void* dk,
-                                  void* dv, void* delta);
+                                  void* dv, void* delta, void* d_bias);
 
   // ---- criterion: label-smoothed cross-entropy (fairseq's label_smoothed_nll_loss) ----
   // For each row t with target y != padding_idx: lse = logsumexp(logits[t]),

@@ -206,7 +206,8 @@ struct UnfusedAttention {
     const int64_t rows = a.batch * len;
     std::vector<double> packed(rows * hd()), out(rows * hd());
     for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < hd(); ++c) packed[r * hd() + c] = static_cast<const double*>(p)[r * ld + c];
+      for (int64_t c = 0; c < hd(); ++c)
+        packed[r * hd() + c] = static_cast<const double*>(p)[r * ld + c];
     ops.split_heads(packed.data(), nullptr, out.data(), 1, a.batch, len, a.heads, a.head_dim,
                     DType::F64);
     return out;
@@ -244,7 +245,8 @@ struct UnfusedAttention {
   // ctx, and (when d_ctx is non-null) dq, dk, dv, all token-major like a's buffers.
   void run(void* ctx, const void* d_ctx, void* dq, void* dk, void* dv) {
     const int64_t Lq = a.len_q, Lk = a.len_k, D = a.head_dim, BH = a.batch * a.heads;
-    auto q = heads_of(a.q, a.ld_q, Lq), k = heads_of(a.k, a.ld_k, Lk), v = heads_of(a.v, a.ld_v, Lk);
+    auto q = heads_of(a.q, a.ld_q, Lq), k = heads_of(a.k, a.ld_k, Lk),
+         v = heads_of(a.v, a.ld_v, Lk);
     std::vector<double> probs(BH * Lq * Lk), dropped(BH * Lq * Lk), o(BH * Lq * D);
     gemm(false, true, Lq, Lk, D, q.data(), D, Lq * D, k.data(), D, Lk * D, probs.data(), Lk,
          Lq * Lk, a.scale);
@@ -263,10 +265,10 @@ struct UnfusedAttention {
          1.f);
     ops.softmax_backward(dp.data(), probs.data(), dp.data(), BH * Lq, Lk, a.dropout, a.key,
                          DType::F64);
-    gemm(false, false, Lq, D, Lk, dp.data(), Lk, Lq * Lk, k.data(), D, Lk * D, gq.data(), D,
-         Lq * D, a.scale);
-    gemm(true, false, Lk, D, Lq, dp.data(), Lk, Lq * Lk, q.data(), D, Lq * D, gk.data(), D,
-         Lk * D, a.scale);
+    gemm(false, false, Lq, D, Lk, dp.data(), Lk, Lq * Lk, k.data(), D, Lk * D, gq.data(), D, Lq * D,
+         a.scale);
+    gemm(true, false, Lk, D, Lq, dp.data(), Lk, Lq * Lk, q.data(), D, Lq * D, gk.data(), D, Lk * D,
+         a.scale);
     scatter(gq, dq, a.ld_q, Lq);
     scatter(gk, dk, a.ld_k, Lk);
     scatter(gv, dv, a.ld_v, Lk);
@@ -352,8 +354,19 @@ TEST_CASE("fused attention equals the unfused path (split, GEMMs, softmax, dropo
     double* dv = s.cross ? dkv.data() + hd : dq.data() + 2 * hd;
     double* dk_ref = s.cross ? dkv_ref.data() : dq_ref.data() + hd;
     double* dv_ref = s.cross ? dkv_ref.data() + hd : dq_ref.data() + 2 * hd;
-    ops->attention_backward(a, d_ctx.data(), dq.data(), dk, dv, delta.data());
+    // The bias gradient accumulates (+=) onto what is there.
+    std::vector<double> d_bias(3 * hd, 0.5), d_bias_ref(3 * hd, 0.5);
+    ops->attention_backward(a, d_ctx.data(), dq.data(), dk, dv, delta.data(), d_bias.data());
     ref.run(ctx_ref.data(), d_ctx.data(), dq_ref.data(), dk_ref, dv_ref);
+    // d_bias = 0.5 + column sums of the reference dq | dk | dv.
+    for (int64_t t = 0; t < Tq; ++t)
+      for (int64_t c = 0; c < hd; ++c) d_bias_ref[c] += dq_ref[t * a.ld_q + c];
+    for (int64_t t = 0; t < Tk; ++t)
+      for (int64_t c = 0; c < hd; ++c) {
+        d_bias_ref[hd + c] += dk_ref[t * a.ld_k + c];
+        d_bias_ref[2 * hd + c] += dv_ref[t * a.ld_v + c];
+      }
+    CHECK(rel_error(d_bias, d_bias_ref) < 1e-12);
     // The same sums in another order, in double: 1e-12 relative.
     CHECK(rel_error(ctx, ctx_ref) < 1e-12);
     CHECK(rel_error(head_columns(dq, dq.data(), Tq, a.ld_q, hd),
@@ -409,7 +422,7 @@ TEST_CASE("fused attention in fp32 agrees with fp64, and bad arguments are refus
     a.lse = lse.data();
     ops->attention_forward(a);
     ops->attention_backward(a, d_ctx, grads.data(), grads.data() + hd, grads.data() + 2 * hd,
-                            delta.data());
+                            delta.data(), nullptr);
     std::vector<double> out(ctx.begin(), ctx.end());
     out.insert(out.end(), grads.begin(), grads.end());
     return out;
@@ -457,6 +470,7 @@ TEST_CASE("fused attention in fp32 agrees with fp64, and bad arguments are refus
   a.dt = DType::F16;
   CHECK(status_of([&] { ops->attention_forward(a); }) == LS_ERR_UNSUPPORTED);
   CHECK(status_of([&] {
-          ops->attention_backward(bad, nullptr, buf.data(), buf.data(), buf.data(), buf.data());
+          ops->attention_backward(bad, nullptr, buf.data(), buf.data(), buf.data(), buf.data(),
+                                  nullptr);
         }) == LS_ERR_INVALID_ARGUMENT);
 }

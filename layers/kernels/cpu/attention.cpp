@@ -173,7 +173,7 @@ void fused_attention_forward(const AttentionArgs& a) {
 
 template <typename T>
 void fused_attention_backward(const AttentionArgs& a, const T* d_ctx, T* dq, T* dk, T* dv,
-                              acc_t<T>* delta) {
+                              acc_t<T>* delta, acc_t<T>* d_bias) {
   static_assert(std::is_same<acc_t<T>, T>::value, "CPU outputs double as accumulators");
   const int64_t B = a.batch, H = a.heads, Lq = a.len_q, Lk = a.len_k, D = a.head_dim;
   const T* q = static_cast<const T*>(a.q);
@@ -226,17 +226,28 @@ void fused_attention_backward(const AttentionArgs& a, const T* d_ctx, T* dq, T* 
       }
     }
   }
+  if (d_bias == nullptr) return;
+  // The projections' bias gradient: column sums of dq, dk, dv (q | k | v).
+  const int64_t HD = H * D;
+  for (int64_t t = 0; t < B * Lq; ++t)
+    for (int64_t c = 0; c < HD; ++c) d_bias[c] += dq[t * a.ld_q + c];
+  for (int64_t t = 0; t < B * Lk; ++t)
+    for (int64_t c = 0; c < HD; ++c) {
+      d_bias[HD + c] += dk[t * a.ld_k + c];
+      d_bias[2 * HD + c] += dv[t * a.ld_v + c];
+    }
 }
 
-#define LS_INSTANTIATE_ATTENTION(T)                                                               \
-  template void split_heads<T>(const T*, const T*, T*, int64_t, int64_t, int64_t, int64_t,        \
-                               int64_t);                                                          \
-  template void merge_heads<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, int64_t);        \
-  template void softmax_forward<T>(const T*, T*, const uint8_t*, bool, int64_t, int64_t, int64_t, \
-                                   int64_t);                                                      \
-  template void softmax_backward<T>(const T*, const T*, T*, int64_t, int64_t, float, DropoutKey); \
-  template void fused_attention_forward<T>(const AttentionArgs&);                                 \
-  template void fused_attention_backward<T>(const AttentionArgs&, const T*, T*, T*, T*, acc_t<T>*);
+#define LS_INSTANTIATE_ATTENTION(T)                                                                \
+  template void split_heads<T>(const T*, const T*, T*, int64_t, int64_t, int64_t, int64_t,         \
+                               int64_t);                                                           \
+  template void merge_heads<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, int64_t);         \
+  template void softmax_forward<T>(const T*, T*, const uint8_t*, bool, int64_t, int64_t, int64_t,  \
+                                   int64_t);                                                       \
+  template void softmax_backward<T>(const T*, const T*, T*, int64_t, int64_t, float, DropoutKey);  \
+  template void fused_attention_forward<T>(const AttentionArgs&);                                  \
+  template void fused_attention_backward<T>(const AttentionArgs&, const T*, T*, T*, T*, acc_t<T>*, \
+                                            acc_t<T>*);
 
 LS_INSTANTIATE_ATTENTION(float)
 LS_INSTANTIATE_ATTENTION(double)

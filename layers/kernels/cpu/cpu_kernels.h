@@ -150,7 +150,7 @@ template <typename T>
 void fused_attention_forward(const AttentionArgs& a);
 template <typename T>
 void fused_attention_backward(const AttentionArgs& a, const T* d_ctx, T* dq, T* dk, T* dv,
-                              acc_t<T>* delta);
+                              acc_t<T>* delta, acc_t<T>* d_bias);
 
 // ---- cross_entropy.cpp ----
 template <typename T>

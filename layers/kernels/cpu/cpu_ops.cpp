@@ -461,7 +461,7 @@ class CpuOps final : public Ops {
   }
 
   void attention_backward(const AttentionArgs& a, const void* d_ctx, void* dq, void* dk, void* dv,
-                          void* delta) override {
+                          void* delta, void* d_bias) override {
     const char* call = "attention_backward";
     if (!check_attention(a, call)) return;
     check_ptr(a.ctx, call, "ctx");
@@ -476,7 +476,7 @@ class CpuOps final : public Ops {
       using T = decltype(tag);
       cpu::fused_attention_backward<T>(a, static_cast<const T*>(d_ctx), static_cast<T*>(dq),
                                        static_cast<T*>(dk), static_cast<T*>(dv),
-                                       static_cast<acc_t<T>*>(delta));
+                                       static_cast<acc_t<T>*>(delta), static_cast<acc_t<T>*>(d_bias));
     });
   }
 

@@ -135,7 +135,8 @@ void launch_merge_heads(const void* in, void* out, int64_t n, int64_t batch, int
 // the launchers check dtype, strides, alignment and the architecture).
 void launch_attention_forward(const AttentionArgs& a, cudaStream_t s);
 void launch_attention_backward(const AttentionArgs& a, const void* d_ctx, void* dq, void* dk,
-                               void* dv, float* delta, cudaStream_t s);
+                               void* dv, float* delta, float* d_bias, cudaStream_t s,
+                               const Reduction& red);
 
 // softmax.cu
 void launch_softmax_forward(const void* scores, void* probs, const uint8_t* key_pad, bool causal,

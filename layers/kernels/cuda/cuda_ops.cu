@@ -447,7 +447,7 @@ void CudaOps::attention_forward(const AttentionArgs& a) {
 }
 
 void CudaOps::attention_backward(const AttentionArgs& a, const void* d_ctx, void* dq, void* dk,
-                                 void* dv, void* delta) {
+                                 void* dv, void* delta, void* d_bias) {
   const char* call = "attention_backward";
   if (!check_attention(a, call)) return;
   check_ptr(d_ctx, call, "d_ctx");
@@ -458,7 +458,8 @@ void CudaOps::attention_backward(const AttentionArgs& a, const void* d_ctx, void
   }
   check_ptr(delta, call, "delta");
   cuda::launch_attention_backward(a, d_ctx, dq, dk, dv, static_cast<float*>(delta),
-                                  as_stream(stream_));
+                                  static_cast<float*>(d_bias), as_stream(stream_),
+                                  reduction(deterministic_, workspace_, workspace_bytes_));
 }
 
 void CudaOps::softmax_backward(const void* d_dropped, const void* probs, void* d_scores,

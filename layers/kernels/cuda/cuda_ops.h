@@ -79,7 +79,7 @@ class CudaOps final : public Ops {
                         int64_t len_k, float p, DropoutKey key, DType dt) override;
   void attention_forward(const AttentionArgs& a) override;
   void attention_backward(const AttentionArgs& a, const void* d_ctx, void* dq, void* dk, void* dv,
-                          void* delta) override;
+                          void* delta, void* d_bias) override;
   void cross_entropy_forward(const void* logits, const int32_t* targets, void* lse, void* sums,
                              int64_t rows, int64_t vocab, int32_t padding_idx, float eps,
                              DType dt) override;

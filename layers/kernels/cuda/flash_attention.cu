@@ -25,7 +25,10 @@
 //   backward, query-tile kernel (Lk > 64 or Lk == 0): grid (ceil(Lq/64), H, B); warp w owns 16
 //             queries (Q, dO fragments in registers), walks the key tiles recomputing S, P,
 //             dP and accumulates dQ = dS K. Two kernels instead of atomics: dQ, dK, dV are
-//             deterministic.
+//             deterministic. The projections' bias gradient (column sums of dq, dk, dv) is
+//             taken in the key-tile kernel when it owns whole rows (one key tile: per-warp
+//             shuffles, then the 4 warps in order; per-block partials in deterministic mode),
+//             else by column-sum kernels over the outputs.
 #include <type_traits>
 
 #include "layers/kernels/cuda/cuda_common.cuh"
@@ -52,6 +55,8 @@ struct AttnParams {
   void* dv;
   float* lse;
   float* delta;
+  float* d_bias;         // [3 H D] fp32: += column sums of dq | dk | dv (null: none)
+  float* bias_partials;  // deterministic: [B][3 H D] per-block sums, added by reduce.cu
   int64_t ld_q, ld_k, ld_v, ld_ctx;
   const uint8_t* key_pad;
   int causal;
@@ -282,9 +287,8 @@ __global__ void __launch_bounds__(kThreads, 4) attention_forward_kernel(AttnPara
         }
         see[ri] = v >> (t4 * 2);
         const int r = r0 + 8 * ri;
-        keep[ri] = p.drop.active
-                       ? (uint64_t(bits[r][0]) | (uint64_t(bits[r][1]) << 32)) >> (t4 * 2)
-                       : ~uint64_t(0);
+        keep[ri] = p.drop.active ? (uint64_t(bits[r][0]) | (uint64_t(bits[r][1]) << 32)) >> (t4 * 2)
+                                 : ~uint64_t(0);
       }
     }
 
@@ -412,6 +416,7 @@ __global__ void __launch_bounds__(kThreads, 3)
   __shared__ float lse2[kTile], dl[kTile];
   __shared__ uint32_t bits[kTile][2];
   __shared__ uint8_t kpad[kTile];
+  __shared__ float colq[kThreads / 32][DP];  // per warp: column sums of dq (bias gradient)
   const int b = blockIdx.z, h = blockIdx.y, k0 = blockIdx.x * kTile;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const int hcol = h * p.head_dim;
@@ -423,6 +428,7 @@ __global__ void __launch_bounds__(kThreads, 3)
   const uint64_t offset = p.drop.active ? dropout_offset(p.drop.key) : 0;
 
   const int q_first = p.causal ? k0 / kTile : 0, q_tiles = (p.len_q + kTile - 1) / kTile;
+  for (int i = threadIdx.x; i < (kThreads / 32) * DP; i += kThreads) colq[i / DP][i % DP] = 0.f;
   {  // K, V and the first query tile's Q, dO in one round trip
     TileFetch<T, DP> fk, fv, fq, fg;
     fk.fetch(kb, p.ld_k, k0, p.len_k, p.head_dim);
@@ -595,6 +601,18 @@ __global__ void __launch_bounds__(kThreads, 3)
                      dq[n][2 * ri + 1] * p.scale);
       }
     }
+    if (p.d_bias != nullptr) {  // this query tile's dq column sums, over the warp's 16 rows
+#pragma unroll
+      for (int n = 0; n < NB; ++n)
+#pragma unroll
+        for (int c2 = 0; c2 < 2; ++c2) {
+          float v = dq[n][c2] + dq[n][2 + c2];
+          v += __shfl_xor_sync(0xffffffffu, v, 4);
+          v += __shfl_xor_sync(0xffffffffu, v, 8);
+          v += __shfl_xor_sync(0xffffffffu, v, 16);
+          if (g == 0) colq[warp][n * 8 + t4 * 2 + c2] += v * p.scale;
+        }
+    }
   }
 
   T* dkb = static_cast<T*>(p.dk) + int64_t(b) * p.len_k * p.ld_k + hcol;
@@ -611,6 +629,39 @@ __global__ void __launch_bounds__(kThreads, 3)
                  dk[n][2 * kr + 1] * p.scale);
       store_pair(dvb + int64_t(j) * p.ld_v + col, dv[n][2 * kr], dv[n][2 * kr + 1]);
     }
+  }
+  if (p.d_bias == nullptr || !with_dq) return;  // several key tiles: the launcher sums columns
+  // The projections' bias gradient: column sums of dq (colq), dk and dv over this block's rows,
+  // per warp through the shuffles, then over the 4 warps in a fixed order.
+  __syncthreads();  // qs is free: reuse it for the dk / dv sums
+  float* colk = reinterpret_cast<float*>(qs);
+  float* colv = colk + (kThreads / 32) * DP;
+#pragma unroll
+  for (int n = 0; n < NB; ++n)
+#pragma unroll
+    for (int c2 = 0; c2 < 2; ++c2) {
+      float k = dk[n][c2] + dk[n][2 + c2], v = dv[n][c2] + dv[n][2 + c2];
+#pragma unroll
+      for (int off = 4; off < 32; off *= 2) {
+        k += __shfl_xor_sync(0xffffffffu, k, off);
+        v += __shfl_xor_sync(0xffffffffu, v, off);
+      }
+      if (g == 0) {
+        colk[warp * DP + n * 8 + t4 * 2 + c2] = k * p.scale;
+        colv[warp * DP + n * 8 + t4 * 2 + c2] = v;
+      }
+    }
+  __syncthreads();
+  const int64_t HD = int64_t(p.heads) * p.head_dim;
+  for (int idx = threadIdx.x; idx < 3 * p.head_dim; idx += kThreads) {
+    const int seg = idx / p.head_dim, col = idx % p.head_dim;
+    const float* src = seg == 0 ? &colq[0][0] : seg == 1 ? colk : colv;
+    const float sum = ((src[col] + src[DP + col]) + src[2 * DP + col]) + src[3 * DP + col];
+    const int64_t out = seg * HD + hcol + col;
+    if (p.bias_partials != nullptr)
+      p.bias_partials[int64_t(b) * 3 * HD + out] = sum;
+    else
+      atomicAdd(p.d_bias + out, sum);
   }
 }
 
@@ -794,7 +845,8 @@ void launch_attention_forward(const AttentionArgs& a, cudaStream_t s) {
 }
 
 void launch_attention_backward(const AttentionArgs& a, const void* d_ctx, void* dq, void* dk,
-                               void* dv, float* delta, cudaStream_t s) {
+                               void* dv, float* delta, float* d_bias, cudaStream_t s,
+                               const Reduction& red) {
   const char* call = "attention_backward";
   AttnParams p = make_params(a, call);
   LS_CHECK_ARG(aligned16(a.q) && aligned16(a.k) && aligned16(a.v) && aligned16(a.ctx) &&
@@ -805,11 +857,16 @@ void launch_attention_backward(const AttentionArgs& a, const void* d_ctx, void* 
   p.dk = dk;
   p.dv = dv;
   p.delta = delta;
-  const int64_t rows = a.batch * a.len_q * a.heads;
+  const int64_t rows = a.batch * a.len_q * a.heads, HD = a.heads * a.head_dim;
+  const int64_t k_tiles = (a.len_k + kTile - 1) / kTile;
+  // The bias gradient: fused into the key-tile kernel when it owns whole rows (one key tile);
+  // otherwise column sums over the outputs afterwards.
+  p.d_bias = k_tiles == 1 ? d_bias : nullptr;
+  p.bias_partials = nullptr;
+  if (p.d_bias != nullptr && red.deterministic()) p.bias_partials = red.rows(a.batch, 3 * HD, call);
   dispatch_attention(a.dt, a.head_dim, [&](auto tv, auto dp) {
     using T = decltype(tv);
     constexpr int DP = decltype(dp)::value;
-    const int64_t k_tiles = (a.len_k + kTile - 1) / kTile;
     if (k_tiles != 1) {  // one key tile: the key-tile kernel computes delta itself
       attention_delta_kernel<T><<<unsigned((rows + 255) / 256), 256, 0, s>>>(p, rows);
       LS_LAUNCH_CHECK("attention_backward (delta)");
@@ -826,6 +883,17 @@ void launch_attention_backward(const AttentionArgs& a, const void* d_ctx, void* 
       LS_LAUNCH_CHECK("attention_backward (queries)");
     }
   });
+  if (d_bias == nullptr) return;
+  if (k_tiles == 1) {
+    if (p.bias_partials != nullptr)
+      launch_sum_partials(p.bias_partials, a.batch, 3 * HD, d_bias, s);
+    return;
+  }
+  launch_bias_grad(dq, d_bias, a.batch * a.len_q, HD, a.ld_q, a.dt, s, red);
+  if (a.len_k > 0) {
+    launch_bias_grad(dk, d_bias + HD, a.batch * a.len_k, HD, a.ld_k, a.dt, s, red);
+    launch_bias_grad(dv, d_bias + 2 * HD, a.batch * a.len_k, HD, a.ld_v, a.dt, s, red);
+  }
 }
 
 }  // namespace cuda

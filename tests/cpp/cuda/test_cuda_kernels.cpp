@@ -522,6 +522,7 @@ TEST_CASE("cuda softmax forward/backward match the CPU reference, short and long
 TEST_CASE("cuda fused attention forward/backward match the CPU reference (fp16, bf16)") {
   auto cpu = ls::make_cpu_ops();
   ls::CudaOps cuda(0, nullptr);
+  DevBuf workspace(size_t(8) << 20);  // deterministic partial sums
   struct Shape {
     bool cross;
     int64_t batch, heads, lq, lk, head_dim;
@@ -585,7 +586,10 @@ TEST_CASE("cuda fused attention forward/backward match the CPU reference (fp16, 
           cpu->attention_forward(a);
           double* dk_d = s.cross ? dkv_d.data() : dq_d.data() + hd;
           double* dv_d = s.cross ? dkv_d.data() + hd : dq_d.data() + 2 * hd;
-          cpu->attention_backward(a, gd.data(), dq_d.data(), dk_d, dv_d, delta_d.data());
+          const auto db0 = randn(size_t(3 * hd), 0.5f);
+          std::vector<double> db_d(db0.begin(), db0.end());
+          cpu->attention_backward(a, gd.data(), dq_d.data(), dk_d, dv_d, delta_d.data(),
+                                  db_d.data());
 
           // CUDA, outputs poisoned.
           DevBuf dq_in = upload(qbuf, dt), dkv_in = upload(kvbuf, dt), dpad = upload_raw(pad);
@@ -607,7 +611,7 @@ TEST_CASE("cuda fused attention forward/backward match the CPU reference (fp16, 
           cuda.attention_forward(g);
           void* gk = s.cross ? ddkv.p : at(ddq, hd);
           void* gv = s.cross ? at(ddkv, hd) : at(ddq, 2 * hd);
-          cuda.attention_backward(g, dg.p, ddq.p, gk, gv, ddelta.p);
+          cuda.attention_backward(g, dg.p, ddq.p, gk, gv, ddelta.p, nullptr);
 
           auto to_f = [](const double* v, size_t n) { return std::vector<float>(v, v + n); };
           // ctx is P V with P rounded to dt on the tensor cores, then the output rounded: two
@@ -637,8 +641,27 @@ TEST_CASE("cuda fused attention forward/backward match the CPU reference (fp16, 
                         2 * tol(dt));
           // Determinism: a second backward gives the same bits.
           auto first = download(ddq, dt, dq_d.size());
-          cuda.attention_backward(g, dg.p, ddq.p, gk, gv, ddelta.p);
+          cuda.attention_backward(g, dg.p, ddq.p, gk, gv, ddelta.p, nullptr);
           CHECK(download(ddq, dt, dq_d.size()) == first);
+          // The projections' bias gradient (+= column sums of dq | dk | dv), with atomics and
+          // with the deterministic partials (then bitwise repeatable). The sums are of the
+          // gradients above, so 2 tol(dt).
+          for (bool det : {false, true}) {
+            INFO("deterministic " << det);
+            cuda.set_workspace(det ? workspace.p : nullptr, det ? workspace.bytes : 0);
+            cuda.set_deterministic(det);
+            DevBuf ddb = upload(db0, DType::F32);
+            cuda.attention_backward(g, dg.p, ddq.p, gk, gv, ddelta.p, ddb.p);
+            const auto db = download(ddb, DType::F32, db0.size());
+            CHECK_CLOSE(db, to_f(db_d.data(), db_d.size()), 2 * tol(dt));
+            if (det) {
+              DevBuf again = upload(db0, DType::F32);
+              cuda.attention_backward(g, dg.p, ddq.p, gk, gv, ddelta.p, again.p);
+              CHECK(download(again, DType::F32, db0.size()) == db);
+            }
+          }
+          cuda.set_deterministic(true);  // the backend's default
+          cuda.set_workspace(nullptr, 0);
         }
   // Refusals: fp32 and head_dim beyond the fused kernels, misaligned strides.
   ls::AttentionArgs bad;

@@ -859,11 +859,14 @@ void launch_attention_backward(const AttentionArgs& a, const void* d_ctx, void* 
   p.delta = delta;
   const int64_t rows = a.batch * a.len_q * a.heads, HD = a.heads * a.head_dim;
   const int64_t k_tiles = (a.len_k + kTile - 1) / kTile;
-  // The bias gradient: fused into the key-tile kernel when it owns whole rows (one key tile);
-  // otherwise column sums over the outputs afterwards.
-  p.d_bias = k_tiles == 1 ? d_bias : nullptr;
-  p.bias_partials = nullptr;
-  if (p.d_bias != nullptr && red.deterministic()) p.bias_partials = red.rows(a.batch, 3 * HD, call);
+  // The bias gradient: fused into the key-tile kernel when it owns whole rows (one key tile)
+  // and, in deterministic mode, the [B][3 H D] partials fit the workspace; otherwise column
+  // sums over the outputs afterwards.
+  const bool fused_bias =
+      d_bias != nullptr && k_tiles == 1 &&
+      (!red.deterministic() || size_t(a.batch) * size_t(3 * HD) <= red.capacity);
+  p.d_bias = fused_bias ? d_bias : nullptr;
+  p.bias_partials = fused_bias && red.deterministic() ? red.rows(a.batch, 3 * HD, call) : nullptr;
   dispatch_attention(a.dt, a.head_dim, [&](auto tv, auto dp) {
     using T = decltype(tv);
     constexpr int DP = decltype(dp)::value;
@@ -884,7 +887,7 @@ void launch_attention_backward(const AttentionArgs& a, const void* d_ctx, void* 
     }
   });
   if (d_bias == nullptr) return;
-  if (k_tiles == 1) {
+  if (fused_bias) {
     if (p.bias_partials != nullptr)
       launch_sum_partials(p.bias_partials, a.batch, 3 * HD, d_bias, s);
     return;

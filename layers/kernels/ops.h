@@ -120,6 +120,14 @@ struct AttentionArgs {
 constexpr int64_t kFusedAttentionMaxHeadDim = 64;
 bool fused_attention_available(bool cuda, DType dt, int64_t head_dim);
 
+// The argument checks every backend's attention_forward / attention_backward share: dimensions,
+// head size, dropout rate, row strides and pointers (backward: also d_ctx, dq, delta, and dk, dv
+// when there are keys). Throw LS_ERR_INVALID_ARGUMENT naming the call; return false when there
+// is nothing to compute. Each backend checks the dtype itself.
+bool check_attention_args(const AttentionArgs& a, const char* call);
+bool check_attention_backward_args(const AttentionArgs& a, const void* d_ctx, const void* dq,
+                                   const void* dk, const void* dv, const void* delta);
+
 class Ops {
  public:
   virtual ~Ops() = default;

@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -93,7 +94,54 @@ struct Rig {
   }
   double* master() { return static_cast<double*>(model.buffer(model.graph().master)); }
   double* grad() { return static_cast<double*>(model.buffer(model.graph().grad)); }
+
+  // The analytic gradient of the summed loss (one forward + backward).
+  std::vector<double> analytic_gradient() {
+    const size_t n = model.graph().params().total_elements();
+    std::memset(grad(), 0, n * sizeof(double));
+    model.zero_sums();
+    model.run_forward(true);
+    model.run_backward(true);
+    return std::vector<double>(grad(), grad() + n);
+  }
 };
+
+// Central differences of the loss against `analytic` for every element of the tensors `whole`
+// selects and 4 sampled elements (from `seed`) of every other tensor. Central differences in
+// double with h = 1e-6: truncation O(h^2) ~ 1e-12 and rounding ~ 1e-16 / h = 1e-10 relative to
+// the loss (~10): 1e-6 leaves margin, and a wrong term in any backward gives errors of order 1.
+void check_against_finite_differences(Rig& rig, const std::vector<double>& analytic,
+                                      uint32_t seed,
+                                      const std::function<bool(const std::string&)>& whole,
+                                      const std::string& label) {
+  std::mt19937 gen(seed);
+  const double h = 1e-6;
+  int checked = 0;
+  double worst = 0;
+  for (const auto& e : rig.model.params().entries()) {
+    CAPTURE(e.name);
+    std::uniform_int_distribution<size_t> pick(0, e.ref.numel - 1);
+    const bool all = whole(e.name);
+    const size_t samples = all ? e.ref.numel : 4;
+    for (size_t s = 0; s < samples; ++s) {
+      size_t i = e.ref.offset + (all ? s : pick(gen));
+      double saved = rig.master()[i];
+      rig.master()[i] = saved + h;
+      double lp = rig.loss();
+      rig.master()[i] = saved - h;
+      double lm = rig.loss();
+      rig.master()[i] = saved;
+      double fd = (lp - lm) / (2 * h);
+      double err = std::fabs(fd - analytic[i]) / std::max(1.0, std::fabs(fd) + std::fabs(analytic[i]));
+      worst = std::max(worst, err);
+      CHECK_MESSAGE(err < 1e-6, "element " << i - e.ref.offset << ": fd " << fd << " analytic " << analytic[i]);
+      ++checked;
+    }
+  }
+  MESSAGE(label << ": " << checked << " elements checked, worst relative error " << worst);
+}
+
+bool contains(const std::string& s, const char* part) { return s.find(part) != std::string::npos; }
 
 }  // namespace
 
@@ -109,46 +157,14 @@ TEST_CASE("every layer's gradient matches finite differences (fp64, dropout on)"
     CAPTURE(case_name);
     ls_model_config c = small_config(k);
     Rig rig(c);
-    // Analytic gradient of the summed loss.
-    const size_t n = rig.model.graph().params().total_elements();
-    std::memset(rig.grad(), 0, n * sizeof(double));
-    rig.model.zero_sums();
-    rig.model.run_forward(true);
-    rig.model.run_backward(true);
-    std::vector<double> analytic(rig.grad(), rig.grad() + n);
-
-    std::mt19937 gen(123);
-    const double h = 1e-6;
-    int checked = 0;
-    double worst = 0;
-    for (const auto& e : rig.model.params().entries()) {
-      CAPTURE(e.name);
-      std::uniform_int_distribution<size_t> pick(0, e.ref.numel - 1);
-      // The feed-forward's tensors are checked whole: every unit of fc1 (ReLU's and dropout's
-      // zeros included, since the ReLU backward reads the mask from the saved output), 4
-      // sampled elements elsewhere.
-      const bool ffn = e.name.find(".fc1.") != std::string::npos ||
-                       e.name.find(".fc2.") != std::string::npos;
-      const size_t samples = ffn ? e.ref.numel : 4;
-      for (size_t s = 0; s < samples; ++s) {
-        size_t i = e.ref.offset + (ffn ? s : pick(gen));
-        double saved = rig.master()[i];
-        rig.master()[i] = saved + h;
-        double lp = rig.loss();
-        rig.master()[i] = saved - h;
-        double lm = rig.loss();
-        rig.master()[i] = saved;
-        double fd = (lp - lm) / (2 * h);
-        double err = std::fabs(fd - analytic[i]) / std::max(1.0, std::fabs(fd) + std::fabs(analytic[i]));
-        worst = std::max(worst, err);
-        // Central differences in double with h = 1e-6: truncation O(h^2) ~ 1e-12 and rounding
-        // ~ 1e-16 / h = 1e-10 relative to the loss (~10): 1e-6 leaves margin, and a wrong term
-        // in any backward gives errors of order 1.
-        CHECK_MESSAGE(err < 1e-6, "element " << i - e.ref.offset << ": fd " << fd << " analytic " << analytic[i]);
-        ++checked;
-      }
-    }
-    MESSAGE(case_name << ": " << checked << " elements checked, worst relative error " << worst);
+    const std::vector<double> analytic = rig.analytic_gradient();
+    // The feed-forward's tensors are checked whole: every unit of fc1 (ReLU's and dropout's
+    // zeros included, since the ReLU backward reads the mask from the saved output), 4
+    // sampled elements elsewhere.
+    check_against_finite_differences(
+        rig, analytic, 123,
+        [](const std::string& name) { return contains(name, ".fc1.") || contains(name, ".fc2."); },
+        case_name);
     // The padding row of an untied table receives no gradient (the embedding's backward skips
     // padding tokens; a tied table also gets the output projection's gradient).
     if (k.arch == LS_ARCH_ENCODER_DECODER && !k.share_all) {
@@ -250,40 +266,12 @@ TEST_CASE("pre-LN with the LayerNorm output recomputed in backward: gradients ma
     ls_model_config c = small_config(k);
     c.recompute_layer_norm = 1;
     Rig rig(c);
-    const size_t n = rig.model.graph().params().total_elements();
-    std::memset(rig.grad(), 0, n * sizeof(double));
-    rig.model.zero_sums();
-    rig.model.run_forward(true);
-    rig.model.run_backward(true);
-    std::vector<double> analytic(rig.grad(), rig.grad() + n);
-
-    std::mt19937 gen(321);
-    const double h = 1e-6;
-    int checked = 0;
-    double worst = 0;
-    for (const auto& e : rig.model.params().entries()) {
-      CAPTURE(e.name);
-      std::uniform_int_distribution<size_t> pick(0, e.ref.numel - 1);
-      const bool whole = e.name.find(".fc1.") != std::string::npos ||
-                         e.name.find(".in_proj_") != std::string::npos ||
-                         e.name.find("layer_norm") != std::string::npos;
-      const size_t samples = whole ? e.ref.numel : 4;
-      for (size_t s = 0; s < samples; ++s) {
-        size_t i = e.ref.offset + (whole ? s : pick(gen));
-        double saved = rig.master()[i];
-        rig.master()[i] = saved + h;
-        double lp = rig.loss();
-        rig.master()[i] = saved - h;
-        double lm = rig.loss();
-        rig.master()[i] = saved;
-        double fd = (lp - lm) / (2 * h);
-        double err = std::fabs(fd - analytic[i]) / std::max(1.0, std::fabs(fd) + std::fabs(analytic[i]));
-        worst = std::max(worst, err);
-        // The same bound as the check above (truncation ~1e-12, rounding ~1e-10).
-        CHECK_MESSAGE(err < 1e-6, "element " << i - e.ref.offset << ": fd " << fd << " analytic " << analytic[i]);
-        ++checked;
-      }
-    }
-    MESSAGE(case_name << " (recomputed LN): " << checked << " elements checked, worst relative error " << worst);
+    check_against_finite_differences(
+        rig, rig.analytic_gradient(), 321,
+        [](const std::string& name) {
+          return contains(name, ".fc1.") || contains(name, ".in_proj_") ||
+                 contains(name, "layer_norm");
+        },
+        case_name + " (recomputed LN)");
   }
 }

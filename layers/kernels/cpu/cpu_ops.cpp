@@ -452,8 +452,7 @@ class CpuOps final : public Ops {
 
   void attention_forward(const AttentionArgs& a) override {
     const char* call = "attention_forward";
-    if (!check_attention(a, call)) return;
-    check_ptr(a.ctx, call, "ctx");
+    if (!check_attention_args(a, call)) return;
     dispatch(a.dt, call, [&](auto tag) {
       using T = decltype(tag);
       cpu::fused_attention_forward<T>(a);
@@ -463,15 +462,7 @@ class CpuOps final : public Ops {
   void attention_backward(const AttentionArgs& a, const void* d_ctx, void* dq, void* dk, void* dv,
                           void* delta, void* d_bias) override {
     const char* call = "attention_backward";
-    if (!check_attention(a, call)) return;
-    check_ptr(a.ctx, call, "ctx");
-    check_ptr(d_ctx, call, "d_ctx");
-    check_ptr(dq, call, "dq");
-    if (a.len_k > 0) {  // no keys: dk and dv have no rows
-      check_ptr(dk, call, "dk");
-      check_ptr(dv, call, "dv");
-    }
-    check_ptr(delta, call, "delta");
+    if (!check_attention_backward_args(a, d_ctx, dq, dk, dv, delta)) return;
     dispatch(a.dt, call, [&](auto tag) {
       using T = decltype(tag);
       cpu::fused_attention_backward<T>(a, static_cast<const T*>(d_ctx), static_cast<T*>(dq),
@@ -644,27 +635,6 @@ class CpuOps final : public Ops {
     LS_CHECK_ARG(in != out, call << ": in and out must not alias (the op is a permutation)");
   }
 
-  // Validates a fused attention call; false when there is nothing to compute.
-  static bool check_attention(const AttentionArgs& a, const char* call) {
-    check_nonneg(a.batch, call, "batch");
-    check_nonneg(a.heads, call, "heads");
-    check_nonneg(a.len_q, call, "len_q");
-    check_nonneg(a.len_k, call, "len_k");
-    LS_CHECK_ARG(a.head_dim > 0, call << ": head_dim = " << a.head_dim << " must be positive");
-    check_dropout(a.dropout, call);
-    const int64_t width = a.heads * a.head_dim;
-    LS_CHECK_ARG(a.ld_q >= width && a.ld_k >= width && a.ld_v >= width && a.ld_ctx >= width,
-                 call << ": row strides (" << a.ld_q << ", " << a.ld_k << ", " << a.ld_v << ", "
-                      << a.ld_ctx << ") shorter than heads x head_dim = " << width);
-    if (a.batch * a.heads * a.len_q == 0) return false;
-    check_ptr(a.q, call, "q");
-    check_ptr(a.lse, call, "lse");
-    if (a.len_k > 0) {
-      check_ptr(a.k, call, "k");
-      check_ptr(a.v, call, "v");
-    }
-    return true;
-  }
   static void check_cross_entropy(int64_t rows, int64_t vocab, float eps, const char* call) {
     check_nonneg(rows, call, "rows");
     LS_CHECK_ARG(vocab >= 2, call << ": vocab = " << vocab << " must be at least 2");

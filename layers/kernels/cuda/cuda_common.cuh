@@ -463,18 +463,25 @@ inline unsigned grid_for(int64_t work_items, int threads, int64_t cap = 65535LL 
   return static_cast<unsigned>(g);
 }
 
-// Number of SMs of the current device (cached per device; used to size grid-stride grids).
-inline int device_sm_count() {
+// An attribute of the current device, queried once per device (launchers call these on every
+// step).
+template <cudaDeviceAttr kAttr>
+inline int device_attribute() {
   static int cached[64] = {0};
   int dev = 0;
   LS_CUDA_CALL(cudaGetDevice(&dev));
   if (dev < 0 || dev >= 64) dev = 0;
   if (cached[dev] == 0) {
     int n = 0;
-    LS_CUDA_CALL(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+    LS_CUDA_CALL(cudaDeviceGetAttribute(&n, kAttr, dev));
     cached[dev] = n > 0 ? n : 1;
   }
   return cached[dev];
+}
+
+// Number of SMs of the current device (used to size grid-stride grids).
+inline int device_sm_count() {
+  return device_attribute<cudaDevAttrMultiProcessorCount>();
 }
 
 // Calls f(T{}) with T the storage type of dt; F64 is not a CUDA working type.

@@ -417,46 +417,17 @@ void CudaOps::softmax_forward(const void* scores, void* probs, const uint8_t* ke
                                as_stream(stream_));
 }
 
-namespace {
-// Validates a fused attention call; false when there is nothing to compute.
-bool check_attention(const AttentionArgs& a, const char* call) {
-  check_working(a.dt, call);
-  for (auto v : {a.batch, a.heads, a.len_q, a.len_k}) check_dims(v, call, "a dimension");
-  LS_CHECK_ARG(a.head_dim > 0, call << ": head_dim = " << a.head_dim << " must be positive");
-  check_dropout(a.dropout, call);
-  const int64_t width = a.heads * a.head_dim;
-  LS_CHECK_ARG(a.ld_q >= width && a.ld_k >= width && a.ld_v >= width && a.ld_ctx >= width,
-               call << ": row strides (" << a.ld_q << ", " << a.ld_k << ", " << a.ld_v << ", "
-                    << a.ld_ctx << ") shorter than heads x head_dim = " << width);
-  if (a.batch * a.heads * a.len_q == 0) return false;
-  check_ptr(a.q, call, "q");
-  check_ptr(a.ctx, call, "ctx");
-  check_ptr(a.lse, call, "lse");
-  if (a.len_k > 0) {
-    check_ptr(a.k, call, "k");
-    check_ptr(a.v, call, "v");
-  }
-  return true;
-}
-}  // namespace
-
 void CudaOps::attention_forward(const AttentionArgs& a) {
   const char* call = "attention_forward";
-  if (!check_attention(a, call)) return;
+  check_working(a.dt, call);
+  if (!check_attention_args(a, call)) return;
   cuda::launch_attention_forward(a, as_stream(stream_));
 }
 
 void CudaOps::attention_backward(const AttentionArgs& a, const void* d_ctx, void* dq, void* dk,
                                  void* dv, void* delta, void* d_bias) {
-  const char* call = "attention_backward";
-  if (!check_attention(a, call)) return;
-  check_ptr(d_ctx, call, "d_ctx");
-  check_ptr(dq, call, "dq");
-  if (a.len_k > 0) {  // no keys: dk and dv have no rows
-    check_ptr(dk, call, "dk");
-    check_ptr(dv, call, "dv");
-  }
-  check_ptr(delta, call, "delta");
+  check_working(a.dt, "attention_backward");
+  if (!check_attention_backward_args(a, d_ctx, dq, dk, dv, delta)) return;
   cuda::launch_attention_backward(a, d_ctx, dq, dk, dv, static_cast<float*>(delta),
                                   static_cast<float*>(d_bias), as_stream(stream_),
                                   reduction(deterministic_, workspace_, workspace_bytes_));

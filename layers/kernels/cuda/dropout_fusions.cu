@@ -37,6 +37,29 @@ constexpr int kThreads = 256;
 constexpr int kNoAct = -1;
 constexpr int kReluFromOutput = -2;
 
+// Calls run(integral_constant<int, ACT>{}, bool_constant<DROP>{}) for a runtime activation code
+// (kNoAct, 0 = ReLU, 1 = GELU) and whether dropout is active: one compiled variant each, so
+// p == 0 runs no Philox code and the activation is a constant.
+template <class Run>
+void dispatch_act_drop(int act, bool drop, const char* name, Run&& run) {
+  auto with_drop = [&](auto act_c) {
+    drop ? run(act_c, std::true_type{}) : run(act_c, std::false_type{});
+  };
+  switch (act) {
+    case kNoAct:
+      with_drop(std::integral_constant<int, kNoAct>{});
+      return;
+    case 0:
+      with_drop(std::integral_constant<int, 0>{});
+      return;
+    case 1:
+      with_drop(std::integral_constant<int, 1>{});
+      return;
+    default:
+      LS_FAIL(LS_ERR_INTERNAL, name << ": unknown activation code " << act);
+  }
+}
+
 // ---------------------------------------------------------------- flat kernels
 // 256 threads; each thread owns kFlatGroups groups of 8 consecutive elements, group g of thread
 // t in block b starting at ((b * kFlatGroups + g) * 256 + t) * 8 (a warp's accesses are 512
@@ -314,27 +337,10 @@ void launch_backward_colsum(const void* d_out, const void* pre, void* d_pre, flo
       launch_colsum_variant<T, decltype(act_c)::value, decltype(drop_c)::value>(
           d_out, pre, d_pre, d_bias, rows, cols, ld, d, s, name, red);
     };
-    using Off = std::false_type;
-    using On = std::true_type;
-    switch (act) {
-      case kReluFromOutput:
-        run(std::integral_constant<int, kReluFromOutput>{}, Off{});
-        break;
-      case kNoAct:
-        d.active ? run(std::integral_constant<int, kNoAct>{}, On{})
-                 : run(std::integral_constant<int, kNoAct>{}, Off{});
-        break;
-      case 0:
-        d.active ? run(std::integral_constant<int, 0>{}, On{})
-                 : run(std::integral_constant<int, 0>{}, Off{});
-        break;
-      case 1:
-        d.active ? run(std::integral_constant<int, 1>{}, On{})
-                 : run(std::integral_constant<int, 1>{}, Off{});
-        break;
-      default:
-        LS_FAIL(LS_ERR_INTERNAL, name << ": unknown activation code " << act);
-    }
+    if (act == kReluFromOutput)  // the mask comes from the output: no dropout variant
+      run(std::integral_constant<int, kReluFromOutput>{}, std::false_type{});
+    else
+      dispatch_act_drop(act, d.active, name, run);
   });
 }
 
@@ -383,24 +389,7 @@ void launch_flat_act_dropout(const void* pre, void* out, int64_t n, int act, flo
           <<<flat_grid(n), kFlatThreads, 0, s>>>(static_cast<const T*>(pre), static_cast<T*>(out),
                                                  n, aligned, d);
     };
-    using Off = std::false_type;
-    using On = std::true_type;
-    switch (act) {
-      case kNoAct:
-        d.active ? run(std::integral_constant<int, kNoAct>{}, On{})
-                 : run(std::integral_constant<int, kNoAct>{}, Off{});
-        break;
-      case 0:
-        d.active ? run(std::integral_constant<int, 0>{}, On{})
-                 : run(std::integral_constant<int, 0>{}, Off{});
-        break;
-      case 1:
-        d.active ? run(std::integral_constant<int, 1>{}, On{})
-                 : run(std::integral_constant<int, 1>{}, Off{});
-        break;
-      default:
-        LS_FAIL(LS_ERR_INTERNAL, name << ": unknown activation code " << act);
-    }
+    dispatch_act_drop(act, d.active, name, run);
   });
   LS_LAUNCH_CHECK(name);
 }

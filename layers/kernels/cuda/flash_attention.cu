@@ -131,6 +131,82 @@ __device__ __forceinline__ void store_pair(T* p, float x, float y) {
   *reinterpret_cast<uint32_t*>(p) = pack2<T>(x, y);
 }
 
+// The A operand (16 x 16) of rows row0..row0+15, columns k0..k0+15 of a row-major shared tile
+// with rows LDX elements apart: (row g, cols 2 t4..), (row g + 8, ..), (row g, cols + 8), both.
+template <int LDX, class T>
+__device__ __forceinline__ void lds_a(const T* tile, int row0, int k0, uint32_t a[4]) {
+  const int lane = threadIdx.x & 31;
+  const T* r = tile + (row0 + (lane >> 2)) * LDX + k0 + (lane & 3) * 2;
+  a[0] = lds32(r);
+  a[1] = lds32(r + 8 * LDX);
+  a[2] = lds32(r + 8);
+  a[3] = lds32(r + 8 * LDX + 8);
+}
+
+// acc += A B for one 16 x 8 output block whose B (k = k0..k0+15, n = n0..n0+7) is stored as
+// rows n of a row-major shared tile (B[k][n] = tile[n][k]: Q K^T, dO V^T, K Q^T, V dO^T).
+template <int LD, class T>
+__device__ __forceinline__ void mma_b_rows(float acc[4], const uint32_t a[4], const T* tile, int n0,
+                                           int k0) {
+  const int lane = threadIdx.x & 31;
+  const T* r = tile + (n0 + (lane >> 2)) * LD + k0 + (lane & 3) * 2;
+  mma16816<T>(acc, a, lds32(r), lds32(r + 8));
+}
+
+// The accumulators of two adjacent 8-column blocks (2 kk, 2 kk + 1) in the C layout are the A
+// operand of one 16-column step: P or dS goes from one product straight into the next.
+template <class T>
+__device__ __forceinline__ void a_from_acc(const float (*acc)[4], int kk, uint32_t a[4]) {
+  a[0] = pack2<T>(acc[2 * kk][0], acc[2 * kk][1]);
+  a[1] = pack2<T>(acc[2 * kk][2], acc[2 * kk][3]);
+  a[2] = pack2<T>(acc[2 * kk + 1][0], acc[2 * kk + 1][1]);
+  a[3] = pack2<T>(acc[2 * kk + 1][2], acc[2 * kk + 1][3]);
+}
+
+// acc[n] (NB blocks of 8 head columns) += A x rows k0..k0+15 of a row-major [k][LD] shared
+// tile (P V, dS K, P^T dO, dS^T Q: B read transposed with ldmatrix).
+template <int LD, int NB, class T>
+__device__ __forceinline__ void mma_b_trans(float (*acc)[4], const uint32_t a[4], const T* tile,
+                                            int k0) {
+#pragma unroll
+  for (int n = 0; n < NB; n += 2) {
+    uint32_t b[4];
+    ldsm_b_trans<LD>(tile, k0, n * 8, b);
+    mma16816<T>(acc[n], a, b[0], b[1]);
+    mma16816<T>(acc[n + 1], a, b[2], b[3]);
+  }
+}
+
+// The sum over a warp's 16 rows of column 2 t4 + c2 of one accumulator block, complete in the
+// lanes with g == 0 (a fixed butterfly over the 8 row groups).
+__device__ __forceinline__ float warp_column_sum(const float acc[4], int c2) {
+  float v = acc[c2] + acc[2 + c2];
+  v += __shfl_xor_sync(0xffffffffu, v, 4);
+  v += __shfl_xor_sync(0xffffffffu, v, 8);
+  v += __shfl_xor_sync(0xffffffffu, v, 16);
+  return v;
+}
+
+// Rows row0 + g and row0 + g + 8 of NB accumulator blocks, times scale[0] / scale[1], into a
+// token-major matrix (rows ld elements apart): only rows < len and columns < head_dim.
+template <int NB, class T>
+__device__ __forceinline__ void store_acc_rows(T* base, int64_t ld, int row0, int len, int head_dim,
+                                               const float (*acc)[4], const float scale[2]) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int ri = 0; ri < 2; ++ri) {
+    const int i = row0 + (lane >> 2) + 8 * ri;
+    if (i >= len) continue;
+#pragma unroll
+    for (int n = 0; n < NB; ++n) {
+      const int col = n * 8 + (lane & 3) * 2;
+      if (col < head_dim)
+        store_pair(base + int64_t(i) * ld + col, acc[n][2 * ri] * scale[ri],
+                   acc[n][2 * ri + 1] * scale[ri]);
+    }
+  }
+}
+
 // ---------------------------------------------------------------- tiles in shared memory
 // Rows [row0, row0 + 64) of a token-major matrix (rows of ld elements, the head's columns from
 // `base`), `len` valid rows, head_dim valid columns, into a [64][DP + 8] shared tile; rows and
@@ -204,16 +280,18 @@ __device__ __forceinline__ float drop_factor(const uint32_t (*bits)[2], const Dr
   return (bits[r][c >> 5] >> (c & 31)) & 1u ? d.scale : 0.f;
 }
 
+// Whether key j of batch b is excluded from every query: beyond the keys, or padding.
+__device__ __forceinline__ bool key_hidden(const AttnParams& p, int b, int j) {
+  return j >= p.len_k || (p.key_pad != nullptr && p.key_pad[int64_t(b) * p.len_k + j] != 0);
+}
+
 // The key-padding flags of a 64-key tile as one 64-bit word (bit c: key k0 + c hidden), from
 // warps 0 and 1 (threads 0..63 pass their key's flag); the result is in shared memory after
 // the caller's next __syncthreads.
 __device__ __forceinline__ void build_pad_word(uint32_t* pad_words, const AttnParams& p, int b,
                                                int k0) {
   if (threadIdx.x < kTile) {
-    const int j = k0 + threadIdx.x;
-    const bool hidden =
-        j >= p.len_k || (p.key_pad != nullptr && p.key_pad[int64_t(b) * p.len_k + j] != 0);
-    const unsigned word = __ballot_sync(0xffffffffu, hidden);
+    const unsigned word = __ballot_sync(0xffffffffu, key_hidden(p, b, k0 + threadIdx.x));
     if ((threadIdx.x & 31) == 0) pad_words[threadIdx.x >> 5] = word;
   }
 }
@@ -250,12 +328,7 @@ __global__ void __launch_bounds__(kThreads, 4) attention_forward_kernel(AttnPara
   const int r0 = warp * 16 + g;  // local rows r0 and r0 + 8
   uint32_t qf[KS][4];
 #pragma unroll
-  for (int kk = 0; kk < KS; ++kk) {
-    qf[kk][0] = lds32(qs + r0 * LD + kk * 16 + t4 * 2);
-    qf[kk][1] = lds32(qs + (r0 + 8) * LD + kk * 16 + t4 * 2);
-    qf[kk][2] = lds32(qs + r0 * LD + kk * 16 + 8 + t4 * 2);
-    qf[kk][3] = lds32(qs + (r0 + 8) * LD + kk * 16 + 8 + t4 * 2);
-  }
+  for (int kk = 0; kk < KS; ++kk) lds_a<LD>(qs, warp * 16, kk * 16, qf[kk]);
 
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
   float o[NB][4];
@@ -297,10 +370,7 @@ __global__ void __launch_bounds__(kThreads, 4) attention_forward_kernel(AttnPara
     for (int nb = 0; nb < 8; ++nb) {
       s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.f;
 #pragma unroll
-      for (int kk = 0; kk < KS; ++kk) {
-        const T* kr = ks + (nb * 8 + g) * LD + kk * 16 + t4 * 2;
-        mma16816<T>(s[nb], qf[kk], lds32(kr), lds32(kr + 8));
-      }
+      for (int kk = 0; kk < KS; ++kk) mma_b_rows<LD>(s[nb], qf[kk], ks, nb * 8, kk * 16);
     }
     // Scale to base 2 and mask; the row maxima over the quad.
     float mx[2] = {-INFINITY, -INFINITY};
@@ -344,40 +414,28 @@ __global__ void __launch_bounds__(kThreads, 4) attention_forward_kernel(AttnPara
       // O += P V: A = P (16 queries x 16 keys per step), B = V (keys x head columns).
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
-      uint32_t a[4] = {pack2<T>(s[2 * kk][0], s[2 * kk][1]), pack2<T>(s[2 * kk][2], s[2 * kk][3]),
-                       pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                       pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-#pragma unroll
-      for (int n = 0; n < NB; n += 2) {
-        uint32_t bv[4];
-        ldsm_b_trans<LD>(vs, kk * 16, n * 8, bv);
-        mma16816<T>(o[n], a, bv[0], bv[1]);
-        mma16816<T>(o[n + 1], a, bv[2], bv[3]);
-      }
+      uint32_t a[4];
+      a_from_acc<T>(s, kk, a);
+      mma_b_trans<LD, NB>(o, a, vs, kk * 16);
     }
   }
 
   // Normalise and write: ctx rows and lse (natural log).
-  T* out = static_cast<T*>(p.out) + int64_t(b) * p.len_q * p.ld_ctx + hcol;
+  float inv[2];
 #pragma unroll
   for (int ri = 0; ri < 2; ++ri) {
     float sum = l[ri];
     sum += __shfl_xor_sync(0xffffffffu, sum, 1);
     sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    const int i = rows_i[ri];
-    if (i >= p.len_q) continue;
     const bool empty = !(sum > 0.f);
-    const float inv = empty ? 0.f : 1.f / sum;
-#pragma unroll
-    for (int n = 0; n < NB; ++n) {
-      const int col = n * 8 + t4 * 2;
-      if (col < p.head_dim)
-        store_pair(out + int64_t(i) * p.ld_ctx + col, o[n][2 * ri] * inv, o[n][2 * ri + 1] * inv);
-    }
-    if (t4 == 0)
+    inv[ri] = empty ? 0.f : 1.f / sum;
+    const int i = rows_i[ri];
+    if (t4 == 0 && i < p.len_q)
       p.lse[(int64_t(b) * p.heads + h) * p.len_q + i] =
           empty ? -INFINITY : (m[ri] + log2f(sum)) * kLn2;
   }
+  store_acc_rows<NB>(static_cast<T*>(p.out) + int64_t(b) * p.len_q * p.ld_ctx + hcol, p.ld_ctx,
+                     q0 + warp * 16, p.len_q, p.head_dim, o, inv);
 }
 
 // ---------------------------------------------------------------- delta
@@ -444,14 +502,10 @@ __global__ void __launch_bounds__(kThreads, 2)
       fg.store(dos);
     }
   }
-  if (threadIdx.x < kTile) {
-    const int j = k0 + threadIdx.x;
-    kpad[threadIdx.x] =
-        j >= p.len_k || (p.key_pad != nullptr && p.key_pad[int64_t(b) * p.len_k + j] != 0);
-  }
+  if (threadIdx.x < kTile) kpad[threadIdx.x] = key_hidden(p, b, k0 + threadIdx.x);
   __syncthreads();
   const int r0 = warp * 16 + g;  // this warp's local keys r0 and r0 + 8
-  const bool key_hidden[2] = {kpad[r0] != 0, kpad[r0 + 8] != 0};
+  const bool key_off[2] = {kpad[r0] != 0, kpad[r0 + 8] != 0};  // this thread's two keys
   const int keys_j[2] = {k0 + r0, k0 + r0 + 8};
 
   float dk[NB][4], dv[NB][4];
@@ -518,16 +572,13 @@ __global__ void __launch_bounds__(kThreads, 2)
       for (int e = 0; e < 4; ++e) st[nb][e] = dpt[nb][e] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < KS; ++kk) {
-      const T* kr = ks + r0 * LD + kk * 16 + t4 * 2;
-      const T* vr = vs + r0 * LD + kk * 16 + t4 * 2;
-      const uint32_t kf[4] = {lds32(kr), lds32(kr + 8 * LD), lds32(kr + 8), lds32(kr + 8 * LD + 8)};
-      const uint32_t vf[4] = {lds32(vr), lds32(vr + 8 * LD), lds32(vr + 8), lds32(vr + 8 * LD + 8)};
+      uint32_t kf[4], vf[4];
+      lds_a<LD>(ks, warp * 16, kk * 16, kf);
+      lds_a<LD>(vs, warp * 16, kk * 16, vf);
 #pragma unroll
       for (int nb = 0; nb < 8; ++nb) {
-        const T* qr = qs + (nb * 8 + g) * LD + kk * 16 + t4 * 2;
-        const T* gr = dos + (nb * 8 + g) * LD + kk * 16 + t4 * 2;
-        mma16816<T>(st[nb], kf, lds32(qr), lds32(qr + 8));
-        mma16816<T>(dpt[nb], vf, lds32(gr), lds32(gr + 8));
+        mma_b_rows<LD>(st[nb], kf, qs, nb * 8, kk * 16);
+        mma_b_rows<LD>(dpt[nb], vf, dos, nb * 8, kk * 16);
       }
     }
     // P^T, the dropped P^T (into st) and dS^T (into dpt).
@@ -536,7 +587,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int c = nb * 8 + t4 * 2 + (e & 1), i = q0 + c, kr = e >> 1;
-        const bool hidden = key_hidden[kr] || (p.causal && keys_j[kr] > i);
+        const bool hidden = key_off[kr] || (p.causal && keys_j[kr] > i);
         const float pr = hidden ? 0.f : exp2f(st[nb][e] * p.scale_log2 - lse2[c]);
         const float f = drop_factor(bits, p.drop, c, r0 + 8 * kr);
         st[nb][e] = pr * f;
@@ -546,24 +597,11 @@ __global__ void __launch_bounds__(kThreads, 2)
       // B = dO / Q (queries x head columns), read transposed.
 #pragma unroll
     for (int kq = 0; kq < 4; ++kq) {
-      uint32_t ap[4] = {pack2<T>(st[2 * kq][0], st[2 * kq][1]),
-                        pack2<T>(st[2 * kq][2], st[2 * kq][3]),
-                        pack2<T>(st[2 * kq + 1][0], st[2 * kq + 1][1]),
-                        pack2<T>(st[2 * kq + 1][2], st[2 * kq + 1][3])};
-      uint32_t as[4] = {pack2<T>(dpt[2 * kq][0], dpt[2 * kq][1]),
-                        pack2<T>(dpt[2 * kq][2], dpt[2 * kq][3]),
-                        pack2<T>(dpt[2 * kq + 1][0], dpt[2 * kq + 1][1]),
-                        pack2<T>(dpt[2 * kq + 1][2], dpt[2 * kq + 1][3])};
-#pragma unroll
-      for (int n = 0; n < NB; n += 2) {
-        uint32_t bg[4], bq[4];
-        ldsm_b_trans<LD>(dos, kq * 16, n * 8, bg);
-        ldsm_b_trans<LD>(qs, kq * 16, n * 8, bq);
-        mma16816<T>(dv[n], ap, bg[0], bg[1]);
-        mma16816<T>(dv[n + 1], ap, bg[2], bg[3]);
-        mma16816<T>(dk[n], as, bq[0], bq[1]);
-        mma16816<T>(dk[n + 1], as, bq[2], bq[3]);
-      }
+      uint32_t ap[4], as[4];
+      a_from_acc<T>(st, kq, ap);
+      a_from_acc<T>(dpt, kq, as);
+      mma_b_trans<LD, NB>(dv, ap, dos, kq * 16);
+      mma_b_trans<LD, NB>(dk, as, qs, kq * 16);
     }
     if (!with_dq) continue;
       // Single key tile: dQ = scale dS K for this query tile, dS through shared memory.
@@ -578,58 +616,29 @@ __global__ void __launch_bounds__(kThreads, 2)
     for (int n = 0; n < NB; ++n) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
-      const T* sr = dss + r0 * LDS + kk * 16 + t4 * 2;  // rows = this warp's queries
-      uint32_t a[4] = {lds32(sr), lds32(sr + 8 * LDS), lds32(sr + 8), lds32(sr + 8 * LDS + 8)};
-#pragma unroll
-      for (int n = 0; n < NB; n += 2) {
-        uint32_t bk[4];
-        ldsm_b_trans<LD>(ks, kk * 16, n * 8, bk);
-        mma16816<T>(dq[n], a, bk[0], bk[1]);
-        mma16816<T>(dq[n + 1], a, bk[2], bk[3]);
-      }
+      uint32_t a[4];
+      lds_a<LDS>(dss, warp * 16, kk * 16, a);  // rows = this warp's queries
+      mma_b_trans<LD, NB>(dq, a, ks, kk * 16);
     }
-    T* dqb = static_cast<T*>(p.dq) + int64_t(b) * p.len_q * p.ld_q + hcol;
-#pragma unroll
-    for (int ri = 0; ri < 2; ++ri) {
-      const int i = q0 + r0 + 8 * ri;
-      if (i >= p.len_q) continue;
-#pragma unroll
-      for (int n = 0; n < NB; ++n) {
-        const int col = n * 8 + t4 * 2;
-        if (col < p.head_dim)
-          store_pair(dqb + int64_t(i) * p.ld_q + col, dq[n][2 * ri] * p.scale,
-                     dq[n][2 * ri + 1] * p.scale);
-      }
-    }
+    const float dq_scale[2] = {p.scale, p.scale};
+    store_acc_rows<NB>(static_cast<T*>(p.dq) + int64_t(b) * p.len_q * p.ld_q + hcol, p.ld_q,
+                       q0 + warp * 16, p.len_q, p.head_dim, dq, dq_scale);
     if (p.d_bias != nullptr) {  // this query tile's dq column sums, over the warp's 16 rows
 #pragma unroll
       for (int n = 0; n < NB; ++n)
 #pragma unroll
         for (int c2 = 0; c2 < 2; ++c2) {
-          float v = dq[n][c2] + dq[n][2 + c2];
-          v += __shfl_xor_sync(0xffffffffu, v, 4);
-          v += __shfl_xor_sync(0xffffffffu, v, 8);
-          v += __shfl_xor_sync(0xffffffffu, v, 16);
+          const float v = warp_column_sum(dq[n], c2);
           if (g == 0) colq[warp][n * 8 + t4 * 2 + c2] += v * p.scale;
         }
     }
   }
 
-  T* dkb = static_cast<T*>(p.dk) + int64_t(b) * p.len_k * p.ld_k + hcol;
-  T* dvb = static_cast<T*>(p.dv) + int64_t(b) * p.len_k * p.ld_v + hcol;
-#pragma unroll
-  for (int kr = 0; kr < 2; ++kr) {
-    const int j = keys_j[kr];
-    if (j >= p.len_k) continue;
-#pragma unroll
-    for (int n = 0; n < NB; ++n) {
-      const int col = n * 8 + t4 * 2;
-      if (col >= p.head_dim) continue;
-      store_pair(dkb + int64_t(j) * p.ld_k + col, dk[n][2 * kr] * p.scale,
-                 dk[n][2 * kr + 1] * p.scale);
-      store_pair(dvb + int64_t(j) * p.ld_v + col, dv[n][2 * kr], dv[n][2 * kr + 1]);
-    }
-  }
+  const float dk_scale[2] = {p.scale, p.scale}, dv_scale[2] = {1.f, 1.f};
+  store_acc_rows<NB>(static_cast<T*>(p.dk) + int64_t(b) * p.len_k * p.ld_k + hcol, p.ld_k,
+                     k0 + warp * 16, p.len_k, p.head_dim, dk, dk_scale);
+  store_acc_rows<NB>(static_cast<T*>(p.dv) + int64_t(b) * p.len_k * p.ld_v + hcol, p.ld_v,
+                     k0 + warp * 16, p.len_k, p.head_dim, dv, dv_scale);
   if (p.d_bias == nullptr || !with_dq) return;  // several key tiles: the launcher sums columns
   // The projections' bias gradient: column sums of dq (colq), dk and dv over this block's rows,
   // per warp through the shuffles, then over the 4 warps in a fixed order.
@@ -640,12 +649,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   for (int n = 0; n < NB; ++n)
 #pragma unroll
     for (int c2 = 0; c2 < 2; ++c2) {
-      float k = dk[n][c2] + dk[n][2 + c2], v = dv[n][c2] + dv[n][2 + c2];
-#pragma unroll
-      for (int off = 4; off < 32; off *= 2) {
-        k += __shfl_xor_sync(0xffffffffu, k, off);
-        v += __shfl_xor_sync(0xffffffffu, v, off);
-      }
+      const float k = warp_column_sum(dk[n], c2), v = warp_column_sum(dv[n], c2);
       if (g == 0) {
         colk[warp * DP + n * 8 + t4 * 2 + c2] = k * p.scale;
         colv[warp * DP + n * 8 + t4 * 2 + c2] = v;
@@ -688,15 +692,9 @@ __global__ void __launch_bounds__(kThreads) attention_backward_q_kernel(AttnPara
   load_tiles<T, DP>(ks, qb, p.ld_q, vs, gb, p.ld_ctx, q0, p.len_q, p.head_dim);
   __syncthreads();
 #pragma unroll
-  for (int kk = 0; kk < KS; ++kk) {
-    qf[kk][0] = lds32(ks + r0 * LD + kk * 16 + t4 * 2);
-    qf[kk][1] = lds32(ks + (r0 + 8) * LD + kk * 16 + t4 * 2);
-    qf[kk][2] = lds32(ks + r0 * LD + kk * 16 + 8 + t4 * 2);
-    qf[kk][3] = lds32(ks + (r0 + 8) * LD + kk * 16 + 8 + t4 * 2);
-    gf[kk][0] = lds32(vs + r0 * LD + kk * 16 + t4 * 2);
-    gf[kk][1] = lds32(vs + (r0 + 8) * LD + kk * 16 + t4 * 2);
-    gf[kk][2] = lds32(vs + r0 * LD + kk * 16 + 8 + t4 * 2);
-    gf[kk][3] = lds32(vs + (r0 + 8) * LD + kk * 16 + 8 + t4 * 2);
+  for (int kk = 0; kk < KS; ++kk) {  // Q (staged in ks) and dO (in vs), rows = this warp's
+    lds_a<LD>(ks, warp * 16, kk * 16, qf[kk]);
+    lds_a<LD>(vs, warp * 16, kk * 16, gf[kk]);
   }
   const int rows_i[2] = {q0 + r0, q0 + r0 + 8};
   float lse2[2], dl[2];
@@ -717,11 +715,7 @@ __global__ void __launch_bounds__(kThreads) attention_backward_q_kernel(AttnPara
     const int k0 = kt * kTile;
     __syncthreads();
     load_tiles<T, DP>(ks, kb, p.ld_k, vs, vb, p.ld_v, k0, p.len_k, p.head_dim);
-    if (threadIdx.x < kTile) {
-      const int j = k0 + threadIdx.x;
-      kpad[threadIdx.x] =
-          j >= p.len_k || (p.key_pad != nullptr && p.key_pad[int64_t(b) * p.len_k + j] != 0);
-    }
+    if (threadIdx.x < kTile) kpad[threadIdx.x] = key_hidden(p, b, k0 + threadIdx.x);
     if (p.drop.active) build_drop_bits(bits, p, offset, b, h, q0, k0);
     __syncthreads();
     float s[8][4], dp[8][4];
@@ -731,10 +725,8 @@ __global__ void __launch_bounds__(kThreads) attention_backward_q_kernel(AttnPara
       for (int e = 0; e < 4; ++e) s[nb][e] = dp[nb][e] = 0.f;
 #pragma unroll
       for (int kk = 0; kk < KS; ++kk) {
-        const T* kr = ks + (nb * 8 + g) * LD + kk * 16 + t4 * 2;
-        const T* vr = vs + (nb * 8 + g) * LD + kk * 16 + t4 * 2;
-        mma16816<T>(s[nb], qf[kk], lds32(kr), lds32(kr + 8));
-        mma16816<T>(dp[nb], gf[kk], lds32(vr), lds32(vr + 8));
+        mma_b_rows<LD>(s[nb], qf[kk], ks, nb * 8, kk * 16);
+        mma_b_rows<LD>(dp[nb], gf[kk], vs, nb * 8, kk * 16);
       }
     }
 #pragma unroll
@@ -749,31 +741,14 @@ __global__ void __launch_bounds__(kThreads) attention_backward_q_kernel(AttnPara
       }
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
-      uint32_t a[4] = {pack2<T>(s[2 * kk][0], s[2 * kk][1]), pack2<T>(s[2 * kk][2], s[2 * kk][3]),
-                       pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                       pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-#pragma unroll
-      for (int n = 0; n < NB; n += 2) {
-        uint32_t bk[4];
-        ldsm_b_trans<LD>(ks, kk * 16, n * 8, bk);
-        mma16816<T>(dq[n], a, bk[0], bk[1]);
-        mma16816<T>(dq[n + 1], a, bk[2], bk[3]);
-      }
+      uint32_t a[4];
+      a_from_acc<T>(s, kk, a);
+      mma_b_trans<LD, NB>(dq, a, ks, kk * 16);
     }
   }
-  T* dqb = static_cast<T*>(p.dq) + int64_t(b) * p.len_q * p.ld_q + hcol;
-#pragma unroll
-  for (int ri = 0; ri < 2; ++ri) {
-    const int i = rows_i[ri];
-    if (i >= p.len_q) continue;
-#pragma unroll
-    for (int n = 0; n < NB; ++n) {
-      const int col = n * 8 + t4 * 2;
-      if (col < p.head_dim)
-        store_pair(dqb + int64_t(i) * p.ld_q + col, dq[n][2 * ri] * p.scale,
-                   dq[n][2 * ri + 1] * p.scale);
-    }
-  }
+  const float dq_scale[2] = {p.scale, p.scale};
+  store_acc_rows<NB>(static_cast<T*>(p.dq) + int64_t(b) * p.len_q * p.ld_q + hcol, p.ld_q,
+                     q0 + warp * 16, p.len_q, p.head_dim, dq, dq_scale);
 }
 
 // ---------------------------------------------------------------- host side
@@ -788,10 +763,8 @@ AttnParams make_params(const AttentionArgs& a, const char* call) {
   LS_CHECK_ARG(a.batch <= 65535 && a.heads <= 65535 && a.len_q <= INT32_MAX - kTile &&
                    a.len_k <= INT32_MAX - kTile,
                call << ": batch, heads or lengths too large for the launch grid");
-  int dev = 0, major = 0;  // the mma.sync path needs sm_80+ (cheap attribute queries)
-  LS_CUDA_CALL(cudaGetDevice(&dev));
-  LS_CUDA_CALL(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-  LS_REQUIRE(major >= 8, LS_ERR_UNSUPPORTED, call << ": fused attention needs sm_80 or newer");
+  LS_REQUIRE(device_attribute<cudaDevAttrComputeCapabilityMajor>() >= 8, LS_ERR_UNSUPPORTED,
+             call << ": fused attention needs sm_80 or newer (mma.sync)");
   AttnParams p{};
   p.q = a.q;
   p.k = a.k;

@@ -479,6 +479,20 @@ inline int device_attribute() {
   return cached[dev];
 }
 
+// Raises Kernel's dynamic shared-memory limit to `bytes` (needed above 48 KiB) once per device:
+// the attribute belongs to the (kernel, device) pair.
+template <auto Kernel>
+inline void allow_dynamic_smem(size_t bytes) {
+  static bool allowed[64] = {false};
+  int dev = 0;
+  LS_CUDA_CALL(cudaGetDevice(&dev));
+  const bool cacheable = dev >= 0 && dev < 64;
+  if (cacheable && allowed[dev]) return;
+  LS_CUDA_CALL(
+      cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+  if (cacheable) allowed[dev] = true;
+}
+
 // Number of SMs of the current device (used to size grid-stride grids).
 inline int device_sm_count() {
   return device_attribute<cudaDevAttrMultiProcessorCount>();

@@ -5,8 +5,9 @@
 // projections and writing the context token-major: no [Lq, Lk] tensor, no head split/merge.
 //
 // Tiles: 64 queries x 64 keys, head_dim padded to DP = 32 or 64 (columns >= head_dim are zero
-// in shared memory and never written). Blocks of 128 threads = 4 warps; 16-byte global loads
-// into shared rows padded by 8 elements (conflict-free 32-bit fragment reads). Dropout bits
+// in shared memory and never written). Blocks of 128 threads = 4 warps (256 in the one-tile
+// backward); 16-byte global loads into shared rows padded by 8 elements (conflict-free
+// ldmatrix fragment loads). Dropout bits
 // of a 64 x 64 tile are drawn once into shared memory (thread t: row t/2, 32 columns), one
 // Philox call per 4 consecutive flat indices.
 //   forward:  grid (ceil(Lq/64), H, B). Warp w owns queries w*16..w*16+15 (Q fragments in
@@ -14,21 +15,22 @@
 //             see) with an online softmax in base 2 (row max / sum over the quad's lanes);
 //             P (dropped) goes from the S accumulators straight into the A operand of P V.
 //             Writes ctx and lse = ln(sum_j exp(s_ij)) (-inf for a row with no visible key).
-//   delta:    delta_i = d_ctx_i . ctx_i, one thread per (token, head); with a single key tile
-//             the key-tile kernel computes it instead (it is then the only block per row).
-//   backward, key-tile kernel: grid (ceil(Lk/64), H, B). Warp w owns keys w*16..w*16+15 (K, V
-//             fragments in registers) and walks the query tiles (causal: from the tile of its
-//             first key): S^T = K Q^T, P^T from the saved lse, dP^T = V dO^T,
-//             dS^T = P^T (dP^T f - delta), dV += (P f)^T dO, dK += dS^T Q (scale applied at
-//             the end). With a single key tile (Lk <= 64) the block also owns every key of
-//             each query, so dS goes through shared memory and dQ = dS K is written here.
-//   backward, query-tile kernel (Lk > 64 or Lk == 0): grid (ceil(Lq/64), H, B); warp w owns 16
-//             queries (Q, dO fragments in registers), walks the key tiles recomputing S, P,
-//             dP and accumulates dQ = dS K. Two kernels instead of atomics: dQ, dK, dV are
-//             deterministic. The projections' bias gradient (column sums of dq, dk, dv) is
-//             taken in the key-tile kernel when it owns whole rows (one key tile: per-warp
-//             shuffles, then the 4 warps in order; per-block partials in deterministic mode),
-//             else by column-sum kernels over the outputs.
+//   backward, one key tile (Lk <= 64, the common case of short rows): grid (1, H, B), 256
+//             threads; the block owns every key and walks the query tiles in two phases through
+//             shared memory (see the kernel): S^T, dP^T -> dropped P^T and dS^T tiles, then
+//             dV += P^T dO, dK += dS^T Q and dQ = dS K split over 8 warps. It computes delta
+//             from its own loads and the projections' bias gradient (column sums of dq, dk, dv:
+//             shuffles, then the row groups in order; per-block partials in deterministic mode).
+//   backward, several key tiles (Lk > 64; Lk == 0 runs only the delta and dQ kernels):
+//     delta:  delta_i = d_ctx_i . ctx_i, one thread per (token, head).
+//     keys:   grid (ceil(Lk/64), H, B). Warp w owns keys w*16..w*16+15 and walks the query
+//             tiles (causal: from the tile of its first key): S^T = K Q^T, P^T from the saved
+//             lse, dP^T = V dO^T, dS^T = P^T (dP^T f - delta), dV += (P f)^T dO,
+//             dK += dS^T Q (scale applied at the end).
+//     queries: grid (ceil(Lq/64), H, B); warp w owns 16 queries (Q, dO fragments in
+//             registers), walks the key tiles recomputing S, P, dP and accumulates dQ = dS K.
+//             Two kernels instead of atomics: dQ, dK, dV are deterministic. The bias gradient
+//             comes from column-sum kernels over the outputs.
 #include <type_traits>
 
 #include "layers/kernels/cuda/cuda_common.cuh"
@@ -101,11 +103,6 @@ __device__ __forceinline__ uint32_t pack2(float x, float y) {
   }
 }
 
-template <class T>
-__device__ __forceinline__ uint32_t lds32(const T* p) {  // two consecutive elements
-  return *reinterpret_cast<const uint32_t*>(p);
-}
-
 // B fragments of two n-blocks (columns n0..n0+7 and n0+8..n0+15) over k rows k0..k0+15 of a
 // row-major [k][LD] shared tile, i.e. B read transposed, with one ldmatrix.x4.trans: lane i
 // gives the row address of 8 x 8 matrix i / 8 (rows k0 + 8 (j & 1) + i % 8, columns
@@ -131,26 +128,42 @@ __device__ __forceinline__ void store_pair(T* p, float x, float y) {
   *reinterpret_cast<uint32_t*>(p) = pack2<T>(x, y);
 }
 
-// The A operand (16 x 16) of rows row0..row0+15, columns k0..k0+15 of a row-major shared tile
-// with rows LDX elements apart: (row g, cols 2 t4..), (row g + 8, ..), (row g, cols + 8), both.
-template <int LDX, class T>
-__device__ __forceinline__ void lds_a(const T* tile, int row0, int k0, uint32_t a[4]) {
-  const int lane = threadIdx.x & 31;
-  const T* r = tile + (row0 + (lane >> 2)) * LDX + k0 + (lane & 3) * 2;
-  a[0] = lds32(r);
-  a[1] = lds32(r + 8 * LDX);
-  a[2] = lds32(r + 8);
-  a[3] = lds32(r + 8 * LDX + 8);
+// Four 8 x 8 b16 matrices from shared memory with one ldmatrix.x4 (no transpose): lane i gives
+// the address of row i % 8 of matrix i / 8 (16-byte aligned); lane t receives elements
+// (t / 4, 2 (t % 4)) and (t / 4, 2 (t % 4) + 1) of each matrix.
+template <class T>
+__device__ __forceinline__ void ldsm_x4(const T* row, uint32_t r[4]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+#else
+  __trap();
+#endif
 }
 
-// acc += A B for one 16 x 8 output block whose B (k = k0..k0+15, n = n0..n0+7) is stored as
-// rows n of a row-major shared tile (B[k][n] = tile[n][k]: Q K^T, dO V^T, K Q^T, V dO^T).
+// The A operand (16 x 16) of rows row0..row0+15, columns k0..k0+15 of a row-major shared tile
+// with rows LDX elements apart (matrix j: rows row0 + 8 (j & 1) + i, columns k0 + 8 (j >> 1):
+// a[0] rows 0-7 / k 0-7, a[1] rows 8-15, a[2] k 8-15, a[3] both).
+template <int LDX, class T>
+__device__ __forceinline__ void lds_a(const T* tile, int row0, int k0, uint32_t a[4]) {
+  const int lane = threadIdx.x & 31, j = lane >> 3;
+  ldsm_x4(tile + (row0 + (lane & 7) + 8 * (j & 1)) * LDX + k0 + 8 * (j >> 1), a);
+}
+
+// acc0 / acc1 += A B for the two 16 x 8 output blocks n0..n0+7 and n0+8..n0+15 whose B (k =
+// k0..k0+15) is stored as rows n of a row-major shared tile (B[k][n] = tile[n][k]: Q K^T,
+// dO V^T, K Q^T, V dO^T): one ldmatrix.x4 (matrix j: rows n0 + 8 (j >> 1) + i, columns
+// k0 + 8 (j & 1)) gives both B fragments of both blocks.
 template <int LD, class T>
-__device__ __forceinline__ void mma_b_rows(float acc[4], const uint32_t a[4], const T* tile, int n0,
-                                           int k0) {
-  const int lane = threadIdx.x & 31;
-  const T* r = tile + (n0 + (lane >> 2)) * LD + k0 + (lane & 3) * 2;
-  mma16816<T>(acc, a, lds32(r), lds32(r + 8));
+__device__ __forceinline__ void mma_b_rows2(float acc0[4], float acc1[4], const uint32_t a[4],
+                                            const T* tile, int n0, int k0) {
+  const int lane = threadIdx.x & 31, j = lane >> 3;
+  uint32_t b[4];
+  ldsm_x4(tile + (n0 + (lane & 7) + 8 * (j >> 1)) * LD + k0 + 8 * (j & 1), b);
+  mma16816<T>(acc0, a, b[0], b[1]);
+  mma16816<T>(acc1, a, b[2], b[3]);
 }
 
 // The accumulators of two adjacent 8-column blocks (2 kk, 2 kk + 1) in the C layout are the A
@@ -213,16 +226,16 @@ __device__ __forceinline__ void store_acc_rows(T* base, int64_t ld, int row0, in
 // columns beyond are zero. In two phases, so that every 16-byte load of one or more tiles is
 // in flight before the first shared store (a store through a generic pointer would otherwise
 // order the next load after it: one memory round trip per chunk).
-template <class T, int DP>
+template <class T, int DP, int NT = kThreads>
 struct TileFetch {
   static constexpr int kChunks = DP / 8;  // 16-byte chunks per row
-  static constexpr int kPerThread = kTile * kChunks / kThreads;
+  static constexpr int kPerThread = kTile * kChunks / NT;
   uint4 r[kPerThread];
   __device__ __forceinline__ void fetch(const T* __restrict__ base, int64_t ld, int row0, int len,
                                         int head_dim) {
 #pragma unroll
     for (int u = 0; u < kPerThread; ++u) {
-      const int c = threadIdx.x + u * kThreads, row = c / kChunks, col = (c % kChunks) * 8;
+      const int c = threadIdx.x + u * NT, row = c / kChunks, col = (c % kChunks) * 8;
       r[u] = make_uint4(0, 0, 0, 0);
       if (row0 + row < len && col < head_dim)
         r[u] = __ldg(reinterpret_cast<const uint4*>(base + int64_t(row0 + row) * ld + col));
@@ -232,7 +245,7 @@ struct TileFetch {
     constexpr int LD = DP + 8;
 #pragma unroll
     for (int u = 0; u < kPerThread; ++u) {
-      const int c = threadIdx.x + u * kThreads, row = c / kChunks, col = (c % kChunks) * 8;
+      const int c = threadIdx.x + u * NT, row = c / kChunks, col = (c % kChunks) * 8;
       *reinterpret_cast<uint4*>(tile + row * LD + col) = r[u];
     }
   }
@@ -367,11 +380,12 @@ __global__ void __launch_bounds__(kThreads, 4) attention_forward_kernel(AttnPara
 
     float s[8][4];
 #pragma unroll
-    for (int nb = 0; nb < 8; ++nb) {
-      s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.f;
+    for (int nb = 0; nb < 8; ++nb) s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.f;
 #pragma unroll
-      for (int kk = 0; kk < KS; ++kk) mma_b_rows<LD>(s[nb], qf[kk], ks, nb * 8, kk * 16);
-    }
+    for (int nb = 0; nb < 8; nb += 2)
+#pragma unroll
+      for (int kk = 0; kk < KS; ++kk)
+        mma_b_rows2<LD>(s[nb], s[nb + 1], qf[kk], ks, nb * 8, kk * 16);
     // Scale to base 2 and mask; the row maxima over the quad.
     float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
@@ -461,20 +475,17 @@ __global__ void attention_delta_kernel(AttnParams p, int64_t rows) {
 
 // ---------------------------------------------------------------- backward: key tiles
 template <class T, int DP>
-// Two blocks per SM without register spills (248 registers); three blocks forced 168 registers
+// Two blocks per SM without register spills (243 registers); three blocks forced 168 registers
 // and ~230 bytes of spills for the same time.
-__global__ void __launch_bounds__(kThreads, 2)
-    attention_backward_kv_kernel(AttnParams p, bool with_dq) {
-  constexpr int LD = DP + 8, KS = DP / 16, NB = DP / 8, LDS = kTile + 8;
+__global__ void __launch_bounds__(kThreads, 2) attention_backward_kv_kernel(AttnParams p) {
+  constexpr int LD = DP + 8, KS = DP / 16, NB = DP / 8;
   __shared__ __align__(16) T ks[kTile * LD];
   __shared__ __align__(16) T vs[kTile * LD];
   __shared__ __align__(16) T qs[kTile * LD];
   __shared__ __align__(16) T dos[kTile * LD];
-  __shared__ __align__(16) T dss[kTile * LDS];  // dS [query][key] (single key tile only)
   __shared__ float lse2[kTile], dl[kTile];
   __shared__ uint32_t bits[kTile][2];
   __shared__ uint8_t kpad[kTile];
-  __shared__ float colq[kThreads / 32][DP];  // per warp: column sums of dq (bias gradient)
   const int b = blockIdx.z, h = blockIdx.y, k0 = blockIdx.x * kTile;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const int hcol = h * p.head_dim;
@@ -486,7 +497,6 @@ __global__ void __launch_bounds__(kThreads, 2)
   const uint64_t offset = p.drop.active ? dropout_offset(p.drop.key) : 0;
 
   const int q_first = p.causal ? k0 / kTile : 0, q_tiles = (p.len_q + kTile - 1) / kTile;
-  for (int i = threadIdx.x; i < (kThreads / 32) * DP; i += kThreads) colq[i / DP][i % DP] = 0.f;
   {  // K, V and the first query tile's Q, dO in one round trip
     TileFetch<T, DP> fk, fv, fq, fg;
     fk.fetch(kb, p.ld_k, k0, p.len_k, p.head_dim);
@@ -518,49 +528,14 @@ __global__ void __launch_bounds__(kThreads, 2)
     const int q0 = qt * kTile;
     __syncthreads();  // the previous query tile is no longer read
     if (qt > q_first) load_tiles<T, DP>(qs, qb, p.ld_q, dos, gb, p.ld_ctx, q0, p.len_q, p.head_dim);
-    // With one key tile this block is the only one to see these queries: it computes
-    // delta_i = dO_i . O_i itself (thread t: half t % 2 of row t / 2), from the dO tile in
-    // shared memory and the forward's output, instead of a separate pass.
-    constexpr int kHalfChunks = DP / 16;  // 16-byte chunks in half a row
-    uint4 ov[kHalfChunks];
-    const int dr = threadIdx.x >> 1, dhalf = threadIdx.x & 1;
-    if (with_dq) {
-      const int i = q0 + dr;
-      const T* orow = static_cast<const T*>(p.ctx) +
-                      (int64_t(b) * p.len_q + min(i, p.len_q - 1)) * p.ld_ctx + hcol;
-#pragma unroll
-      for (int u = 0; u < kHalfChunks; ++u) {
-        const int col = dhalf * (DP / 2) + u * 8;
-        ov[u] = make_uint4(0, 0, 0, 0);
-        if (i < p.len_q && col < p.head_dim)
-          ov[u] = __ldg(reinterpret_cast<const uint4*>(orow + col));
-      }
-    }
     if (threadIdx.x < kTile) {
       const int i = q0 + threadIdx.x;
       float L = i < p.len_q ? p.lse[row_base + i] : -INFINITY;
       lse2[threadIdx.x] = L == -INFINITY ? INFINITY : L * kLog2e;  // +inf: P = 0
-      if (!with_dq) dl[threadIdx.x] = i < p.len_q ? p.delta[row_base + i] : 0.f;
+      dl[threadIdx.x] = i < p.len_q ? p.delta[row_base + i] : 0.f;
     }
     if (p.drop.active) build_drop_bits(bits, p, offset, b, h, q0, k0);
     __syncthreads();
-    if (with_dq) {
-      float acc = 0.f;
-#pragma unroll
-      for (int u = 0; u < kHalfChunks; ++u) {
-        const T* oe = reinterpret_cast<const T*>(&ov[u]);
-        const T* ge = dos + dr * LD + dhalf * (DP / 2) + u * 8;
-#pragma unroll
-        for (int e = 0; e < 8; ++e) acc += to_f32(oe[e]) * to_f32(ge[e]);
-      }
-      acc += __shfl_xor_sync(0xffffffffu, acc, 1);
-      if (dhalf == 0) {
-        dl[dr] = acc;
-        if (q0 + dr < p.len_q) p.delta[row_base + q0 + dr] = acc;
-      }
-      __syncthreads();
-    }
-
     // S^T = K Q^T and dP^T = V dO^T (16 keys x 64 queries per warp).
     // K and V fragments (A operands, rows = this warp's keys) are read from shared memory per
     // 16-column step rather than kept in registers for the whole block (fewer registers, more
@@ -576,9 +551,9 @@ __global__ void __launch_bounds__(kThreads, 2)
       lds_a<LD>(ks, warp * 16, kk * 16, kf);
       lds_a<LD>(vs, warp * 16, kk * 16, vf);
 #pragma unroll
-      for (int nb = 0; nb < 8; ++nb) {
-        mma_b_rows<LD>(st[nb], kf, qs, nb * 8, kk * 16);
-        mma_b_rows<LD>(dpt[nb], vf, dos, nb * 8, kk * 16);
+      for (int nb = 0; nb < 8; nb += 2) {
+        mma_b_rows2<LD>(st[nb], st[nb + 1], kf, qs, nb * 8, kk * 16);
+        mma_b_rows2<LD>(dpt[nb], dpt[nb + 1], vf, dos, nb * 8, kk * 16);
       }
     }
     // P^T, the dropped P^T (into st) and dS^T (into dpt).
@@ -603,35 +578,6 @@ __global__ void __launch_bounds__(kThreads, 2)
       mma_b_trans<LD, NB>(dv, ap, dos, kq * 16);
       mma_b_trans<LD, NB>(dk, as, qs, kq * 16);
     }
-    if (!with_dq) continue;
-      // Single key tile: dQ = scale dS K for this query tile, dS through shared memory.
-#pragma unroll
-    for (int nb = 0; nb < 8; ++nb)
-#pragma unroll
-      for (int e = 0; e < 4; ++e)
-        dss[(nb * 8 + t4 * 2 + (e & 1)) * LDS + r0 + 8 * (e >> 1)] = from_f32<T>(dpt[nb][e]);
-    __syncthreads();
-    float dq[NB][4];
-#pragma unroll
-    for (int n = 0; n < NB; ++n) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
-      uint32_t a[4];
-      lds_a<LDS>(dss, warp * 16, kk * 16, a);  // rows = this warp's queries
-      mma_b_trans<LD, NB>(dq, a, ks, kk * 16);
-    }
-    const float dq_scale[2] = {p.scale, p.scale};
-    store_acc_rows<NB>(static_cast<T*>(p.dq) + int64_t(b) * p.len_q * p.ld_q + hcol, p.ld_q,
-                       q0 + warp * 16, p.len_q, p.head_dim, dq, dq_scale);
-    if (p.d_bias != nullptr) {  // this query tile's dq column sums, over the warp's 16 rows
-#pragma unroll
-      for (int n = 0; n < NB; ++n)
-#pragma unroll
-        for (int c2 = 0; c2 < 2; ++c2) {
-          const float v = warp_column_sum(dq[n], c2);
-          if (g == 0) colq[warp][n * 8 + t4 * 2 + c2] += v * p.scale;
-        }
-    }
   }
 
   const float dk_scale[2] = {p.scale, p.scale}, dv_scale[2] = {1.f, 1.f};
@@ -639,28 +585,232 @@ __global__ void __launch_bounds__(kThreads, 2)
                      k0 + warp * 16, p.len_k, p.head_dim, dk, dk_scale);
   store_acc_rows<NB>(static_cast<T*>(p.dv) + int64_t(b) * p.len_k * p.ld_v + hcol, p.ld_v,
                      k0 + warp * 16, p.len_k, p.head_dim, dv, dv_scale);
-  if (p.d_bias == nullptr || !with_dq) return;  // several key tiles: the launcher sums columns
-  // The projections' bias gradient: column sums of dq (colq), dk and dv over this block's rows,
-  // per warp through the shuffles, then over the 4 warps in a fixed order.
-  __syncthreads();  // qs is free: reuse it for the dk / dv sums
-  float* colk = reinterpret_cast<float*>(qs);
-  float* colv = colk + (kThreads / 32) * DP;
+}
+
+// ---------------------------------------------------------------- backward: one key tile
+// Lk <= 64: one block per (batch, head) owns every key and walks the query tiles. 8 warps; per
+// query tile, two phases through shared memory:
+//   1. warp w computes the 16 keys (w % 4) x 32 queries (w / 4) block of S^T = K Q^T and
+//      dP^T = V dO^T and stores the dropped P^T and dS^T ([key][query], in T);
+//   2. warp w owns rows (w % 4) x 16 and head columns (w / 4) x DP / 2 of dV += P^T dO and
+//      dK += dS^T Q (keys, accumulated over the query tiles) and of dQ = scale dS K (queries,
+//      dS read transposed with ldmatrix.trans), stored per tile.
+// delta_i = dO_i . O_i comes from the tile loads' registers (the lanes that loaded row i add
+// their 8-column chunks with shuffles). Column sums of dq, dk, dv (the projections' bias
+// gradient): per warp through shuffles, then over the 4 row groups in a fixed order.
+constexpr int kOneTileThreads = 256;
+
+// The A operand (rows m0..m0+15, k = k0..k0+15) of A[m][k] = X[k][m] for a row-major [k][LDX]
+// shared tile X, with one ldmatrix.x4.trans (matrix j: rows k0 + 8 (j >> 1) + i, columns
+// m0 + 8 (j & 1)).
+template <int LDX, class T>
+__device__ __forceinline__ void ldsm_a_trans(const T* tile, int m0, int k0, uint32_t a[4]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const int lane = threadIdx.x & 31, j = lane >> 3;
+  const T* row = tile + (k0 + (lane & 7) + 8 * (j >> 1)) * LDX + m0 + 8 * (j & 1);
+  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
+               : "r"(addr));
+#else
+  __trap();
+#endif
+}
+
+template <class T, int DP>
+struct OneTileSmem {
+  static constexpr int LD = DP + 8, LDS = kTile + 8;
+  T k[kTile * LD], v[kTile * LD], q[kTile * LD], dO[kTile * LD];
+  T pt[kTile * LDS], dst[kTile * LDS];  // dropped P^T and dS^T, [key][query]
+  float lse2[kTile], dl[kTile];
+  uint32_t bits[kTile][2];
+  float col[3][4][DP];  // column sums of dq, dk, dv per row group
+  uint8_t kpad[kTile];
+};
+
+// Three blocks per SM (80 registers, ~150 bytes of spills) measured 5% faster than two without
+// spills (124 registers).
+template <class T, int DP>
+__global__ void __launch_bounds__(kOneTileThreads, 3)
+    attention_backward_one_tile_kernel(AttnParams p) {
+  constexpr int NT = kOneTileThreads, LD = DP + 8, LDS = kTile + 8, KS = DP / 16;
+  constexpr int NBH = DP / 16;  // 8-column blocks per warp in phase 2 (half the head)
+  extern __shared__ __align__(16) unsigned char one_tile_smem[];
+  auto& sm = *reinterpret_cast<OneTileSmem<T, DP>*>(one_tile_smem);
+  const int b = blockIdx.z, h = blockIdx.y;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+  const int rg = warp & 3, half = warp >> 2;  // row group; query (phase 1) / column half (2)
+  const int hcol = h * p.head_dim;
+  const int64_t row_base = (int64_t(b) * p.heads + h) * p.len_q;  // lse / delta rows
+  const T* qb = static_cast<const T*>(p.q) + int64_t(b) * p.len_q * p.ld_q + hcol;
+  const T* kb = static_cast<const T*>(p.k) + int64_t(b) * p.len_k * p.ld_k + hcol;
+  const T* vb = static_cast<const T*>(p.v) + int64_t(b) * p.len_k * p.ld_v + hcol;
+  const T* gb = static_cast<const T*>(p.d_ctx) + int64_t(b) * p.len_q * p.ld_ctx + hcol;
+  const T* ob = static_cast<const T*>(p.ctx) + int64_t(b) * p.len_q * p.ld_ctx + hcol;
+  const uint64_t offset = p.drop.active ? dropout_offset(p.drop.key) : 0;
+  const int q_tiles = (p.len_q + kTile - 1) / kTile;
+  const bool bias = p.d_bias != nullptr;
+
+  for (int i = threadIdx.x; i < 3 * 4 * DP; i += NT) (&sm.col[0][0][0])[i] = 0.f;
+  if (threadIdx.x < kTile) sm.kpad[threadIdx.x] = key_hidden(p, b, threadIdx.x);
+  // This thread's keys in phase 1 and its columns in phase 2.
+  const int key_r[2] = {rg * 16 + g, rg * 16 + g + 8};
+  const int c_half = half * (DP / 2);
+
+  // Q, dO and O of a query tile into registers (O in dO's layout, so that the lanes holding row
+  // i's chunks add delta_i = dO_i . O_i without shared memory), then Q and dO to shared memory
+  // with lse, delta and the dropout bits of the tile.
+  using Fetch = TileFetch<T, DP, NT>;
+  auto fetch_queries = [&](Fetch& fq, Fetch& fg, Fetch& fo, int q0) {
+    fq.fetch(qb, p.ld_q, q0, p.len_q, p.head_dim);
+    fg.fetch(gb, p.ld_ctx, q0, p.len_q, p.head_dim);
+    fo.fetch(ob, p.ld_ctx, q0, p.len_q, p.head_dim);
+  };
+  auto stage_queries = [&](const Fetch& fq, const Fetch& fg, const Fetch& fo, int q0) {
+    if (threadIdx.x < kTile) {
+      const int i = q0 + threadIdx.x;
+      const float L = i < p.len_q ? p.lse[row_base + i] : -INFINITY;
+      sm.lse2[threadIdx.x] = L == -INFINITY ? INFINITY : L * kLog2e;  // +inf: P = 0
+    }
+    if (p.drop.active && threadIdx.x < kThreads) build_drop_bits(sm.bits, p, offset, b, h, q0, 0);
+    fq.store(sm.q);
+    fg.store(sm.dO);
 #pragma unroll
-  for (int n = 0; n < NB; ++n)
+    for (int u = 0; u < Fetch::kPerThread; ++u) {
+      const T* ge = reinterpret_cast<const T*>(&fg.r[u]);
+      const T* oe = reinterpret_cast<const T*>(&fo.r[u]);
+      float acc = 0.f;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc += to_f32(ge[e]) * to_f32(oe[e]);
+#pragma unroll
+      for (int m = 1; m < Fetch::kChunks; m <<= 1) acc += __shfl_xor_sync(0xffffffffu, acc, m);
+      const int c = threadIdx.x + u * NT, row = c / Fetch::kChunks;
+      if (c % Fetch::kChunks == 0) {
+        sm.dl[row] = acc;
+        if (q0 + row < p.len_q) p.delta[row_base + q0 + row] = acc;
+      }
+    }
+  };
+  if (q_tiles > 0) {  // K, V and the first query tile in one round trip
+    Fetch fk, fv, fq, fg, fo;
+    fk.fetch(kb, p.ld_k, 0, p.len_k, p.head_dim);
+    fv.fetch(vb, p.ld_v, 0, p.len_k, p.head_dim);
+    fetch_queries(fq, fg, fo, 0);
+    fk.store(sm.k);
+    fv.store(sm.v);
+    stage_queries(fq, fg, fo, 0);
+  }
+
+  float dk[NBH][4], dv[NBH][4];
+#pragma unroll
+  for (int n = 0; n < NBH; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dk[n][e] = dv[n][e] = 0.f;
+
+  for (int qt = 0; qt < q_tiles; ++qt) {
+    const int q0 = qt * kTile;
+    if (qt > 0) {
+      Fetch fq, fg, fo;
+      fetch_queries(fq, fg, fo, q0);
+      __syncthreads();  // the previous query tile is no longer read
+      stage_queries(fq, fg, fo, q0);
+    }
+    __syncthreads();
+
+    // Phase 1: S^T and dP^T for keys rg * 16.., queries half * 32.. (two steps of 16, to hold
+    // fewer accumulators); P^T (dropped) and dS^T to shared memory.
+    {
+      bool key_off[2];
+#pragma unroll
+      for (int kr = 0; kr < 2; ++kr) key_off[kr] = sm.kpad[key_r[kr]] != 0;
+#pragma unroll 1
+      for (int c0 = half * 32; c0 < half * 32 + 32; c0 += 16) {
+        float st[2][4], dpt[2][4];
+#pragma unroll
+        for (int nb = 0; nb < 2; ++nb)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) st[nb][e] = dpt[nb][e] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < KS; ++kk) {
+          uint32_t kf[4], vf[4];
+          lds_a<LD>(sm.k, rg * 16, kk * 16, kf);
+          lds_a<LD>(sm.v, rg * 16, kk * 16, vf);
+          mma_b_rows2<LD>(st[0], st[1], kf, sm.q, c0, kk * 16);
+          mma_b_rows2<LD>(dpt[0], dpt[1], vf, sm.dO, c0, kk * 16);
+        }
+#pragma unroll
+        for (int nb = 0; nb < 2; ++nb)
+#pragma unroll
+          for (int kr = 0; kr < 2; ++kr) {
+            float pd[2], ds[2];
+#pragma unroll
+            for (int e1 = 0; e1 < 2; ++e1) {
+              const int e = 2 * kr + e1, c = c0 + nb * 8 + t4 * 2 + e1;
+              const bool hidden = key_off[kr] || (p.causal && key_r[kr] > q0 + c);
+              const float pr = hidden ? 0.f : exp2f(st[nb][e] * p.scale_log2 - sm.lse2[c]);
+              const float f = drop_factor(sm.bits, p.drop, c, key_r[kr]);
+              pd[e1] = pr * f;
+              ds[e1] = pr * (dpt[nb][e] * f - sm.dl[c]);
+            }
+            const int off = key_r[kr] * LDS + c0 + nb * 8 + t4 * 2;
+            store_pair(sm.pt + off, pd[0], pd[1]);
+            store_pair(sm.dst + off, ds[0], ds[1]);
+          }
+      }
+    }
+    __syncthreads();
+
+    // Phase 2: dV, dK (rows = keys rg * 16..) and dQ (rows = queries q0 + rg * 16..), head
+    // columns c_half.. (NBH blocks of 8); k runs over the tile's 64 queries / keys.
+    float dq[NBH][4];
+#pragma unroll
+    for (int n = 0; n < NBH; ++n) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      uint32_t a[4];
+      lds_a<LDS>(sm.pt, rg * 16, kk * 16, a);
+      mma_b_trans<LD, NBH>(dv, a, sm.dO + c_half, kk * 16);
+      lds_a<LDS>(sm.dst, rg * 16, kk * 16, a);
+      mma_b_trans<LD, NBH>(dk, a, sm.q + c_half, kk * 16);
+      ldsm_a_trans<LDS>(sm.dst, rg * 16, kk * 16, a);
+      mma_b_trans<LD, NBH>(dq, a, sm.k + c_half, kk * 16);
+    }
+    const float dq_scale[2] = {p.scale, p.scale};
+    store_acc_rows<NBH>(static_cast<T*>(p.dq) + int64_t(b) * p.len_q * p.ld_q + hcol + c_half,
+                        p.ld_q, q0 + rg * 16, p.len_q, p.head_dim - c_half, dq, dq_scale);
+    if (bias) {  // this tile's dq column sums over the warp's 16 rows
+#pragma unroll
+      for (int n = 0; n < NBH; ++n)
+#pragma unroll
+        for (int c2 = 0; c2 < 2; ++c2) {
+          const float v = warp_column_sum(dq[n], c2);
+          if (g == 0) sm.col[0][rg][c_half + n * 8 + t4 * 2 + c2] += v * p.scale;
+        }
+    }
+  }
+
+  const float dk_scale[2] = {p.scale, p.scale}, dv_scale[2] = {1.f, 1.f};
+  store_acc_rows<NBH>(static_cast<T*>(p.dk) + int64_t(b) * p.len_k * p.ld_k + hcol + c_half, p.ld_k,
+                      rg * 16, p.len_k, p.head_dim - c_half, dk, dk_scale);
+  store_acc_rows<NBH>(static_cast<T*>(p.dv) + int64_t(b) * p.len_k * p.ld_v + hcol + c_half, p.ld_v,
+                      rg * 16, p.len_k, p.head_dim - c_half, dv, dv_scale);
+  if (!bias) return;
+#pragma unroll
+  for (int n = 0; n < NBH; ++n)
 #pragma unroll
     for (int c2 = 0; c2 < 2; ++c2) {
       const float k = warp_column_sum(dk[n], c2), v = warp_column_sum(dv[n], c2);
       if (g == 0) {
-        colk[warp * DP + n * 8 + t4 * 2 + c2] = k * p.scale;
-        colv[warp * DP + n * 8 + t4 * 2 + c2] = v;
+        sm.col[1][rg][c_half + n * 8 + t4 * 2 + c2] = k * p.scale;
+        sm.col[2][rg][c_half + n * 8 + t4 * 2 + c2] = v;
       }
     }
   __syncthreads();
   const int64_t HD = int64_t(p.heads) * p.head_dim;
-  for (int idx = threadIdx.x; idx < 3 * p.head_dim; idx += kThreads) {
+  for (int idx = threadIdx.x; idx < 3 * p.head_dim; idx += NT) {
     const int seg = idx / p.head_dim, col = idx % p.head_dim;
-    const float* src = seg == 0 ? &colq[0][0] : seg == 1 ? colk : colv;
-    const float sum = ((src[col] + src[DP + col]) + src[2 * DP + col]) + src[3 * DP + col];
+    const float sum =
+        ((sm.col[seg][0][col] + sm.col[seg][1][col]) + sm.col[seg][2][col]) + sm.col[seg][3][col];
     const int64_t out = seg * HD + hcol + col;
     if (p.bias_partials != nullptr)
       p.bias_partials[int64_t(b) * 3 * HD + out] = sum;
@@ -720,15 +870,16 @@ __global__ void __launch_bounds__(kThreads) attention_backward_q_kernel(AttnPara
     __syncthreads();
     float s[8][4], dp[8][4];
 #pragma unroll
-    for (int nb = 0; nb < 8; ++nb) {
+    for (int nb = 0; nb < 8; ++nb)
 #pragma unroll
       for (int e = 0; e < 4; ++e) s[nb][e] = dp[nb][e] = 0.f;
 #pragma unroll
+    for (int nb = 0; nb < 8; nb += 2)
+#pragma unroll
       for (int kk = 0; kk < KS; ++kk) {
-        mma_b_rows<LD>(s[nb], qf[kk], ks, nb * 8, kk * 16);
-        mma_b_rows<LD>(dp[nb], gf[kk], vs, nb * 8, kk * 16);
+        mma_b_rows2<LD>(s[nb], s[nb + 1], qf[kk], ks, nb * 8, kk * 16);
+        mma_b_rows2<LD>(dp[nb], dp[nb + 1], gf[kk], vs, nb * 8, kk * 16);
       }
-    }
 #pragma unroll
     for (int nb = 0; nb < 8; ++nb)
 #pragma unroll
@@ -843,16 +994,22 @@ void launch_attention_backward(const AttentionArgs& a, const void* d_ctx, void* 
   dispatch_attention(a.dt, a.head_dim, [&](auto tv, auto dp) {
     using T = decltype(tv);
     constexpr int DP = decltype(dp)::value;
-    if (k_tiles != 1) {  // one key tile: the key-tile kernel computes delta itself
-      attention_delta_kernel<T><<<unsigned((rows + 255) / 256), 256, 0, s>>>(p, rows);
-      LS_LAUNCH_CHECK("attention_backward (delta)");
+    if (k_tiles == 1) {
+      constexpr auto kernel = attention_backward_one_tile_kernel<T, DP>;
+      constexpr size_t bytes = sizeof(OneTileSmem<T, DP>);
+      allow_dynamic_smem<kernel>(bytes);
+      kernel<<<dim3(1, unsigned(a.heads), unsigned(a.batch)), kOneTileThreads, bytes, s>>>(p);
+      LS_LAUNCH_CHECK("attention_backward (one key tile)");
+      return;
     }
-    if (k_tiles > 0) {
+    attention_delta_kernel<T><<<unsigned((rows + 255) / 256), 256, 0, s>>>(p, rows);
+    LS_LAUNCH_CHECK("attention_backward (delta)");
+    if (k_tiles > 1) {
       const dim3 grid(unsigned(k_tiles), unsigned(a.heads), unsigned(a.batch));
-      attention_backward_kv_kernel<T, DP><<<grid, kThreads, 0, s>>>(p, k_tiles == 1);
+      attention_backward_kv_kernel<T, DP><<<grid, kThreads, 0, s>>>(p);
       LS_LAUNCH_CHECK("attention_backward (keys)");
     }
-    if (k_tiles != 1) {
+    {  // dQ (also with no keys at all: zeros)
       const dim3 grid(unsigned((a.len_q + kTile - 1) / kTile), unsigned(a.heads),
                       unsigned(a.batch));
       attention_backward_q_kernel<T, DP><<<grid, kThreads, 0, s>>>(p);

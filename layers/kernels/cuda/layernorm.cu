@@ -12,9 +12,9 @@
 //   owns the P 16-byte packs of N = 16 / sizeof(T) columns starting at (t + 32 * TEAM * i) * N,
 //   i < P <= 4, in every row it visits (TEAM: the fewest warps with P <= 4, i.e. up to 1024 *
 //   TEAM fp16 columns), which lets it:
-//   - read dy and x once (16-byte loads when cols % N == 0 and the pointers are aligned, else
-//     element loads with bounds) and keep them in registers, in the storage type, for both the
-//     row sums and dx;
+//   - read dy and x (and the residual gradient, in the same round trip) once (16-byte loads
+//     when cols % N == 0 and the pointers are aligned, else element loads with bounds) and keep
+//     them in registers, in the storage type, for both the row sums and dx;
 //   - own its columns' d_gamma / d_beta running sums in fp32 in shared memory, next to gamma
 //     in fp32 (float4 layouts with consecutive threads at consecutive addresses: no atomics,
 //     no bank conflicts; (2 x block threads + team threads) x P x N floats, <= 96 KiB).
@@ -34,6 +34,7 @@
 // Shapes: x, y, dy, dx, d_residual [rows, cols] (dt); gamma, beta [cols] (dt);
 //   mean, rstd [rows], d_gamma, d_beta [cols] (fp32).
 #include <cstring>
+
 #include "layers/kernels/cuda/cuda_common.cuh"
 #include "layers/kernels/cuda/cuda_kernels.h"
 
@@ -324,16 +325,20 @@ __global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM))
        base += int64_t(gridDim.x) * kTeams, parity ^= 1) {
     const int64_t row = base + team;
     const bool active = row < rows;
-    PackN<T, N> dyp[P], xp[P];
+    PackN<T, N> dyp[P], xp[P], rp[P];
     float mu = 0.f, rs = 0.f, sum_g = 0.f, sum_gx = 0.f;
     if (active) {
       mu = mean[row];
       rs = rstd[row];
+      // dy, x and the residual gradient in one round trip (the residual is only added at the
+      // end, but loading it then would cost a second memory latency per row).
 #pragma unroll
       for (int i = 0; i < P; ++i) {
         if (col(i) < cols) {
           load_pack<T, N>(dy + row * cols, col(i), cols, vec, dyp[i]);
           load_pack<T, N>(x + row * cols, col(i), cols, vec, xp[i]);
+          if (d_residual != nullptr)
+            load_pack<T, N>(d_residual + row * cols, col(i), cols, vec, rp[i]);
         } else {
 #pragma unroll
           for (int j = 0; j < N; ++j) dyp[i].v[j] = xp[i].v[j] = from_f32<T>(0.f);
@@ -386,10 +391,9 @@ __global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM))
       }
       float out[N];
       if (d_residual != nullptr) {
-        PackN<T, N> rp;
-        load_pack<T, N>(d_residual + row * cols, c, cols, vec, rp);
+        if (sizeof(T) < 4) launder(rp[i]);
 #pragma unroll
-        for (int j = 0; j < N; ++j) out[j] = to_f32(rp.v[j]);
+        for (int j = 0; j < N; ++j) out[j] = to_f32(rp[i].v[j]);
       } else {
 #pragma unroll
         for (int j = 0; j < N; ++j) out[j] = 0.f;
@@ -533,7 +537,7 @@ int64_t layernorm_backward_register_path(const void* dy, const void* x, const vo
       if (p != nullptr && reinterpret_cast<uintptr_t>(p) % 16 != 0) vec = false;
     with_register_layout<N>(cols, [&](auto team, auto packs) {
       constexpr int TEAM = decltype(team)::value, P = decltype(packs)::value;
-      auto kernel = layernorm_backward_register_kernel<T, TEAM, P>;
+      constexpr auto kernel = layernorm_backward_register_kernel<T, TEAM, P>;
       constexpr size_t kSharedBytes = ln_bwd_shared_bytes<T, TEAM, P>();  // <= 96 KiB
       // The grid: the blocks that fit on the device at once (the grid stride covers the rest).
       static int per_sm = [&] {
@@ -549,22 +553,17 @@ int64_t layernorm_backward_register_path(const void* dy, const void* x, const vo
       // zeroing and writing out its column sums, and in deterministic mode its partial rows)
       // dominate when each block sees only a row or two (8192 x 1024 fp16 ran at ~37% of
       // copy bandwidth with one block per 4 rows against ~90% for 65536 rows).
+      // (Measured again at 8192 x 1024 fp16 with the residual loaded up front: 1, 2 and 4 rows
+      // per team within 5% of each other, 8 rows 40% slower.)
       constexpr int64_t kMinRowSteps = 4;
       grid = (rows + kTeams * kMinRowSteps - 1) / (kTeams * kMinRowSteps);
       const int64_t cap = int64_t(device_sm_count()) * per_sm;
       if (grid > cap) grid = cap;
       if (!launch) return;
       // Allow the shared memory (always: with the static row-sum buffer, exactly 48 KiB of
-      // dynamic memory is already over the default), once per device (the setting is per
-      // device; a launch inside a CUDA graph capture then makes no attribute call).
-      static bool allowed[64] = {};
-      int dev = 0;
-      LS_CUDA_CALL(cudaGetDevice(&dev));
-      if (dev < 0 || dev >= 64 || !allowed[dev]) {
-        LS_CUDA_CALL(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          int(kSharedBytes)));
-        if (dev >= 0 && dev < 64) allowed[dev] = true;
-      }
+      // dynamic memory is already over the default), once per device (a launch inside a CUDA
+      // graph capture then makes no attribute call).
+      allow_dynamic_smem<kernel>(kSharedBytes);
       kernel<<<unsigned(grid), 32 * ln_bwd_block_warps(TEAM), kSharedBytes, s>>>(
           static_cast<const T*>(dy), static_cast<const T*>(x), static_cast<const T*>(gamma), mean,
           rstd, static_cast<const T*>(d_residual), static_cast<T*>(dx), d_gamma, d_beta, block_sums,

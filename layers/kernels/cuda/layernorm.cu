@@ -12,9 +12,9 @@
 //   owns the P 16-byte packs of N = 16 / sizeof(T) columns starting at (t + 32 * TEAM * i) * N,
 //   i < P <= 4, in every row it visits (TEAM: the fewest warps with P <= 4, i.e. up to 1024 *
 //   TEAM fp16 columns), which lets it:
-//   - read dy and x (and the residual gradient, in the same round trip) once (16-byte loads
-//     when cols % N == 0 and the pointers are aligned, else element loads with bounds) and keep
-//     them in registers, in the storage type, for both the row sums and dx;
+//   - read dy and x once (16-byte loads when cols % N == 0 and the pointers are aligned, else
+//     element loads with bounds) and keep them in registers, in the storage type, for both the
+//     row sums and dx;
 //   - own its columns' d_gamma / d_beta running sums in fp32 in shared memory, next to gamma
 //     in fp32 (float4 layouts with consecutive threads at consecutive addresses: no atomics,
 //     no bank conflicts; (2 x block threads + team threads) x P x N floats, <= 96 KiB).
@@ -325,20 +325,16 @@ __global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM))
        base += int64_t(gridDim.x) * kTeams, parity ^= 1) {
     const int64_t row = base + team;
     const bool active = row < rows;
-    PackN<T, N> dyp[P], xp[P], rp[P];
+    PackN<T, N> dyp[P], xp[P];
     float mu = 0.f, rs = 0.f, sum_g = 0.f, sum_gx = 0.f;
     if (active) {
       mu = mean[row];
       rs = rstd[row];
-      // dy, x and the residual gradient in one round trip (the residual is only added at the
-      // end, but loading it then would cost a second memory latency per row).
 #pragma unroll
       for (int i = 0; i < P; ++i) {
         if (col(i) < cols) {
           load_pack<T, N>(dy + row * cols, col(i), cols, vec, dyp[i]);
           load_pack<T, N>(x + row * cols, col(i), cols, vec, xp[i]);
-          if (d_residual != nullptr)
-            load_pack<T, N>(d_residual + row * cols, col(i), cols, vec, rp[i]);
         } else {
 #pragma unroll
           for (int j = 0; j < N; ++j) dyp[i].v[j] = xp[i].v[j] = from_f32<T>(0.f);
@@ -391,9 +387,12 @@ __global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM))
       }
       float out[N];
       if (d_residual != nullptr) {
-        if (sizeof(T) < 4) launder(rp[i]);
+        // Loaded here rather than with dy and x: loading it up front measured 15% slower at
+        // 8192 x 1024 fp16 (0.086 against 0.075 ms for the two calls of an encoder layer).
+        PackN<T, N> rp;
+        load_pack<T, N>(d_residual + row * cols, c, cols, vec, rp);
 #pragma unroll
-        for (int j = 0; j < N; ++j) out[j] = to_f32(rp[i].v[j]);
+        for (int j = 0; j < N; ++j) out[j] = to_f32(rp.v[j]);
       } else {
 #pragma unroll
         for (int j = 0; j < N; ++j) out[j] = 0.f;
@@ -553,8 +552,8 @@ int64_t layernorm_backward_register_path(const void* dy, const void* x, const vo
       // zeroing and writing out its column sums, and in deterministic mode its partial rows)
       // dominate when each block sees only a row or two (8192 x 1024 fp16 ran at ~37% of
       // copy bandwidth with one block per 4 rows against ~90% for 65536 rows).
-      // (Measured again at 8192 x 1024 fp16 with the residual loaded up front: 1, 2 and 4 rows
-      // per team within 5% of each other, 8 rows 40% slower.)
+      // (Measured again at 8192 x 1024 fp16: 1, 2 and 4 rows per team within 5% of each
+      // other, 8 rows 40% slower.)
       constexpr int64_t kMinRowSteps = 4;
       grid = (rows + kTeams * kMinRowSteps - 1) / (kTeams * kMinRowSteps);
       const int64_t cap = int64_t(device_sm_count()) * per_sm;

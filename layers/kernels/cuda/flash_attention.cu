@@ -103,6 +103,27 @@ __device__ __forceinline__ uint32_t pack2(float x, float y) {
   }
 }
 
+// Four 8 x 8 b16 matrices from shared memory with one ldmatrix.x4: lane i gives the address of
+// row i % 8 of matrix i / 8 (16-byte aligned). Without TRANS lane t receives elements
+// (t / 4, 2 (t % 4)) and (t / 4, 2 (t % 4) + 1) of each matrix; with TRANS (2 (t % 4), t / 4)
+// and (2 (t % 4) + 1, t / 4), i.e. the same of the transposed matrix.
+template <bool TRANS, class T>
+__device__ __forceinline__ void ldsm_x4(const T* row, uint32_t r[4]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(row));
+  if constexpr (TRANS)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+#else
+  __trap();
+#endif
+}
+
 // B fragments of two n-blocks (columns n0..n0+7 and n0+8..n0+15) over k rows k0..k0+15 of a
 // row-major [k][LD] shared tile, i.e. B read transposed, with one ldmatrix.x4.trans: lane i
 // gives the row address of 8 x 8 matrix i / 8 (rows k0 + 8 (j & 1) + i % 8, columns
@@ -111,36 +132,13 @@ __device__ __forceinline__ uint32_t pack2(float x, float y) {
 // be 16-byte aligned (LD * sizeof(T) % 16 == 0).
 template <int LD, class T>
 __device__ __forceinline__ void ldsm_b_trans(const T* tile, int k0, int n0, uint32_t b[4]) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   const int lane = threadIdx.x & 31, j = lane >> 3;
-  const T* row = tile + (k0 + (lane & 7) + 8 * (j & 1)) * LD + n0 + 8 * (j >> 1);
-  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(row));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
-               : "r"(addr));
-#else
-  __trap();
-#endif
+  ldsm_x4<true>(tile + (k0 + (lane & 7) + 8 * (j & 1)) * LD + n0 + 8 * (j >> 1), b);
 }
 
 template <class T>
 __device__ __forceinline__ void store_pair(T* p, float x, float y) {
   *reinterpret_cast<uint32_t*>(p) = pack2<T>(x, y);
-}
-
-// Four 8 x 8 b16 matrices from shared memory with one ldmatrix.x4 (no transpose): lane i gives
-// the address of row i % 8 of matrix i / 8 (16-byte aligned); lane t receives elements
-// (t / 4, 2 (t % 4)) and (t / 4, 2 (t % 4) + 1) of each matrix.
-template <class T>
-__device__ __forceinline__ void ldsm_x4(const T* row, uint32_t r[4]) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(row));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-#else
-  __trap();
-#endif
 }
 
 // The A operand (16 x 16) of rows row0..row0+15, columns k0..k0+15 of a row-major shared tile
@@ -149,7 +147,7 @@ __device__ __forceinline__ void ldsm_x4(const T* row, uint32_t r[4]) {
 template <int LDX, class T>
 __device__ __forceinline__ void lds_a(const T* tile, int row0, int k0, uint32_t a[4]) {
   const int lane = threadIdx.x & 31, j = lane >> 3;
-  ldsm_x4(tile + (row0 + (lane & 7) + 8 * (j & 1)) * LDX + k0 + 8 * (j >> 1), a);
+  ldsm_x4<false>(tile + (row0 + (lane & 7) + 8 * (j & 1)) * LDX + k0 + 8 * (j >> 1), a);
 }
 
 // acc0 / acc1 += A B for the two 16 x 8 output blocks n0..n0+7 and n0+8..n0+15 whose B (k =
@@ -161,7 +159,7 @@ __device__ __forceinline__ void mma_b_rows2(float acc0[4], float acc1[4], const 
                                             const T* tile, int n0, int k0) {
   const int lane = threadIdx.x & 31, j = lane >> 3;
   uint32_t b[4];
-  ldsm_x4(tile + (n0 + (lane & 7) + 8 * (j >> 1)) * LD + k0 + 8 * (j & 1), b);
+  ldsm_x4<false>(tile + (n0 + (lane & 7) + 8 * (j >> 1)) * LD + k0 + 8 * (j & 1), b);
   mma16816<T>(acc0, a, b[0], b[1]);
   mma16816<T>(acc1, a, b[2], b[3]);
 }
@@ -218,6 +216,13 @@ __device__ __forceinline__ void store_acc_rows(T* base, int64_t ld, int row0, in
                    acc[n][2 * ri + 1] * scale[ri]);
     }
   }
+}
+
+// Batch b's first row of a token-major matrix (rows ld elements apart, len rows per batch),
+// from head column hcol.
+template <class T>
+__device__ __forceinline__ const T* head_rows(const void* m, int b, int len, int64_t ld, int hcol) {
+  return static_cast<const T*>(m) + int64_t(b) * len * ld + hcol;
 }
 
 // ---------------------------------------------------------------- tiles in shared memory
@@ -321,9 +326,9 @@ __global__ void __launch_bounds__(kThreads, 4) attention_forward_kernel(AttnPara
   const int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * kTile;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const int hcol = h * p.head_dim;
-  const T* qb = static_cast<const T*>(p.q) + int64_t(b) * p.len_q * p.ld_q + hcol;
-  const T* kb = static_cast<const T*>(p.k) + int64_t(b) * p.len_k * p.ld_k + hcol;
-  const T* vb = static_cast<const T*>(p.v) + int64_t(b) * p.len_k * p.ld_v + hcol;
+  const T* qb = head_rows<T>(p.q, b, p.len_q, p.ld_q, hcol);
+  const T* kb = head_rows<T>(p.k, b, p.len_k, p.ld_k, hcol);
+  const T* vb = head_rows<T>(p.v, b, p.len_k, p.ld_v, hcol);
   const uint64_t offset = p.drop.active ? dropout_offset(p.drop.key) : 0;
 
   // Q and the first K, V tiles in one round trip; Q fragments (A operand, rows = this warp's 16
@@ -473,6 +478,30 @@ __global__ void attention_delta_kernel(AttnParams p, int64_t rows) {
   p.delta[(b * p.heads + h) * p.len_q + i] = acc;
 }
 
+// S^T = K Q^T and dP^T = V dO^T for the warp's 16 keys row0.. and the NQ blocks of 8 queries
+// from c0 (zeroed here first), K, V, Q and dO tiles [row][LD] in shared memory. The K and V
+// fragments (A operands) are read per 16-column step rather than kept in registers for the
+// whole block (fewer registers, more resident blocks).
+template <int LD, int KS, int NQ, class T>
+__device__ __forceinline__ void scores_t(float (*st)[4], float (*dpt)[4], const T* ks, const T* vs,
+                                         const T* qs, const T* dos, int row0, int c0) {
+#pragma unroll
+  for (int nb = 0; nb < NQ; ++nb)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) st[nb][e] = dpt[nb][e] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < KS; ++kk) {
+    uint32_t kf[4], vf[4];
+    lds_a<LD>(ks, row0, kk * 16, kf);
+    lds_a<LD>(vs, row0, kk * 16, vf);
+#pragma unroll
+    for (int nb = 0; nb < NQ; nb += 2) {
+      mma_b_rows2<LD>(st[nb], st[nb + 1], kf, qs, c0 + nb * 8, kk * 16);
+      mma_b_rows2<LD>(dpt[nb], dpt[nb + 1], vf, dos, c0 + nb * 8, kk * 16);
+    }
+  }
+}
+
 // ---------------------------------------------------------------- backward: key tiles
 template <class T, int DP>
 // Two blocks per SM without register spills (243 registers); three blocks forced 168 registers
@@ -490,10 +519,10 @@ __global__ void __launch_bounds__(kThreads, 2) attention_backward_kv_kernel(Attn
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const int hcol = h * p.head_dim;
   const int64_t row_base = (int64_t(b) * p.heads + h) * p.len_q;  // lse / delta rows
-  const T* qb = static_cast<const T*>(p.q) + int64_t(b) * p.len_q * p.ld_q + hcol;
-  const T* kb = static_cast<const T*>(p.k) + int64_t(b) * p.len_k * p.ld_k + hcol;
-  const T* vb = static_cast<const T*>(p.v) + int64_t(b) * p.len_k * p.ld_v + hcol;
-  const T* gb = static_cast<const T*>(p.d_ctx) + int64_t(b) * p.len_q * p.ld_ctx + hcol;
+  const T* qb = head_rows<T>(p.q, b, p.len_q, p.ld_q, hcol);
+  const T* kb = head_rows<T>(p.k, b, p.len_k, p.ld_k, hcol);
+  const T* vb = head_rows<T>(p.v, b, p.len_k, p.ld_v, hcol);
+  const T* gb = head_rows<T>(p.d_ctx, b, p.len_q, p.ld_ctx, hcol);
   const uint64_t offset = p.drop.active ? dropout_offset(p.drop.key) : 0;
 
   const int q_first = p.causal ? k0 / kTile : 0, q_tiles = (p.len_q + kTile - 1) / kTile;
@@ -537,25 +566,8 @@ __global__ void __launch_bounds__(kThreads, 2) attention_backward_kv_kernel(Attn
     if (p.drop.active) build_drop_bits(bits, p, offset, b, h, q0, k0);
     __syncthreads();
     // S^T = K Q^T and dP^T = V dO^T (16 keys x 64 queries per warp).
-    // K and V fragments (A operands, rows = this warp's keys) are read from shared memory per
-    // 16-column step rather than kept in registers for the whole block (fewer registers, more
-    // resident blocks).
     float st[8][4], dpt[8][4];
-#pragma unroll
-    for (int nb = 0; nb < 8; ++nb)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) st[nb][e] = dpt[nb][e] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < KS; ++kk) {
-      uint32_t kf[4], vf[4];
-      lds_a<LD>(ks, warp * 16, kk * 16, kf);
-      lds_a<LD>(vs, warp * 16, kk * 16, vf);
-#pragma unroll
-      for (int nb = 0; nb < 8; nb += 2) {
-        mma_b_rows2<LD>(st[nb], st[nb + 1], kf, qs, nb * 8, kk * 16);
-        mma_b_rows2<LD>(dpt[nb], dpt[nb + 1], vf, dos, nb * 8, kk * 16);
-      }
-    }
+    scores_t<LD, KS, 8>(st, dpt, ks, vs, qs, dos, warp * 16, 0);
     // P^T, the dropped P^T (into st) and dS^T (into dpt).
 #pragma unroll
     for (int nb = 0; nb < 8; ++nb)
@@ -605,16 +617,8 @@ constexpr int kOneTileThreads = 256;
 // m0 + 8 (j & 1)).
 template <int LDX, class T>
 __device__ __forceinline__ void ldsm_a_trans(const T* tile, int m0, int k0, uint32_t a[4]) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   const int lane = threadIdx.x & 31, j = lane >> 3;
-  const T* row = tile + (k0 + (lane & 7) + 8 * (j >> 1)) * LDX + m0 + 8 * (j & 1);
-  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(row));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
-               : "r"(addr));
-#else
-  __trap();
-#endif
+  ldsm_x4<true>(tile + (k0 + (lane & 7) + 8 * (j >> 1)) * LDX + m0 + 8 * (j & 1), a);
 }
 
 template <class T, int DP>
@@ -642,11 +646,11 @@ __global__ void __launch_bounds__(kOneTileThreads, 3)
   const int rg = warp & 3, half = warp >> 2;  // row group; query (phase 1) / column half (2)
   const int hcol = h * p.head_dim;
   const int64_t row_base = (int64_t(b) * p.heads + h) * p.len_q;  // lse / delta rows
-  const T* qb = static_cast<const T*>(p.q) + int64_t(b) * p.len_q * p.ld_q + hcol;
-  const T* kb = static_cast<const T*>(p.k) + int64_t(b) * p.len_k * p.ld_k + hcol;
-  const T* vb = static_cast<const T*>(p.v) + int64_t(b) * p.len_k * p.ld_v + hcol;
-  const T* gb = static_cast<const T*>(p.d_ctx) + int64_t(b) * p.len_q * p.ld_ctx + hcol;
-  const T* ob = static_cast<const T*>(p.ctx) + int64_t(b) * p.len_q * p.ld_ctx + hcol;
+  const T* qb = head_rows<T>(p.q, b, p.len_q, p.ld_q, hcol);
+  const T* kb = head_rows<T>(p.k, b, p.len_k, p.ld_k, hcol);
+  const T* vb = head_rows<T>(p.v, b, p.len_k, p.ld_v, hcol);
+  const T* gb = head_rows<T>(p.d_ctx, b, p.len_q, p.ld_ctx, hcol);
+  const T* ob = head_rows<T>(p.ctx, b, p.len_q, p.ld_ctx, hcol);
   const uint64_t offset = p.drop.active ? dropout_offset(p.drop.key) : 0;
   const int q_tiles = (p.len_q + kTile - 1) / kTile;
   const bool bias = p.d_bias != nullptr;
@@ -726,18 +730,7 @@ __global__ void __launch_bounds__(kOneTileThreads, 3)
 #pragma unroll 1
       for (int c0 = half * 32; c0 < half * 32 + 32; c0 += 16) {
         float st[2][4], dpt[2][4];
-#pragma unroll
-        for (int nb = 0; nb < 2; ++nb)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) st[nb][e] = dpt[nb][e] = 0.f;
-#pragma unroll
-        for (int kk = 0; kk < KS; ++kk) {
-          uint32_t kf[4], vf[4];
-          lds_a<LD>(sm.k, rg * 16, kk * 16, kf);
-          lds_a<LD>(sm.v, rg * 16, kk * 16, vf);
-          mma_b_rows2<LD>(st[0], st[1], kf, sm.q, c0, kk * 16);
-          mma_b_rows2<LD>(dpt[0], dpt[1], vf, sm.dO, c0, kk * 16);
-        }
+        scores_t<LD, KS, 2>(st, dpt, sm.k, sm.v, sm.q, sm.dO, rg * 16, c0);
 #pragma unroll
         for (int nb = 0; nb < 2; ++nb)
 #pragma unroll
@@ -831,10 +824,10 @@ __global__ void __launch_bounds__(kThreads) attention_backward_q_kernel(AttnPara
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const int hcol = h * p.head_dim;
   const int64_t row_base = (int64_t(b) * p.heads + h) * p.len_q;
-  const T* qb = static_cast<const T*>(p.q) + int64_t(b) * p.len_q * p.ld_q + hcol;
-  const T* kb = static_cast<const T*>(p.k) + int64_t(b) * p.len_k * p.ld_k + hcol;
-  const T* vb = static_cast<const T*>(p.v) + int64_t(b) * p.len_k * p.ld_v + hcol;
-  const T* gb = static_cast<const T*>(p.d_ctx) + int64_t(b) * p.len_q * p.ld_ctx + hcol;
+  const T* qb = head_rows<T>(p.q, b, p.len_q, p.ld_q, hcol);
+  const T* kb = head_rows<T>(p.k, b, p.len_k, p.ld_k, hcol);
+  const T* vb = head_rows<T>(p.v, b, p.len_k, p.ld_v, hcol);
+  const T* gb = head_rows<T>(p.d_ctx, b, p.len_q, p.ld_ctx, hcol);
   const uint64_t offset = p.drop.active ? dropout_offset(p.drop.key) : 0;
 
   const int r0 = warp * 16 + g;

@@ -1,5 +1,6 @@
 // Defaults of the optional parts of the Ops interface (step capture, fused attention):
-// backends without them refuse with LS_ERR_UNSUPPORTED; and which backends fuse attention.
+// backends without them refuse with LS_ERR_UNSUPPORTED; which backends fuse attention; and the
+// argument checks both backends share.
 #include "layers/kernels/ops.h"
 
 #include <utility>
@@ -29,29 +30,58 @@ void Ops::attention_backward(const AttentionArgs& a, const void*, void*, void*, 
                                   << dtype_name(a.dt) << ", head_dim " << a.head_dim);
 }
 
+void check_ptr(const void* p, const char* call, const char* name) {
+  LS_CHECK_ARG(p != nullptr, call << ": " << name << " is null");
+}
+
+void check_nonneg(int64_t v, const char* call, const char* name) {
+  LS_CHECK_ARG(v >= 0, call << ": " << name << " = " << v << " is negative");
+}
+
+void check_dropout(float p, const char* call) {
+  LS_CHECK_ARG(p >= 0.f && p < 1.f, call << ": dropout probability " << p << " not in [0, 1)");
+}
+
+void check_activation(Activation act, const char* call) {
+  LS_CHECK_ARG(act == Activation::ReLU || act == Activation::GELU,
+               call << ": unknown activation " << static_cast<int>(act));
+}
+
+void check_embedding_args(const EmbeddingArgs& a, const char* call) {
+  check_nonneg(a.batch, call, "batch");
+  check_nonneg(a.len, call, "len");
+  LS_CHECK_ARG(a.dim > 0, call << ": dim = " << a.dim << " must be positive");
+  LS_CHECK_ARG(a.vocab > 0, call << ": vocab = " << a.vocab << " must be positive");
+  check_dropout(a.dropout, call);
+  if (a.learned_positions) {
+    LS_CHECK_ARG(a.max_positions > 0,
+                 call << ": learned positions need max_positions > 0, got " << a.max_positions);
+  } else {
+    // fairseq's sinusoid divides by half_dim - 1.
+    LS_CHECK_ARG(a.dim >= 4, call << ": sinusoidal positions need dim >= 4, got " << a.dim);
+  }
+  if (a.batch * a.len > 0) check_ptr(a.tokens, call, "tokens");
+}
+
 bool check_attention_args(const AttentionArgs& a, const char* call) {
   for (auto [v, name] : {std::pair<int64_t, const char*>{a.batch, "batch"},
                          {a.heads, "heads"},
                          {a.len_q, "len_q"},
                          {a.len_k, "len_k"}})
-    LS_CHECK_ARG(v >= 0, call << ": " << name << " = " << v << " is negative");
+    check_nonneg(v, call, name);
   LS_CHECK_ARG(a.head_dim > 0, call << ": head_dim = " << a.head_dim << " must be positive");
-  LS_CHECK_ARG(a.dropout >= 0.f && a.dropout < 1.f,
-               call << ": dropout probability " << a.dropout << " not in [0, 1)");
+  check_dropout(a.dropout, call);
   const int64_t width = a.heads * a.head_dim;
   LS_CHECK_ARG(a.ld_q >= width && a.ld_k >= width && a.ld_v >= width && a.ld_ctx >= width,
                call << ": row strides (" << a.ld_q << ", " << a.ld_k << ", " << a.ld_v << ", "
                     << a.ld_ctx << ") shorter than heads x head_dim = " << width);
   if (a.batch * a.heads * a.len_q == 0) return false;
-  auto nonnull = [&](const void* p, const char* name) {
-    LS_CHECK_ARG(p != nullptr, call << ": " << name << " is null");
-  };
-  nonnull(a.q, "q");
-  nonnull(a.ctx, "ctx");
-  nonnull(a.lse, "lse");
+  check_ptr(a.q, call, "q");
+  check_ptr(a.ctx, call, "ctx");
+  check_ptr(a.lse, call, "lse");
   if (a.len_k > 0) {
-    nonnull(a.k, "k");
-    nonnull(a.v, "v");
+    check_ptr(a.k, call, "k");
+    check_ptr(a.v, call, "v");
   }
   return true;
 }
@@ -60,16 +90,13 @@ bool check_attention_backward_args(const AttentionArgs& a, const void* d_ctx, co
                                    const void* dk, const void* dv, const void* delta) {
   const char* call = "attention_backward";
   if (!check_attention_args(a, call)) return false;
-  auto nonnull = [&](const void* p, const char* name) {
-    LS_CHECK_ARG(p != nullptr, call << ": " << name << " is null");
-  };
-  nonnull(d_ctx, "d_ctx");
-  nonnull(dq, "dq");
+  check_ptr(d_ctx, call, "d_ctx");
+  check_ptr(dq, call, "dq");
   if (a.len_k > 0) {  // no keys: dk and dv have no rows
-    nonnull(dk, "dk");
-    nonnull(dv, "dv");
+    check_ptr(dk, call, "dk");
+    check_ptr(dv, call, "dv");
   }
-  nonnull(delta, "delta");
+  check_ptr(delta, call, "delta");
   return true;
 }
 

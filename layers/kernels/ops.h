@@ -120,6 +120,18 @@ struct AttentionArgs {
 constexpr int64_t kFusedAttentionMaxHeadDim = 64;
 bool fused_attention_available(bool cuda, DType dt, int64_t head_dim);
 
+// Argument checks both backends share (throw LS_ERR_INVALID_ARGUMENT with "call: ..."): a null
+// pointer, a negative size, a dropout rate outside [0, 1), an unknown activation; and for the
+// embedding, its sizes, dropout and position settings (learned: max_positions > 0; sinusoidal:
+// dim >= 4) and, when there is at least one token, the token pointer. Token values and the
+// positions they reach are the backend's to check (the CPU reads the tokens, the GPU kernels
+// must never see a bad one).
+void check_ptr(const void* p, const char* call, const char* name);
+void check_nonneg(int64_t v, const char* call, const char* name);
+void check_dropout(float p, const char* call);
+void check_activation(Activation act, const char* call);
+void check_embedding_args(const EmbeddingArgs& a, const char* call);
+
 // The argument checks every backend's attention_forward / attention_backward share: dimensions,
 // head size, dropout rate, row strides and pointers (backward: also d_ctx, dq, delta, and dk, dv
 // when there are keys). Throw LS_ERR_INVALID_ARGUMENT naming the call; return false when there

@@ -45,23 +45,6 @@ void dispatch(DType dt, const char* call, F&& f) {
   }
 }
 
-void check_ptr(const void* p, const char* call, const char* name) {
-  LS_CHECK_ARG(p != nullptr, call << ": " << name << " is null");
-}
-
-void check_nonneg(int64_t v, const char* call, const char* name) {
-  LS_CHECK_ARG(v >= 0, call << ": " << name << " = " << v << " is negative");
-}
-
-void check_dropout(float p, const char* call) {
-  LS_CHECK_ARG(p >= 0.f && p < 1.f, call << ": dropout probability " << p << " not in [0, 1)");
-}
-
-void check_activation(Activation act, const char* call) {
-  LS_CHECK_ARG(act == Activation::ReLU || act == Activation::GELU,
-               call << ": unknown activation " << static_cast<int>(act));
-}
-
 // Rows x cols elementwise calls: both sizes non-negative (pointers are checked by the caller,
 // only when there is at least one element).
 void check_matrix(int64_t rows, int64_t cols, const char* call) {
@@ -126,22 +109,6 @@ void check_gemm(const GemmArgs& g) {
     check_ptr(g.bias_grad, call, "bias_grad");
 }
 
-void check_embedding(const EmbeddingArgs& a, const char* call) {
-  check_nonneg(a.batch, call, "batch");
-  check_nonneg(a.len, call, "len");
-  LS_CHECK_ARG(a.dim > 0, call << ": dim = " << a.dim << " must be positive");
-  LS_CHECK_ARG(a.vocab > 0, call << ": vocab = " << a.vocab << " must be positive");
-  check_dropout(a.dropout, call);
-  if (a.learned_positions) {
-    LS_CHECK_ARG(a.max_positions > 0,
-                 call << ": learned positions need max_positions > 0, got " << a.max_positions);
-  } else {
-    // fairseq's sinusoid divides by half_dim - 1.
-    LS_CHECK_ARG(a.dim >= 4, call << ": sinusoidal positions need dim >= 4, got " << a.dim);
-  }
-  if (a.batch * a.len > 0) check_ptr(a.tokens, call, "tokens");
-}
-
 class CpuOps final : public Ops {
  public:
   bool is_cuda() const override { return false; }
@@ -199,7 +166,7 @@ class CpuOps final : public Ops {
   // ---- embedding ----
   void embedding_forward(const EmbeddingArgs& a, const void* table, void* out) override {
     const char* call = "embedding_forward";
-    check_embedding(a, call);
+    check_embedding_args(a, call);
     dispatch(a.dt, call, [&](auto tag) {
       using T = decltype(tag);
       if (a.batch * a.len == 0) return;
@@ -212,7 +179,7 @@ class CpuOps final : public Ops {
   void embedding_backward(const EmbeddingArgs& a, const void* d_out, void* d_table,
                           void* d_positions, bool /*deterministic: always on the CPU*/) override {
     const char* call = "embedding_backward";
-    check_embedding(a, call);
+    check_embedding_args(a, call);
     LS_CHECK_ARG(!d_positions || a.max_positions > 0,
                  call << ": d_positions needs max_positions > 0, got " << a.max_positions);
     dispatch(a.dt, call, [&](auto tag) {

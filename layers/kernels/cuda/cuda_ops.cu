@@ -4,9 +4,11 @@
 // allocates device memory; scratch comes from set_workspace. Memory calls are asynchronous on
 // the stream; synchronize() waits for it.
 // Dropout masks are regenerated with Philox in every backward kernel (no mask memory).
-// Embedding backward is deterministic only when asked (see embedding.cu); column sums (bias
+// Embedding backward is deterministic only when asked (see embedding.cu). Column sums (bias
 // and LayerNorm parameter gradients), cross-entropy sums and sum_squares add into their fp32
-// outputs with atomics, so their summation order is not fixed.
+// outputs with atomics unless set_deterministic(true) and a workspace are given: then every
+// block writes partials that reduce.cu adds in a fixed order. Argument checks shared with the
+// CPU backend come from ops.h.
 #include "layers/kernels/backends.h"
 #include "layers/kernels/cuda/cuda_common.cuh"
 #include "layers/kernels/cuda/cuda_kernels.h"
@@ -29,14 +31,12 @@ cuda::Reduction reduction(bool deterministic, void* ws, size_t bytes) {
   return r;
 }
 
-void check_ptr(const void* p, const char* call, const char* what) {
-  LS_CHECK_ARG(p != nullptr, call << ": " << what << " is null");
-}
-void check_dims(int64_t v, const char* call, const char* what) {
-  LS_CHECK_ARG(v >= 0, call << ": " << what << " = " << v << " must be >= 0");
-}
-void check_dropout(float p, const char* call) {
-  LS_CHECK_ARG(p >= 0.f && p < 1.f, call << ": dropout p = " << p << " must be in [0, 1)");
+// The kernels do not bound-check positions: every row's last position (padding_idx + len at
+// most) must lie inside the learned table.
+void check_learned_positions(const EmbeddingArgs& a, const char* call) {
+  LS_CHECK_ARG(int64_t(a.padding_idx) + a.len < a.max_positions,
+               call << ": positions up to " << int64_t(a.padding_idx) + a.len
+                    << " exceed the learned table of " << a.max_positions << " rows");
 }
 void check_working(DType dt, const char* call) {
   LS_REQUIRE(dt == DType::F32 || dt == DType::F16 || dt == DType::BF16, LS_ERR_UNSUPPORTED,
@@ -141,9 +141,9 @@ void CudaOps::gemm(const GemmArgs& g) {
   LS_REQUIRE(g.c_type == g.ab_type || g.c_type == accum_dtype(g.ab_type), LS_ERR_UNSUPPORTED,
              call << ": c_type " << dtype_name(g.c_type) << " with ab_type "
                   << dtype_name(g.ab_type) << " (must be the same or fp32)");
-  check_dims(g.m, call, "m");
-  check_dims(g.n, call, "n");
-  check_dims(g.k, call, "k");
+  check_nonneg(g.m, call, "m");
+  check_nonneg(g.n, call, "n");
+  check_nonneg(g.k, call, "k");
   LS_CHECK_ARG(g.batch >= 1, call << ": batch = " << g.batch << " must be >= 1");
   if (g.m == 0 || g.n == 0) return;
   LS_CHECK_ARG(g.k > 0, call << ": k = 0 is not supported");
@@ -162,8 +162,10 @@ void CudaOps::gemm(const GemmArgs& g) {
     LS_CHECK_ARG(g.beta == 0.f, call << ": beta must be 0 with this epilogue");
   if (g.epilogue == Epilogue::Bias || g.epilogue == Epilogue::BiasAct)
     check_ptr(g.bias, call, "bias");
-  if (g.epilogue == Epilogue::BiasAct || g.epilogue == Epilogue::DActBGrad)
+  if (g.epilogue == Epilogue::BiasAct || g.epilogue == Epilogue::DActBGrad) {
+    check_activation(g.act, call);
     check_ptr(g.aux, call, "aux");
+  }
   if (g.epilogue == Epilogue::DActBGrad || g.epilogue == Epilogue::BGradA)
     check_ptr(g.bias_grad, call, "bias_grad");
   gemm_->run(g, as_stream(stream_), reduction(deterministic_, workspace_, workspace_bytes_));
@@ -173,21 +175,11 @@ void CudaOps::gemm(const GemmArgs& g) {
 void CudaOps::embedding_forward(const EmbeddingArgs& a, const void* table, void* out) {
   const char* call = "embedding_forward";
   check_working(a.dt, call);
-  check_dims(a.batch, call, "batch");
-  check_dims(a.len, call, "len");
-  LS_CHECK_ARG(a.dim > 0 && a.vocab > 0, call << ": dim and vocab must be positive");
-  check_dropout(a.dropout, call);
+  check_embedding_args(a, call);
   if (a.batch * a.len == 0) return;
-  check_ptr(a.tokens, call, "tokens");
   check_ptr(table, call, "table");
   check_ptr(out, call, "out");
-  if (a.learned_positions != nullptr) {
-    LS_CHECK_ARG(int64_t(a.padding_idx) + a.len < a.max_positions,
-                 call << ": positions up to " << int64_t(a.padding_idx) + a.len
-                      << " exceed the learned table of " << a.max_positions << " rows");
-  } else {
-    LS_CHECK_ARG(a.dim >= 4, call << ": sinusoidal positions need dim >= 4, got " << a.dim);
-  }
+  if (a.learned_positions != nullptr) check_learned_positions(a, call);
   cuda::launch_embedding_forward(a, table, out, as_stream(stream_));
 }
 
@@ -195,17 +187,10 @@ void CudaOps::embedding_backward(const EmbeddingArgs& a, const void* d_out, void
                                  void* d_positions, bool deterministic) {
   const char* call = "embedding_backward";
   check_working(a.dt, call);
-  check_dims(a.batch, call, "batch");
-  check_dims(a.len, call, "len");
-  LS_CHECK_ARG(a.dim > 0 && a.vocab > 0, call << ": dim and vocab must be positive");
-  check_dropout(a.dropout, call);
+  check_embedding_args(a, call);
   if (a.batch * a.len == 0) return;
-  check_ptr(a.tokens, call, "tokens");
   check_ptr(d_out, call, "d_out");
-  if (d_positions != nullptr)
-    LS_CHECK_ARG(int64_t(a.padding_idx) + a.len < a.max_positions,
-                 call << ": positions up to " << int64_t(a.padding_idx) + a.len
-                      << " exceed the learned table of " << a.max_positions << " rows");
+  if (d_positions != nullptr) check_learned_positions(a, call);
   cuda::launch_embedding_backward(a, d_out, static_cast<float*>(d_table),
                                   static_cast<float*>(d_positions), deterministic,
                                   as_stream(stream_));
@@ -217,7 +202,7 @@ void CudaOps::layernorm_forward(const void* x, const void* gamma, const void* be
                                 DType dt) {
   const char* call = "layernorm_forward";
   check_working(dt, call);
-  check_dims(rows, call, "rows");
+  check_nonneg(rows, call, "rows");
   LS_CHECK_ARG(cols > 0, call << ": cols = " << cols << " must be positive");
   if (rows == 0) return;
   for (auto pr :
@@ -235,7 +220,7 @@ void CudaOps::layernorm_backward(const void* dy, const void* x, const void* gamm
                                  void* d_beta, int64_t rows, int64_t cols, DType dt) {
   const char* call = "layernorm_backward";
   check_working(dt, call);
-  check_dims(rows, call, "rows");
+  check_nonneg(rows, call, "rows");
   LS_CHECK_ARG(cols > 0, call << ": cols = " << cols << " must be positive");
   if (rows == 0) return;
   for (auto pr :
@@ -287,8 +272,8 @@ void CudaOps::bias_dropout_residual_forward(const void* x, const void* bias, con
                                             DropoutKey key, DType dt) {
   const char* call = "bias_dropout_residual_forward";
   check_working(dt, call);
-  check_dims(rows, call, "rows");
-  check_dims(cols, call, "cols");
+  check_nonneg(rows, call, "rows");
+  check_nonneg(cols, call, "cols");
   check_dropout(p, call);
   if (rows * cols == 0) return;
   check_ptr(x, call, "x");
@@ -302,8 +287,8 @@ void CudaOps::dropout_bias_backward(const void* d_out, void* dx, void* d_bias, i
                                     int64_t cols, float p, DropoutKey key, DType dt) {
   const char* call = "dropout_bias_backward";
   check_working(dt, call);
-  check_dims(rows, call, "rows");
-  check_dims(cols, call, "cols");
+  check_nonneg(rows, call, "rows");
+  check_nonneg(cols, call, "cols");
   check_dropout(p, call);
   if (rows * cols == 0) return;
   check_ptr(d_out, call, "d_out");
@@ -316,9 +301,10 @@ void CudaOps::act_dropout_forward(const void* pre, void* out, int64_t rows, int6
                                   Activation act, float p, DropoutKey key, DType dt) {
   const char* call = "act_dropout_forward";
   check_working(dt, call);
-  check_dims(rows, call, "rows");
-  check_dims(cols, call, "cols");
+  check_nonneg(rows, call, "rows");
+  check_nonneg(cols, call, "cols");
   check_dropout(p, call);
+  check_activation(act, call);
   if (rows * cols == 0) return;
   check_ptr(pre, call, "pre");
   check_ptr(out, call, "out");
@@ -330,9 +316,10 @@ void CudaOps::act_dropout_backward(const void* d_out, const void* pre, void* d_p
                                    DropoutKey key, DType dt) {
   const char* call = "act_dropout_backward";
   check_working(dt, call);
-  check_dims(rows, call, "rows");
-  check_dims(cols, call, "cols");
+  check_nonneg(rows, call, "rows");
+  check_nonneg(cols, call, "cols");
   check_dropout(p, call);
+  check_activation(act, call);
   if (rows * cols == 0) return;
   check_ptr(d_out, call, "d_out");
   check_ptr(pre, call, "pre");
@@ -346,8 +333,8 @@ void CudaOps::relu_dropout_backward_from_output(const void* d_out, const void* o
                                                 DType dt) {
   const char* call = "relu_dropout_backward_from_output";
   check_working(dt, call);
-  check_dims(rows, call, "rows");
-  check_dims(cols, call, "cols");
+  check_nonneg(rows, call, "rows");
+  check_nonneg(cols, call, "cols");
   check_dropout(p, call);
   if (rows * cols == 0) return;
   check_ptr(d_out, call, "d_out");
@@ -372,8 +359,8 @@ void CudaOps::dropout_forward(const void* x, void* out, size_t n, float p, Dropo
 void CudaOps::bias_grad(const void* dy, void* d_bias, int64_t rows, int64_t cols, DType dt) {
   const char* call = "bias_grad";
   check_working(dt, call);
-  check_dims(rows, call, "rows");
-  check_dims(cols, call, "cols");
+  check_nonneg(rows, call, "rows");
+  check_nonneg(cols, call, "cols");
   if (rows * cols == 0) return;
   check_ptr(dy, call, "dy");
   check_ptr(d_bias, call, "d_bias");
@@ -385,7 +372,7 @@ void CudaOps::split_heads(const void* in, const void* bias, void* out, int64_t n
                           int64_t len, int64_t heads, int64_t head_dim, DType dt) {
   const char* call = "split_heads";
   check_working(dt, call);
-  for (auto v : {n, batch, len, heads, head_dim}) check_dims(v, call, "a dimension");
+  for (auto v : {n, batch, len, heads, head_dim}) check_nonneg(v, call, "a dimension");
   if (n * batch * len * heads * head_dim == 0) return;
   check_ptr(in, call, "in");
   check_ptr(out, call, "out");
@@ -396,7 +383,7 @@ void CudaOps::merge_heads(const void* in, void* out, int64_t n, int64_t batch, i
                           int64_t heads, int64_t head_dim, DType dt) {
   const char* call = "merge_heads";
   check_working(dt, call);
-  for (auto v : {n, batch, len, heads, head_dim}) check_dims(v, call, "a dimension");
+  for (auto v : {n, batch, len, heads, head_dim}) check_nonneg(v, call, "a dimension");
   if (n * batch * len * heads * head_dim == 0) return;
   check_ptr(in, call, "in");
   check_ptr(out, call, "out");
@@ -408,7 +395,7 @@ void CudaOps::softmax_forward(const void* scores, void* probs, const uint8_t* ke
                               DType dt) {
   const char* call = "softmax_forward";
   check_working(dt, call);
-  for (auto v : {batch, heads, len_q, len_k}) check_dims(v, call, "a dimension");
+  for (auto v : {batch, heads, len_q, len_k}) check_nonneg(v, call, "a dimension");
   if (batch * heads * len_q * len_k == 0) return;
   check_ptr(scores, call, "scores");
   check_ptr(probs, call, "probs");
@@ -437,8 +424,8 @@ void CudaOps::softmax_backward(const void* d_dropped, const void* probs, void* d
                                int64_t rows, int64_t len_k, float p, DropoutKey key, DType dt) {
   const char* call = "softmax_backward";
   check_working(dt, call);
-  check_dims(rows, call, "rows");
-  check_dims(len_k, call, "len_k");
+  check_nonneg(rows, call, "rows");
+  check_nonneg(len_k, call, "len_k");
   check_dropout(p, call);
   if (rows * len_k == 0) return;
   check_ptr(d_dropped, call, "d_dropped");
@@ -455,7 +442,7 @@ void CudaOps::cross_entropy_forward(const void* logits, const int32_t* targets, 
                                     float eps, DType dt) {
   const char* call = "cross_entropy_forward";
   check_working(dt, call);
-  check_dims(rows, call, "rows");
+  check_nonneg(rows, call, "rows");
   LS_CHECK_ARG(vocab >= 2, call << ": vocab = " << vocab << " must be >= 2");
   if (rows == 0) return;
   check_ptr(logits, call, "logits");
@@ -473,7 +460,7 @@ void CudaOps::cross_entropy_backward(const void* logits, const int32_t* targets,
                                      int64_t vocab, int32_t padding_idx, float eps, DType dt) {
   const char* call = "cross_entropy_backward";
   check_working(dt, call);
-  check_dims(rows, call, "rows");
+  check_nonneg(rows, call, "rows");
   LS_CHECK_ARG(vocab >= 2, call << ": vocab = " << vocab << " must be >= 2");
   if (rows == 0) return;
   check_ptr(logits, call, "logits");
@@ -533,7 +520,7 @@ void CudaOps::adam_update(void* params, const void* grads, void* m, void* v, voi
 void CudaOps::import_tokens(const int32_t* src, int32_t* dst, int64_t n, int32_t vocab,
                             int32_t padding_idx, uint32_t* bad_count_dev) {
   const char* call = "import_tokens";
-  check_dims(n, call, "n");
+  check_nonneg(n, call, "n");
   check_ptr(bad_count_dev, call, "bad_count_dev");
   if (n == 0) return;
   check_ptr(src, call, "src");
@@ -541,7 +528,7 @@ void CudaOps::import_tokens(const int32_t* src, int32_t* dst, int64_t n, int32_t
   cuda::launch_import_tokens(src, dst, n, vocab, padding_idx, bad_count_dev, as_stream(stream_));
 }
 void CudaOps::padding_mask(const int32_t* tokens, uint8_t* mask, int64_t n, int32_t padding_idx) {
-  check_dims(n, "padding_mask", "n");
+  check_nonneg(n, "padding_mask", "n");
   if (n == 0) return;
   check_ptr(tokens, "padding_mask", "tokens");
   check_ptr(mask, "padding_mask", "mask");

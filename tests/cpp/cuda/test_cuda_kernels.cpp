@@ -305,6 +305,27 @@ TEST_CASE("cuda dropout fusions match the CPU reference, masks included") {
         }
       }
   }
+  // An activation code outside the enum is refused before any kernel runs (the shared
+  // check_activation), by the elementwise ops and by the GEMM's activation epilogues.
+  DevBuf d(64);
+  const auto bad = static_cast<ls::Activation>(7);
+  auto refused = [](auto f) {
+    CHECK(ls::test::status_of(f) == LS_ERR_INVALID_ARGUMENT);
+    CHECK(ls::test::error_message(f).find("unknown activation 7") != std::string::npos);
+  };
+  refused([&] { cuda.act_dropout_forward(d.p, d.p, 2, 8, bad, 0.f, key_for(1), DType::F16); });
+  refused([&] {
+    cuda.act_dropout_backward(d.p, d.p, d.p, nullptr, 2, 8, bad, 0.f, key_for(1), DType::F16);
+  });
+  ls::GemmArgs g;
+  g.m = g.n = g.k = 2;
+  g.a = g.b = g.c = g.aux = d.p;
+  g.lda = g.ldb = g.ldc = 2;
+  g.ab_type = g.c_type = DType::F32;
+  g.epilogue = ls::Epilogue::BiasAct;
+  g.bias = d.p;
+  g.act = bad;
+  refused([&] { cuda.gemm(g); });
 }
 
 TEST_CASE("cuda relu_dropout_backward_from_output matches the CPU reference and act_dropout") {

@@ -19,20 +19,40 @@ namespace cuda {
 // mode): every block writes its partials to scratch rows and reduce.cu adds the rows in a fixed
 // order, so results are bitwise reproducible. Scratch is the backend's workspace (stream order
 // keeps its users apart); a launch that needs more than `capacity` floats throws.
+// PartialSums (below) adds the rows inside the producing kernel; the kernels without it still
+// call launch_sum_partials.
+struct PartialSums;
 struct Reduction {
   float* scratch = nullptr;
-  size_t capacity = 0;  // floats
+  size_t capacity = 0;      // floats
+  unsigned* sync = nullptr;  // two zeroed counters for PartialSums (the backend's, per stream)
   bool deterministic() const { return scratch != nullptr; }
   float* rows(int64_t groups, int64_t cols, const char* call) const;
+  // Scratch rows [arrays][groups][cols] and the outputs (out1: arrays == 2) of a fixed-order
+  // sum finished in-kernel (partial_sums.cuh); deterministic mode only.
+  PartialSums sums(int arrays, int64_t groups, int64_t cols, float* out0, float* out1,
+                   const char* call) const;
+};
+
+// Deterministic column sums finished by the last blocks of the producing kernel
+// (partial_sums.cuh): rows[a][g][c] for a < arrays, g < groups, c < cols; out[a][c] += the
+// column's sum over g in a fixed order. rows == null: not deterministic (atomics).
+struct PartialSums {
+  float* rows = nullptr;
+  unsigned* sync = nullptr;
+  float* out[2] = {nullptr, nullptr};
+  int arrays = 1;
+  int64_t groups = 0, cols = 0;
 };
 
 // layernorm.cu, deterministic mode: the fused backward with d_gamma/d_beta written as per-block
-// partials [2][groups][cols] (d_gamma's rows, then d_beta's) instead of atomics; groups == 0:
-// cols beyond the register path (then layernorm_param_grad.cu computes them).
+// partials [2][groups][cols] (d_gamma's rows, then d_beta's) that its last blocks add in a fixed
+// order (sums: arrays 2, out d_gamma and d_beta); groups == 0: cols beyond the register path
+// (then layernorm_param_grad.cu computes them).
 int64_t layernorm_backward_partial_groups(int64_t rows, int64_t cols, DType dt);
 void launch_layernorm_backward_partials(const void* dy, const void* x, const void* gamma,
                                         const float* mean, const float* rstd,
-                                        const void* d_residual, void* dx, float* partials,
+                                        const void* d_residual, void* dx, const PartialSums& sums,
                                         int64_t rows, int64_t cols, DType dt, cudaStream_t s);
 
 // layernorm_param_grad.cu (deterministic mode, rows longer than the register path): d_gamma/d_beta [cols] += fixed-order column sums;

@@ -1,14 +1,16 @@
 // CudaOps: the CUDA backend of Ops. Checks arguments (throwing ls::Error naming the call),
 // then forwards to the launchers of the per-concept kernel files on its stream. Owns the
-// cuBLASLt handle (through LtGemm) and, when not given one, its stream. Nothing here
-// allocates device memory; scratch comes from set_workspace. Memory calls are asynchronous on
-// the stream; synchronize() waits for it.
+// cuBLASLt handle (through LtGemm), when not given one its stream, and two 32-bit counters in
+// device memory for the in-kernel fixed-order sums (allocated once, at construction); all other
+// scratch comes from set_workspace. Memory calls are asynchronous on the stream;
+// synchronize() waits for it.
 // Dropout masks are regenerated with Philox in every backward kernel (no mask memory).
 // Embedding backward is deterministic only when asked (see embedding.cu). Column sums (bias
 // and LayerNorm parameter gradients), cross-entropy sums and sum_squares add into their fp32
 // outputs with atomics unless set_deterministic(true) and a workspace are given: then every
-// block writes partials that reduce.cu adds in a fixed order. Argument checks shared with the
-// CPU backend come from ops.h.
+// block writes partials that are added in a fixed order, by the producing kernel's last blocks
+// (partial_sums.cuh: the LayerNorm backward) or by reduce.cu (the others). Argument checks
+// shared with the CPU backend come from ops.h.
 #include "layers/kernels/backends.h"
 #include "layers/kernels/cuda/cuda_common.cuh"
 #include "layers/kernels/cuda/cuda_kernels.h"
@@ -19,16 +21,6 @@ namespace {
 
 cudaStream_t as_stream(void* s) {
   return static_cast<cudaStream_t>(s);
-}
-
-// Fixed-order reductions through the workspace when deterministic and a workspace is set.
-cuda::Reduction reduction(bool deterministic, void* ws, size_t bytes) {
-  cuda::Reduction r;
-  if (deterministic && ws != nullptr) {
-    r.scratch = static_cast<float*>(ws);
-    r.capacity = bytes / sizeof(float);
-  }
-  return r;
 }
 
 // The kernels do not bound-check positions: every row's last position (padding_idx + len at
@@ -58,8 +50,12 @@ CudaOps::CudaOps(int device, void* stream) : device_(device) {
     cudaEvent_t e = nullptr;
     LS_CUDA_CALL(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
     mark_ = e;
+    // The counters of the in-kernel fixed-order sums (partial_sums.cuh): zero between kernels.
+    LS_CUDA_CALL(cudaMalloc(&sync_, 2 * sizeof(unsigned)));
+    LS_CUDA_CALL(cudaMemsetAsync(sync_, 0, 2 * sizeof(unsigned), as_stream(stream_)));
     gemm_.reset(new cuda::LtGemm());
   } catch (...) {
+    if (sync_ != nullptr) cudaFree(sync_);
     if (mark_ != nullptr) cudaEventDestroy(static_cast<cudaEvent_t>(mark_));
     if (owns_stream_) cudaStreamDestroy(as_stream(stream_));
     throw;
@@ -68,8 +64,23 @@ CudaOps::CudaOps(int device, void* stream) : device_(device) {
 
 CudaOps::~CudaOps() {
   gemm_.reset();
+  if (sync_ != nullptr) {
+    cudaStreamSynchronize(as_stream(stream_));  // no kernel may still be using the counters
+    cudaFree(sync_);
+  }
   if (mark_ != nullptr) cudaEventDestroy(static_cast<cudaEvent_t>(mark_));
   if (owns_stream_) cudaStreamDestroy(as_stream(stream_));  // no throw from a destructor
+}
+
+// Fixed-order reductions through the workspace when deterministic and a workspace is set.
+cuda::Reduction CudaOps::reduction() const {
+  cuda::Reduction r;
+  if (deterministic_ && workspace_ != nullptr) {
+    r.scratch = static_cast<float*>(workspace_);
+    r.capacity = workspace_bytes_ / sizeof(float);
+    r.sync = sync_;
+  }
+  return r;
 }
 
 void CudaOps::set_workspace(void* p, size_t bytes) {
@@ -168,7 +179,7 @@ void CudaOps::gemm(const GemmArgs& g) {
   }
   if (g.epilogue == Epilogue::DActBGrad || g.epilogue == Epilogue::BGradA)
     check_ptr(g.bias_grad, call, "bias_grad");
-  gemm_->run(g, as_stream(stream_), reduction(deterministic_, workspace_, workspace_bytes_));
+  gemm_->run(g, as_stream(stream_), reduction());
 }
 
 // ---------------------------------------------------------------- embedding
@@ -230,7 +241,7 @@ void CudaOps::layernorm_backward(const void* dy, const void* x, const void* gamm
         std::make_pair((const void*)d_gamma, "d_gamma"),
         std::make_pair((const void*)d_beta, "d_beta")})
     check_ptr(pr.first, call, pr.second);
-  cuda::Reduction red = reduction(deterministic_, workspace_, workspace_bytes_);
+  cuda::Reduction red = reduction();
   if (!red.deterministic()) {
     cuda::launch_layernorm_backward(dy, x, gamma, static_cast<const float*>(mean),
                                     static_cast<const float*>(rstd), d_residual, dx,
@@ -238,16 +249,15 @@ void CudaOps::layernorm_backward(const void* dy, const void* x, const void* gamm
                                     rows, cols, dt, as_stream(stream_));
     return;
   }
-  // Deterministic: the fused kernel writes per-block partials that are summed in a fixed order.
+  // Deterministic: the fused kernel writes per-block partials and its last blocks add them in a
+  // fixed order.
   const int64_t pg = cuda::layernorm_backward_partial_groups(rows, cols, dt);
   if (pg > 0) {
-    float* part = red.rows(2 * pg, cols, call);
+    const cuda::PartialSums sums = red.sums(2, pg, cols, static_cast<float*>(d_gamma),
+                                            static_cast<float*>(d_beta), call);
     cuda::launch_layernorm_backward_partials(dy, x, gamma, static_cast<const float*>(mean),
                                              static_cast<const float*>(rstd), d_residual, dx,
-                                             part, rows, cols, dt, as_stream(stream_));
-    cuda::launch_sum_partials(part, pg, cols, static_cast<float*>(d_gamma), as_stream(stream_));
-    cuda::launch_sum_partials(part + pg * cols, pg, cols, static_cast<float*>(d_beta),
-                              as_stream(stream_));
+                                             sums, rows, cols, dt, as_stream(stream_));
     return;
   }
   // Rows beyond the register path: the fused kernel's atomic column sums go to a discarded
@@ -294,7 +304,7 @@ void CudaOps::dropout_bias_backward(const void* d_out, void* dx, void* d_bias, i
   check_ptr(d_out, call, "d_out");
   check_ptr(dx, call, "dx");
   cuda::launch_act_dropout_backward(d_out, nullptr, dx, static_cast<float*>(d_bias), rows, cols,
-                                    cols, false, Activation::ReLU, p, key, dt, as_stream(stream_), reduction(deterministic_, workspace_, workspace_bytes_));
+                                    cols, false, Activation::ReLU, p, key, dt, as_stream(stream_), reduction());
 }
 
 void CudaOps::act_dropout_forward(const void* pre, void* out, int64_t rows, int64_t cols,
@@ -325,7 +335,7 @@ void CudaOps::act_dropout_backward(const void* d_out, const void* pre, void* d_p
   check_ptr(pre, call, "pre");
   check_ptr(d_pre, call, "d_pre");
   cuda::launch_act_dropout_backward(d_out, pre, d_pre, static_cast<float*>(d_bias), rows, cols,
-                                    cols, true, act, p, key, dt, as_stream(stream_), reduction(deterministic_, workspace_, workspace_bytes_));
+                                    cols, true, act, p, key, dt, as_stream(stream_), reduction());
 }
 
 void CudaOps::relu_dropout_backward_from_output(const void* d_out, const void* out, void* d_pre,
@@ -342,7 +352,7 @@ void CudaOps::relu_dropout_backward_from_output(const void* d_out, const void* o
   check_ptr(d_pre, call, "d_pre");
   cuda::launch_relu_dropout_backward_from_output(
       d_out, out, d_pre, static_cast<float*>(d_bias), rows, cols, cols, p, dt, as_stream(stream_),
-      reduction(deterministic_, workspace_, workspace_bytes_));
+      reduction());
 }
 
 void CudaOps::dropout_forward(const void* x, void* out, size_t n, float p, DropoutKey key,
@@ -364,7 +374,7 @@ void CudaOps::bias_grad(const void* dy, void* d_bias, int64_t rows, int64_t cols
   if (rows * cols == 0) return;
   check_ptr(dy, call, "dy");
   check_ptr(d_bias, call, "d_bias");
-  cuda::launch_bias_grad(dy, static_cast<float*>(d_bias), rows, cols, cols, dt, as_stream(stream_), reduction(deterministic_, workspace_, workspace_bytes_));
+  cuda::launch_bias_grad(dy, static_cast<float*>(d_bias), rows, cols, cols, dt, as_stream(stream_), reduction());
 }
 
 // ---------------------------------------------------------------- attention
@@ -417,7 +427,7 @@ void CudaOps::attention_backward(const AttentionArgs& a, const void* d_ctx, void
   if (!check_attention_backward_args(a, d_ctx, dq, dk, dv, delta)) return;
   cuda::launch_attention_backward(a, d_ctx, dq, dk, dv, static_cast<float*>(delta),
                                   static_cast<float*>(d_bias), as_stream(stream_),
-                                  reduction(deterministic_, workspace_, workspace_bytes_));
+                                  reduction());
 }
 
 void CudaOps::softmax_backward(const void* d_dropped, const void* probs, void* d_scores,
@@ -452,7 +462,7 @@ void CudaOps::cross_entropy_forward(const void* logits, const int32_t* targets, 
   LS_CHECK_ARG(rows <= INT32_MAX, call << ": too many rows");
   cuda::launch_cross_entropy_forward(logits, targets, static_cast<float*>(lse),
                                      static_cast<float*>(sums), rows, vocab, padding_idx, eps, dt,
-                                     as_stream(stream_), reduction(deterministic_, workspace_, workspace_bytes_));
+                                     as_stream(stream_), reduction());
 }
 
 void CudaOps::cross_entropy_backward(const void* logits, const int32_t* targets, const void* lse,
@@ -481,7 +491,7 @@ void CudaOps::sum_squares(const void* x, size_t n, void* out, DType acc) {
   check_ptr(x, "sum_squares", "x");
   check_ptr(out, "sum_squares", "out");
   cuda::launch_sum_squares(static_cast<const float*>(x), n, static_cast<float*>(out),
-                           as_stream(stream_), reduction(deterministic_, workspace_, workspace_bytes_));
+                           as_stream(stream_), reduction());
 }
 
 void CudaOps::update_control(const void* sumsq_dev, void* tokens_dev,

@@ -11,6 +11,7 @@
 namespace ls {
 namespace cuda {
 class LtGemm;
+struct Reduction;
 }
 
 class CudaOps final : public Ops {
@@ -107,6 +108,8 @@ class CudaOps final : public Ops {
   void wait_mark() override;
 
  private:
+  cuda::Reduction reduction() const;
+
   int device_ = 0;
   void* stream_ = nullptr;
   bool owns_stream_ = false;
@@ -114,6 +117,7 @@ class CudaOps final : public Ops {
   bool deterministic_ = true;
   void* workspace_ = nullptr;  // scratch of deterministic reductions (shared with cuBLASLt)
   size_t workspace_bytes_ = 0;
+  unsigned* sync_ = nullptr;  // PartialSums counters (partial_sums.cuh), zero between kernels
   std::unique_ptr<cuda::LtGemm> gemm_;
 };
 

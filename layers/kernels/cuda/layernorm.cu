@@ -1,7 +1,9 @@
 // LayerNorm over the last dimension, forward and backward, statistics in fp32.
 // Forward: one warp per row (blocks of 4 warps), y = (x - mean) * rstd * gamma + beta, mean and
-//   rstd [rows] saved. Two-pass statistics (mean, then the centred sum of squares) over the row,
-//   whose re-reads hit L1/L2; 16-byte packed loads when cols and the pointers allow.
+//   rstd [rows] saved. Two-pass statistics (mean, then the centred sum of squares). Rows of up
+//   to 256 16-byte packs (2048 fp16/bf16, 1024 fp32 columns) with aligned pointers stay in
+//   registers (one read of x); otherwise the row is re-read from L1/L2 for each pass, with
+//   16-byte packed loads when cols and the pointers allow.
 // Backward: g = dy * gamma, xhat = (x - mean) * rstd,
 //   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) (+ d_residual),
 //   d_gamma += column sums of dy * xhat, d_beta += column sums of dy (fp32, accumulated).
@@ -26,17 +28,20 @@
 //   and adds it into d_gamma / d_beta with one atomicAdd per column per block (a few blocks per
 //   SM, so few atomics; the summation order is not deterministic across runs), or, for the
 //   deterministic mode (launch_layernorm_backward_partials), stores it as that block's row of
-//   [2][blocks][cols] partials for reduce.cu to add in a fixed order (bitwise reproducible for
-//   a given device: the grid and every summation order are fixed).
+//   [2][blocks][cols] partials that the grid's last blocks add in a fixed order
+//   (partial_sums.cuh; bitwise reproducible for a given device: the grid and every summation
+//   order are fixed).
 //   Fallback (longer rows): one warp per row, two passes over the row (the second from L1/L2),
 //   column partials through shared-memory atomics (2 * cols * 4 bytes <= 96 KiB), or, for rows
 //   longer still, a separate column-sum kernel (32 x 8 thread tiles).
 // Shapes: x, y, dy, dx, d_residual [rows, cols] (dt); gamma, beta [cols] (dt);
 //   mean, rstd [rows], d_gamma, d_beta [cols] (fp32).
 #include <cstring>
+#include <type_traits>
 
 #include "layers/kernels/cuda/cuda_common.cuh"
 #include "layers/kernels/cuda/cuda_kernels.h"
+#include "layers/kernels/cuda/partial_sums.cuh"
 
 namespace ls {
 namespace cuda {
@@ -115,6 +120,66 @@ __global__ void layernorm_forward_kernel(const T* __restrict__ x, const T* __res
 #pragma unroll
     for (int j = 0; j < N; ++j) v[j] = (v[j] - mean) * rstd * g[j] + b[j];
     store_n<N, VEC>(yr, c, cols, v);
+  }
+  if (lane == 0) {
+    mean_out[row] = mean;
+    rstd_out[row] = rstd;
+  }
+}
+
+// Register path of the forward (cols <= 32 x P x N, cols % N == 0, 16-byte aligned pointers):
+// lane l of the row's warp owns the packs of N = 16 / sizeof(T) columns starting at
+// (l + 32 i) * N, i < P, and keeps them in registers, so the row is read from memory once
+// (the general kernel above re-reads it from L1/L2 for the centred sum and for y).
+template <class T, int P>
+__global__ void __launch_bounds__(128)
+    layernorm_forward_register_kernel(const T* __restrict__ x, const T* __restrict__ gamma,
+                                      const T* __restrict__ beta, T* __restrict__ y,
+                                      float* __restrict__ mean_out, float* __restrict__ rstd_out,
+                                      int64_t rows, int64_t cols, float eps) {
+  constexpr int N = int(16 / sizeof(T));
+  const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x & 31;
+  if (row >= rows) return;
+  const T* xr = x + row * cols;
+  PackN<T, N> xp[P];
+  float s = 0.f;
+#pragma unroll
+  for (int i = 0; i < P; ++i) {
+    const int64_t c = int64_t(lane + 32 * i) * N;
+    if (c < cols) {
+      xp[i] = *reinterpret_cast<const PackN<T, N>*>(xr + c);
+    } else {
+#pragma unroll
+      for (int j = 0; j < N; ++j) xp[i].v[j] = from_f32<T>(0.f);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < P; ++i)
+#pragma unroll
+    for (int j = 0; j < N; ++j) s += to_f32(xp[i].v[j]);
+  const float mean = warp_sum(s) / float(cols);
+  float ss = 0.f;
+#pragma unroll
+  for (int i = 0; i < P; ++i) {
+    if (int64_t(lane + 32 * i) * N >= cols) continue;  // zero-filled packs are not (0 - mean)
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+      const float d = to_f32(xp[i].v[j]) - mean;
+      ss = fmaf(d, d, ss);
+    }
+  }
+  const float rstd = rsqrtf(warp_sum(ss) / float(cols) + eps);
+#pragma unroll
+  for (int i = 0; i < P; ++i) {
+    const int64_t c = int64_t(lane + 32 * i) * N;
+    if (c >= cols) continue;
+    float g[N], b[N], v[N];
+    load_n<N, true>(gamma, c, cols, g);
+    load_n<N, true>(beta, c, cols, b);
+#pragma unroll
+    for (int j = 0; j < N; ++j) v[j] = (to_f32(xp[i].v[j]) - mean) * rstd * g[j] + b[j];
+    store_n<N, true>(y + row * cols, c, cols, v);
   }
   if (lane == 0) {
     mean_out[row] = mean;
@@ -276,7 +341,7 @@ __global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM))
     layernorm_backward_register_kernel(const T* __restrict__ dy, const T* __restrict__ x,
                                        const T* __restrict__ gamma, const float* __restrict__ mean,
                                        const float* __restrict__ rstd, const T* d_residual, T* dx,
-                                       float* d_gamma, float* d_beta, float* block_sums,
+                                       float* d_gamma, float* d_beta, PartialSums sums,
                                        int64_t rows, int64_t cols, bool vec) {
   constexpr int N = int(16 / sizeof(T));
   constexpr int Q = N / 4;
@@ -433,8 +498,9 @@ __global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM))
 
   // Column c is owned, in every team, by thread t = (c / N) % kTeamThreads, pack
   // i = c / kStride, element j = c % N; sum it over the block's teams (in team order), then
-  // either one global atomicAdd per column per block, or (block_sums, deterministic mode) a
-  // store into the block's rows of block_sums: [2][gridDim.x][cols], d_gamma's then d_beta's.
+  // either one global atomicAdd per column per block, or (sums.rows, deterministic mode) a
+  // store into the block's rows of sums.rows: [2][gridDim.x][cols], d_gamma's then d_beta's,
+  // which the grid's last blocks add in a fixed order (partial_sums.cuh).
   __syncthreads();
   const float* flat = reinterpret_cast<const float*>(partials);
   for (int64_t c = threadIdx.x; c < cols; c += kThreads) {
@@ -446,14 +512,15 @@ __global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM))
       sg += flat[(((0 * P + i) * Q + j / 4) * kThreads + thread) * 4 + j % 4];
       sb += flat[(((1 * P + i) * Q + j / 4) * kThreads + thread) * 4 + j % 4];
     }
-    if (block_sums != nullptr) {
-      block_sums[int64_t(blockIdx.x) * cols + c] = sg;
-      block_sums[(int64_t(gridDim.x) + blockIdx.x) * cols + c] = sb;
+    if (sums.rows != nullptr) {
+      sums.rows[int64_t(blockIdx.x) * cols + c] = sg;
+      sums.rows[(int64_t(gridDim.x) + blockIdx.x) * cols + c] = sb;
     } else {
       atomicAdd(d_gamma + c, sg);
       atomicAdd(d_beta + c, sb);
     }
   }
+  if (sums.rows != nullptr) finish_partial_sums(sums, reinterpret_cast<float*>(shared_f4));
 }
 
 template <class T>
@@ -504,7 +571,23 @@ void launch_layernorm_forward(const void* x, const void* gamma, const void* beta
   unsigned grid = unsigned((rows + kWarps - 1) / kWarps);
   dispatch_dtype(dt, "layernorm_forward", [&](auto tv) {
     using T = decltype(tv);
-    if (can_vectorise<T>(cols, {x, gamma, beta, y}))
+    constexpr int64_t kPerPack = 32 * int64_t(16 / sizeof(T));  // columns per pack and warp
+    const bool vec = can_vectorise<T>(cols, {x, gamma, beta, y});
+    auto registers = [&](auto packs) {
+      constexpr int P = decltype(packs)::value;
+      layernorm_forward_register_kernel<T, P><<<grid, 32 * kWarps, 0, s>>>(
+          static_cast<const T*>(x), static_cast<const T*>(gamma), static_cast<const T*>(beta),
+          static_cast<T*>(y), mean, rstd, rows, cols, eps);
+    };
+    if (vec && cols <= kPerPack)
+      registers(std::integral_constant<int, 1>{});
+    else if (vec && cols <= 2 * kPerPack)
+      registers(std::integral_constant<int, 2>{});
+    else if (vec && cols <= 4 * kPerPack)
+      registers(std::integral_constant<int, 4>{});
+    else if (vec && cols <= 8 * kPerPack)
+      registers(std::integral_constant<int, 8>{});
+    else if (vec)
       layernorm_forward_kernel<T, true><<<grid, 32 * kWarps, 0, s>>>(
           static_cast<const T*>(x), static_cast<const T*>(gamma), static_cast<const T*>(beta),
           static_cast<T*>(y), mean, rstd, rows, cols, eps);
@@ -519,12 +602,12 @@ void launch_layernorm_forward(const void* x, const void* gamma, const void* beta
 namespace {
 
 // The register path of the backward: returns its grid size (the number of per-block column
-// partials), 0 when cols is too long for it. Launches only when `launch`; block_sums as in the
-// kernel (null: atomics into d_gamma / d_beta).
+// partials), 0 when cols is too long for it. Launches only when `launch`; sums as in the
+// kernel (rows null: atomics into d_gamma / d_beta).
 int64_t layernorm_backward_register_path(const void* dy, const void* x, const void* gamma,
                                          const float* mean, const float* rstd,
                                          const void* d_residual, void* dx, float* d_gamma,
-                                         float* d_beta, float* block_sums, int64_t rows,
+                                         float* d_beta, const PartialSums& sums, int64_t rows,
                                          int64_t cols, DType dt, bool launch, cudaStream_t s) {
   int64_t grid = 0;
   dispatch_dtype(dt, "layernorm_backward", [&](auto tv) {
@@ -565,8 +648,8 @@ int64_t layernorm_backward_register_path(const void* dy, const void* x, const vo
       allow_dynamic_smem<kernel>(kSharedBytes);
       kernel<<<unsigned(grid), 32 * ln_bwd_block_warps(TEAM), kSharedBytes, s>>>(
           static_cast<const T*>(dy), static_cast<const T*>(x), static_cast<const T*>(gamma), mean,
-          rstd, static_cast<const T*>(d_residual), static_cast<T*>(dx), d_gamma, d_beta, block_sums,
-          rows, cols, vec);
+          rstd, static_cast<const T*>(d_residual), static_cast<T*>(dx), d_gamma, d_beta, sums, rows,
+          cols, vec);
     });
   });
   if (launch && grid > 0) LS_LAUNCH_CHECK("layernorm_backward");
@@ -579,17 +662,17 @@ int64_t layernorm_backward_partial_groups(int64_t rows, int64_t cols, DType dt) 
   if (rows == 0 || cols == 0) return 0;
   // Alignment does not change the grid: any pointers will do.
   return layernorm_backward_register_path(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
-                                          nullptr, nullptr, nullptr, nullptr, rows, cols, dt, false,
-                                          nullptr);
+                                          nullptr, nullptr, nullptr, PartialSums{}, rows, cols, dt,
+                                          false, nullptr);
 }
 
 void launch_layernorm_backward_partials(const void* dy, const void* x, const void* gamma,
                                         const float* mean, const float* rstd,
-                                        const void* d_residual, void* dx, float* partials,
+                                        const void* d_residual, void* dx, const PartialSums& sums,
                                         int64_t rows, int64_t cols, DType dt, cudaStream_t s) {
   if (rows == 0 || cols == 0) return;
   LS_REQUIRE(layernorm_backward_register_path(dy, x, gamma, mean, rstd, d_residual, dx, nullptr,
-                                              nullptr, partials, rows, cols, dt, true, s) > 0,
+                                              nullptr, sums, rows, cols, dt, true, s) > 0,
              LS_ERR_UNSUPPORTED,
              "layernorm_backward: per-block partials need cols <= 8192 (fp16/bf16) or 4096 "
              "(fp32), got "
@@ -602,7 +685,7 @@ void launch_layernorm_backward(const void* dy, const void* x, const void* gamma,
                                cudaStream_t s) {
   if (rows == 0 || cols == 0) return;
   if (layernorm_backward_register_path(dy, x, gamma, mean, rstd, d_residual, dx, d_gamma, d_beta,
-                                       nullptr, rows, cols, dt, true, s) > 0)
+                                       PartialSums{}, rows, cols, dt, true, s) > 0)
     return;
 
   // Rows too long for the registers: the two-pass fallback.

@@ -58,6 +58,22 @@ float* Reduction::rows(int64_t groups, int64_t cols, const char* call) const {
   return scratch;
 }
 
+PartialSums Reduction::sums(int arrays, int64_t groups, int64_t cols, float* out0, float* out1,
+                            const char* call) const {
+  LS_REQUIRE(deterministic() && sync != nullptr, LS_ERR_INTERNAL,
+             call << ": fixed-order sums need the deterministic scratch and its counters");
+  PartialSums p;
+  p.rows = rows(int64_t(arrays) * groups, cols, call);
+  p.sync = sync;
+  p.out[0] = out0;
+  p.out[1] = out1;
+  p.arrays = arrays;
+  p.groups = groups;
+  p.cols = cols;
+  return p;
+}
+
+
 void launch_sum_partials(const float* partials, int64_t groups, int64_t cols, float* out,
                          cudaStream_t s) {
   if (groups == 0 || cols == 0) return;

@@ -143,6 +143,7 @@ TEST_CASE("cuda embedding forward/backward match the CPU reference") {
 TEST_CASE("cuda layernorm forward/backward match the CPU reference") {
   auto cpu = ls::make_cpu_ops();
   ls::CudaOps cuda(0, nullptr);
+  DevBuf workspace(32u << 20);  // deterministic partial sums (a few MiB for these shapes)
   struct Shape {
     int64_t rows, cols;
   };
@@ -187,18 +188,40 @@ TEST_CASE("cuda layernorm forward/backward match the CPU reference") {
         cpu->layernorm_backward(dy.data(), x.data(), gamma.data(), mean_ref.data(), rstd_ref.data(),
                                 with_res ? dres.data() : nullptr, dx_ref.data(), dgamma_ref.data(),
                                 dbeta_ref.data(), s.rows, s.cols, DType::F32);
-        DevBuf ddy = upload(dy, dt), ddres = upload(dres, dt), ddx = poisoned(n, dt);
-        DevBuf ddg = upload(dgamma0, DType::F32), ddb = upload(dbeta0, DType::F32);
-        // The CUDA backward gets its own saved statistics (as in training).
-        cuda.layernorm_backward(ddy.p, dx_in.p, dg.p, dmean.p, drstd.p,
-                                with_res ? ddres.p : nullptr, ddx.p, ddg.p, ddb.p, s.rows, s.cols,
-                                dt);
-        // dx = rstd * (g - mean(g) - xhat mean(g xhat)): the two means cancel part of g, so
-        // fp32 rounding of the statistics is amplified by up to ~10x before the output is
-        // rounded: fp32 1e-4; fp16/bf16 keep one output rounding.
-        CHECK_CLOSE(download(ddx, dt, n), dx_ref, dt == DType::F32 ? 1e-4 : tol(dt));
-        CHECK_CLOSE(download(ddg, DType::F32, size_t(s.cols)), dgamma_ref, kSumTol);
-        CHECK_CLOSE(download(ddb, DType::F32, size_t(s.cols)), dbeta_ref, kSumTol);
+        DevBuf ddy = upload(dy, dt), ddres = upload(dres, dt);
+        // d_gamma / d_beta with atomics, then with the fixed-order sums (the workspace holds
+        // the per-block partials; bitwise repeatable, and the second call also shows that the
+        // in-kernel reduction left its counters ready for the next launch).
+        for (bool det : {false, true}) {
+          INFO("deterministic " << det);
+          cuda.set_workspace(det ? workspace.p : nullptr, det ? workspace.bytes : 0);
+          cuda.set_deterministic(det);
+          DevBuf ddx = poisoned(n, dt);
+          DevBuf ddg = upload(dgamma0, DType::F32), ddb = upload(dbeta0, DType::F32);
+          // The CUDA backward gets its own saved statistics (as in training).
+          cuda.layernorm_backward(ddy.p, dx_in.p, dg.p, dmean.p, drstd.p,
+                                  with_res ? ddres.p : nullptr, ddx.p, ddg.p, ddb.p, s.rows, s.cols,
+                                  dt);
+          // dx = rstd * (g - mean(g) - xhat mean(g xhat)): the two means cancel part of g, so
+          // fp32 rounding of the statistics is amplified by up to ~10x before the output is
+          // rounded: fp32 1e-4; fp16/bf16 keep one output rounding.
+          CHECK_CLOSE(download(ddx, dt, n), dx_ref, dt == DType::F32 ? 1e-4 : tol(dt));
+          const auto got_g = download(ddg, DType::F32, size_t(s.cols));
+          const auto got_b = download(ddb, DType::F32, size_t(s.cols));
+          CHECK_CLOSE(got_g, dgamma_ref, kSumTol);
+          CHECK_CLOSE(got_b, dbeta_ref, kSumTol);
+          if (det) {
+            DevBuf ddx2 = poisoned(n, dt);
+            DevBuf ddg2 = upload(dgamma0, DType::F32), ddb2 = upload(dbeta0, DType::F32);
+            cuda.layernorm_backward(ddy.p, dx_in.p, dg.p, dmean.p, drstd.p,
+                                    with_res ? ddres.p : nullptr, ddx2.p, ddg2.p, ddb2.p, s.rows,
+                                    s.cols, dt);
+            CHECK(download(ddg2, DType::F32, size_t(s.cols)) == got_g);
+            CHECK(download(ddb2, DType::F32, size_t(s.cols)) == got_b);
+          }
+        }
+        cuda.set_workspace(nullptr, 0);
+        cuda.set_deterministic(true);
       }
   }
 }
@@ -480,12 +503,16 @@ TEST_CASE("cuda softmax forward/backward match the CPU reference, short and long
         std::vector<float> ref(n);
         // The reference runs in double (the CPU backend's F64), so the tolerance measures the
         // kernel's fp32 rounding alone, not the reference's own sequential fp32 sums.
-        auto to_d = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
-        auto to_f = [](const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); };
+        auto to_d = [](const std::vector<float>& v) {
+          return std::vector<double>(v.begin(), v.end());
+        };
+        auto to_f = [](const std::vector<double>& v) {
+          return std::vector<float>(v.begin(), v.end());
+        };
         {
           std::vector<double> rd(n);
-          cpu->softmax_forward(to_d(scores).data(), rd.data(), pad.data(), causal, s.batch,
-                               s.heads, s.lq, s.lk, DType::F64);
+          cpu->softmax_forward(to_d(scores).data(), rd.data(), pad.data(), causal, s.batch, s.heads,
+                               s.lq, s.lk, DType::F64);
           ref = to_f(rd);
         }
         DevBuf dscores = upload(scores, dt), dpad = upload_raw(pad), dprobs = poisoned(n, dt);
@@ -551,9 +578,9 @@ TEST_CASE("cuda fused attention forward/backward match the CPU reference (fp16, 
   // One 64 x 64 tile (the layers' 64-token rows), partial tiles (37, 1, 7), several key tiles
   // (130, 513: the separate dQ kernel), head_dim 8 / 32 (the DP = 32 variant), 40 (padded to
   // 64) and 64, cross-attention with Lq != Lk, and no keys at all (Lk = 0).
-  const Shape shapes[] = {{false, 2, 2, 64, 64, 64}, {false, 3, 2, 37, 37, 64},
+  const Shape shapes[] = {{false, 2, 2, 64, 64, 64},   {false, 3, 2, 37, 37, 64},
                           {false, 2, 1, 130, 130, 32}, {false, 1, 3, 1, 1, 8},
-                          {true, 2, 2, 7, 513, 40},   {true, 2, 1, 70, 64, 64},
+                          {true, 2, 2, 7, 513, 40},    {true, 2, 1, 70, 64, 64},
                           {true, 1, 2, 3, 0, 16}};
   for (const Shape& s : shapes)
     for (bool causal : {false, true})
@@ -655,8 +682,7 @@ TEST_CASE("cuda fused attention forward/backward match the CPU reference (fp16, 
           // ctx tolerance above.
           CHECK_CLOSE(download(ddelta, DType::F32, delta_d.size()),
                       to_f(delta_d.data(), delta_d.size()), 2 * tol(dt));
-          CHECK_CLOSE(download(ddq, dt, dq_d.size()), to_f(dq_d.data(), dq_d.size()),
-                      2 * tol(dt));
+          CHECK_CLOSE(download(ddq, dt, dq_d.size()), to_f(dq_d.data(), dq_d.size()), 2 * tol(dt));
           if (s.cross && !dkv_d.empty())
             CHECK_CLOSE(download(ddkv, dt, dkv_d.size()), to_f(dkv_d.data(), dkv_d.size()),
                         2 * tol(dt));

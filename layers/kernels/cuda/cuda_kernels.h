@@ -14,14 +14,24 @@
 namespace ls {
 namespace cuda {
 
+// Deterministic column sums finished by the last blocks of the producing kernel
+// (partial_sums.cuh): rows[a][g][c] for a < arrays, g < groups, c < cols; out[a][c] += the
+// column's sum over g in a fixed order. rows == null: not deterministic (atomics).
+struct PartialSums {
+  float* rows = nullptr;
+  unsigned* sync = nullptr;
+  float* out[2] = {nullptr, nullptr};
+  int arrays = 1;
+  int64_t groups = 0, cols = 0;
+};
+
 // How a kernel adds its partial sums into fp32 outputs. Default (no scratch): fp32 atomics, fast
 // but the summation order (hence the last bits) varies run to run. With scratch (deterministic
 // mode): every block writes its partials to scratch rows and reduce.cu adds the rows in a fixed
 // order, so results are bitwise reproducible. Scratch is the backend's workspace (stream order
 // keeps its users apart); a launch that needs more than `capacity` floats throws.
-// PartialSums (below) adds the rows inside the producing kernel; the kernels without it still
+// PartialSums (above) adds the rows inside the producing kernel; the kernels without it still
 // call launch_sum_partials.
-struct PartialSums;
 struct Reduction {
   float* scratch = nullptr;
   size_t capacity = 0;      // floats
@@ -32,17 +42,6 @@ struct Reduction {
   // sum finished in-kernel (partial_sums.cuh); deterministic mode only.
   PartialSums sums(int arrays, int64_t groups, int64_t cols, float* out0, float* out1,
                    const char* call) const;
-};
-
-// Deterministic column sums finished by the last blocks of the producing kernel
-// (partial_sums.cuh): rows[a][g][c] for a < arrays, g < groups, c < cols; out[a][c] += the
-// column's sum over g in a fixed order. rows == null: not deterministic (atomics).
-struct PartialSums {
-  float* rows = nullptr;
-  unsigned* sync = nullptr;
-  float* out[2] = {nullptr, nullptr};
-  int arrays = 1;
-  int64_t groups = 0, cols = 0;
 };
 
 // layernorm.cu, deterministic mode: the fused backward with d_gamma/d_beta written as per-block

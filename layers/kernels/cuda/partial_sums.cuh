@@ -32,7 +32,7 @@ namespace cuda {
 
 // Reducers for a grid of `blocks` blocks and `total_cols` = arrays x cols columns: one per 8
 // columns, at most half the grid.
-__host__ __device__ inline int64_t partial_sum_reducers(int64_t blocks, int64_t total_cols) {
+__device__ inline int64_t partial_sum_reducers(int64_t blocks, int64_t total_cols) {
   int64_t r = (total_cols + 7) / 8;
   if (r > blocks / 2) r = blocks / 2;
   return r < 1 ? 1 : r;

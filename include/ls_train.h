@@ -197,6 +197,19 @@ typedef struct ls_model_config {
                                    elements per block of activation memory). Same results, bit
                                    for bit. Ignored for post-LN. Default 0 (and 0 for a
                                    caller's struct_size that ends before this field) */
+  int32_t layer_norm_backward_from_output; /* 1: every LayerNorm backward recovers
+                                   xhat = (y - beta) / gamma from its output y, which is kept
+                                   anyway (the sublayer's or the next block's input), instead of
+                                   reading its input x: x is not kept for backward, which saves
+                                   tokens x hidden_size elements of activation memory per
+                                   LayerNorm at no extra work (as apex's memory_efficient
+                                   LayerNorm). Gradients differ from the default by the rounding
+                                   of y in the working precision, more where |gamma| is small; a
+                                   LayerNorm weight of exactly 0 gives a non-finite gradient
+                                   (the step is then skipped or training stops, as for any
+                                   overflow). Pre- and post-LN. Not with recompute_layer_norm.
+                                   Default 0 (and 0 for a caller's struct_size that ends before
+                                   this field) */
 } ls_model_config;
 
 /* Defaults (a small encoder-decoder). */

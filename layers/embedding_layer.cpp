@@ -20,8 +20,10 @@ EmbeddingLayer::EmbeddingLayer(Planner& planner, ParamSet& params, const std::st
   max_positions_ = dims.max_len + spec.padding_idx + 1;
   if (spec.learned_positions)
     positions_ = params.add(prefix + ".embed_positions.weight", {max_positions_, d}, normal);
-  out_ = planner.declare(prefix + ".embed_out", MemCategory::SavedActivations,
-                         static_cast<size_t>(dims.max_tokens * d) * dtype_size(dims.dt));
+  out_ =
+      planner.declare(prefix + ".embed_out",
+                      spec.output_saved ? MemCategory::SavedActivations : MemCategory::Temporaries,
+                      static_cast<size_t>(dims.max_tokens * d) * dtype_size(dims.dt));
 }
 
 EmbeddingArgs EmbeddingLayer::args(RunCtx& rc) {

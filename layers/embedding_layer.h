@@ -18,8 +18,10 @@ struct EmbeddingSpec {
   bool learned_positions = false;
   float dropout = 0.f;
   uint32_t site = 0;
-  BufferId tokens;    // [B, L] int32 (persistent input buffer)
-  ParamRef shared_table;  // when valid, use this table instead of declaring one
+  BufferId tokens;           // [B, L] int32 (persistent input buffer)
+  ParamRef shared_table;     // when valid, use this table instead of declaring one
+  bool output_saved = true;  // whether the first block's backward reads output() (else it is
+                             // a temporary of forward, for the memory report)
 };
 
 class EmbeddingLayer {

@@ -42,6 +42,11 @@ class ScheduleOps final : public Ops {
                           int64_t, DType) override {
     touch(dy, x, g, m, r, dres, dx, dg, db);
   }
+  void layernorm_backward_from_output(const void* dy, const void* y, const void* g, const void* b,
+                                      const void* r, const void* dres, void* dx, void* dg, void* db,
+                                      int64_t, int64_t, DType) override {
+    touch(dy, y, g, b, r, dres, dx, dg, db);
+  }
   void bias_dropout_residual_forward(const void* x, const void* b, const void* r, void* o, int64_t,
                                      int64_t, float, DropoutKey, DType) override {
     touch(x, b, r, o);

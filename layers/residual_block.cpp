@@ -5,10 +5,11 @@ namespace ls {
 ResidualBlock::ResidualBlock(Planner& planner, ParamSet& params, const std::string& norm_prefix,
                              const std::string& buffer_prefix, const LayerDims& dims, bool pre_norm,
                              float eps, float dropout, uint32_t site,
-                             std::unique_ptr<Sublayer> sublayer, bool recompute_norm)
+                             std::unique_ptr<Sublayer> sublayer, NormBackward norm_backward)
     : dims_(dims),
       pre_norm_(pre_norm),
-      recompute_(pre_norm && recompute_norm),
+      recompute_(pre_norm && norm_backward == NormBackward::Recompute),
+      from_output_(norm_backward == NormBackward::FromOutput),
       eps_(eps),
       dropout_(dropout),
       site_(site),
@@ -24,16 +25,20 @@ ResidualBlock::ResidualBlock(Planner& planner, ParamSet& params, const std::stri
   const auto S = MemCategory::SavedActivations, Tmp = MemCategory::Temporaries;
   // Recomputed LN(x): two short-lived temporaries (forward: LN -> sublayer forward; backward:
   // recompute -> sublayer backward) instead of one saved buffer alive from forward to backward.
-  norm_ = planner.declare(p + (pre_norm ? "ln_out" : "ln_in"), recompute_ ? Tmp : S, td);
+  // From the output: post-LN's LN input and both modes' mean are read in forward only.
+  const bool norm_saved = pre_norm ? !recompute_ : !from_output_;
+  norm_ = planner.declare(p + (pre_norm ? "ln_out" : "ln_in"), norm_saved ? S : Tmp, td);
   if (recompute_) {
     norm_re_ = planner.declare(p + "ln_out_recomputed", Tmp, td);
     mean_re_ = planner.declare(p + "ln_mean_recomputed", Tmp, stats);
     rstd_re_ = planner.declare(p + "ln_rstd_recomputed", Tmp, stats);
   }
-  mean_ = planner.declare(p + "ln_mean", S, stats);
+  mean_ = planner.declare(p + "ln_mean", from_output_ ? Tmp : S, stats);
   rstd_ = planner.declare(p + "ln_rstd", S, stats);
   sub_out_ = planner.declare(p + "sub_out", Tmp, td);
-  out_ = planner.declare(p + "out", S, td);
+  // The output is the next block's (or the final LayerNorm's) input: saved when that reads it in
+  // backward, which a pre-LN LayerNorm working from its output does not.
+  out_ = planner.declare(p + "out", reads_input(pre_norm, norm_backward) ? S : Tmp, td);
   d_sub_ = planner.declare(p + "d_sub", Tmp, td);
   d_norm_ = planner.declare(p + "d_ln", Tmp, td);
   d_in_ = planner.declare(p + "d_in", Tmp, td);
@@ -74,13 +79,23 @@ void ResidualBlock::backward(RunCtx& rc, BufferId in, BufferId d_out) {
       norm = norm_re_;
     }
     sub_->backward(rc, norm, d_sub_, d_norm_, 0.f);
-    ops.layernorm_backward(rc.ptr(d_norm_), rc.ptr(in), rc.wv.w(gamma_), rc.ptr(mean_),
-                           rc.ptr(rstd_), rc.ptr(d_out), rc.ptr(d_in_), rc.wv.g(gamma_),
-                           rc.wv.g(beta_), T, d, dt);
+    if (from_output_)
+      ops.layernorm_backward_from_output(rc.ptr(d_norm_), rc.ptr(norm_), rc.wv.w(gamma_),
+                                         rc.wv.w(beta_), rc.ptr(rstd_), rc.ptr(d_out),
+                                         rc.ptr(d_in_), rc.wv.g(gamma_), rc.wv.g(beta_), T, d, dt);
+    else
+      ops.layernorm_backward(rc.ptr(d_norm_), rc.ptr(in), rc.wv.w(gamma_), rc.ptr(mean_),
+                             rc.ptr(rstd_), rc.ptr(d_out), rc.ptr(d_in_), rc.wv.g(gamma_),
+                             rc.wv.g(beta_), T, d, dt);
   } else {
-    ops.layernorm_backward(rc.ptr(d_out), rc.ptr(norm_), rc.wv.w(gamma_), rc.ptr(mean_),
-                           rc.ptr(rstd_), nullptr, rc.ptr(d_norm_), rc.wv.g(gamma_), rc.wv.g(beta_),
-                           T, d, dt);
+    if (from_output_)
+      ops.layernorm_backward_from_output(rc.ptr(d_out), rc.ptr(out_), rc.wv.w(gamma_),
+                                         rc.wv.w(beta_), rc.ptr(rstd_), nullptr, rc.ptr(d_norm_),
+                                         rc.wv.g(gamma_), rc.wv.g(beta_), T, d, dt);
+    else
+      ops.layernorm_backward(rc.ptr(d_out), rc.ptr(norm_), rc.wv.w(gamma_), rc.ptr(mean_),
+                             rc.ptr(rstd_), nullptr, rc.ptr(d_norm_), rc.wv.g(gamma_),
+                             rc.wv.g(beta_), T, d, dt);
     ops.dropout_bias_backward(rc.ptr(d_norm_), rc.ptr(d_sub_), rc.wv.g(sub_->out_bias()), T, d, p,
                               rc.key(site_), dt);
     ops.copy(rc.ptr(d_in_), rc.ptr(d_norm_), static_cast<size_t>(T * d) * dtype_size(dt));

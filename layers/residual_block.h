@@ -5,13 +5,20 @@
 // (bias_dropout_residual) in forward and with the bias gradient in backward.
 // LayerNorm parameters: <prefix>.weight [d] (ones), <prefix>.bias [d] (zeros).
 //
-// recompute_norm (pre-LN only; ignored for post-LN, whose LN input must be saved anyway): LN(x)
-// is not kept for backward. Forward writes it to a temporary that dies after the sublayer's
-// forward; backward recomputes it (one LayerNorm forward of the saved block input x, the same
-// computation, so the same bits) into a second temporary just before the sublayer's backward.
-// The saved state drops from x-sized LN(x) + mean/rstd to mean/rstd alone; mean/rstd stay
-// saved (LayerNorm backward reads them), and the recompute's own statistics go to small
-// temporaries, so backward never writes saved state.
+// What the block's LayerNorm keeps for backward (NormBackward):
+// - FromInput (default): its input x (pre-LN: the block input; post-LN: x + dropout(f(x) + b))
+//   and mean/rstd; pre-LN also keeps LN(x) for the sublayer's backward.
+// - Recompute (pre-LN only; post-LN ignores it, its LN input must be saved anyway): LN(x) is not
+//   kept for backward. Forward writes it to a temporary that dies after the sublayer's forward;
+//   backward recomputes it (one LayerNorm forward of the saved block input x, the same
+//   computation, so the same bits) into a second temporary just before the sublayer's
+//   backward. mean/rstd stay saved (LayerNorm backward reads them), and the recompute's own
+//   statistics go to small temporaries, so backward never writes saved state.
+// - FromOutput: the LayerNorm backward recovers xhat = (y - beta) / gamma from its output y,
+//   which is kept anyway (pre-LN: LN(x), the sublayer's input; post-LN: the block output, the
+//   next block's input), so the LN input is not kept: pre-LN blocks keep no block input (the
+//   previous block's output dies in forward), post-LN blocks no x + dropout(f(x) + b). rstd stays
+//   saved, mean is not read.
 #pragma once
 
 #include <memory>
@@ -21,12 +28,19 @@
 
 namespace ls {
 
+enum class NormBackward { FromInput, Recompute, FromOutput };
+
 class ResidualBlock {
  public:
   ResidualBlock(Planner& planner, ParamSet& params, const std::string& norm_prefix,
                 const std::string& buffer_prefix, const LayerDims& dims, bool pre_norm, float eps,
                 float dropout, uint32_t site, std::unique_ptr<Sublayer> sublayer,
-                bool recompute_norm = false);
+                NormBackward norm_backward = NormBackward::FromInput);
+  // Whether backward reads the block input `in` (what the previous block or the embedding must
+  // keep): not for a pre-LN block whose LayerNorm works from its output.
+  static bool reads_input(bool pre_norm, NormBackward nb) {
+    return !(pre_norm && nb == NormBackward::FromOutput);
+  }
   // in: [T, d] -> output(): [T, d]
   void forward(RunCtx& rc, BufferId in);
   // d_out: gradient of output() -> d_input(): gradient of in.
@@ -38,7 +52,8 @@ class ResidualBlock {
  private:
   LayerDims dims_;
   bool pre_norm_;
-  bool recompute_;  // pre-LN with LN(x) recomputed in backward
+  bool recompute_;    // pre-LN with LN(x) recomputed in backward
+  bool from_output_;  // LayerNorm backward from its output
   float eps_, dropout_;
   uint32_t site_;
   std::unique_ptr<Sublayer> sub_;

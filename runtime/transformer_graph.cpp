@@ -111,6 +111,12 @@ TransformerGraph::TransformerGraph(const ls_model_config& cfg, bool cuda)
 void TransformerGraph::build_stack(Stack& s, const std::string& prefix, int layers, bool decoder) {
   const bool encdec = encoder_decoder();
   s.side = decoder ? Side::Target : Side::Source;
+  const bool pre = cfg_.pre_layer_norm != 0;
+  // Pre-LN blocks may recompute LN(x) in backward instead of saving it (post-LN ignores it);
+  // any LayerNorm may work from its output in backward (model_config rejects both at once).
+  const NormBackward nb = cfg_.layer_norm_backward_from_output ? NormBackward::FromOutput
+                          : pre && cfg_.recompute_layer_norm   ? NormBackward::Recompute
+                                                               : NormBackward::FromInput;
   EmbeddingSpec es;
   es.side = s.side;
   es.vocab = decoder ? cfg_.tgt_vocab_size : cfg_.src_vocab_size;
@@ -121,13 +127,11 @@ void TransformerGraph::build_stack(Stack& s, const std::string& prefix, int laye
   es.site = next_site_++;
   es.tokens = decoder ? prev_tokens : src_tokens;
   if (decoder && encdec && cfg_.share_all_embeddings) es.shared_table = encoder_.embed->table();
+  es.output_saved = ResidualBlock::reads_input(pre, nb);
   s.embed = std::make_unique<EmbeddingLayer>(planner_, params_, prefix, dims_, es);
   if (decoder && encdec && cfg_.share_all_embeddings)
     params_.alias("decoder.embed_tokens.weight", "encoder.embed_tokens.weight");
 
-  const bool pre = cfg_.pre_layer_norm != 0;
-  // Pre-LN blocks may recompute LN(x) in backward instead of saving it (post-LN ignores it).
-  const bool recompute_ln = pre && cfg_.recompute_layer_norm != 0;
   const BufferId self_pad = s.side == Side::Source ? src_pad : tgt_pad;
   const Activation act =
       cfg_.activation == LS_ACTIVATION_GELU ? Activation::GELU : Activation::ReLU;
@@ -143,8 +147,7 @@ void TransformerGraph::build_stack(Stack& s, const std::string& prefix, int laye
     s.blocks.push_back(std::make_unique<ResidualBlock>(
         planner_, params_, lp + ".self_attn_layer_norm", lp + ".self_attn_block", dims_, pre,
         cfg_.layer_norm_eps, cfg_.dropout, next_site_++,
-        std::make_unique<Attention>(planner_, params_, lp + ".self_attn", dims_, sa),
-        recompute_ln));
+        std::make_unique<Attention>(planner_, params_, lp + ".self_attn", dims_, sa), nb));
     if (decoder && encdec) {
       AttentionSpec ca;
       ca.side = Side::Target;
@@ -158,8 +161,7 @@ void TransformerGraph::build_stack(Stack& s, const std::string& prefix, int laye
       s.blocks.push_back(std::make_unique<ResidualBlock>(
           planner_, params_, lp + ".encoder_attn_layer_norm", lp + ".encoder_attn_block", dims_,
           pre, cfg_.layer_norm_eps, cfg_.dropout, next_site_++,
-          std::make_unique<Attention>(planner_, params_, lp + ".encoder_attn", dims_, ca),
-          recompute_ln));
+          std::make_unique<Attention>(planner_, params_, lp + ".encoder_attn", dims_, ca), nb));
     }
     const uint32_t ffn_block_site = next_site_++, ffn_act_site = next_site_++;
     s.blocks.push_back(std::make_unique<ResidualBlock>(
@@ -167,7 +169,7 @@ void TransformerGraph::build_stack(Stack& s, const std::string& prefix, int laye
         cfg_.layer_norm_eps, cfg_.dropout, ffn_block_site,
         std::make_unique<FeedForward>(planner_, params_, lp, dims_, s.side, act,
                                       cfg_.activation_dropout, ffn_act_site),
-        recompute_ln));
+        nb));
   }
   if (pre) {  // pre-LN stacks end with a LayerNorm
     s.final_norm = true;
@@ -180,8 +182,10 @@ void TransformerGraph::build_stack(Stack& s, const std::string& prefix, int laye
     const size_t e = dtype_size(dt_), a = dtype_size(acc_);
     s.norm_out =
         planner_.declare(prefix + ".layer_norm.out", MemCategory::SavedActivations, T * d * e);
-    s.norm_mean =
-        planner_.declare(prefix + ".layer_norm.mean", MemCategory::SavedActivations, T * a);
+    s.norm_mean = planner_.declare(
+        prefix + ".layer_norm.mean",
+        nb == NormBackward::FromOutput ? MemCategory::Temporaries : MemCategory::SavedActivations,
+        T * a);
     s.norm_rstd =
         planner_.declare(prefix + ".layer_norm.rstd", MemCategory::SavedActivations, T * a);
     s.d_norm_in =
@@ -205,10 +209,16 @@ void TransformerGraph::stack_forward(RunCtx& rc, Stack& s) {
 void TransformerGraph::stack_backward(RunCtx& rc, Stack& s, BufferId d_out, bool deterministic) {
   BufferId d = d_out;
   if (s.final_norm) {
-    rc.ops().layernorm_backward(rc.ptr(d_out), rc.ptr(s.last_output()), rc.wv.w(s.norm_gamma),
-                                rc.ptr(s.norm_mean), rc.ptr(s.norm_rstd), nullptr,
-                                rc.ptr(s.d_norm_in), rc.wv.g(s.norm_gamma), rc.wv.g(s.norm_beta),
-                                rc.tokens(s.side), cfg_.hidden_size, dt_);
+    if (cfg_.layer_norm_backward_from_output)
+      rc.ops().layernorm_backward_from_output(
+          rc.ptr(d_out), rc.ptr(s.norm_out), rc.wv.w(s.norm_gamma), rc.wv.w(s.norm_beta),
+          rc.ptr(s.norm_rstd), nullptr, rc.ptr(s.d_norm_in), rc.wv.g(s.norm_gamma),
+          rc.wv.g(s.norm_beta), rc.tokens(s.side), cfg_.hidden_size, dt_);
+    else
+      rc.ops().layernorm_backward(rc.ptr(d_out), rc.ptr(s.last_output()), rc.wv.w(s.norm_gamma),
+                                  rc.ptr(s.norm_mean), rc.ptr(s.norm_rstd), nullptr,
+                                  rc.ptr(s.d_norm_in), rc.wv.g(s.norm_gamma), rc.wv.g(s.norm_beta),
+                                  rc.tokens(s.side), cfg_.hidden_size, dt_);
     d = s.d_norm_in;
   }
   for (size_t i = s.blocks.size(); i-- > 0;) {

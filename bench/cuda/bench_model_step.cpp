@@ -160,6 +160,10 @@ std::string format_groups(const TimedOps::Report& r, const std::vector<Group>& g
 // --recompute-layer-norm: the models keep no pre-LN LayerNorm output for backward
 // (ls_model_config.recompute_layer_norm), trading one LayerNorm forward per block for memory.
 bool g_recompute_ln = false;
+// --layer-norm-backward-from-output: every LayerNorm backward (pre- and post-LN) recovers xhat
+// from its output, so the models keep no LayerNorm input for backward
+// (ls_model_config.layer_norm_backward_from_output): less memory at no extra work.
+bool g_ln_from_output = false;
 
 void bench(const Config& cfg, int steps, bool breakdown) {
   const bool sync = cfg.mode == "sync", graph = cfg.mode == "graph";
@@ -184,6 +188,7 @@ void bench(const Config& cfg, int steps, bool breakdown) {
   if (ls_model_config_preset(cfg.preset.c_str(), &c) != LS_OK) die("preset");
   c.pre_layer_norm = 1;  // as nn.Transformer(norm_first=True)
   c.recompute_layer_norm = g_recompute_ln ? 1 : 0;
+  c.layer_norm_backward_from_output = g_ln_from_output ? 1 : 0;
   // nn.Transformer(dropout=0.1) drops at every site: residual branches and embeddings, the
   // attention probabilities and the FFN activation. The same here (fairseq's presets would
   // leave the last two at 0).
@@ -235,17 +240,19 @@ void bench(const Config& cfg, int steps, bool breakdown) {
   const double tokens_per_s = static_cast<double>(batch) * len * steps / sec;
   std::printf(
       "%-16s %s B=%d L=%d %-5s: %.2f ms/step, %.0f target tokens/s, arena %.2f GiB "
-      "(planned %.2f GiB, lower bound %.2f GiB, persistent %.2f GiB), loss/token %.3f%s\n",
+      "(planned %.2f GiB, lower bound %.2f GiB, persistent %.2f GiB), loss/token %.3f%s%s\n",
       cfg.preset.c_str(), dtype_name(cfg.dtype), batch, len, cfg.mode.c_str(), ms_per_step,
       tokens_per_s, rep.total_bytes / 1073741824.0, rep.planned_bytes / 1073741824.0,
       rep.lower_bound_bytes / 1073741824.0, rep.persistent_bytes / 1073741824.0, r.loss / r.tokens,
-      g_recompute_ln ? ", LayerNorm recomputed" : "");
+      g_recompute_ln ? ", LayerNorm recomputed" : "",
+      g_ln_from_output ? ", LayerNorm backward from output" : "");
 
   std::ostringstream json;
   json.precision(10);
   json << "{\"preset\":\"" << cfg.preset << "\",\"dtype\":\"" << dtype_name(cfg.dtype)
        << "\",\"batch\":" << batch << ",\"len\":" << len << ",\"mode\":\"" << cfg.mode
        << "\",\"steps\":" << steps << ",\"recompute_layer_norm\":" << (g_recompute_ln ? 1 : 0)
+       << ",\"layer_norm_backward_from_output\":" << (g_ln_from_output ? 1 : 0)
        << ",\"ms_per_step\":" << ms_per_step << ",\"tokens_per_s\":" << tokens_per_s
        << ",\"arena_bytes\":" << rep.total_bytes << ",\"planned_bytes\":" << rep.planned_bytes
        << ",\"lower_bound_bytes\":" << rep.lower_bound_bytes
@@ -297,16 +304,21 @@ void bench(const Config& cfg, int steps, bool breakdown) {
 // ---- arguments ----
 
 const char* const kUsage =
-    "usage: bench_model_step [steps] [preset...]\n"
+    "usage: bench_model_step [steps] [preset...] [model option]\n"
     "       bench_model_step [--preset NAME]... [--batch N] [--len L] [--dtype fp16|bf16|fp32]...\n"
     "                        [--mode sync|async|graph]... [--steps N] [--breakdown]\n"
-    "                        [--recompute-layer-norm]\n"
+    "                        [model option]\n"
+    "  model option: --recompute-layer-norm | --layer-norm-backward-from-output\n"
     "  no option: the default matrix (fp16 sync/async/graph and bf16 async at 128 x 64 per\n"
-    "  preset, then base and big fp16 async at 64 x 64 and 256 x 64). With any option: each\n"
-    "  preset x dtype x mode at --batch x --len (defaults: transformer-base and -big, fp16,\n"
-    "  async, 128 x 64, 20 steps). --breakdown: the device time of one more step per op and\n"
-    "  per group (not for graph mode). Presets: transformer-base|base, transformer-big|big,\n"
-    "  transformer-tiny|tiny, gpt2-small. --dtype and --mode also take comma lists.\n";
+    "  preset, then base and big fp16 async at 64 x 64 and 256 x 64). With any of the other\n"
+    "  options: each preset x dtype x mode at --batch x --len (defaults: transformer-base and\n"
+    "  -big, fp16, async, 128 x 64, 20 steps). --breakdown: the device time of one more step\n"
+    "  per op and per group (not for graph mode). The two model options go with either usage:\n"
+    "  --recompute-layer-norm recomputes the pre-LN LayerNorm outputs in backward;\n"
+    "  --layer-norm-backward-from-output makes every LayerNorm backward work from its output\n"
+    "  and keep no LayerNorm input (both save memory). Presets:\n"
+    "  transformer-base|base, transformer-big|big, transformer-tiny|tiny, gpt2-small. --dtype\n"
+    "  and --mode also take comma lists.\n";
 
 struct UsageError {
   std::string what;
@@ -396,9 +408,10 @@ int run(int argc, char** argv) {
     } else if (a == "--breakdown") {
       breakdown = true;
       options = true;
-    } else if (a == "--recompute-layer-norm") {
+    } else if (a == "--recompute-layer-norm") {  // model options: with either usage
       g_recompute_ln = true;
-      options = true;
+    } else if (a == "--layer-norm-backward-from-output") {
+      g_ln_from_output = true;
     } else if (a.rfind("--", 0) == 0) {
       throw UsageError{"unknown option '" + a + "'"};
     } else if (positional == 0 && is_number(a.c_str())) {  // the old usage: [steps] [preset...]
@@ -411,6 +424,9 @@ int run(int argc, char** argv) {
   }
   if (options && positional > 0)
     throw UsageError{"positional [steps] [preset...] and --options do not mix"};
+  if (g_recompute_ln && g_ln_from_output)
+    throw UsageError{
+        "--recompute-layer-norm and --layer-norm-backward-from-output exclude each other"};
 
   int devices = 0;
   if (ls_cuda_device_count(&devices) != LS_OK || devices == 0) {

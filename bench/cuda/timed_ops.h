@@ -198,6 +198,15 @@ class TimedOps final : public Ops {
                                 cols, dt);
     });
   }
+  void layernorm_backward_from_output(const void* dy, const void* y, const void* gamma,
+                                      const void* beta, const void* rstd, const void* d_residual,
+                                      void* dx, void* d_gamma, void* d_beta, int64_t rows,
+                                      int64_t cols, DType dt) override {
+    timed(kLayernormBackwardFromOutput, [&] {
+      inner_.layernorm_backward_from_output(dy, y, gamma, beta, rstd, d_residual, dx, d_gamma,
+                                            d_beta, rows, cols, dt);
+    });
+  }
 
   void bias_dropout_residual_forward(const void* x, const void* bias, const void* residual,
                                      void* out, int64_t rows, int64_t cols, float p, DropoutKey key,
@@ -345,6 +354,7 @@ class TimedOps final : public Ops {
     kEmbeddingBackward,
     kLayernormForward,
     kLayernormBackward,
+    kLayernormBackwardFromOutput,
     kBiasDropoutResidualForward,
     kDropoutBiasBackward,
     kActDropoutForward,
@@ -417,6 +427,7 @@ class TimedOps final : public Ops {
                "embedding_backward",
                "layernorm_forward",
                "layernorm_backward",
+               "layernorm_bwd_from_output",
                "bias_dropout_residual_fwd",
                "dropout_bias_backward",
                "act_dropout_forward",

@@ -18,6 +18,7 @@
 """
 
 import argparse
+import shlex
 import json
 import os
 import re
@@ -35,12 +36,13 @@ PRESETS = {"base": "transformer-base", "big": "transformer-big", "tiny": "transf
 # One line of bench_model_step per run, e.g.
 # transformer-base fp16 B=128 L=64: 23.65 ms/step, 346355 target tokens/s, arena 3.51 GiB
 #   (planned 2.46 GiB, lower bound 2.46 GiB, persistent 1.05 GiB), loss/token 9.123
+# (then ", LayerNorm recomputed" or ", LayerNorm backward from output" with a model option)
 LS_LINE = re.compile(
     r"^(?P<preset>\S+)\s+(?P<dtype>fp16|bf16|fp32) B=(?P<batch>\d+) L=(?P<len>\d+)"
     r"(?:\s+(?P<mode>sync|async|graph))?\s*: "
     r"(?P<ms>[\d.]+) ms/step, (?P<tps>[\d.]+) target tokens/s, arena (?P<arena>[\d.]+) GiB "
     r"\(planned (?P<planned>[\d.]+) GiB, lower bound (?P<lower>[\d.]+) GiB, persistent "
-    r"(?P<persistent>[\d.]+) GiB\), loss/token (?P<loss>\S+)\s*$")
+    r"(?P<persistent>[\d.]+) GiB\), loss/token (?P<loss>[^,\s]+)(?:, .*)?$")
 
 
 def log(msg):
@@ -97,7 +99,7 @@ def largest_fitting(fits, start, limit, resolution):
 
 
 def ls_plan_search(ls_train, preset, length, budget_gib, device, dtype, start, limit,
-                   resolution):
+                   resolution, extra=()):
     """Largest batch (rows of `length`) whose planned ls_train arena fits budget_gib."""
     budget = budget_gib * GIB
     plans = {}
@@ -106,7 +108,7 @@ def ls_plan_search(ls_train, preset, length, budget_gib, device, dtype, start, l
         # Pre-LN, as bench_model_step (and nn.Transformer(norm_first=True)) runs the presets.
         cmd = [ls_train, "plan", "--preset", preset, "--max-batch-tokens", str(batch * length),
                "--max-seq-len", str(length), "--dtype", dtype, "--device", device,
-               "--pre-layer-norm", "--json"]
+               "--pre-layer-norm", "--json"] + list(extra)
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
         if out.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed: {out.stderr.strip() or out.stdout}")
@@ -221,10 +223,15 @@ def main(argv=None):
     ap.add_argument("--ls-log", default=None,
                     help="reuse this bench_model_step output instead of running it")
     ap.add_argument("--skip-ls-bench", action="store_true", help="no bench_model_step run")
+    ap.add_argument("--ls-args", default="",
+                    help="model options for both bench_model_step and `ls-train plan` (one "
+                    "string), e.g. --layer-norm-backward-from-output or --recompute-layer-norm")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per child process")
     args = ap.parse_args(argv)
 
     os.makedirs(args.out, exist_ok=True)
+    ls_extra = shlex.split(args.ls_args)
+    notes = [f"ls_train model options: {args.ls_args}"] if ls_extra else []
     pairs = [(c, int(t)) for c, t in (x.split(":") for x in args.runs.split(",") if x)]
     configs = list(dict.fromkeys(c for c, _ in pairs))
     for c in configs:
@@ -234,7 +241,6 @@ def main(argv=None):
     ls_train_bin = os.path.join(args.build_dir, "ls-train")
     device = device_info()
     log(f"# device: {device}")
-    notes = []
 
     if args.build:
         if not os.path.exists(os.path.join(args.build_dir, "CMakeCache.txt")):
@@ -265,7 +271,7 @@ def main(argv=None):
         notes.append(f"bench_model_step not found at {bench_bin} (build with the CUDA backend).")
         log("# " + notes[-1])
     else:
-        cmd = [bench_bin, str(args.steps)] + [PRESETS[c] for c in configs]
+        cmd = [bench_bin, str(args.steps)] + [PRESETS[c] for c in configs] + ls_extra
         rc, text = run_logged(cmd, os.path.join(args.out, "ls_bench_model_step.txt"),
                               timeout=args.timeout)
         ls_runs = parse_ls_bench(text)
@@ -288,7 +294,7 @@ def main(argv=None):
                 t0 = time.perf_counter()
                 s = ls_plan_search(ls_train_bin, PRESETS[c], args.len, args.budget_gib,
                                    args.plan_device, args.plan_dtype, 64, 1 << 14,
-                                   args.search_resolution)
+                                   args.search_resolution, ls_extra)
                 s["config"] = c
                 s["seconds"] = time.perf_counter() - t0
                 ls_search[c] = s

@@ -191,6 +191,14 @@ class Ops {
                                   const void* mean, const void* rstd, const void* d_residual,
                                   void* dx, void* d_gamma, void* d_beta, int64_t rows,
                                   int64_t cols, DType dt) = 0;
+  // The same backward from the LayerNorm's output y instead of its input:
+  // xhat = (y - beta) / gamma (mean is not needed; rstd still is). Equal to layernorm_backward up
+  // to the rounding of y; a zero gamma gives non-finite dx and d_gamma.
+  virtual void layernorm_backward_from_output(const void* dy, const void* y, const void* gamma,
+                                              const void* beta, const void* rstd,
+                                              const void* d_residual, void* dx, void* d_gamma,
+                                              void* d_beta, int64_t rows, int64_t cols,
+                                              DType dt) = 0;
 
   // ---- elementwise fusions ----
   // out = residual + dropout(x + bias)   (bias [cols] may be null). out may alias residual.

@@ -14,7 +14,8 @@ namespace {
 const char* const kUsage =
     "usage: ls-train plan [--preset NAME] [--max-batch-tokens N] [--max-seq-len L]\n"
     "                     [--dtype fp32|fp16|bf16] [--device auto|cpu|cuda] [--vocab V]\n"
-    "                     [--pre-layer-norm | --post-layer-norm] [--recompute-layer-norm]\n"
+    "                     [--pre-layer-norm | --post-layer-norm]\n"
+    "                     [--recompute-layer-norm | --layer-norm-backward-from-output]\n"
     "                     [--json]\n\n"
     "Plans the training memory of a model without allocating it: the persistent region\n"
     "(parameters, working copy, gradients, optimizer state, inputs, workspaces) and the planned\n"
@@ -33,6 +34,10 @@ const char* const kUsage =
     "                         and -big); preset default\n"
     "  --recompute-layer-norm pre-LN: recompute each block's LayerNorm output in backward\n"
     "                         instead of saving it (ignored for post-LN)\n"
+    "  --layer-norm-backward-from-output\n"
+    "                         pre- and post-LN: every LayerNorm backward recovers its\n"
+    "                         normalized input from its output, so LayerNorm inputs are not\n"
+    "                         kept for backward (gradients differ by rounding)\n"
     "  --json                 print one JSON object instead of the table\n";
 
 ls_dtype parse_dtype(const std::string& s) {
@@ -111,7 +116,13 @@ int cmd_plan(int argc, char** argv) {
     throw UsageError("--pre-layer-norm and --post-layer-norm exclude each other");
   if (pre_ln) config.pre_layer_norm = 1;
   if (post_ln) config.pre_layer_norm = 0;
-  if (args.flag("--recompute-layer-norm")) config.recompute_layer_norm = 1;
+  const bool recompute_ln = args.flag("--recompute-layer-norm");
+  const bool ln_from_output = args.flag("--layer-norm-backward-from-output");
+  if (recompute_ln && ln_from_output)
+    throw UsageError(
+        "--recompute-layer-norm and --layer-norm-backward-from-output exclude each other");
+  if (recompute_ln) config.recompute_layer_norm = 1;
+  if (ln_from_output) config.layer_norm_backward_from_output = 1;
   args.finish();
 
   ls_memory_report r;
@@ -146,6 +157,7 @@ int cmd_plan(int argc, char** argv) {
     j.kv("max_seq_len", config.max_seq_len);
     j.kv("pre_layer_norm", config.pre_layer_norm != 0);
     j.kv("recompute_layer_norm", config.recompute_layer_norm != 0);
+    j.kv("layer_norm_backward_from_output", config.layer_norm_backward_from_output != 0);
     j.kv("src_vocab_size", config.src_vocab_size);
     j.kv("tgt_vocab_size", config.tgt_vocab_size);
     j.kv("num_parameters", r.num_parameters);

@@ -133,6 +133,7 @@ ls_model_config make_model_config(TrainOptions& o, size_t tokenizer_vocab) {
   c.max_batch_tokens = static_cast<int32_t>(o.max_tokens);
   c.dtype = o.dtype;
   c.recompute_layer_norm = o.recompute_layer_norm ? 1 : 0;
+  c.layer_norm_backward_from_output = o.layer_norm_backward_from_output ? 1 : 0;
   // Record the sizes actually used, so a resumed run rebuilds this model even if the preset
   // changes meanwhile.
   o.recorded["encoder-layers"] = std::to_string(c.encoder_layers);

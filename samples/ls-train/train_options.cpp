@@ -125,6 +125,10 @@ const OptionSpec kOptions[] = {
   {nullptr, "recompute-layer-norm", nullptr, nullptr, Scope::kRun, "", "",
    "pre-LN models (transformer-tiny): recompute each block's LayerNorm output in backward\n"
    "instead of saving it (less activation memory, the same results; ignored for post-LN)"},
+  {nullptr, "layer-norm-backward-from-output", nullptr, nullptr, Scope::kRun, "", "",
+   "pre- and post-LN models: every LayerNorm backward recovers its normalized input from\n"
+   "its output, so LayerNorm inputs are not kept for backward (less activation memory, no\n"
+   "extra work; gradients differ by rounding); not with --recompute-layer-norm"},
 };
 // clang-format on
 
@@ -337,6 +341,10 @@ bool parse_train_options(int argc, char** argv, TrainOptions* out) {
   o.quiet = args.flag("--quiet");
   o.json = args.flag("--json");
   o.recompute_layer_norm = args.flag("--recompute-layer-norm");
+  o.layer_norm_backward_from_output = args.flag("--layer-norm-backward-from-output");
+  if (o.recompute_layer_norm && o.layer_norm_backward_from_output)
+    throw UsageError(
+        "--recompute-layer-norm and --layer-norm-backward-from-output exclude each other");
 
   // The device decides the defaults, so it comes first.
   std::string device = args.str("--device", "auto");

@@ -58,6 +58,8 @@ struct TrainOptions {
   std::string save_dir;
   bool resume = false, quiet = false, json = false;
   bool recompute_layer_norm = false;  // ls_model_config.recompute_layer_norm (memory only)
+  // ls_model_config.layer_norm_backward_from_output (memory only, not recorded in the run file)
+  bool layer_norm_backward_from_output = false;
   double time_limit = 0;  // seconds of training; 0 = none
   double max_len_a = 0;   // test decoding: at most a * source length + b tokens (<= max_len)
   int64_t max_len_b = 0;

@@ -4,7 +4,10 @@
 #      tokenizer and run file on disk, num_updates 20 in the --json summary;
 #   2. --resume up to 25 updates: starts at update 20 and ends at 25;
 #   3. --resume that changes a model option is a usage error (exit 2);
-#   4. an unknown option exits 2 naming it; a missing source file exits 1 naming the file.
+#   4. an unknown option exits 2 naming it; a missing source file exits 1 naming the file;
+#   5. `ls-train plan --layer-norm-backward-from-output` plans fewer bytes for a pre-LN
+#      (transformer-tiny) and a post-LN (transformer-base) preset, and says so in --json; with
+#      --recompute-layer-norm it is a usage error (exit 2).
 # Usage: test_train_cli.sh <build-dir>   (LS_TRAIN_BIN overrides <build-dir>/ls-train)
 set -u
 
@@ -77,8 +80,28 @@ rc=$?
 [ $rc -eq 1 ] || fail "a missing source file exited $rc, not 1"
 grep -q 'missing.en' "$work/missing.out" || fail "the missing file is not named: $(cat "$work/missing.out")"
 
+# 5. plan --layer-norm-backward-from-output: less planned memory, pre- and post-LN.
+for preset in transformer-tiny transformer-base; do
+  "$bin" plan --preset "$preset" --device cpu --json >"$work/plan_off.json" 2>&1 \
+    || fail "plan --preset $preset exited $?: $(cat "$work/plan_off.json")"
+  "$bin" plan --preset "$preset" --device cpu --json --layer-norm-backward-from-output \
+    >"$work/plan_on.json" 2>&1 \
+    || fail "plan --preset $preset --layer-norm-backward-from-output exited $?: $(cat "$work/plan_on.json")"
+  grep -q '"layer_norm_backward_from_output":true' "$work/plan_on.json" \
+    || fail "plan --json does not report layer_norm_backward_from_output: $(cat "$work/plan_on.json")"
+  grep -q '"layer_norm_backward_from_output":false' "$work/plan_off.json" \
+    || fail "plan --json does not report layer_norm_backward_from_output off: $(cat "$work/plan_off.json")"
+  off=$(json_int planned_bytes "$work/plan_off.json") on=$(json_int planned_bytes "$work/plan_on.json")
+  [ -n "$off" ] && [ -n "$on" ] && [ "$on" -lt "$off" ] \
+    || fail "$preset: --layer-norm-backward-from-output planned '$on' bytes, not fewer than '$off'"
+done
+"$bin" plan --recompute-layer-norm --layer-norm-backward-from-output >"$work/plan_both.out" 2>&1
+rc=$?
+[ $rc -eq 2 ] || fail "plan with --recompute-layer-norm and --layer-norm-backward-from-output exited $rc, not 2"
+grep -q -- '--layer-norm-backward-from-output' "$work/plan_both.out" || fail "the conflicting flags are not named: $(cat "$work/plan_both.out")"
+
 if [ $failures -ne 0 ]; then
   echo "$failures check(s) failed"
   exit 1
 fi
-echo "ok: ls-train train fresh run, resume, usage and data errors"
+echo "ok: ls-train train fresh run, resume, usage and data errors; plan --layer-norm-backward-from-output"

@@ -9,6 +9,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "layers/kernels/backends.h"
@@ -287,6 +288,72 @@ TEST_CASE("layernorm in fp32 agrees with fp64") {
   CHECK(rel_error(dx32, dx) < 1e-5);
   CHECK(rel_error(dg32, dg) < 1e-5);
   CHECK(rel_error(db32, db) < 1e-5);
+}
+
+TEST_CASE("layernorm backward from the output equals the backward from the input") {
+  // xhat = (y - beta) / gamma: in fp64 the two differ by the rounding of y (u = 1e-16 times
+  // |y| / |gamma| <= ~10 here), so they agree to 1e-13; in fp32 to the fp32 tolerance of the
+  // test above. gamma takes both signs, beta is non-zero, so that a mixed-up parameter shows.
+  auto ops = ls::make_cpu_ops();
+  const int64_t rows = 5, cols = 48;
+  const auto x = random_vector<double>(rows * cols, 90, -3, 3);
+  auto gamma = random_vector<double>(cols, 91, 0.5, 1.5);
+  for (int64_t c = 0; c < cols; c += 2) gamma[c] = -gamma[c];
+  const auto beta = random_vector<double>(cols, 92);
+  const auto dy = random_vector<double>(rows * cols, 93);
+  const auto d_residual = random_vector<double>(rows * cols, 94);
+  std::vector<double> y(rows * cols), mean(rows), rstd(rows);
+  ops->layernorm_forward(x.data(), gamma.data(), beta.data(), y.data(), mean.data(), rstd.data(),
+                         rows, cols, 1e-5f, DType::F64);
+  for (const double* res : {static_cast<const double*>(nullptr), d_residual.data()}) {
+    CAPTURE(res != nullptr);
+    std::vector<double> dx_in(rows * cols), dg_in(cols, 0.25), db_in(cols, 0.25);
+    std::vector<double> dx_out(rows * cols), dg_out(cols, 0.25), db_out(cols, 0.25);
+    ops->layernorm_backward(dy.data(), x.data(), gamma.data(), mean.data(), rstd.data(), res,
+                            dx_in.data(), dg_in.data(), db_in.data(), rows, cols, DType::F64);
+    ops->layernorm_backward_from_output(dy.data(), y.data(), gamma.data(), beta.data(),
+                                        rstd.data(), res, dx_out.data(), dg_out.data(),
+                                        db_out.data(), rows, cols, DType::F64);
+    CHECK(rel_error(dx_out, dx_in) < 1e-13);
+    CHECK(rel_error(dg_out, dg_in) < 1e-13);
+    CHECK(db_out == db_in);  // d_beta does not involve xhat: the same sums in the same order
+  }
+  // fp32 against the fp64 backward from the input.
+  std::vector<double> dx(rows * cols), dg(cols, 0), db(cols, 0);
+  ops->layernorm_backward(dy.data(), x.data(), gamma.data(), mean.data(), rstd.data(), nullptr,
+                          dx.data(), dg.data(), db.data(), rows, cols, DType::F64);
+  const auto y32 = convert<float>(y), g32 = convert<float>(gamma), b32 = convert<float>(beta),
+             dy32 = convert<float>(dy), rstd32 = convert<float>(rstd);
+  std::vector<float> dx32(rows * cols), dg32(cols, 0), db32(cols, 0);
+  ops->layernorm_backward_from_output(dy32.data(), y32.data(), g32.data(), b32.data(),
+                                      rstd32.data(), nullptr, dx32.data(), dg32.data(),
+                                      db32.data(), rows, cols, DType::F32);
+  CHECK(rel_error(dx32, dx) < 1e-5);
+  CHECK(rel_error(dg32, dg) < 1e-5);
+  CHECK(rel_error(db32, db) < 1e-5);
+}
+
+TEST_CASE("layernorm backward from the output rejects null pointers, naming them") {
+  auto ops = ls::make_cpu_ops();
+  std::vector<float> v(8, 1.f);
+  float* p = v.data();
+  auto call = [&](const void* y, const void* beta) {
+    ops->layernorm_backward_from_output(p, y, p, beta, p, nullptr, p, p, p, 2, 4, DType::F32);
+  };
+  for (auto [y, beta, name] :
+       {std::tuple<const void*, const void*, const char*>{nullptr, p, "y"}, {p, nullptr, "beta"}}) {
+    CAPTURE(name);
+    bool threw = false;
+    try {
+      call(y, beta);
+    } catch (const ls::Error& e) {
+      threw = true;
+      CHECK(e.status() == LS_ERR_INVALID_ARGUMENT);
+      CHECK(std::string(e.what()).find("layernorm_backward_from_output") != std::string::npos);
+      CHECK(std::string(e.what()).find(name) != std::string::npos);
+    }
+    CHECK(threw);
+  }
 }
 
 // ---------------------------------------------------------------- elementwise fusions

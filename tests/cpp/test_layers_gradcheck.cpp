@@ -275,3 +275,45 @@ TEST_CASE("pre-LN with the LayerNorm output recomputed in backward: gradients ma
         case_name + " (recomputed LN)");
   }
 }
+
+TEST_CASE("LayerNorm backward from its output: gradients match finite differences (fp64, "
+          "dropout on)") {
+  // With the option on, no LayerNorm keeps its input: xhat = (y - beta) / gamma. The LayerNorm
+  // parameters get values away from their initial ones and zeros (gamma in +-[0.5, 1.5] with
+  // both signs, beta in [-1, 1]), so that a mixed-up gamma or beta in the recovery shows; they
+  // and every first projection below a LayerNorm are checked whole, 4 sampled elements of every
+  // other tensor. Pre- and post-LN, both architectures.
+  const Case cases[] = {
+      {"encoder-decoder pre-LN sinusoidal relu", LS_ARCH_ENCODER_DECODER, 1, 0, LS_ACTIVATION_RELU, 0},
+      {"encoder-decoder post-LN learned gelu shared", LS_ARCH_ENCODER_DECODER, 0, 1, LS_ACTIVATION_GELU, 1},
+      {"decoder-only pre-LN learned gelu", LS_ARCH_DECODER_ONLY, 1, 1, LS_ACTIVATION_GELU, 1},
+      {"decoder-only post-LN sinusoidal relu", LS_ARCH_DECODER_ONLY, 0, 0, LS_ACTIVATION_RELU, 0},
+  };
+  for (const Case& k : cases) {
+    const std::string case_name = k.name;
+    CAPTURE(case_name);
+    ls_model_config c = small_config(k);
+    c.layer_norm_backward_from_output = 1;
+    Rig rig(c);
+    std::mt19937 gen(77);
+    std::uniform_real_distribution<double> mag(0.5, 1.5), shift(-1.0, 1.0);
+    int norms = 0;
+    for (const auto& e : rig.model.params().entries()) {
+      if (!contains(e.name, "layer_norm")) continue;
+      const bool weight = contains(e.name, ".weight");
+      norms += weight;
+      for (size_t i = 0; i < e.ref.numel; ++i)
+        rig.master()[e.ref.offset + i] =
+            weight ? (i % 2 ? -1 : 1) * mag(gen) : shift(gen);
+    }
+    CHECK(norms == (k.pre_ln ? (k.arch == LS_ARCH_ENCODER_DECODER ? 7 : 3)
+                             : (k.arch == LS_ARCH_ENCODER_DECODER ? 5 : 2)));
+    check_against_finite_differences(
+        rig, rig.analytic_gradient(), 654,
+        [](const std::string& name) {
+          return contains(name, ".fc1.") || contains(name, ".in_proj_") ||
+                 contains(name, "layer_norm");
+        },
+        case_name + " (LayerNorm backward from output)");
+  }
+}

@@ -907,3 +907,157 @@ TEST_CASE("recompute_layer_norm through the C API: old struct sizes, validation,
   CHECK(m == nullptr);
   ls_context_destroy(ctx);
 }
+
+TEST_CASE(
+    "layer_norm_backward_from_output through the C API: old struct sizes, validation, round "
+    "trip") {
+  ls_context* ctx = nullptr;
+  ls_context_options o;
+  ls_context_options_init(&o);
+  o.device = LS_DEVICE_CPU;
+  REQUIRE(ls_context_create(&o, &ctx) == LS_OK);
+  // Unlike recompute_layer_norm it applies to every LayerNorm: post-LN plans shrink too.
+  for (int32_t pre_ln : {1, 0}) {
+    CAPTURE(pre_ln);
+    ls_model_config c = tiny_config();
+    c.pre_layer_norm = pre_ln;
+    CHECK(c.layer_norm_backward_from_output == 0);  // the default
+    ls_memory_report base;
+    ls_memory_report_init(&base);
+    REQUIRE(ls_plan_memory(&c, LS_DEVICE_CPU, &base) == LS_OK);
+
+    // A caller whose struct ends before the field: the bytes past its struct_size (set here
+    // to 1) are never read, so it gets the default (off) and the default plan.
+    for (size_t size : {offsetof(ls_model_config, layer_norm_backward_from_output),
+                        offsetof(ls_model_config, recompute_layer_norm)}) {
+      CAPTURE(size);
+      ls_model_config old = c;
+      old.layer_norm_backward_from_output = 1;
+      old.struct_size = size;
+      ls_memory_report r;
+      ls_memory_report_init(&r);
+      REQUIRE_MESSAGE(ls_plan_memory(&old, LS_DEVICE_CPU, &r) == LS_OK, ls_last_error());
+      CHECK(r.saved_activations == base.saved_activations);
+      CHECK(r.planned_bytes == base.planned_bytes);
+      ls_model* m = nullptr;
+      REQUIRE_MESSAGE(ls_model_create(ctx, &old, &m) == LS_OK, ls_last_error());
+      ls_model_config got;
+      ls_model_config_init(&got);
+      REQUIRE(ls_model_get_config(m, &got) == LS_OK);
+      CHECK(got.layer_norm_backward_from_output == 0);
+      ls_model_destroy(m);
+    }
+    // Such a caller may still turn recompute_layer_norm on: the unread field is no conflict.
+    {
+      ls_model_config old = c;
+      old.recompute_layer_norm = 1;
+      old.layer_norm_backward_from_output = 1;
+      old.struct_size = offsetof(ls_model_config, layer_norm_backward_from_output);
+      ls_model* m = nullptr;
+      REQUIRE_MESSAGE(ls_model_create(ctx, &old, &m) == LS_OK, ls_last_error());
+      ls_model_config got;
+      ls_model_config_init(&got);
+      REQUIRE(ls_model_get_config(m, &got) == LS_OK);
+      CHECK(got.recompute_layer_norm == 1);
+      CHECK(got.layer_norm_backward_from_output == 0);
+      ls_model_destroy(m);
+    }
+
+    // The full struct: on, reported back, and it plans less.
+    c.layer_norm_backward_from_output = 1;
+    ls_memory_report r;
+    ls_memory_report_init(&r);
+    REQUIRE_MESSAGE(ls_plan_memory(&c, LS_DEVICE_CPU, &r) == LS_OK, ls_last_error());
+    CHECK(r.saved_activations < base.saved_activations);
+    CHECK(r.planned_bytes < base.planned_bytes);
+    ls_model* m = nullptr;
+    REQUIRE_MESSAGE(ls_model_create(ctx, &c, &m) == LS_OK, ls_last_error());
+    ls_model_config got;
+    ls_model_config_init(&got);
+    REQUIRE(ls_model_get_config(m, &got) == LS_OK);
+    CHECK(got.layer_norm_backward_from_output == 1);
+    CHECK(got.recompute_layer_norm == 0);
+    ls_memory_report actual;
+    ls_memory_report_init(&actual);
+    REQUIRE(ls_model_memory_report(m, &actual) == LS_OK);
+    CHECK(actual.planned_bytes == r.planned_bytes);
+    ls_model_destroy(m);
+
+    // Not with recompute_layer_norm: the message names both fields.
+    c.recompute_layer_norm = 1;
+    ls_memory_report_init(&r);
+    CHECK(ls_plan_memory(&c, LS_DEVICE_CPU, &r) == LS_ERR_INVALID_ARGUMENT);
+    m = nullptr;
+    CHECK(ls_model_create(ctx, &c, &m) == LS_ERR_INVALID_ARGUMENT);
+    std::string both = ls_last_error();
+    CHECK_MESSAGE(both.find("recompute_layer_norm") != std::string::npos, both);
+    CHECK_MESSAGE(both.find("layer_norm_backward_from_output") != std::string::npos, both);
+    CHECK(m == nullptr);
+    c.recompute_layer_norm = 0;
+
+    // Only 0 and 1.
+    c.layer_norm_backward_from_output = 2;
+    m = nullptr;
+    CHECK(ls_model_create(ctx, &c, &m) == LS_ERR_INVALID_ARGUMENT);
+    std::string two = ls_last_error();
+    CHECK_MESSAGE(two.find("layer_norm_backward_from_output") != std::string::npos, two);
+    CHECK(m == nullptr);
+  }
+  ls_context_destroy(ctx);
+}
+
+TEST_CASE("layer_norm_backward_from_output: exactly the LayerNorm inputs and means leave the "
+          "plan, and training follows the default") {
+  auto plan = [](const ls_model_config& c) {
+    ls_memory_report r;
+    ls_memory_report_init(&r);
+    REQUIRE_MESSAGE(ls_plan_memory(&c, LS_DEVICE_CUDA, &r) == LS_OK, ls_last_error());
+    return r;
+  };
+  ls_model_config c;
+  ls_model_config_init(&c);
+  REQUIRE(ls_model_config_preset("transformer-big", &c) == LS_OK);
+  c.max_batch_tokens = 8192;
+  c.max_seq_len = 64;
+  c.dtype = LS_DTYPE_FP16;
+  const uint64_t td = 8192ull * 1024 * 2, stats = 8192ull * 4;  // one [T, d] fp16; [T] fp32
+  for (int32_t pre : {1, 0}) {
+    CAPTURE(pre);
+    c.pre_layer_norm = pre;
+    c.layer_norm_backward_from_output = 0;
+    const ls_memory_report off = plan(c);
+    c.layer_norm_backward_from_output = 1;
+    const ls_memory_report on = plan(c);
+    MESSAGE("transformer-big " << std::string(pre ? "pre" : "post") << "-LN fp16, 8192 tokens: saved "
+                               << off.saved_activations << " -> " << on.saved_activations
+                               << ", planned " << off.planned_bytes << " -> " << on.planned_bytes
+                               << ", arena " << off.total_bytes << " -> " << on.total_bytes);
+    // 30 blocks (6 x 2 encoder, 6 x 3 decoder). Pre-LN: each block's input (the previous
+    // block's output, or the embedding output for the first) and mean, and the final
+    // LayerNorms' means (their inputs are block outputs, counted). Post-LN: each block's
+    // LayerNorm input and mean.
+    const uint64_t dropped = pre ? 32 * td + 32 * stats : 30 * td + 30 * stats;
+    CHECK(off.saved_activations - on.saved_activations == dropped);
+    CHECK(on.no_reuse_bytes == off.no_reuse_bytes);  // the same buffers, only their lifetimes
+    // The peak (at the start of backward, where every saved activation is alive) drops too.
+    CHECK(on.lower_bound_bytes < off.lower_bound_bytes);
+    CHECK(on.planned_bytes < off.planned_bytes);
+    CHECK(on.persistent_bytes == off.persistent_bytes);
+  }
+
+  // Whole training steps through the C API (Adam, clipping, dropout on), fp32: the same losses
+  // up to the rounding of y in fp32 (6e-8 relative, LayerNorm weights near 1), far below 1e-5.
+  for (int32_t pre : {1, 0}) {
+    CAPTURE(pre);
+    ls_model_config t = tiny_config();
+    t.pre_layer_norm = pre;
+    const std::vector<double> off = run_losses(t, 4);
+    t.layer_norm_backward_from_output = 1;
+    const std::vector<double> on = run_losses(t, 4);
+    REQUIRE(on.size() == off.size());
+    for (size_t i = 0; i < on.size(); ++i) {
+      CAPTURE(i);
+      CHECK(on[i] == doctest::Approx(off[i]).epsilon(1e-5));
+    }
+  }
+}

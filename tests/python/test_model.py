@@ -205,3 +205,36 @@ def test_recompute_layer_norm_round_trips_and_shrinks_the_plan(ctx):
     assert ls_train.plan_memory(post.replace(recompute_layer_norm=1), device="cpu") == (
         ls_train.plan_memory(post, device="cpu")
     )
+
+
+@pytest.mark.parametrize("pre_layer_norm", [1, 0], ids=["pre-LN", "post-LN"])
+def test_layer_norm_backward_from_output_round_trips_and_shrinks_the_plan(ctx, pre_layer_norm):
+    off = tiny_config(pre_layer_norm=pre_layer_norm)
+    assert off.layer_norm_backward_from_output == 0  # the default
+    on = off.replace(layer_norm_backward_from_output=1)
+    r_off = ls_train.plan_memory(off, device="cpu")
+    r_on = ls_train.plan_memory(on, device="cpu")
+    # Unlike recompute_layer_norm, post-LN plans shrink too: no LayerNorm input is kept.
+    assert r_on["saved_activations"] < r_off["saved_activations"]
+    assert r_on["planned_bytes"] < r_off["planned_bytes"]
+    with ls_train.Model(ctx, on) as model:
+        assert model.config.layer_norm_backward_from_output == 1
+        assert model.config.recompute_layer_norm == 0
+
+
+def test_layer_norm_backward_from_output_is_validated(ctx):
+    both = tiny_config(recompute_layer_norm=1, layer_norm_backward_from_output=1)
+    with pytest.raises(ls_train.LsError) as info:
+        ls_train.plan_memory(both, device="cpu")
+    assert info.value.status == "LS_ERR_INVALID_ARGUMENT"
+    assert "recompute_layer_norm" in info.value.message
+    assert "layer_norm_backward_from_output" in info.value.message
+    with pytest.raises(ls_train.LsError) as info:
+        ls_train.Model(ctx, both)
+    assert info.value.status == "LS_ERR_INVALID_ARGUMENT"
+    assert "recompute_layer_norm" in info.value.message
+    assert "layer_norm_backward_from_output" in info.value.message
+    with pytest.raises(ls_train.LsError) as info:
+        ls_train.plan_memory(tiny_config(layer_norm_backward_from_output=2), device="cpu")
+    assert info.value.status == "LS_ERR_INVALID_ARGUMENT"
+    assert "layer_norm_backward_from_output" in info.value.message

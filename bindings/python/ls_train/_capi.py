@@ -141,6 +141,7 @@ class ls_model_config(ctypes.Structure):
         ("label_smoothing", ctypes.c_float),
         ("eos_idx", ctypes.c_int32),
         ("recompute_layer_norm", ctypes.c_int32),
+        ("layer_norm_backward_from_output", ctypes.c_int32),
     ]
 
 

@@ -126,6 +126,7 @@ pub struct ls_model_config {
     pub label_smoothing: f32,
     pub eos_idx: i32,
     pub recompute_layer_norm: i32,
+    pub layer_norm_backward_from_output: i32,
 }
 
 #[repr(C)]

@@ -95,13 +95,17 @@ fn struct_layouts_match_lp64() {
     assert_eq!(offset_of!(sys::ls_context_options, stream), 24);
     assert_eq!(offset_of!(sys::ls_context_options, allow_tf32), 32);
 
-    // 8 + 25 four-byte fields = 108, padded to 112.
+    // 8 + 26 four-byte fields = 112, no padding.
     assert_eq!(size_of::<sys::ls_model_config>(), 112);
     assert_eq!(offset_of!(sys::ls_model_config, dropout), 48);
     assert_eq!(offset_of!(sys::ls_model_config, max_seq_len), 84);
     assert_eq!(offset_of!(sys::ls_model_config, label_smoothing), 96);
     assert_eq!(offset_of!(sys::ls_model_config, eos_idx), 100);
     assert_eq!(offset_of!(sys::ls_model_config, recompute_layer_norm), 104);
+    assert_eq!(
+        offset_of!(sys::ls_model_config, layer_norm_backward_from_output),
+        108
+    );
 
     assert_eq!(size_of::<sys::ls_memory_report>(), 8 + 15 * 8);
     assert_eq!(offset_of!(sys::ls_memory_report, planned_bytes), 72);

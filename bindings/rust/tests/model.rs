@@ -226,3 +226,62 @@ fn recompute_layer_norm_round_trips_and_shrinks_the_plan() {
     let model = Model::new(&ctx, &on).unwrap();
     assert_eq!(model.config().unwrap().recompute_layer_norm, 1);
 }
+
+#[test]
+fn layer_norm_backward_from_output_round_trips_and_shrinks_the_plan() {
+    assert_eq!(ModelConfig::new().layer_norm_backward_from_output, 0);
+    let ctx = Context::new(Device::Cpu, 1).unwrap();
+    // Unlike recompute_layer_norm, post-LN plans shrink too: no LayerNorm input is kept.
+    for pre_layer_norm in [1, 0] {
+        let mut off = tiny_config();
+        off.pre_layer_norm = pre_layer_norm;
+        let mut on = off;
+        on.layer_norm_backward_from_output = 1;
+        let r_off = plan_memory(&off, Device::Cpu).unwrap();
+        let r_on = plan_memory(&on, Device::Cpu).unwrap();
+        assert!(
+            r_on.saved_activations < r_off.saved_activations,
+            "pre_layer_norm {pre_layer_norm}: {r_on:?} vs {r_off:?}"
+        );
+        assert!(
+            r_on.planned_bytes < r_off.planned_bytes,
+            "pre_layer_norm {pre_layer_norm}: {r_on:?} vs {r_off:?}"
+        );
+        let model = Model::new(&ctx, &on).unwrap();
+        let got = model.config().unwrap();
+        assert_eq!(got.layer_norm_backward_from_output, 1);
+        assert_eq!(got.recompute_layer_norm, 0);
+    }
+}
+
+#[test]
+fn layer_norm_backward_from_output_is_validated() {
+    let mut both = tiny_config();
+    both.recompute_layer_norm = 1;
+    both.layer_norm_backward_from_output = 1;
+    let err = plan_memory(&both, Device::Cpu).unwrap_err();
+    assert_eq!(err.status, Status::INVALID_ARGUMENT);
+    assert!(err.message.contains("recompute_layer_norm"), "{err}");
+    assert!(
+        err.message.contains("layer_norm_backward_from_output"),
+        "{err}"
+    );
+    let ctx = Context::new(Device::Cpu, 1).unwrap();
+    let err = Model::new(&ctx, &both)
+        .err()
+        .expect("both flags on must be rejected");
+    assert_eq!(err.status, Status::INVALID_ARGUMENT);
+    assert!(err.message.contains("recompute_layer_norm"), "{err}");
+    assert!(
+        err.message.contains("layer_norm_backward_from_output"),
+        "{err}"
+    );
+    let mut two = tiny_config();
+    two.layer_norm_backward_from_output = 2;
+    let err = plan_memory(&two, Device::Cpu).unwrap_err();
+    assert_eq!(err.status, Status::INVALID_ARGUMENT);
+    assert!(
+        err.message.contains("layer_norm_backward_from_output"),
+        "{err}"
+    );
+}

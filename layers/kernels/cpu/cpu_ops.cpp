@@ -244,6 +244,34 @@ class CpuOps final : public Ops {
     });
   }
 
+  void layernorm_backward_from_output(const void* dy, const void* y, const void* gamma,
+                                      const void* beta, const void* rstd, const void* d_residual,
+                                      void* dx, void* d_gamma, void* d_beta, int64_t rows,
+                                      int64_t cols, DType dt) override {
+    const char* call = "layernorm_backward_from_output";
+    check_nonneg(rows, call, "rows");
+    LS_CHECK_ARG(cols > 0, call << ": cols = " << cols << " must be positive");
+    dispatch(dt, call, [&](auto tag) {
+      using T = decltype(tag);
+      using A = acc_t<T>;
+      if (rows == 0) return;
+      for (auto [p, name] : {std::pair<const void*, const char*>{dy, "dy"},
+                             {y, "y"},
+                             {gamma, "gamma"},
+                             {beta, "beta"},
+                             {rstd, "rstd"},
+                             {dx, "dx"},
+                             {d_gamma, "d_gamma"},
+                             {d_beta, "d_beta"}})
+        check_ptr(p, call, name);
+      cpu::layernorm_backward_from_output<T>(
+          static_cast<const T*>(dy), static_cast<const T*>(y), static_cast<const T*>(gamma),
+          static_cast<const T*>(beta), static_cast<const A*>(rstd),
+          static_cast<const T*>(d_residual), static_cast<T*>(dx), static_cast<A*>(d_gamma),
+          static_cast<A*>(d_beta), rows, cols);
+    });
+  }
+
   // ---- elementwise fusions ----
   void bias_dropout_residual_forward(const void* x, const void* bias, const void* residual,
                                      void* out, int64_t rows, int64_t cols, float p, DropoutKey key,

@@ -44,19 +44,31 @@ struct Reduction {
                    const char* call) const;
 };
 
+// What the LayerNorm backward (layernorm.cu, layernorm_param_grad.cu) computes xhat from: the
+// forward's input and saved mean, xhat = (x - mean) * rstd (layernorm_backward); or, with
+// from_output, its output and beta, xhat = (y - beta) / gamma (layernorm_backward_from_output).
+struct LnXhatSource {
+  const void* xy = nullptr;     // x, or y with from_output: [rows, cols] (dt)
+  const float* mean = nullptr;  // [rows]; read only from the input
+  const void* beta = nullptr;   // [cols] (dt); read only from the output
+  bool from_output = false;
+};
+
 // layernorm.cu, deterministic mode: the fused backward with d_gamma/d_beta written as per-block
 // partials [2][groups][cols] (d_gamma's rows, then d_beta's) that its last blocks add in a fixed
 // order (sums: arrays 2, out d_gamma and d_beta); groups == 0: cols beyond the register path
-// (then layernorm_param_grad.cu computes them).
-int64_t layernorm_backward_partial_groups(int64_t rows, int64_t cols, DType dt);
-void launch_layernorm_backward_partials(const void* dy, const void* x, const void* gamma,
-                                        const float* mean, const float* rstd,
-                                        const void* d_residual, void* dx, const PartialSums& sums,
-                                        int64_t rows, int64_t cols, DType dt, cudaStream_t s);
+// (then layernorm_param_grad.cu computes them). The groups depend on from_output (the two
+// variants' blocks take different shared memory, hence occupancy).
+int64_t layernorm_backward_partial_groups(int64_t rows, int64_t cols, DType dt, bool from_output);
+void launch_layernorm_backward_partials(const void* dy, const LnXhatSource& src, const void* gamma,
+                                        const float* rstd, const void* d_residual, void* dx,
+                                        const PartialSums& sums, int64_t rows, int64_t cols,
+                                        DType dt, cudaStream_t s);
 
-// layernorm_param_grad.cu (deterministic mode, rows longer than the register path): d_gamma/d_beta [cols] += fixed-order column sums;
-// partials: 2 * layernorm_param_grad_groups(rows, cols) * cols floats of scratch.
-void launch_layernorm_param_grad(const void* dy, const void* x, const float* mean,
+// layernorm_param_grad.cu (deterministic mode, rows longer than the register path): d_gamma/d_beta
+// [cols] += fixed-order column sums; partials: 2 * layernorm_param_grad_groups(rows, cols) * cols
+// floats of scratch.
+void launch_layernorm_param_grad(const void* dy, const LnXhatSource& src, const void* gamma,
                                  const float* rstd, float* d_gamma, float* d_beta, int64_t rows,
                                  int64_t cols, DType dt, float* partials, cudaStream_t s);
 int64_t layernorm_param_grad_groups(int64_t rows, int64_t cols);
@@ -64,7 +76,6 @@ int64_t layernorm_param_grad_groups(int64_t rows, int64_t cols);
 // reduce.cu: out[c] += sum over g (in order) of partials[g * cols + c].
 void launch_sum_partials(const float* partials, int64_t groups, int64_t cols, float* out,
                          cudaStream_t s);
-
 
 // gemm_lt.cu: GEMMs through cuBLASLt with a per-shape plan cache (see the file comment).
 class LtGemm {
@@ -110,7 +121,7 @@ void launch_embedding_backward(const EmbeddingArgs& a, const void* d_out, float*
 void launch_layernorm_forward(const void* x, const void* gamma, const void* beta, void* y,
                               float* mean, float* rstd, int64_t rows, int64_t cols, float eps,
                               DType dt, cudaStream_t s);
-void launch_layernorm_backward(const void* dy, const void* x, const void* gamma, const float* mean,
+void launch_layernorm_backward(const void* dy, const LnXhatSource& src, const void* gamma,
                                const float* rstd, const void* d_residual, void* dx, float* d_gamma,
                                float* d_beta, int64_t rows, int64_t cols, DType dt, cudaStream_t s);
 

@@ -229,35 +229,59 @@ void CudaOps::layernorm_forward(const void* x, const void* gamma, const void* be
 void CudaOps::layernorm_backward(const void* dy, const void* x, const void* gamma, const void* mean,
                                  const void* rstd, const void* d_residual, void* dx, void* d_gamma,
                                  void* d_beta, int64_t rows, int64_t cols, DType dt) {
-  const char* call = "layernorm_backward";
+  cuda::LnXhatSource src;
+  src.xy = x;
+  src.mean = static_cast<const float*>(mean);
+  layernorm_backward_common("layernorm_backward", dy, src, gamma, rstd, d_residual, dx, d_gamma,
+                            d_beta, rows, cols, dt);
+}
+
+void CudaOps::layernorm_backward_from_output(const void* dy, const void* y, const void* gamma,
+                                             const void* beta, const void* rstd,
+                                             const void* d_residual, void* dx, void* d_gamma,
+                                             void* d_beta, int64_t rows, int64_t cols, DType dt) {
+  cuda::LnXhatSource src;
+  src.xy = y;
+  src.beta = beta;
+  src.from_output = true;
+  layernorm_backward_common("layernorm_backward_from_output", dy, src, gamma, rstd, d_residual, dx,
+                            d_gamma, d_beta, rows, cols, dt);
+}
+
+void CudaOps::layernorm_backward_common(const char* call, const void* dy,
+                                        const cuda::LnXhatSource& src, const void* gamma,
+                                        const void* rstd, const void* d_residual, void* dx,
+                                        void* d_gamma, void* d_beta, int64_t rows, int64_t cols,
+                                        DType dt) {
   check_working(dt, call);
   check_nonneg(rows, call, "rows");
   LS_CHECK_ARG(cols > 0, call << ": cols = " << cols << " must be positive");
   if (rows == 0) return;
-  for (auto pr :
-       {std::make_pair((const void*)dy, "dy"), std::make_pair((const void*)x, "x"),
-        std::make_pair((const void*)gamma, "gamma"), std::make_pair((const void*)mean, "mean"),
-        std::make_pair((const void*)rstd, "rstd"), std::make_pair((const void*)dx, "dx"),
-        std::make_pair((const void*)d_gamma, "d_gamma"),
-        std::make_pair((const void*)d_beta, "d_beta")})
+  const bool out = src.from_output;
+  for (auto pr : {std::make_pair(dy, "dy"), std::make_pair(src.xy, out ? "y" : "x"),
+                  std::make_pair(gamma, "gamma"),
+                  out ? std::make_pair(src.beta, "beta")
+                      : std::make_pair(static_cast<const void*>(src.mean), "mean"),
+                  std::make_pair(rstd, "rstd"), std::make_pair(static_cast<const void*>(dx), "dx"),
+                  std::make_pair(static_cast<const void*>(d_gamma), "d_gamma"),
+                  std::make_pair(static_cast<const void*>(d_beta), "d_beta")})
     check_ptr(pr.first, call, pr.second);
+  const float* rs = static_cast<const float*>(rstd);
+  float* dg = static_cast<float*>(d_gamma);
+  float* db = static_cast<float*>(d_beta);
   cuda::Reduction red = reduction();
   if (!red.deterministic()) {
-    cuda::launch_layernorm_backward(dy, x, gamma, static_cast<const float*>(mean),
-                                    static_cast<const float*>(rstd), d_residual, dx,
-                                    static_cast<float*>(d_gamma), static_cast<float*>(d_beta),
-                                    rows, cols, dt, as_stream(stream_));
+    cuda::launch_layernorm_backward(dy, src, gamma, rs, d_residual, dx, dg, db, rows, cols, dt,
+                                    as_stream(stream_));
     return;
   }
   // Deterministic: the fused kernel writes per-block partials and its last blocks add them in a
   // fixed order.
-  const int64_t pg = cuda::layernorm_backward_partial_groups(rows, cols, dt);
+  const int64_t pg = cuda::layernorm_backward_partial_groups(rows, cols, dt, src.from_output);
   if (pg > 0) {
-    const cuda::PartialSums sums = red.sums(2, pg, cols, static_cast<float*>(d_gamma),
-                                            static_cast<float*>(d_beta), call);
-    cuda::launch_layernorm_backward_partials(dy, x, gamma, static_cast<const float*>(mean),
-                                             static_cast<const float*>(rstd), d_residual, dx,
-                                             sums, rows, cols, dt, as_stream(stream_));
+    const cuda::PartialSums sums = red.sums(2, pg, cols, dg, db, call);
+    cuda::launch_layernorm_backward_partials(dy, src, gamma, rs, d_residual, dx, sums, rows, cols,
+                                             dt, as_stream(stream_));
     return;
   }
   // Rows beyond the register path: the fused kernel's atomic column sums go to a discarded
@@ -267,12 +291,9 @@ void CudaOps::layernorm_backward(const void* dy, const void* x, const void* gamm
   float* scratch = red.rows(2 * groups * cols + 2 * cols, 1, call);
   float* discard = scratch + 2 * groups * cols;
   LS_CUDA_CALL(cudaMemsetAsync(discard, 0, 2 * cols * sizeof(float), as_stream(stream_)));
-  cuda::launch_layernorm_backward(dy, x, gamma, static_cast<const float*>(mean),
-                                  static_cast<const float*>(rstd), d_residual, dx, discard,
-                                  discard + cols, rows, cols, dt, as_stream(stream_));
-  cuda::launch_layernorm_param_grad(dy, x, static_cast<const float*>(mean),
-                                    static_cast<const float*>(rstd), static_cast<float*>(d_gamma),
-                                    static_cast<float*>(d_beta), rows, cols, dt, scratch,
+  cuda::launch_layernorm_backward(dy, src, gamma, rs, d_residual, dx, discard, discard + cols, rows,
+                                  cols, dt, as_stream(stream_));
+  cuda::launch_layernorm_param_grad(dy, src, gamma, rs, dg, db, rows, cols, dt, scratch,
                                     as_stream(stream_));
 }
 

@@ -12,7 +12,8 @@ namespace ls {
 namespace cuda {
 class LtGemm;
 struct Reduction;
-}
+struct LnXhatSource;
+}  // namespace cuda
 
 class CudaOps final : public Ops {
  public:
@@ -53,6 +54,10 @@ class CudaOps final : public Ops {
   void layernorm_backward(const void* dy, const void* x, const void* gamma, const void* mean,
                           const void* rstd, const void* d_residual, void* dx, void* d_gamma,
                           void* d_beta, int64_t rows, int64_t cols, DType dt) override;
+  void layernorm_backward_from_output(const void* dy, const void* y, const void* gamma,
+                                      const void* beta, const void* rstd, const void* d_residual,
+                                      void* dx, void* d_gamma, void* d_beta, int64_t rows,
+                                      int64_t cols, DType dt) override;
   void bias_dropout_residual_forward(const void* x, const void* bias, const void* residual,
                                      void* out, int64_t rows, int64_t cols, float p, DropoutKey key,
                                      DType dt) override;
@@ -109,6 +114,12 @@ class CudaOps final : public Ops {
 
  private:
   cuda::Reduction reduction() const;
+  // The body of layernorm_backward and layernorm_backward_from_output (src says which; the
+  // argument checks name `call` and src's pointers as the method's parameters).
+  void layernorm_backward_common(const char* call, const void* dy, const cuda::LnXhatSource& src,
+                                 const void* gamma, const void* rstd, const void* d_residual,
+                                 void* dx, void* d_gamma, void* d_beta, int64_t rows, int64_t cols,
+                                 DType dt);
 
   int device_ = 0;
   void* stream_ = nullptr;

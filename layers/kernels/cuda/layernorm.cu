@@ -34,6 +34,16 @@
 //   Fallback (longer rows): one warp per row, two passes over the row (the second from L1/L2),
 //   column partials through shared-memory atomics (2 * cols * 4 bytes <= 96 KiB), or, for rows
 //   longer still, a separate column-sum kernel (32 x 8 thread tiles).
+// Backward from the output (FROM_OUTPUT, a template parameter of every backward kernel here and
+//   in layernorm_param_grad.cu; LnXhatSource picks it): the same kernels given the forward's
+//   output y and beta instead of x and mean, xhat = (y - beta) / gamma (no mean load; rstd is
+//   still read per row). The register kernel keeps 1 / gamma and -beta / gamma per column in
+//   fp32 in shared memory next to gamma, in the same float4 layout, and computes
+//   xhat = fmaf(y, 1 / gamma, -beta / gamma); its row loop is otherwise the same. That is
+//   2 x team threads x P x N more floats (<= 160 KiB with 8 warps per row, where the device
+//   allows it; else such rows take the fallback), which with 2, 4 or 8 warps per row leaves
+//   fewer blocks per SM than from the input (sm_90, fp16/bf16: 3, 2, 1 against 5, 4, 2).
+//   A zero gamma gives non-finite dx and d_gamma.
 // Shapes: x, y, dy, dx, d_residual [rows, cols] (dt); gamma, beta [cols] (dt);
 //   mean, rstd [rows], d_gamma, d_beta [cols] (fp32).
 #include <cstring>
@@ -187,14 +197,19 @@ __global__ void __launch_bounds__(128)
   }
 }
 
+// xhat of one element from the forward's output (the FROM_OUTPUT kernels' column sums and
+// fallback).
+__device__ __forceinline__ float ln_xhat_from_output(float y, float beta, float gamma) {
+  return (y - beta) / gamma;
+}
+
 // SHARED: accumulate d_gamma/d_beta through shared-memory partials (2 * cols floats).
-template <class T, bool VEC, bool SHARED>
-__global__ void layernorm_backward_kernel(const T* __restrict__ dy, const T* __restrict__ x,
-                                          const T* __restrict__ gamma,
-                                          const float* __restrict__ mean,
-                                          const float* __restrict__ rstd, const T* d_residual,
-                                          T* dx, float* d_gamma, float* d_beta, int64_t rows,
-                                          int64_t cols) {
+// FROM_OUTPUT: x is the forward's output y, beta is read and mean is not (see the header).
+template <class T, bool VEC, bool SHARED, bool FROM_OUTPUT>
+__global__ void layernorm_backward_kernel(
+    const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ gamma,
+    const float* __restrict__ mean, const T* __restrict__ beta, const float* __restrict__ rstd,
+    const T* d_residual, T* dx, float* d_gamma, float* d_beta, int64_t rows, int64_t cols) {
   constexpr int N = lane_elems<T, VEC>();
   extern __shared__ float shared_partials[];
   float* sg = shared_partials;
@@ -209,28 +224,33 @@ __global__ void layernorm_backward_kernel(const T* __restrict__ dy, const T* __r
        row += warps) {
     const T* dyr = dy + row * cols;
     const T* xr = x + row * cols;
-    float mu = mean[row], rs = rstd[row];
+    float mu = FROM_OUTPUT ? 0.f : mean[row], rs = rstd[row];
     float sum_g = 0.f, sum_gx = 0.f;
     for (int64_t c = int64_t(lane) * N; c < cols; c += 32 * N) {
-      float d[N], v[N], g[N];
+      float d[N], v[N], g[N], b[N];
       load_n<N, VEC>(dyr, c, cols, d);
       load_n<N, VEC>(xr, c, cols, v);
       load_n<N, VEC>(gamma, c, cols, g);
+      if (FROM_OUTPUT) load_n<N, VEC>(beta, c, cols, b);
 #pragma unroll
       for (int j = 0; j < N; ++j) {
         float gj = d[j] * g[j];
         sum_g += gj;
-        sum_gx += gj * (v[j] - mu) * rs;
+        if (!FROM_OUTPUT)
+          sum_gx += gj * (v[j] - mu) * rs;
+        else if (VEC || c + j < cols)  // past the row: (0 - 0) / 0
+          sum_gx += gj * ln_xhat_from_output(v[j], b[j], g[j]);
       }
     }
     float inv_cols = 1.f / float(cols);
     float mean_g = warp_sum(sum_g) * inv_cols;
     float mean_gx = warp_sum(sum_gx) * inv_cols;
     for (int64_t c = int64_t(lane) * N; c < cols; c += 32 * N) {
-      float d[N], v[N], g[N], out[N];
+      float d[N], v[N], g[N], b[N], out[N];
       load_n<N, VEC>(dyr, c, cols, d);
       load_n<N, VEC>(xr, c, cols, v);
       load_n<N, VEC>(gamma, c, cols, g);
+      if (FROM_OUTPUT) load_n<N, VEC>(beta, c, cols, b);
       if (d_residual != nullptr) {
         load_n<N, VEC>(d_residual + row * cols, c, cols, out);
       } else {
@@ -239,7 +259,7 @@ __global__ void layernorm_backward_kernel(const T* __restrict__ dy, const T* __r
       }
 #pragma unroll
       for (int j = 0; j < N; ++j) {
-        float xhat = (v[j] - mu) * rs;
+        float xhat = FROM_OUTPUT ? ln_xhat_from_output(v[j], b[j], g[j]) : (v[j] - mu) * rs;
         out[j] += rs * (d[j] * g[j] - mean_g - xhat * mean_gx);
         if (SHARED && (VEC || c + j < cols)) {
           atomicAdd(sg + c + j, d[j] * xhat);
@@ -260,17 +280,23 @@ __global__ void layernorm_backward_kernel(const T* __restrict__ dy, const T* __r
 
 // Column sums for long rows: d_gamma[c] += sum_r dy * xhat, d_beta[c] += sum_r dy.
 // Blocks of 32 x 8: x walks 32 columns, y walks rows with stride 8 * gridDim.y.
-template <class T>
-__global__ void layernorm_param_grad_kernel(const T* dy, const T* x, const float* mean,
-                                            const float* rstd, float* d_gamma, float* d_beta,
-                                            int64_t rows, int64_t cols) {
+// FROM_OUTPUT: x is the forward's output y; gamma and beta are read instead of mean and rstd.
+template <class T, bool FROM_OUTPUT>
+__global__ void layernorm_param_grad_kernel(const T* dy, const T* x, const T* gamma,
+                                            const float* mean, const T* beta, const float* rstd,
+                                            float* d_gamma, float* d_beta, int64_t rows,
+                                            int64_t cols) {
   __shared__ float pg[8][33], pb[8][33];
   int64_t c = int64_t(blockIdx.x) * 32 + threadIdx.x;
   float ag = 0.f, ab = 0.f;
   if (c < cols) {
+    const float gc = FROM_OUTPUT ? to_f32(gamma[c]) : 0.f, bc = FROM_OUTPUT ? to_f32(beta[c]) : 0.f;
     for (int64_t r = int64_t(blockIdx.y) * 8 + threadIdx.y; r < rows; r += int64_t(gridDim.y) * 8) {
       float d = to_f32(dy[r * cols + c]);
-      ag += d * (to_f32(x[r * cols + c]) - mean[r]) * rstd[r];
+      if (FROM_OUTPUT)
+        ag += d * ln_xhat_from_output(to_f32(x[r * cols + c]), bc, gc);
+      else
+        ag += d * (to_f32(x[r * cols + c]) - mean[r]) * rstd[r];
       ab += d;
     }
   }
@@ -301,10 +327,29 @@ constexpr int ln_bwd_block_warps(int team) {
   return team > 4 ? team : 4;
 }
 // Dynamic shared memory: the column partials, 2 (d_gamma, d_beta) x block threads x P x N fp32,
-// then gamma in fp32, team threads x P x N (see the kernel for the layouts).
-template <class T, int TEAM, int P>
+// then gamma in fp32, team threads x P x N, and from the output 1 / gamma and -beta / gamma
+// likewise (see the kernel for the layouts).
+template <class T, int TEAM, int P, bool FROM_OUTPUT>
 constexpr size_t ln_bwd_shared_bytes() {
-  return (size_t(2) * ln_bwd_block_warps(TEAM) + TEAM) * 32 * P * (16 / sizeof(T)) * sizeof(float);
+  return (size_t(2) * ln_bwd_block_warps(TEAM) + (FROM_OUTPUT ? 3 : 1) * TEAM) * 32 * P *
+         (16 / sizeof(T)) * sizeof(float);
+}
+// Blocks per SM the register kernel is compiled for (__launch_bounds__; 0: no bound, ptxas's
+// choice; even a bound of 1 changes that choice, hence 0 elsewhere). From the output, where
+// ptxas's choice left fewer blocks per SM on sm_90 than from the input and the shared memory
+// allows as many, the bound is the from-input kernel's count (CUDA 13.0, sm_90; registers from
+// -> to, from the input in brackets):
+//   fp16, TEAM 1, P 4 (513-1024 columns): 5 blocks; 100 -> 96 [95], one spill: 1 / cols, stored
+//     once and loaded once per row (bf16 takes 86 unbounded: 5 blocks already);
+//   fp32, TEAM 1 or 2, P 4 (257-1024 columns): 7 blocks; 76 / 80 -> 72 [72], no spill.
+// (fp16/bf16 TEAM 1, P 1 takes 63 registers against 56, 8 blocks against 9: bound to 9 it spills
+// in the row loop. With 2 or more warps per row the shared memory is the limit.)
+template <class T, int TEAM, int P, bool FROM_OUTPUT>
+constexpr int ln_bwd_min_blocks() {
+  if (!FROM_OUTPUT || P != kLnBwdMaxPacks) return 0;
+  if (std::is_same<T, __half>::value) return TEAM == 1 ? 5 : 0;
+  if (std::is_same<T, float>::value) return TEAM <= 2 ? 7 : 0;
+  return 0;
 }
 
 template <class T, int N>
@@ -332,17 +377,20 @@ __device__ __forceinline__ void launder(PackN<T, N>& p) {
 // Register path of the backward (see the header). Thread t of a team owns the columns
 // [(t + 32 * TEAM * i) * N, + N), i < P, in every row. `vec`: cols % N == 0 and every pointer
 // 16-byte aligned (packed access); else element access with bounds.
+// FROM_OUTPUT: x is the forward's output y, beta is read and mean is not (xhat from the output).
 // Shared memory, as float4 so that a warp's accesses are consecutive (no bank conflicts):
 //   partials[((a * P + i) * Q + q) * kThreads + thread]: running sums of array a (0: d_gamma,
 //     1: d_beta), pack i, quarter q (elements 4q .. 4q + 3), owned by one thread (no atomics);
-//   gamma_f[(i * Q + q) * kTeamThreads + t]: gamma of the same columns, in fp32.
-template <class T, int TEAM, int P>
-__global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM))
+//   gamma_f[(i * Q + q) * kTeamThreads + t]: gamma of the same columns, in fp32;
+//   FROM_OUTPUT: inv_gamma_f and shift_f, the same for 1 / gamma and -beta / gamma.
+template <class T, int TEAM, int P, bool FROM_OUTPUT>
+__global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM),
+                                  ln_bwd_min_blocks<T, TEAM, P, FROM_OUTPUT>())
     layernorm_backward_register_kernel(const T* __restrict__ dy, const T* __restrict__ x,
                                        const T* __restrict__ gamma, const float* __restrict__ mean,
-                                       const float* __restrict__ rstd, const T* d_residual, T* dx,
-                                       float* d_gamma, float* d_beta, PartialSums sums,
-                                       int64_t rows, int64_t cols, bool vec) {
+                                       const T* __restrict__ beta, const float* __restrict__ rstd,
+                                       const T* d_residual, T* dx, float* d_gamma, float* d_beta,
+                                       PartialSums sums, int64_t rows, int64_t cols, bool vec) {
   constexpr int N = int(16 / sizeof(T));
   constexpr int Q = N / 4;
   constexpr int kWarps = ln_bwd_block_warps(TEAM);
@@ -354,6 +402,8 @@ __global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM))
   extern __shared__ float4 shared_f4[];
   float4* partials = shared_f4;
   float4* gamma_f = shared_f4 + 2 * P * Q * kThreads;
+  float4* inv_gamma_f = gamma_f + P * Q * kTeamThreads;  // FROM_OUTPUT only
+  float4* shift_f = inv_gamma_f + P * Q * kTeamThreads;  // FROM_OUTPUT only
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const int team = warp / TEAM;
   const int t = (warp % TEAM) * 32 + lane;
@@ -369,16 +419,43 @@ __global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM))
 #pragma unroll
     for (int j = 0; j < 4; ++j) g[j] = c + j < cols ? to_f32(gamma[c + j]) : 0.f;
     gamma_f[k] = make_float4(g[0], g[1], g[2], g[3]);
+    if (FROM_OUTPUT) {
+      // Past the row: 0 (not 1 / 0), so that the zero-filled elements there give xhat = 0.
+      float ig[4], sh[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const bool in = c + j < cols;
+        ig[j] = in ? 1.f / g[j] : 0.f;
+        sh[j] = in ? -to_f32(beta[c + j]) / g[j] : 0.f;
+      }
+      inv_gamma_f[k] = make_float4(ig[0], ig[1], ig[2], ig[3]);
+      shift_f[k] = make_float4(sh[0], sh[1], sh[2], sh[3]);
+    }
   }
   __syncthreads();
-  auto gamma_at = [&](int i, float gm[N]) {
+  // The N per-column values of pack i from one of the arrays above.
+  auto column_at = [&](const float4* arr, int i, float out[N]) {
 #pragma unroll
     for (int q = 0; q < Q; ++q) {
-      float4 g4 = gamma_f[(i * Q + q) * kTeamThreads + t];
-      gm[4 * q] = g4.x;
-      gm[4 * q + 1] = g4.y;
-      gm[4 * q + 2] = g4.z;
-      gm[4 * q + 3] = g4.w;
+      float4 v4 = arr[(i * Q + q) * kTeamThreads + t];
+      out[4 * q] = v4.x;
+      out[4 * q + 1] = v4.y;
+      out[4 * q + 2] = v4.z;
+      out[4 * q + 3] = v4.w;
+    }
+  };
+  // xhat = x * scale + shift: from the input rs and -mean * rs (the row's), from the output
+  // 1 / gamma and -beta / gamma (pack i's columns).
+  auto xhat_coefs = [&](int i, float rs, float row_shift, float scale[N], float shift[N]) {
+    if (FROM_OUTPUT) {
+      column_at(inv_gamma_f, i, scale);
+      column_at(shift_f, i, shift);
+    } else {
+#pragma unroll
+      for (int j = 0; j < N; ++j) {
+        scale[j] = rs;
+        shift[j] = row_shift;
+      }
     }
   };
   const float inv_cols = 1.f / float(cols);
@@ -393,7 +470,7 @@ __global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM))
     PackN<T, N> dyp[P], xp[P];
     float mu = 0.f, rs = 0.f, sum_g = 0.f, sum_gx = 0.f;
     if (active) {
-      mu = mean[row];
+      if (!FROM_OUTPUT) mu = mean[row];
       rs = rstd[row];
 #pragma unroll
       for (int i = 0; i < P; ++i) {
@@ -405,17 +482,18 @@ __global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM))
           for (int j = 0; j < N; ++j) dyp[i].v[j] = xp[i].v[j] = from_f32<T>(0.f);
         }
       }
-      const float shift = -mu * rs;  // xhat = x * rs + shift
+      const float shift = -mu * rs;  // from the input: xhat = x * rs + shift
 #pragma unroll
       for (int i = 0; i < P; ++i) {
-        float gm[N];
-        gamma_at(i, gm);
+        float gm[N], sc[N], sh[N];
+        column_at(gamma_f, i, gm);
+        xhat_coefs(i, rs, shift, sc, sh);
 #pragma unroll
         for (int j = 0; j < N; ++j) {
-          // Zero-filled tail elements: d = 0, so they add nothing.
+          // Zero-filled tail elements: d = 0 (and xhat = 0 from the output): they add nothing.
           const float g = to_f32(dyp[i].v[j]) * gm[j];
           sum_g += g;
-          sum_gx = fmaf(g, fmaf(to_f32(xp[i].v[j]), rs, shift), sum_gx);
+          sum_gx = fmaf(g, fmaf(to_f32(xp[i].v[j]), sc[j], sh[j]), sum_gx);
         }
       }
     }
@@ -462,12 +540,13 @@ __global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM))
 #pragma unroll
         for (int j = 0; j < N; ++j) out[j] = 0.f;
       }
-      float gm[N], dg[N], db[N];
-      gamma_at(i, gm);
+      float gm[N], sc[N], sh[N], dg[N], db[N];
+      column_at(gamma_f, i, gm);
+      xhat_coefs(i, rs, shift, sc, sh);
 #pragma unroll
       for (int j = 0; j < N; ++j) {
         const float d = to_f32(dyp[i].v[j]);
-        const float xhat = fmaf(to_f32(xp[i].v[j]), rs, shift);
+        const float xhat = fmaf(to_f32(xp[i].v[j]), sc[j], sh[j]);
         out[j] += fmaf(rs * d, gm[j], fmaf(xhat, a, b));
         dg[j] = d * xhat;
         db[j] = d;
@@ -602,27 +681,37 @@ void launch_layernorm_forward(const void* x, const void* gamma, const void* beta
 namespace {
 
 // The register path of the backward: returns its grid size (the number of per-block column
-// partials), 0 when cols is too long for it. Launches only when `launch`; sums as in the
-// kernel (rows null: atomics into d_gamma / d_beta).
-int64_t layernorm_backward_register_path(const void* dy, const void* x, const void* gamma,
-                                         const float* mean, const float* rstd,
-                                         const void* d_residual, void* dx, float* d_gamma,
-                                         float* d_beta, const PartialSums& sums, int64_t rows,
-                                         int64_t cols, DType dt, bool launch, cudaStream_t s) {
+// partials), 0 when cols is too long for it (or, from the output, when its shared memory is more
+// than the device gives a block). Launches only when `launch`; sums as in the kernel (rows null:
+// atomics into d_gamma / d_beta).
+template <bool FROM_OUTPUT>
+int64_t layernorm_backward_register_path(const void* dy, const LnXhatSource& src, const void* gamma,
+                                         const float* rstd, const void* d_residual, void* dx,
+                                         float* d_gamma, float* d_beta, const PartialSums& sums,
+                                         int64_t rows, int64_t cols, DType dt, bool launch,
+                                         cudaStream_t s) {
   int64_t grid = 0;
   dispatch_dtype(dt, "layernorm_backward", [&](auto tv) {
     using T = decltype(tv);
     constexpr int N = int(16 / sizeof(T));
     if (cols > ln_bwd_register_max_cols<T>()) return;
     bool vec = cols % N == 0;
-    for (const void* p : {dy, x, gamma, d_residual, static_cast<const void*>(dx)})
+    for (const void* p : {dy, src.xy, gamma, d_residual, static_cast<const void*>(dx)})
       if (p != nullptr && reinterpret_cast<uintptr_t>(p) % 16 != 0) vec = false;
     with_register_layout<N>(cols, [&](auto team, auto packs) {
       constexpr int TEAM = decltype(team)::value, P = decltype(packs)::value;
-      constexpr auto kernel = layernorm_backward_register_kernel<T, TEAM, P>;
-      constexpr size_t kSharedBytes = ln_bwd_shared_bytes<T, TEAM, P>();  // <= 96 KiB
-      // The grid: the blocks that fit on the device at once (the grid stride covers the rest).
+      constexpr auto kernel = layernorm_backward_register_kernel<T, TEAM, P, FROM_OUTPUT>;
+      // <= 96 KiB from the input, <= 160 KiB from the output.
+      constexpr size_t kSharedBytes = ln_bwd_shared_bytes<T, TEAM, P, FROM_OUTPUT>();
+      // The grid: the blocks that fit on the device at once (the grid stride covers the rest);
+      // 0: more shared memory than a block may have here (from the output with 8 warps per row
+      // on devices of 99 KiB per block, such as sm_86 / sm_89): such rows take the fallback.
       static int per_sm = [&] {
+        cudaFuncAttributes attr{};
+        LS_CUDA_CALL(cudaFuncGetAttributes(&attr, kernel));
+        if (attr.sharedSizeBytes + kSharedBytes >
+            size_t(device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>()))
+          return 0;
         int n = 0;
         LS_CUDA_CALL(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           int(kSharedBytes)));
@@ -630,6 +719,7 @@ int64_t layernorm_backward_register_path(const void* dy, const void* x, const vo
             &n, kernel, 32 * ln_bwd_block_warps(TEAM), kSharedBytes));
         return n > 0 ? n : 1;
       }();
+      if (per_sm == 0) return;
       constexpr int kTeams = ln_bwd_block_warps(TEAM) / TEAM;
       // At least kMinRowSteps rows per team: a block's fixed costs (gamma into shared memory,
       // zeroing and writing out its column sums, and in deterministic mode its partial rows)
@@ -647,48 +737,32 @@ int64_t layernorm_backward_register_path(const void* dy, const void* x, const vo
       // graph capture then makes no attribute call).
       allow_dynamic_smem<kernel>(kSharedBytes);
       kernel<<<unsigned(grid), 32 * ln_bwd_block_warps(TEAM), kSharedBytes, s>>>(
-          static_cast<const T*>(dy), static_cast<const T*>(x), static_cast<const T*>(gamma), mean,
-          rstd, static_cast<const T*>(d_residual), static_cast<T*>(dx), d_gamma, d_beta, sums, rows,
-          cols, vec);
+          static_cast<const T*>(dy), static_cast<const T*>(src.xy), static_cast<const T*>(gamma),
+          src.mean, static_cast<const T*>(src.beta), rstd, static_cast<const T*>(d_residual),
+          static_cast<T*>(dx), d_gamma, d_beta, sums, rows, cols, vec);
     });
   });
   if (launch && grid > 0) LS_LAUNCH_CHECK("layernorm_backward");
   return grid;
 }
 
-}  // namespace
-
-int64_t layernorm_backward_partial_groups(int64_t rows, int64_t cols, DType dt) {
-  if (rows == 0 || cols == 0) return 0;
-  // Alignment does not change the grid: any pointers will do.
-  return layernorm_backward_register_path(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
-                                          nullptr, nullptr, nullptr, PartialSums{}, rows, cols, dt,
-                                          false, nullptr);
+int64_t layernorm_backward_register_path(const void* dy, const LnXhatSource& src, const void* gamma,
+                                         const float* rstd, const void* d_residual, void* dx,
+                                         float* d_gamma, float* d_beta, const PartialSums& sums,
+                                         int64_t rows, int64_t cols, DType dt, bool launch,
+                                         cudaStream_t s) {
+  auto path = src.from_output ? layernorm_backward_register_path<true>
+                              : layernorm_backward_register_path<false>;
+  return path(dy, src, gamma, rstd, d_residual, dx, d_gamma, d_beta, sums, rows, cols, dt, launch,
+              s);
 }
 
-void launch_layernorm_backward_partials(const void* dy, const void* x, const void* gamma,
-                                        const float* mean, const float* rstd,
-                                        const void* d_residual, void* dx, const PartialSums& sums,
-                                        int64_t rows, int64_t cols, DType dt, cudaStream_t s) {
-  if (rows == 0 || cols == 0) return;
-  LS_REQUIRE(layernorm_backward_register_path(dy, x, gamma, mean, rstd, d_residual, dx, nullptr,
-                                              nullptr, sums, rows, cols, dt, true, s) > 0,
-             LS_ERR_UNSUPPORTED,
-             "layernorm_backward: per-block partials need cols <= 8192 (fp16/bf16) or 4096 "
-             "(fp32), got "
-                 << cols);
-}
-
-void launch_layernorm_backward(const void* dy, const void* x, const void* gamma, const float* mean,
-                               const float* rstd, const void* d_residual, void* dx, float* d_gamma,
-                               float* d_beta, int64_t rows, int64_t cols, DType dt,
-                               cudaStream_t s) {
-  if (rows == 0 || cols == 0) return;
-  if (layernorm_backward_register_path(dy, x, gamma, mean, rstd, d_residual, dx, d_gamma, d_beta,
-                                       PartialSums{}, rows, cols, dt, true, s) > 0)
-    return;
-
-  // Rows too long for the registers: the two-pass fallback.
+// Rows too long for the registers: the two-pass fallback.
+template <bool FROM_OUTPUT>
+void layernorm_backward_fallback(const void* dy, const LnXhatSource& src, const void* gamma,
+                                 const float* rstd, const void* d_residual, void* dx,
+                                 float* d_gamma, float* d_beta, int64_t rows, int64_t cols,
+                                 DType dt, cudaStream_t s) {
   constexpr int kWarps = 8;
   size_t shared_bytes = size_t(2 * cols) * sizeof(float);
   bool shared = shared_bytes <= kMaxSharedPartialBytes;
@@ -697,25 +771,25 @@ void launch_layernorm_backward(const void* dy, const void* x, const void* gamma,
   if (blocks > cap) blocks = cap;
   dispatch_dtype(dt, "layernorm_backward", [&](auto tv) {
     using T = decltype(tv);
-    bool vec = can_vectorise<T>(cols, {dy, x, gamma, d_residual, dx});
+    bool vec = can_vectorise<T>(cols, {dy, src.xy, gamma, src.beta, d_residual, dx});
     auto launch = [&](auto kernel) {
       size_t bytes = shared ? shared_bytes : 0;
       if (bytes > 48 * 1024)
         LS_CUDA_CALL(
             cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
       kernel<<<unsigned(blocks), 32 * kWarps, bytes, s>>>(
-          static_cast<const T*>(dy), static_cast<const T*>(x), static_cast<const T*>(gamma), mean,
-          rstd, static_cast<const T*>(d_residual), static_cast<T*>(dx), d_gamma, d_beta, rows,
-          cols);
+          static_cast<const T*>(dy), static_cast<const T*>(src.xy), static_cast<const T*>(gamma),
+          src.mean, static_cast<const T*>(src.beta), rstd, static_cast<const T*>(d_residual),
+          static_cast<T*>(dx), d_gamma, d_beta, rows, cols);
     };
     if (vec && shared)
-      launch(layernorm_backward_kernel<T, true, true>);
+      launch(layernorm_backward_kernel<T, true, true, FROM_OUTPUT>);
     else if (vec)
-      launch(layernorm_backward_kernel<T, true, false>);
+      launch(layernorm_backward_kernel<T, true, false, FROM_OUTPUT>);
     else if (shared)
-      launch(layernorm_backward_kernel<T, false, true>);
+      launch(layernorm_backward_kernel<T, false, true, FROM_OUTPUT>);
     else
-      launch(layernorm_backward_kernel<T, false, false>);
+      launch(layernorm_backward_kernel<T, false, false, FROM_OUTPUT>);
     LS_LAUNCH_CHECK("layernorm_backward");
     if (!shared) {
       dim3 block(32, 8);
@@ -724,12 +798,49 @@ void launch_layernorm_backward(const void* dy, const void* x, const void* gamma,
       if (gy < 1) gy = 1;
       if (gy > (rows + 7) / 8) gy = (rows + 7) / 8;
       if (gy > 65535) gy = 65535;
-      layernorm_param_grad_kernel<T><<<dim3(gx, unsigned(gy)), block, 0, s>>>(
-          static_cast<const T*>(dy), static_cast<const T*>(x), mean, rstd, d_gamma, d_beta, rows,
-          cols);
+      layernorm_param_grad_kernel<T, FROM_OUTPUT><<<dim3(gx, unsigned(gy)), block, 0, s>>>(
+          static_cast<const T*>(dy), static_cast<const T*>(src.xy), static_cast<const T*>(gamma),
+          src.mean, static_cast<const T*>(src.beta), rstd, d_gamma, d_beta, rows, cols);
       LS_LAUNCH_CHECK("layernorm_backward (parameter gradients)");
     }
   });
+}
+
+}  // namespace
+
+int64_t layernorm_backward_partial_groups(int64_t rows, int64_t cols, DType dt, bool from_output) {
+  if (rows == 0 || cols == 0) return 0;
+  // Alignment does not change the grid: any pointers will do.
+  LnXhatSource src;
+  src.from_output = from_output;
+  return layernorm_backward_register_path(nullptr, src, nullptr, nullptr, nullptr, nullptr, nullptr,
+                                          nullptr, PartialSums{}, rows, cols, dt, false, nullptr);
+}
+
+void launch_layernorm_backward_partials(const void* dy, const LnXhatSource& src, const void* gamma,
+                                        const float* rstd, const void* d_residual, void* dx,
+                                        const PartialSums& sums, int64_t rows, int64_t cols,
+                                        DType dt, cudaStream_t s) {
+  if (rows == 0 || cols == 0) return;
+  LS_REQUIRE(layernorm_backward_register_path(dy, src, gamma, rstd, d_residual, dx, nullptr,
+                                              nullptr, sums, rows, cols, dt, true, s) > 0,
+             LS_ERR_UNSUPPORTED,
+             "layernorm_backward: per-block partials need cols <= 8192 (fp16/bf16) or 4096 "
+             "(fp32), got "
+                 << cols);
+}
+
+void launch_layernorm_backward(const void* dy, const LnXhatSource& src, const void* gamma,
+                               const float* rstd, const void* d_residual, void* dx, float* d_gamma,
+                               float* d_beta, int64_t rows, int64_t cols, DType dt,
+                               cudaStream_t s) {
+  if (rows == 0 || cols == 0) return;
+  if (layernorm_backward_register_path(dy, src, gamma, rstd, d_residual, dx, d_gamma, d_beta,
+                                       PartialSums{}, rows, cols, dt, true, s) > 0)
+    return;
+  auto fallback =
+      src.from_output ? layernorm_backward_fallback<true> : layernorm_backward_fallback<false>;
+  fallback(dy, src, gamma, rstd, d_residual, dx, d_gamma, d_beta, rows, cols, dt, s);
 }
 
 }  // namespace cuda

@@ -177,7 +177,8 @@ TEST_CASE("cuda layernorm forward/backward match the CPU reference") {
                drstd = poisoned(size_t(s.rows), DType::F32);
         cuda.layernorm_forward(dx_in.p, dg.p, db.p, dy_out.p, dmean.p, drstd.p, s.rows, s.cols, eps,
                                dt);
-        CHECK_CLOSE(download(dy_out, dt, n), y_ref, tol(dt));
+        const auto y_dev = download(dy_out, dt, n);
+        CHECK_CLOSE(y_dev, y_ref, tol(dt));
         CHECK_CLOSE(download(dmean, DType::F32, size_t(s.rows)), mean_ref, tol(DType::F32));
         CHECK_CLOSE(download(drstd, DType::F32, size_t(s.rows)), rstd_ref, tol(DType::F32));
 
@@ -188,6 +189,18 @@ TEST_CASE("cuda layernorm forward/backward match the CPU reference") {
         cpu->layernorm_backward(dy.data(), x.data(), gamma.data(), mean_ref.data(), rstd_ref.data(),
                                 with_res ? dres.data() : nullptr, dx_ref.data(), dgamma_ref.data(),
                                 dbeta_ref.data(), s.rows, s.cols, DType::F32);
+        // The backward from the output: the CUDA side gets its forward's own y and rstd (as in
+        // training), the CPU reference the same y (y_dev: y_ref rounded to dt, to within the
+        // forward's tolerance) and rstd_ref. A different y on the two sides would carry a
+        // rounding of y into xhat = (y - beta) / gamma and so into d_gamma, compared with fp32
+        // tolerances. gamma from uniform(0.5, 1.5) keeps 1 / gamma <= 2, so dividing by it
+        // amplifies the remaining rounding (of the statistics, of 1 / gamma and -beta / gamma)
+        // at most 2x, and the tolerances of the check from the input apply unchanged.
+        std::vector<float> dx_out_ref(n), dgamma_out_ref = dgamma0, dbeta_out_ref = dbeta0;
+        cpu->layernorm_backward_from_output(dy.data(), y_dev.data(), gamma.data(), beta.data(),
+                                            rstd_ref.data(), with_res ? dres.data() : nullptr,
+                                            dx_out_ref.data(), dgamma_out_ref.data(),
+                                            dbeta_out_ref.data(), s.rows, s.cols, DType::F32);
         DevBuf ddy = upload(dy, dt), ddres = upload(dres, dt);
         // d_gamma / d_beta with atomics, then with the fixed-order sums (the workspace holds
         // the per-block partials; bitwise repeatable, and the second call also shows that the
@@ -218,6 +231,37 @@ TEST_CASE("cuda layernorm forward/backward match the CPU reference") {
                                     s.cols, dt);
             CHECK(download(ddg2, DType::F32, size_t(s.cols)) == got_g);
             CHECK(download(ddb2, DType::F32, size_t(s.cols)) == got_b);
+          }
+
+          // From the output, with the same checks.
+          DevBuf odx = poisoned(n, dt);
+          DevBuf odg = upload(dgamma0, DType::F32), odb = upload(dbeta0, DType::F32);
+          cuda.layernorm_backward_from_output(ddy.p, dy_out.p, dg.p, db.p, drstd.p,
+                                              with_res ? ddres.p : nullptr, odx.p, odg.p, odb.p,
+                                              s.rows, s.cols, dt);
+          const auto out_dx = download(odx, dt, n);
+          const auto out_g = download(odg, DType::F32, size_t(s.cols));
+          const auto out_b = download(odb, DType::F32, size_t(s.cols));
+          CHECK_CLOSE(out_dx, dx_out_ref, dt == DType::F32 ? 1e-4 : tol(dt));
+          CHECK_CLOSE(out_g, dgamma_out_ref, kSumTol);
+          CHECK_CLOSE(out_b, dbeta_out_ref, kSumTol);
+          // Against the backward from the input: the two agree up to the rounding of y to dt.
+          // It reaches d_gamma through xhat: relative error at most u * rms(y / gamma) /
+          // rms(xhat) ~ 1.5u here (u the unit roundoff, 5e-4 in fp16, 4e-3 in bf16; beta ~
+          // N(0, 1)), so d_gamma is held to tol(dt) (kSumTol in fp32, where y is not rounded).
+          // dx (whose xhat term is scaled by mean(g xhat), ~1 / sqrt(cols)) and d_beta keep
+          // their tolerances.
+          CHECK_CLOSE(out_dx, dx_ref, dt == DType::F32 ? 1e-4 : tol(dt));
+          CHECK_CLOSE(out_g, dgamma_ref, dt == DType::F32 ? kSumTol : tol(dt));
+          CHECK_CLOSE(out_b, dbeta_ref, kSumTol);
+          if (det) {
+            DevBuf odx2 = poisoned(n, dt);
+            DevBuf odg2 = upload(dgamma0, DType::F32), odb2 = upload(dbeta0, DType::F32);
+            cuda.layernorm_backward_from_output(ddy.p, dy_out.p, dg.p, db.p, drstd.p,
+                                                with_res ? ddres.p : nullptr, odx2.p, odg2.p,
+                                                odb2.p, s.rows, s.cols, dt);
+            CHECK(download(odg2, DType::F32, size_t(s.cols)) == out_g);
+            CHECK(download(odb2, DType::F32, size_t(s.cols)) == out_b);
           }
         }
         cuda.set_workspace(nullptr, 0);

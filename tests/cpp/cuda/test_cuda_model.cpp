@@ -3,6 +3,7 @@
 // the fp32 loss curve. Determinism on the same GPU.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -202,4 +203,91 @@ TEST_CASE("recompute_layer_norm gives bitwise the same training on the GPU (pre-
   const auto off = run(0), on = run(1);
   CHECK(on.first == off.first);
   CHECK(on.second == off.second);
+}
+
+namespace {
+
+// LayerNorm weights in +-[0.5, 1.5] (alternating signs) and biases in [-1, 1]: away from the
+// initial ones and zeros, where xhat = (y - beta) / gamma would be y itself.
+void randomize_layer_norms(ls_model* m, unsigned seed) {
+  int64_t n = 0;
+  REQUIRE(ls_model_num_parameters(m, &n) == LS_OK);
+  unsigned state = seed;
+  auto next = [&] {  // uniform in [0, 1)
+    state = state * 1664525u + 1013904223u;
+    return (state >> 8) * (1.0f / 16777216.0f);
+  };
+  for (int64_t i = 0; i < n; ++i) {
+    ls_parameter_info info;
+    ls_parameter_info_init(&info);
+    REQUIRE(ls_model_parameter_info(m, i, &info) == LS_OK);
+    const std::string name = info.name;
+    if (name.find("layer_norm") == std::string::npos) continue;
+    const bool weight = name.find(".weight") != std::string::npos;
+    std::vector<float> w(static_cast<size_t>(info.numel));
+    for (size_t j = 0; j < w.size(); ++j)
+      w[j] = weight ? (j % 2 ? -1.f : 1.f) * (0.5f + next()) : 2.f * next() - 1.f;
+    REQUIRE(ls_model_set_parameter(m, info.name, w.data(), info.numel) == LS_OK);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("LayerNorm backward from the output on the GPU: fp32 matches the CPU reference, fp16 "
+          "and bf16 follow the default") {
+  for (int pre : {1, 0}) {
+    CAPTURE(pre);
+    // fp32, the option on in both backends, identical parameters: the tolerances of the
+    // CPU-vs-GPU test above (only summation order and fp32 rounding differ).
+    ls_model_config c = gpu_config(LS_DTYPE_FP32);
+    c.pre_layer_norm = pre;
+    c.layer_norm_backward_from_output = 1;
+    Run cpu(LS_DEVICE_CPU, c), gpu(LS_DEVICE_CUDA, c, 1e-3f, /*tf32=*/false);
+    randomize_layer_norms(cpu.model, 5u + unsigned(pre));
+    gpu.copy_params_from(cpu.model);
+    Batch batch;
+    ls_step_result rc, rg;
+    ls_step_result_init(&rc);
+    ls_step_result_init(&rg);
+    REQUIRE(ls_trainer_step(cpu.trainer, &batch.b, &rc) == LS_OK);
+    REQUIRE_MESSAGE(ls_trainer_step(gpu.trainer, &batch.b, &rg) == LS_OK, ls_last_error());
+    CHECK(rg.loss == doctest::Approx(rc.loss).epsilon(1e-4));
+    CHECK(rg.grad_norm == doctest::Approx(rc.grad_norm).epsilon(1e-3));
+    CHECK(rel_diff(gpu.params(), cpu.params()) < 1e-4);
+
+    // fp16 / bf16 on the GPU, the option against the default, same start, 12 steps: the
+    // recovered xhat carries the rounding of y (fp16 2^-11, bf16 2^-8 relative, up to 2x with
+    // |gamma| >= 0.5), far below the 2% / 5% by which these dtypes may follow fp32 (test
+    // above); the per-token losses must stay within 1% / 2.5% of each other.
+    for (ls_dtype dt : {LS_DTYPE_FP16, LS_DTYPE_BF16}) {
+      CAPTURE(static_cast<int>(dt));
+      auto losses = [&](int from_output) {
+        ls_model_config h = gpu_config(dt);
+        h.pre_layer_norm = pre;
+        h.layer_norm_backward_from_output = from_output;
+        Run r(LS_DEVICE_CUDA, h, 2e-3f);
+        r.copy_params_from(cpu.model);
+        std::vector<double> out;
+        for (int i = 0; i < 12; ++i) {
+          ls_step_result s;
+          ls_step_result_init(&s);
+          REQUIRE_MESSAGE(ls_trainer_step(r.trainer, &batch.b, &s) == LS_OK, ls_last_error());
+          // Indexed by the updates applied before the step (an overflowed fp16 step changed
+          // nothing), as in the loss-curve test.
+          const int64_t before = s.num_updates - s.updated;
+          if (before == static_cast<int64_t>(out.size())) out.push_back(s.loss / s.tokens);
+        }
+        return out;
+      };
+      const auto off = losses(0), on = losses(1);
+      REQUIRE(on.size() >= 9);  // a few overflow skips at most
+      REQUIRE(off.size() >= 9);
+      const double tol = dt == LS_DTYPE_FP16 ? 0.01 : 0.025;
+      for (size_t i = 0; i < std::min(on.size(), off.size()); ++i) {
+        CAPTURE(i);
+        CHECK(std::isfinite(on[i]));
+        CHECK(std::fabs(on[i] - off[i]) <= tol * off[i]);
+      }
+    }
+  }
 }

@@ -225,7 +225,8 @@ def main(argv=None):
     ap.add_argument("--skip-ls-bench", action="store_true", help="no bench_model_step run")
     ap.add_argument("--ls-args", default="",
                     help="model options for both bench_model_step and `ls-train plan` (one "
-                    "string), e.g. --layer-norm-backward-from-output or --recompute-layer-norm")
+                    "string, given with '=' since it starts with '--'), e.g. "
+                    "--ls-args=--layer-norm-backward-from-output")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per child process")
     args = ap.parse_args(argv)
 

@@ -358,7 +358,12 @@ def main(argv=None):
           f"bisection to {args.search_resolution} rows; PyTorch searched in eager mode only).",
           "", table, "", "Notes:", ""] + [f"- {n}" for n in notes]
     in_table = [id(row["ls_train"]) for row in rows if row["ls_train"]]
-    other = [r for r in ls_runs if id(r) not in in_table]
+    other, seen = [], set()
+    for r in ls_runs:
+        key = (r["preset"], r["dtype"], r["lsmode"], r["batch"], r["len"])
+        if id(r) not in in_table and key not in seen:
+            seen.add(key)
+            other.append(r)
     if other:
         md += ["", "Other ls_train runs (bench_model_step):", ""]
         md += [f"- {r['preset']} {r['dtype']} {r['lsmode']} {r['batch']} x {r['len']}: "

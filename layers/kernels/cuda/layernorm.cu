@@ -37,13 +37,14 @@
 // Backward from the output (FROM_OUTPUT, a template parameter of every backward kernel here and
 //   in layernorm_param_grad.cu; LnXhatSource picks it): the same kernels given the forward's
 //   output y and beta instead of x and mean, xhat = (y - beta) / gamma (no mean load; rstd is
-//   still read per row). The register kernel keeps 1 / gamma and -beta / gamma per column in
-//   fp32 in shared memory next to gamma, in the same float4 layout, and computes
-//   xhat = fmaf(y, 1 / gamma, -beta / gamma); its row loop is otherwise the same. That is
-//   2 x team threads x P x N more floats (<= 160 KiB with 8 warps per row, where the device
-//   allows it; else such rows take the fallback), which with 2, 4 or 8 warps per row leaves
-//   fewer blocks per SM than from the input (sm_90, fp16/bf16: 3, 2, 1 against 5, 4, 2).
-//   A zero gamma gives non-finite dx and d_gamma.
+//   still read per row). The register kernel keeps its per-column values in shared memory in
+//   the float4 layout of gamma: for fp16/bf16 the (gamma, -beta) pairs in the storage type
+//   (exact; one 32-bit word per column, where the input variant keeps gamma in fp32) and
+//   1 / gamma in fp32; the row sums use g * xhat = dy * (y - beta), so the first pass reads one
+//   word per column, as from the input, and the second two (xhat = (y - beta) * (1 / gamma)).
+//   fp32 keeps gamma, 1 / gamma and -beta / gamma (xhat = fmaf(y, 1 / gamma, -beta / gamma)).
+//   Rows of 8 warps may need more shared memory than a device gives a block (sm_86 / sm_89):
+//   such rows take the fallback. A zero gamma gives non-finite dx and d_gamma.
 // Shapes: x, y, dy, dx, d_residual [rows, cols] (dt); gamma, beta [cols] (dt);
 //   mean, rstd [rows], d_gamma, d_beta [cols] (fp32).
 #include <cstring>
@@ -326,24 +327,32 @@ constexpr int64_t ln_bwd_register_max_cols() {
 constexpr int ln_bwd_block_warps(int team) {
   return team > 4 ? team : 4;
 }
+// From the output with 16-bit storage, the per-column (gamma, -beta) pairs are kept packed in
+// their storage type (exact), one 32-bit word per column, next to 1 / gamma in fp32.
+template <class T, bool FROM_OUTPUT>
+constexpr bool ln_bwd_packed_pairs() {
+  return FROM_OUTPUT && sizeof(T) == 2;
+}
 // Dynamic shared memory: the column partials, 2 (d_gamma, d_beta) x block threads x P x N fp32,
-// then gamma in fp32, team threads x P x N, and from the output 1 / gamma and -beta / gamma
-// likewise (see the kernel for the layouts).
+// then per column, team threads x P x N words each: from the input gamma in fp32; from the
+// output (gamma, -beta) pairs and 1 / gamma (16-bit storage), or gamma, 1 / gamma and
+// -beta / gamma in fp32 (see the kernel for the layouts).
 template <class T, int TEAM, int P, bool FROM_OUTPUT>
 constexpr size_t ln_bwd_shared_bytes() {
-  return (size_t(2) * ln_bwd_block_warps(TEAM) + (FROM_OUTPUT ? 3 : 1) * TEAM) * 32 * P *
+  constexpr int kColumnArrays = !FROM_OUTPUT ? 1 : ln_bwd_packed_pairs<T, FROM_OUTPUT>() ? 2 : 3;
+  return (size_t(2) * ln_bwd_block_warps(TEAM) + kColumnArrays * TEAM) * 32 * P *
          (16 / sizeof(T)) * sizeof(float);
 }
 // Blocks per SM the register kernel is compiled for (__launch_bounds__; 0: no bound, ptxas's
 // choice; even a bound of 1 changes that choice, hence 0 elsewhere). From the output, where
 // ptxas's choice left fewer blocks per SM on sm_90 than from the input and the shared memory
-// allows as many, the bound is the from-input kernel's count (CUDA 13.0, sm_90; registers from
-// -> to, from the input in brackets):
-//   fp16, TEAM 1, P 4 (513-1024 columns): 5 blocks; 100 -> 96 [95], one spill: 1 / cols, stored
-//     once and loaded once per row (bf16 takes 86 unbounded: 5 blocks already);
-//   fp32, TEAM 1 or 2, P 4 (257-1024 columns): 7 blocks; 76 / 80 -> 72 [72], no spill.
-// (fp16/bf16 TEAM 1, P 1 takes 63 registers against 56, 8 blocks against 9: bound to 9 it spills
-// in the row loop. With 2 or more warps per row the shared memory is the limit.)
+// allows as many, the bound is the from-input kernel's count (CUDA 13.0, sm_90; registers with
+// the bound, from the input in brackets):
+//   fp16, TEAM 1, P 4 (513-1024 columns): 5 blocks; 96 [95], one 4-byte spill (1 / cols,
+//     stored once and loaded once per row); bf16 takes 83 unbounded, 5 blocks already;
+//   fp32, TEAM 1 or 2, P 4 (257-1024 columns): 7 blocks; 72 [72], no spill.
+// (fp16/bf16 TEAM 1, P 1 takes 60 registers against 56, 8 blocks against 9: bound to 9 it
+// spilled in the row loop.)
 template <class T, int TEAM, int P, bool FROM_OUTPUT>
 constexpr int ln_bwd_min_blocks() {
   if (!FROM_OUTPUT || P != kLnBwdMaxPacks) return 0;
@@ -402,8 +411,10 @@ __global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM),
   extern __shared__ float4 shared_f4[];
   float4* partials = shared_f4;
   float4* gamma_f = shared_f4 + 2 * P * Q * kThreads;
+  constexpr bool kPacked = ln_bwd_packed_pairs<T, FROM_OUTPUT>();
+  // kPacked: gamma_f holds (gamma, -beta) pairs in T, one per 32-bit word (pair_at reads them).
   float4* inv_gamma_f = gamma_f + P * Q * kTeamThreads;  // FROM_OUTPUT only
-  float4* shift_f = inv_gamma_f + P * Q * kTeamThreads;  // FROM_OUTPUT only
+  float4* shift_f = inv_gamma_f + P * Q * kTeamThreads;  // FROM_OUTPUT, 32-bit T only
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const int team = warp / TEAM;
   const int t = (warp % TEAM) * 32 + lane;
@@ -418,8 +429,24 @@ __global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM),
     float g[4];
 #pragma unroll
     for (int j = 0; j < 4; ++j) g[j] = c + j < cols ? to_f32(gamma[c + j]) : 0.f;
-    gamma_f[k] = make_float4(g[0], g[1], g[2], g[3]);
-    if (FROM_OUTPUT) {
+    if (kPacked) {
+      // Past the row: (0, 0) and 1 / gamma = 0, so zero-filled elements there give xhat = 0.
+      float words[4], ig[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const bool in = c + j < cols;
+        PackN<T, 2> pair;
+        pair.v[0] = in ? gamma[c + j] : from_f32<T>(0.f);
+        pair.v[1] = in ? from_f32<T>(-to_f32(beta[c + j])) : from_f32<T>(0.f);  // exact
+        memcpy(&words[j], &pair, sizeof(float));
+        ig[j] = in ? 1.f / g[j] : 0.f;
+      }
+      gamma_f[k] = make_float4(words[0], words[1], words[2], words[3]);
+      inv_gamma_f[k] = make_float4(ig[0], ig[1], ig[2], ig[3]);
+    } else {
+      gamma_f[k] = make_float4(g[0], g[1], g[2], g[3]);
+    }
+    if (FROM_OUTPUT && !kPacked) {
       // Past the row: 0 (not 1 / 0), so that the zero-filled elements there give xhat = 0.
       float ig[4], sh[4];
 #pragma unroll
@@ -444,8 +471,23 @@ __global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM),
       out[4 * q + 3] = v4.w;
     }
   };
+  // kPacked: gamma and -beta of pack i's columns from their pairs.
+  auto pair_at = [&](int i, float gm[N], float neg_beta[N]) {
+#pragma unroll
+    for (int q = 0; q < Q; ++q) {
+      const float4 v4 = gamma_f[(i * Q + q) * kTeamThreads + t];
+      const float words[4] = {v4.x, v4.y, v4.z, v4.w};
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        PackN<T, 2> pair;
+        memcpy(&pair, &words[j], sizeof(float));
+        gm[4 * q + j] = to_f32(pair.v[0]);
+        neg_beta[4 * q + j] = to_f32(pair.v[1]);
+      }
+    }
+  };
   // xhat = x * scale + shift: from the input rs and -mean * rs (the row's), from the output
-  // 1 / gamma and -beta / gamma (pack i's columns).
+  // (32-bit storage) 1 / gamma and -beta / gamma (pack i's columns).
   auto xhat_coefs = [&](int i, float rs, float row_shift, float scale[N], float shift[N]) {
     if (FROM_OUTPUT) {
       column_at(inv_gamma_f, i, scale);
@@ -485,6 +527,18 @@ __global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM),
       const float shift = -mu * rs;  // from the input: xhat = x * rs + shift
 #pragma unroll
       for (int i = 0; i < P; ++i) {
+        if (kPacked) {
+          // g * xhat = dy * gamma * (y - beta) / gamma = dy * (y - beta): no 1 / gamma here.
+          float gm[N], nb[N];
+          pair_at(i, gm, nb);
+#pragma unroll
+          for (int j = 0; j < N; ++j) {
+            const float d = to_f32(dyp[i].v[j]);
+            sum_g = fmaf(d, gm[j], sum_g);
+            sum_gx = fmaf(d, to_f32(xp[i].v[j]) + nb[j], sum_gx);
+          }
+          continue;
+        }
         float gm[N], sc[N], sh[N];
         column_at(gamma_f, i, gm);
         xhat_coefs(i, rs, shift, sc, sh);
@@ -541,12 +595,18 @@ __global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM),
         for (int j = 0; j < N; ++j) out[j] = 0.f;
       }
       float gm[N], sc[N], sh[N], dg[N], db[N];
-      column_at(gamma_f, i, gm);
-      xhat_coefs(i, rs, shift, sc, sh);
+      if (kPacked) {  // xhat = (y - beta) * (1 / gamma)
+        pair_at(i, gm, sh);
+        column_at(inv_gamma_f, i, sc);
+      } else {
+        column_at(gamma_f, i, gm);
+        xhat_coefs(i, rs, shift, sc, sh);
+      }
 #pragma unroll
       for (int j = 0; j < N; ++j) {
         const float d = to_f32(dyp[i].v[j]);
-        const float xhat = fmaf(to_f32(xp[i].v[j]), sc[j], sh[j]);
+        const float xhat = kPacked ? (to_f32(xp[i].v[j]) + sh[j]) * sc[j]
+                                   : fmaf(to_f32(xp[i].v[j]), sc[j], sh[j]);
         out[j] += fmaf(rs * d, gm[j], fmaf(xhat, a, b));
         dg[j] = d * xhat;
         db[j] = d;

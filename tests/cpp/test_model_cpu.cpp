@@ -846,26 +846,25 @@ TEST_CASE("recompute_layer_norm shrinks the pre-LN plan and leaves post-LN alone
   }
 }
 
-TEST_CASE("recompute_layer_norm through the C API: old struct sizes, validation, round trip") {
-  ls_context* ctx = nullptr;
-  ls_context_options o;
-  ls_context_options_init(&o);
-  o.device = LS_DEVICE_CPU;
-  REQUIRE(ls_context_create(&o, &ctx) == LS_OK);
-  ls_model_config c = tiny_config();
-  c.pre_layer_norm = 1;
-  CHECK(c.recompute_layer_norm == 0);  // the default
+namespace {
+
+// A memory option of ls_model_config (an int32 flag appended after `previous`) through the C
+// API: a caller whose struct ends before the flag (or before `previous`) never has it read, so
+// it gets the default (off) and the default plan; the full struct turns it on, reports it back
+// and plans less, and the live model's arena is that plan; values other than 0 and 1 fail
+// naming the flag.
+void check_memory_flag_through_capi(ls_context* ctx, ls_model_config c,
+                                    int32_t ls_model_config::*flag, size_t flag_offset,
+                                    size_t previous_offset, const char* name) {
+  CAPTURE(name);
+  CHECK(c.*flag == 0);  // the default
   ls_memory_report base;
   ls_memory_report_init(&base);
   REQUIRE(ls_plan_memory(&c, LS_DEVICE_CPU, &base) == LS_OK);
-
-  // A caller whose struct ends before the field: the bytes past its struct_size (set here to
-  // 1) are never read, so it gets the default (off) and the plan without recomputation.
-  for (size_t size : {offsetof(ls_model_config, recompute_layer_norm),
-                      offsetof(ls_model_config, eos_idx)}) {
+  for (size_t size : {flag_offset, previous_offset}) {
     CAPTURE(size);
     ls_model_config old = c;
-    old.recompute_layer_norm = 1;
+    old.*flag = 1;
     old.struct_size = size;
     ls_memory_report r;
     ls_memory_report_init(&r);
@@ -877,77 +876,70 @@ TEST_CASE("recompute_layer_norm through the C API: old struct sizes, validation,
     ls_model_config got;
     ls_model_config_init(&got);
     REQUIRE(ls_model_get_config(m, &got) == LS_OK);
-    CHECK(got.recompute_layer_norm == 0);
+    CHECK(got.*flag == 0);
     ls_model_destroy(m);
   }
-
-  // The full struct: on, reported back, and it plans less.
-  c.recompute_layer_norm = 1;
+  c.*flag = 1;
   ls_memory_report r;
   ls_memory_report_init(&r);
-  REQUIRE(ls_plan_memory(&c, LS_DEVICE_CPU, &r) == LS_OK);
+  REQUIRE_MESSAGE(ls_plan_memory(&c, LS_DEVICE_CPU, &r) == LS_OK, ls_last_error());
   CHECK(r.saved_activations < base.saved_activations);
+  CHECK(r.planned_bytes < base.planned_bytes);
   ls_model* m = nullptr;
   REQUIRE_MESSAGE(ls_model_create(ctx, &c, &m) == LS_OK, ls_last_error());
   ls_model_config got;
   ls_model_config_init(&got);
   REQUIRE(ls_model_get_config(m, &got) == LS_OK);
-  CHECK(got.recompute_layer_norm == 1);
+  CHECK(got.*flag == 1);
   ls_memory_report actual;
   ls_memory_report_init(&actual);
   REQUIRE(ls_model_memory_report(m, &actual) == LS_OK);
   CHECK(actual.planned_bytes == r.planned_bytes);
   ls_model_destroy(m);
-
-  // Only 0 and 1.
-  c.recompute_layer_norm = 2;
+  c.*flag = 2;
   m = nullptr;
   CHECK(ls_model_create(ctx, &c, &m) == LS_ERR_INVALID_ARGUMENT);
-  CHECK(std::string(ls_last_error()).find("recompute_layer_norm") != std::string::npos);
+  const std::string message = ls_last_error();
+  CHECK_MESSAGE(message.find(name) != std::string::npos, message);
   CHECK(m == nullptr);
+}
+
+ls_context* cpu_context() {
+  ls_context* ctx = nullptr;
+  ls_context_options o;
+  ls_context_options_init(&o);
+  o.device = LS_DEVICE_CPU;
+  REQUIRE(ls_context_create(&o, &ctx) == LS_OK);
+  return ctx;
+}
+
+}  // namespace
+
+TEST_CASE("recompute_layer_norm through the C API: old struct sizes, validation, round trip") {
+  ls_context* ctx = cpu_context();
+  ls_model_config c = tiny_config();
+  c.pre_layer_norm = 1;
+  check_memory_flag_through_capi(ctx, c, &ls_model_config::recompute_layer_norm,
+                                 offsetof(ls_model_config, recompute_layer_norm),
+                                 offsetof(ls_model_config, eos_idx), "recompute_layer_norm");
   ls_context_destroy(ctx);
 }
 
 TEST_CASE(
     "layer_norm_backward_from_output through the C API: old struct sizes, validation, round "
     "trip") {
-  ls_context* ctx = nullptr;
-  ls_context_options o;
-  ls_context_options_init(&o);
-  o.device = LS_DEVICE_CPU;
-  REQUIRE(ls_context_create(&o, &ctx) == LS_OK);
+  ls_context* ctx = cpu_context();
   // Unlike recompute_layer_norm it applies to every LayerNorm: post-LN plans shrink too.
   for (int32_t pre_ln : {1, 0}) {
     CAPTURE(pre_ln);
     ls_model_config c = tiny_config();
     c.pre_layer_norm = pre_ln;
-    CHECK(c.layer_norm_backward_from_output == 0);  // the default
-    ls_memory_report base;
-    ls_memory_report_init(&base);
-    REQUIRE(ls_plan_memory(&c, LS_DEVICE_CPU, &base) == LS_OK);
-
-    // A caller whose struct ends before the field: the bytes past its struct_size (set here
-    // to 1) are never read, so it gets the default (off) and the default plan.
-    for (size_t size : {offsetof(ls_model_config, layer_norm_backward_from_output),
-                        offsetof(ls_model_config, recompute_layer_norm)}) {
-      CAPTURE(size);
-      ls_model_config old = c;
-      old.layer_norm_backward_from_output = 1;
-      old.struct_size = size;
-      ls_memory_report r;
-      ls_memory_report_init(&r);
-      REQUIRE_MESSAGE(ls_plan_memory(&old, LS_DEVICE_CPU, &r) == LS_OK, ls_last_error());
-      CHECK(r.saved_activations == base.saved_activations);
-      CHECK(r.planned_bytes == base.planned_bytes);
-      ls_model* m = nullptr;
-      REQUIRE_MESSAGE(ls_model_create(ctx, &old, &m) == LS_OK, ls_last_error());
-      ls_model_config got;
-      ls_model_config_init(&got);
-      REQUIRE(ls_model_get_config(m, &got) == LS_OK);
-      CHECK(got.layer_norm_backward_from_output == 0);
-      ls_model_destroy(m);
-    }
-    // Such a caller may still turn recompute_layer_norm on: the unread field is no conflict.
+    check_memory_flag_through_capi(ctx, c, &ls_model_config::layer_norm_backward_from_output,
+                                   offsetof(ls_model_config, layer_norm_backward_from_output),
+                                   offsetof(ls_model_config, recompute_layer_norm),
+                                   "layer_norm_backward_from_output");
+    // A caller whose struct ends before the field may still turn recompute_layer_norm on: the
+    // unread field is no conflict.
     {
       ls_model_config old = c;
       old.recompute_layer_norm = 1;
@@ -962,45 +954,17 @@ TEST_CASE(
       CHECK(got.layer_norm_backward_from_output == 0);
       ls_model_destroy(m);
     }
-
-    // The full struct: on, reported back, and it plans less.
+    // Not with recompute_layer_norm: the message names both fields.
     c.layer_norm_backward_from_output = 1;
+    c.recompute_layer_norm = 1;
     ls_memory_report r;
     ls_memory_report_init(&r);
-    REQUIRE_MESSAGE(ls_plan_memory(&c, LS_DEVICE_CPU, &r) == LS_OK, ls_last_error());
-    CHECK(r.saved_activations < base.saved_activations);
-    CHECK(r.planned_bytes < base.planned_bytes);
-    ls_model* m = nullptr;
-    REQUIRE_MESSAGE(ls_model_create(ctx, &c, &m) == LS_OK, ls_last_error());
-    ls_model_config got;
-    ls_model_config_init(&got);
-    REQUIRE(ls_model_get_config(m, &got) == LS_OK);
-    CHECK(got.layer_norm_backward_from_output == 1);
-    CHECK(got.recompute_layer_norm == 0);
-    ls_memory_report actual;
-    ls_memory_report_init(&actual);
-    REQUIRE(ls_model_memory_report(m, &actual) == LS_OK);
-    CHECK(actual.planned_bytes == r.planned_bytes);
-    ls_model_destroy(m);
-
-    // Not with recompute_layer_norm: the message names both fields.
-    c.recompute_layer_norm = 1;
-    ls_memory_report_init(&r);
     CHECK(ls_plan_memory(&c, LS_DEVICE_CPU, &r) == LS_ERR_INVALID_ARGUMENT);
-    m = nullptr;
+    ls_model* m = nullptr;
     CHECK(ls_model_create(ctx, &c, &m) == LS_ERR_INVALID_ARGUMENT);
-    std::string both = ls_last_error();
+    const std::string both = ls_last_error();
     CHECK_MESSAGE(both.find("recompute_layer_norm") != std::string::npos, both);
     CHECK_MESSAGE(both.find("layer_norm_backward_from_output") != std::string::npos, both);
-    CHECK(m == nullptr);
-    c.recompute_layer_norm = 0;
-
-    // Only 0 and 1.
-    c.layer_norm_backward_from_output = 2;
-    m = nullptr;
-    CHECK(ls_model_create(ctx, &c, &m) == LS_ERR_INVALID_ARGUMENT);
-    std::string two = ls_last_error();
-    CHECK_MESSAGE(two.find("layer_norm_backward_from_output") != std::string::npos, two);
     CHECK(m == nullptr);
   }
   ls_context_destroy(ctx);

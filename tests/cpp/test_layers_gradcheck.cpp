@@ -143,16 +143,18 @@ void check_against_finite_differences(Rig& rig, const std::vector<double>& analy
 
 bool contains(const std::string& s, const char* part) { return s.find(part) != std::string::npos; }
 
+// Both architectures, pre- and post-LN, both positions and activations, shared or not.
+const Case kEveryKind[] = {
+    {"encoder-decoder pre-LN sinusoidal relu", LS_ARCH_ENCODER_DECODER, 1, 0, LS_ACTIVATION_RELU, 0},
+    {"encoder-decoder post-LN learned gelu shared", LS_ARCH_ENCODER_DECODER, 0, 1, LS_ACTIVATION_GELU, 1},
+    {"decoder-only pre-LN learned gelu", LS_ARCH_DECODER_ONLY, 1, 1, LS_ACTIVATION_GELU, 1},
+    {"decoder-only post-LN sinusoidal relu", LS_ARCH_DECODER_ONLY, 0, 0, LS_ACTIVATION_RELU, 0},
+};
+
 }  // namespace
 
 TEST_CASE("every layer's gradient matches finite differences (fp64, dropout on)") {
-  const Case cases[] = {
-      {"encoder-decoder pre-LN sinusoidal relu", LS_ARCH_ENCODER_DECODER, 1, 0, LS_ACTIVATION_RELU, 0},
-      {"encoder-decoder post-LN learned gelu shared", LS_ARCH_ENCODER_DECODER, 0, 1, LS_ACTIVATION_GELU, 1},
-      {"decoder-only pre-LN learned gelu", LS_ARCH_DECODER_ONLY, 1, 1, LS_ACTIVATION_GELU, 1},
-      {"decoder-only post-LN sinusoidal relu", LS_ARCH_DECODER_ONLY, 0, 0, LS_ACTIVATION_RELU, 0},
-  };
-  for (const Case& k : cases) {
+  for (const Case& k : kEveryKind) {
     const std::string case_name = k.name;
     CAPTURE(case_name);
     ls_model_config c = small_config(k);
@@ -283,13 +285,7 @@ TEST_CASE("LayerNorm backward from its output: gradients match finite difference
   // both signs, beta in [-1, 1]), so that a mixed-up gamma or beta in the recovery shows; they
   // and every first projection below a LayerNorm are checked whole, 4 sampled elements of every
   // other tensor. Pre- and post-LN, both architectures.
-  const Case cases[] = {
-      {"encoder-decoder pre-LN sinusoidal relu", LS_ARCH_ENCODER_DECODER, 1, 0, LS_ACTIVATION_RELU, 0},
-      {"encoder-decoder post-LN learned gelu shared", LS_ARCH_ENCODER_DECODER, 0, 1, LS_ACTIVATION_GELU, 1},
-      {"decoder-only pre-LN learned gelu", LS_ARCH_DECODER_ONLY, 1, 1, LS_ACTIVATION_GELU, 1},
-      {"decoder-only post-LN sinusoidal relu", LS_ARCH_DECODER_ONLY, 0, 0, LS_ACTIVATION_RELU, 0},
-  };
-  for (const Case& k : cases) {
+  for (const Case& k : kEveryKind) {
     const std::string case_name = k.name;
     CAPTURE(case_name);
     ls_model_config c = small_config(k);

@@ -115,6 +115,7 @@ class TransformerGraph {
     std::unique_ptr<EmbeddingLayer> embed;
     std::vector<std::unique_ptr<ResidualBlock>> blocks;
     bool final_norm = false;
+    NormBackward norm_backward = NormBackward::FromInput;  // every LayerNorm of the stack
     ParamRef norm_gamma, norm_beta;
     BufferId norm_out, norm_mean, norm_rstd, d_norm_in;
     Side side = Side::Source;

@@ -117,6 +117,7 @@ void TransformerGraph::build_stack(Stack& s, const std::string& prefix, int laye
   const NormBackward nb = cfg_.layer_norm_backward_from_output ? NormBackward::FromOutput
                           : pre && cfg_.recompute_layer_norm   ? NormBackward::Recompute
                                                                : NormBackward::FromInput;
+  s.norm_backward = nb;
   EmbeddingSpec es;
   es.side = s.side;
   es.vocab = decoder ? cfg_.tgt_vocab_size : cfg_.src_vocab_size;
@@ -209,7 +210,7 @@ void TransformerGraph::stack_forward(RunCtx& rc, Stack& s) {
 void TransformerGraph::stack_backward(RunCtx& rc, Stack& s, BufferId d_out, bool deterministic) {
   BufferId d = d_out;
   if (s.final_norm) {
-    if (cfg_.layer_norm_backward_from_output)
+    if (s.norm_backward == NormBackward::FromOutput)
       rc.ops().layernorm_backward_from_output(
           rc.ptr(d_out), rc.ptr(s.norm_out), rc.wv.w(s.norm_gamma), rc.wv.w(s.norm_beta),
           rc.ptr(s.norm_rstd), nullptr, rc.ptr(s.d_norm_in), rc.wv.g(s.norm_gamma),

@@ -2,9 +2,12 @@
 // reference and the CUDA kernels draw the same dropout masks and backward regenerates a
 // mask from (seed, offset, element index) instead of storing it.
 //
-// Element i of a dropout call keyed by (seed, offset) uses word (i % 4) of
-// philox(key = seed, counter = {i/4 low, i/4 high, offset low, offset high}); the element is
-// kept when that word < keep_threshold(p), i.e. with probability 1 - p.
+// Element i of a dropout call keyed by (seed, offset) draws the 16-bit lane (i % 8) of
+// philox(key = seed, counter = {i/8 low, i/8 high, offset low, offset high}): lane l is the low
+// (l even) or high (l odd) half of word l / 2. The element is kept when its lane is below
+// dropout_keep_threshold(p) = floor((1 - p) 2^16), i.e. with probability 1 - p rounded down to
+// a multiple of 2^-16. One Philox call serves 8 elements (a 32-bit word per element cost the
+// dropout kernels twice the integer work: they are issue-bound on it).
 #pragma once
 
 #include <cstdint>
@@ -61,18 +64,36 @@ LS_HD uint64_t dropout_offset(const DropoutKey& key) {
   return key.stream != nullptr ? key.offset + *key.stream * kDropoutSitesPerPass : key.offset;
 }
 
-// Words strictly below this keep the element. p in [0, 1).
+// 16-bit lanes strictly below this keep the element: floor((1 - p) 2^16), p in [0, 1]. Below
+// 2^16 for every p > 0 (p == 0 gives 2^16: every lane is kept).
+constexpr int kDropoutLanesPerDraw = 8;
 LS_HD uint32_t dropout_keep_threshold(float p) {
-  double keep = 1.0 - static_cast<double>(p);
-  double t = keep * 4294967296.0;
-  return t >= 4294967295.0 ? 0xFFFFFFFFu : static_cast<uint32_t>(t);
+  const double keep = 1.0 - static_cast<double>(p);
+  if (!(keep > 0.0)) return 0u;
+  const double t = keep * 65536.0;
+  return t >= 65536.0 ? 65536u : static_cast<uint32_t>(t);
+}
+
+// Lane l (0..7) of one draw.
+LS_HD uint32_t dropout_lane(const Philox4& r, int l) {
+  return (r.v[l >> 1] >> (16 * (l & 1))) & 0xFFFFu;
+}
+
+// The keep flags of the 8 elements of one draw: bit l = lane l below the threshold.
+LS_HD uint32_t dropout_keep_bits8(const Philox4& r, uint32_t threshold) {
+  uint32_t bits = 0;
+  for (int w = 0; w < 4; ++w) {
+    bits |= uint32_t((r.v[w] & 0xFFFFu) < threshold) << (2 * w);
+    bits |= uint32_t((r.v[w] >> 16) < threshold) << (2 * w + 1);
+  }
+  return bits;
 }
 
 // Whether element i is kept (slow path: one Philox call per element; kernels that handle
-// four consecutive elements call philox4x32_10 once and use all four words).
+// eight consecutive elements call philox4x32_10 once and use all eight lanes).
 LS_HD bool dropout_keep(DropoutKey key, uint64_t i, uint32_t threshold) {
-  Philox4 r = philox4x32_10(key.seed, i >> 2, dropout_offset(key));
-  return r.v[i & 3] < threshold;
+  Philox4 r = philox4x32_10(key.seed, i >> 3, dropout_offset(key));
+  return dropout_lane(r, int(i & 7)) < threshold;
 }
 
 }  // namespace ls

@@ -19,6 +19,7 @@
 using ls::Activation;
 using ls::DropoutKey;
 using ls::DType;
+using ls::Philox4;
 using namespace ls::test;
 
 namespace {
@@ -498,6 +499,45 @@ TEST_CASE("bias_grad accumulates column sums") {
 }
 
 // ---------------------------------------------------------------- dropout
+
+TEST_CASE("philox4x32_10 reproduces Random123's known-answer vectors") {
+  struct Kat {
+    uint32_t ctr[4], key[2], out[4];
+  };
+  const Kat kats[] = {
+      {{0, 0, 0, 0}, {0, 0}, {0x6627e8d5u, 0xe169c58du, 0xbc57ac4cu, 0x9b00dbd8u}},
+      {{~0u, ~0u, ~0u, ~0u}, {~0u, ~0u}, {0x408f276du, 0x41c83b0eu, 0xa20bc7c6u, 0x6d5451fdu}},
+      {{0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u},
+       {0xa4093822u, 0x299f31d0u},
+       {0xd16cfe09u, 0x94fdccebu, 0x5001e420u, 0x24126ea1u}},
+  };
+  for (const Kat& k : kats) {
+    const auto lo = uint64_t(k.ctr[0]) | uint64_t(k.ctr[1]) << 32;
+    const auto hi = uint64_t(k.ctr[2]) | uint64_t(k.ctr[3]) << 32;
+    const Philox4 r = ls::philox4x32_10(uint64_t(k.key[0]) | uint64_t(k.key[1]) << 32, lo, hi);
+    for (int w = 0; w < 4; ++w) CHECK(r.v[w] == k.out[w]);
+  }
+}
+
+TEST_CASE("dropout draws 16-bit lanes: element i is lane i % 8 of draw i / 8") {
+  CHECK(ls::dropout_keep_threshold(0.f) == 65536u);
+  CHECK(ls::dropout_keep_threshold(0.1f) == 58982u);  // floor(0.9 * 65536)
+  CHECK(ls::dropout_keep_threshold(0.5f) == 32768u);
+  CHECK(ls::dropout_keep_threshold(1e-9f) == 65535u);  // any p > 0 drops something
+  CHECK(ls::dropout_keep_threshold(1.f) == 0u);
+  const DropoutKey key{0xfeedbeefcafe1234ULL, 7};
+  const uint32_t threshold = ls::dropout_keep_threshold(0.3f);
+  for (uint64_t g = 0; g < 64; ++g) {
+    const Philox4 r = ls::philox4x32_10(key.seed, g, key.offset);
+    const uint32_t bits = ls::dropout_keep_bits8(r, threshold);
+    for (int l = 0; l < 8; ++l) {
+      const uint32_t lane = l % 2 == 0 ? r.v[l / 2] & 0xFFFFu : r.v[l / 2] >> 16;
+      CHECK(ls::dropout_lane(r, l) == lane);
+      CHECK(ls::dropout_keep(key, 8 * g + l, threshold) == (lane < threshold));
+      CHECK(((bits >> l) & 1u) == uint32_t(lane < threshold));
+    }
+  }
+}
 
 TEST_CASE("dropout keeps each element exactly when philox dropout_keep() says so") {
   auto ops = ls::make_cpu_ops();

@@ -26,7 +26,7 @@ template <typename T>
 using acc_t = typename Accum<T>::type;
 
 // Walks the dropout mask of one call. keep(i) equals dropout_keep(key, i, threshold) for every
-// flat element index i, but draws one Philox block per four consecutive indices when the
+// flat element index i, but draws one Philox block per eight consecutive indices when the
 // indices are visited in increasing order (the usual loop). p == 0 draws nothing.
 class DropoutMask {
  public:
@@ -38,13 +38,13 @@ class DropoutMask {
 
   bool keep(uint64_t i) {
     if (!active_) return true;
-    uint64_t block = i >> 2;
+    uint64_t block = i >> 3;
     if (!has_block_ || block != block_) {
       words_ = philox4x32_10(key_.seed, block, key_.offset);
       block_ = block;
       has_block_ = true;
     }
-    return words_.v[i & 3] < threshold_;
+    return dropout_lane(words_, int(i & 7)) < threshold_;
   }
 
   // The factor applied to element i: 1/(1-p) when kept, 0 when dropped (1 when p == 0).

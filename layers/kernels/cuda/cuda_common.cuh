@@ -1,8 +1,9 @@
 // Internal helpers shared by the CUDA kernel files: error-check macros that turn CUDA and
 // cuBLASLt failures into ls::Error naming the call, fp32/fp16/bf16 load/store helpers (all
 // arithmetic is done in fp32), 4-element packs for vectorised access, warp/block reductions,
-// dropout mask generation from Philox (4 elements per Philox call when the group starts at a
-// flat index that is a multiple of 4, as philox.h lays out the words), and the dtype dispatch.
+// dropout mask generation from Philox (8 elements per Philox call when the group starts at a
+// flat index that is a multiple of 8, as philox.h lays out the 16-bit lanes), and the dtype
+// dispatch.
 // For the bandwidth-bound kernels also: 8-element (16-byte) loads/stores, 8-element dropout
 // factors, GELU through ex2 instead of tanhf, and a division-free 32-bit divider.
 #pragma once
@@ -127,13 +128,41 @@ __device__ __forceinline__ void store4(T* p, int64_t i, int64_t n, bool vec, con
   }
 }
 
+// philox4x32_10 (philox.h) with each 32 x 32 -> 64-bit product taken as __umulhi and a low
+// multiply, which the compiler fuses into one IMAD.WIDE; the 64-bit product form of philox.h
+// costs an extra add per multiply on sm_90. Same words, bit for bit (the CUDA tests compare the
+// masks with the CPU's).
+__device__ __forceinline__ Philox4 philox4x32_10_fast(uint64_t key64, uint64_t ctr_lo64,
+                                                      uint64_t ctr_hi64) {
+  uint32_t c0 = uint32_t(ctr_lo64), c1 = uint32_t(ctr_lo64 >> 32);
+  uint32_t c2 = uint32_t(ctr_hi64), c3 = uint32_t(ctr_hi64 >> 32);
+  uint32_t k0 = uint32_t(key64), k1 = uint32_t(key64 >> 32);
+#pragma unroll
+  for (int r = 0; r < 10; ++r) {
+    const uint32_t hi0 = __umulhi(0xD2511F53u, c0), lo0 = 0xD2511F53u * c0;
+    const uint32_t hi1 = __umulhi(0xCD9E8D57u, c2), lo1 = 0xCD9E8D57u * c2;
+    c0 = hi1 ^ c1 ^ k0;
+    c1 = lo1;
+    c2 = hi0 ^ c3 ^ k1;
+    c3 = lo0;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  Philox4 out;
+  out.v[0] = c0;
+  out.v[1] = c1;
+  out.v[2] = c2;
+  out.v[3] = c3;
+  return out;
+}
+
 // ---------------------------------------------------------------- dropout
-// Dropout factors (0 or 1/(1-p)) for flat elements [i, i+4). One Philox call when i % 4 == 0,
-// else one per element (rows whose length is not a multiple of 4).
+// Dropout factors (0 or 1/(1-p)) from the 16-bit lanes of philox.h: one Philox call per 8
+// consecutive flat elements starting at a multiple of 8.
 struct DropoutParams {
   DropoutKey key;
-  uint32_t threshold = 0;
-  float scale = 1.f;  // 1 / (1 - p)
+  uint32_t threshold = 0;  // lanes below it keep the element (dropout_keep_threshold)
+  float scale = 1.f;       // 1 / (1 - p)
   bool active = false;
 };
 
@@ -146,6 +175,16 @@ inline DropoutParams make_dropout(float p, DropoutKey key) {
   return d;
 }
 
+// The factors of lanes L..L+N-1 of one draw.
+template <int L, int N>
+__device__ __forceinline__ void dropout_lane_factors(const DropoutParams& d, const Philox4& r,
+                                                     float* f) {
+#pragma unroll
+  for (int j = 0; j < N; ++j) f[j] = dropout_lane(r, L + j) < d.threshold ? d.scale : 0.f;
+}
+
+// Elements [i, i+4): one Philox call when i % 4 == 0 (lanes 0-3 or 4-7 of draw i / 8), else one
+// per element (rows whose length is not a multiple of 4).
 __device__ __forceinline__ void dropout_factors4(const DropoutParams& d, uint64_t i, float f[4]) {
   if (!d.active) {
 #pragma unroll
@@ -153,9 +192,11 @@ __device__ __forceinline__ void dropout_factors4(const DropoutParams& d, uint64_
     return;
   }
   if ((i & 3) == 0) {
-    Philox4 r = philox4x32_10(d.key.seed, i >> 2, dropout_offset(d.key));
-#pragma unroll
-    for (int j = 0; j < 4; ++j) f[j] = r.v[j] < d.threshold ? d.scale : 0.f;
+    const Philox4 r = philox4x32_10_fast(d.key.seed, i >> 3, dropout_offset(d.key));
+    if (i & 4)
+      dropout_lane_factors<4, 4>(d, r, f);
+    else
+      dropout_lane_factors<0, 4>(d, r, f);
   } else {
 #pragma unroll
     for (int j = 0; j < 4; ++j) f[j] = dropout_keep(d.key, i + j, d.threshold) ? d.scale : 0.f;
@@ -165,6 +206,30 @@ __device__ __forceinline__ void dropout_factors4(const DropoutParams& d, uint64_
 __device__ __forceinline__ float dropout_factor1(const DropoutParams& d, uint64_t i) {
   if (!d.active) return 1.f;
   return dropout_keep(d.key, i, d.threshold) ? d.scale : 0.f;
+}
+
+// Elements [i, i+8) for an active DropoutParams, with offset = dropout_offset(d.key) read once by
+// the caller. i % 8 == 0: one Philox call; otherwise two, the keep bits of both draws shifted
+// by i % 8 (same flags as dropout_keep element by element).
+__device__ __forceinline__ void dropout_factors8(const DropoutParams& d, uint64_t offset,
+                                                 uint64_t i, float f[8]) {
+  const uint64_t g = i >> 3;
+  const Philox4 a = philox4x32_10_fast(d.key.seed, g, offset);
+  const unsigned s = unsigned(i & 7);
+  if (s == 0) {
+    dropout_lane_factors<0, 8>(d, a, f);
+    return;
+  }
+  const Philox4 b = philox4x32_10_fast(d.key.seed, g + 1, offset);
+  const uint32_t bits =
+      (dropout_keep_bits8(a, d.threshold) | (dropout_keep_bits8(b, d.threshold) << 8)) >> s;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) f[j] = (bits >> j) & 1u ? d.scale : 0.f;
+}
+// The i % 8 == 0 case only (flat kernels): one Philox call, no other path compiled.
+__device__ __forceinline__ void dropout_factors8_aligned(const DropoutParams& d, uint64_t offset,
+                                                         uint64_t i, float f[8]) {
+  dropout_lane_factors<0, 8>(d, philox4x32_10_fast(d.key.seed, i >> 3, offset), f);
 }
 
 // ---------------------------------------------------------------- activations
@@ -316,85 +381,6 @@ __device__ __forceinline__ void store8(T* p, int64_t i, int64_t n, bool vec, con
 #pragma unroll
     for (int j = 0; j < 8; ++j)
       if (i + j < n) p[i + j] = from_f32<T>(in[j]);
-  }
-}
-
-// philox4x32_10 (philox.h) with each 32 x 32 -> 64-bit product taken as __umulhi and a low
-// multiply, which the compiler fuses into one IMAD.WIDE; the 64-bit product form of philox.h
-// costs an extra add per multiply on sm_90. Same words, bit for bit (the CUDA tests compare the
-// masks with the CPU's).
-__device__ __forceinline__ Philox4 philox4x32_10_fast(uint64_t key64, uint64_t ctr_lo64,
-                                                      uint64_t ctr_hi64) {
-  uint32_t c0 = uint32_t(ctr_lo64), c1 = uint32_t(ctr_lo64 >> 32);
-  uint32_t c2 = uint32_t(ctr_hi64), c3 = uint32_t(ctr_hi64 >> 32);
-  uint32_t k0 = uint32_t(key64), k1 = uint32_t(key64 >> 32);
-#pragma unroll
-  for (int r = 0; r < 10; ++r) {
-    const uint32_t hi0 = __umulhi(0xD2511F53u, c0), lo0 = 0xD2511F53u * c0;
-    const uint32_t hi1 = __umulhi(0xCD9E8D57u, c2), lo1 = 0xCD9E8D57u * c2;
-    c0 = hi1 ^ c1 ^ k0;
-    c1 = lo1;
-    c2 = hi0 ^ c3 ^ k1;
-    c3 = lo0;
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
-  }
-  Philox4 out;
-  out.v[0] = c0;
-  out.v[1] = c1;
-  out.v[2] = c2;
-  out.v[3] = c3;
-  return out;
-}
-
-// Dropout factors (0 or 1/(1-p)) of flat elements [i, i+8) for an active DropoutParams, with
-// offset = dropout_offset(d.key) read once by the caller. i % 4 == 0: two independent Philox
-// calls (the compiler interleaves their rounds); otherwise three, words picked from the
-// 12-word window that starts at group i / 4 (same words as dropout_keep element by element).
-template <int S>
-__device__ __forceinline__ void dropout_pick8(const DropoutParams& d, const uint32_t w[12],
-                                              float f[8]) {
-#pragma unroll
-  for (int j = 0; j < 8; ++j) f[j] = w[S + j] < d.threshold ? d.scale : 0.f;
-}
-__device__ __forceinline__ void dropout_factors8(const DropoutParams& d, uint64_t offset,
-                                                 uint64_t i, float f[8]) {
-  const uint64_t g = i >> 2;
-  Philox4 a = philox4x32_10_fast(d.key.seed, g, offset);
-  Philox4 b = philox4x32_10_fast(d.key.seed, g + 1, offset);
-  const unsigned s = unsigned(i & 3);
-  if (s == 0) {
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      f[j] = a.v[j] < d.threshold ? d.scale : 0.f;
-      f[4 + j] = b.v[j] < d.threshold ? d.scale : 0.f;
-    }
-    return;
-  }
-  Philox4 c = philox4x32_10_fast(d.key.seed, g + 2, offset);
-  uint32_t w[12];
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    w[j] = a.v[j];
-    w[4 + j] = b.v[j];
-    w[8 + j] = c.v[j];
-  }
-  if (s == 1)
-    dropout_pick8<1>(d, w, f);
-  else if (s == 2)
-    dropout_pick8<2>(d, w, f);
-  else
-    dropout_pick8<3>(d, w, f);
-}
-// The i % 8 == 0 case only (flat kernels): two Philox calls, no other path compiled.
-__device__ __forceinline__ void dropout_factors8_aligned(const DropoutParams& d, uint64_t offset,
-                                                         uint64_t i, float f[8]) {
-  Philox4 a = philox4x32_10_fast(d.key.seed, i >> 2, offset);
-  Philox4 b = philox4x32_10_fast(d.key.seed, (i >> 2) + 1, offset);
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    f[j] = a.v[j] < d.threshold ? d.scale : 0.f;
-    f[4 + j] = b.v[j] < d.threshold ? d.scale : 0.f;
   }
 }
 

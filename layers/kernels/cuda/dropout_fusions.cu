@@ -8,9 +8,9 @@
 //                          forward's output (no Philox), d_bias += column sums
 //   row_sums (BGradA fallback), activation (GEMM BiasAct fallback).
 // Dropout masks are never stored: every kernel regenerates them with Philox from the key and
-// the element's flat index in the [rows, cols] tensor (philox.h), four elements per call.
+// the element's flat index in the [rows, cols] tensor (philox.h), eight elements per call.
 // Layouts: flat kernels use 256 threads, each with 2 groups of 8 consecutive elements (16-byte
-// accesses when aligned; all loads issued before the two Philox calls per group) and a grid
+// accesses when aligned; all loads issued before the Philox call of each group) and a grid
 // that covers the tensor once. Column-sum kernels use blocks of 32 x 8 threads covering a tile
 // of 256 columns: thread x owns 8 columns (16-byte accesses), thread y walks rows with stride
 // 8 * gridDim.y, 4 rows (fp32: 2) per step with their loads issued first; gridDim.y is sized

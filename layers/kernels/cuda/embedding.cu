@@ -5,7 +5,7 @@
 //   non-padding tokens of row b up to l (__syncthreads_count over chunks of the token row) to
 //   get fairseq's position padding_idx + j, then writes
 //   out[t, c] = dropout(scale * table[tok, c] + pos[c]), 4 columns per thread per step (one
-//   Philox call per 4 columns when C % 4 == 0). The sinusoid is evaluated in double per element,
+//   Philox call per 8 columns when C % 8 == 0). The sinusoid is evaluated in double per element,
 //   as the CPU reference does, so both agree to fp32 rounding.
 // Backward, two paths:
 //   - default (deterministic == false): one block per token row, atomicAdd of

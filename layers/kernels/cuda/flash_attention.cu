@@ -8,8 +8,8 @@
 // in shared memory and never written). Blocks of 128 threads = 4 warps (256 in the one-tile
 // backward); 16-byte global loads into shared rows padded by 8 elements (conflict-free
 // ldmatrix fragment loads). Dropout bits
-// of a 64 x 64 tile are drawn once into shared memory (thread t: row t/2, 32 columns), one
-// Philox call per 4 consecutive flat indices.
+// of a 64 x 64 tile are drawn once into shared memory by all threads of the block (128 threads:
+// row t/2, 32 columns; 256: row t/4, 16 columns), one Philox call per 8 consecutive flat indices.
 //   forward:  grid (ceil(Lq/64), H, B). Warp w owns queries w*16..w*16+15 (Q fragments in
 //             registers) and walks the key tiles (causal: only those a query of the block can
 //             see) with an online softmax in base 2 (row max / sum over the quad's lanes);
@@ -218,6 +218,35 @@ __device__ __forceinline__ void store_acc_rows(T* base, int64_t ld, int row0, in
   }
 }
 
+// The same rows through the warp's own 16-row region of a shared tile (rows ldst elements apart,
+// from local row srow0 and column scol0): the fragment pairs go to shared memory, then 16-byte
+// chunks to global memory, so that each warp store covers whole 32-byte sectors (the pairs
+// straight from the fragments fill half a sector each). Only this warp reads or writes that
+// region here; it must not be in use by another warp.
+template <int NB, class T>
+__device__ __forceinline__ void store_acc_rows_staged(T* base, int64_t ld, int row0, int len,
+                                                      int head_dim, const float (*acc)[4],
+                                                      const float scale[2], T* stage, int ldst,
+                                                      int srow0, int scol0) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+  __syncwarp();  // the warp's earlier reads of the region (fragment loads) are done
+#pragma unroll
+  for (int ri = 0; ri < 2; ++ri)
+#pragma unroll
+    for (int n = 0; n < NB; ++n)
+      store_pair(stage + (srow0 + g + 8 * ri) * ldst + scol0 + n * 8 + t4 * 2,
+                 acc[n][2 * ri] * scale[ri], acc[n][2 * ri + 1] * scale[ri]);
+  __syncwarp();
+#pragma unroll
+  for (int c = lane; c < 16 * NB; c += 32) {
+    const int r = c / NB, col = (c % NB) * 8, i = row0 + r;
+    if (i < len && col < head_dim)
+      *reinterpret_cast<uint4*>(base + int64_t(i) * ld + col) =
+          *reinterpret_cast<const uint4*>(stage + (srow0 + r) * ldst + scol0 + col);
+  }
+  __syncwarp();  // the region may be written again
+}
+
 // Batch b's first row of a token-major matrix (rows ld elements apart, len rows per batch),
 // from head column hcol.
 template <class T>
@@ -269,27 +298,42 @@ __device__ __forceinline__ void load_tiles(T* tile_a, const T* base_a, int64_t l
 }
 
 // Dropout keep bits of the tile (queries q0.., keys k0..): bits[r][w] bit c = key k0 + 32w + c
-// of query q0 + r kept. Thread t draws row t/2, the 32 keys of half t%2.
+// of query q0 + r kept. NT threads share the 64 x 64 tile: thread t draws row t / (NT / 64),
+// KP = 64 * 64 / NT consecutive keys (one Philox call per 8 flat elements, philox.h).
+template <int NT>
 __device__ __forceinline__ void build_drop_bits(uint32_t (*bits)[2], const AttnParams& p,
                                                 uint64_t offset, int b, int h, int q0, int k0) {
-  const int r = threadIdx.x >> 1, half = threadIdx.x & 1;
-  const int i = q0 + r, j0 = k0 + 32 * half;
+  constexpr int KP = kTile * kTile / NT, kParts = kTile / KP;
+  static_assert(KP == 16 || KP == 32, "16 or 32 keys per thread");
+  const int r = threadIdx.x / kParts, part = threadIdx.x % kParts;
+  const int i = q0 + r, j0 = k0 + KP * part;
   uint32_t word = 0;
   if (i < p.len_q && j0 < p.len_k) {
     const uint64_t start =
         (uint64_t(uint64_t(b) * p.heads + h) * p.len_q + i) * uint64_t(p.len_k) + j0;
-    const int n = min(32, p.len_k - j0);
-    const uint64_t end = start + n;
-    for (uint64_t grp = start >> 2; grp <= (end - 1) >> 2; ++grp) {
-      Philox4 w = philox4x32_10_fast(p.drop.key.seed, grp, offset);
+    const int n = min(KP, p.len_k - j0);
+    const uint32_t thr = p.drop.threshold;
+    if ((start & 7) == 0 && n == KP) {  // whole draws (len_k a multiple of 8)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const uint64_t idx = grp * 4 + e;
-        if (idx >= start && idx < end && w.v[e] < p.drop.threshold) word |= 1u << (idx - start);
+      for (int u = 0; u < KP / 8; ++u)
+        word |= dropout_keep_bits8(philox4x32_10_fast(p.drop.key.seed, (start >> 3) + u, offset),
+                                   thr)
+                << (8 * u);
+    } else {
+      const uint64_t end = start + n;
+      for (uint64_t grp = start >> 3; grp <= (end - 1) >> 3; ++grp) {
+        const uint32_t kb =
+            dropout_keep_bits8(philox4x32_10_fast(p.drop.key.seed, grp, offset), thr);
+        const int sh = int(int64_t(grp * 8) - int64_t(start));  // -7..KP-1
+        word |= sh >= 0 ? kb << sh : kb >> -sh;
       }
+      if (n < 32) word &= (1u << n) - 1u;
     }
   }
-  bits[r][half] = word;
+  if constexpr (KP == 32)
+    bits[r][part] = word;
+  else
+    reinterpret_cast<uint16_t*>(&bits[0][0])[r * kParts + part] = uint16_t(word);
 }
 
 __device__ __forceinline__ float drop_factor(const uint32_t (*bits)[2], const DropoutParams& d,
@@ -361,7 +405,7 @@ __global__ void __launch_bounds__(kThreads, 4) attention_forward_kernel(AttnPara
     __syncthreads();  // the previous tile is no longer read
     if (kt > 0) load_tiles<T, DP>(ks, kb, p.ld_k, vs, vb, p.ld_v, k0, p.len_k, p.head_dim);
     build_pad_word(pad_words, p, b, k0);
-    if (p.drop.active) build_drop_bits(bits, p, offset, b, h, q0, k0);
+    if (p.drop.active) build_drop_bits<kThreads>(bits, p, offset, b, h, q0, k0);
     __syncthreads();
     // Per row of this thread: which of the tile's keys it sees (padding, causal) and keeps
     // (dropout), as 64-bit words shifted so that bit nb * 8 + (e & 1) is element (nb, e):
@@ -453,8 +497,10 @@ __global__ void __launch_bounds__(kThreads, 4) attention_forward_kernel(AttnPara
       p.lse[(int64_t(b) * p.heads + h) * p.len_q + i] =
           empty ? -INFINITY : (m[ri] + log2f(sum)) * kLn2;
   }
-  store_acc_rows<NB>(static_cast<T*>(p.out) + int64_t(b) * p.len_q * p.ld_ctx + hcol, p.ld_ctx,
-                     q0 + warp * 16, p.len_q, p.head_dim, o, inv);
+  // Through qs: the warp's own 16 rows, which only it read (into qf) at the start.
+  store_acc_rows_staged<NB>(static_cast<T*>(p.out) + int64_t(b) * p.len_q * p.ld_ctx + hcol,
+                            p.ld_ctx, q0 + warp * 16, p.len_q, p.head_dim, o, inv, qs, LD,
+                            warp * 16, 0);
 }
 
 // ---------------------------------------------------------------- delta
@@ -563,7 +609,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_backward_kv_kernel(Attn
       lse2[threadIdx.x] = L == -INFINITY ? INFINITY : L * kLog2e;  // +inf: P = 0
       dl[threadIdx.x] = i < p.len_q ? p.delta[row_base + i] : 0.f;
     }
-    if (p.drop.active) build_drop_bits(bits, p, offset, b, h, q0, k0);
+    if (p.drop.active) build_drop_bits<kThreads>(bits, p, offset, b, h, q0, k0);
     __syncthreads();
     // S^T = K Q^T and dP^T = V dO^T (16 keys x 64 queries per warp).
     float st[8][4], dpt[8][4];
@@ -626,6 +672,7 @@ struct OneTileSmem {
   static constexpr int LD = DP + 8, LDS = kTile + 8;
   T k[kTile * LD], v[kTile * LD], q[kTile * LD], dO[kTile * LD];
   T pt[kTile * LDS], dst[kTile * LDS];  // dropped P^T and dS^T, [key][query]
+  T stage[kTile * LD];  // dq, dk, dv on their way out: warp (rg, half) owns its 16 x DP/2 block
   float lse2[kTile], dl[kTile];
   uint32_t bits[kTile][2];
   float col[3][4][DP];  // column sums of dq, dk, dv per row group
@@ -676,7 +723,7 @@ __global__ void __launch_bounds__(kOneTileThreads, 3)
       const float L = i < p.len_q ? p.lse[row_base + i] : -INFINITY;
       sm.lse2[threadIdx.x] = L == -INFINITY ? INFINITY : L * kLog2e;  // +inf: P = 0
     }
-    if (p.drop.active && threadIdx.x < kThreads) build_drop_bits(sm.bits, p, offset, b, h, q0, 0);
+    if (p.drop.active) build_drop_bits<NT>(sm.bits, p, offset, b, h, q0, 0);
     fq.store(sm.q);
     fg.store(sm.dO);
 #pragma unroll
@@ -769,8 +816,9 @@ __global__ void __launch_bounds__(kOneTileThreads, 3)
       mma_b_trans<LD, NBH>(dq, a, sm.k + c_half, kk * 16);
     }
     const float dq_scale[2] = {p.scale, p.scale};
-    store_acc_rows<NBH>(static_cast<T*>(p.dq) + int64_t(b) * p.len_q * p.ld_q + hcol + c_half,
-                        p.ld_q, q0 + rg * 16, p.len_q, p.head_dim - c_half, dq, dq_scale);
+    store_acc_rows_staged<NBH>(
+        static_cast<T*>(p.dq) + int64_t(b) * p.len_q * p.ld_q + hcol + c_half, p.ld_q,
+        q0 + rg * 16, p.len_q, p.head_dim - c_half, dq, dq_scale, sm.stage, LD, rg * 16, c_half);
     if (bias) {  // this tile's dq column sums over the warp's 16 rows
 #pragma unroll
       for (int n = 0; n < NBH; ++n)
@@ -783,10 +831,12 @@ __global__ void __launch_bounds__(kOneTileThreads, 3)
   }
 
   const float dk_scale[2] = {p.scale, p.scale}, dv_scale[2] = {1.f, 1.f};
-  store_acc_rows<NBH>(static_cast<T*>(p.dk) + int64_t(b) * p.len_k * p.ld_k + hcol + c_half, p.ld_k,
-                      rg * 16, p.len_k, p.head_dim - c_half, dk, dk_scale);
-  store_acc_rows<NBH>(static_cast<T*>(p.dv) + int64_t(b) * p.len_k * p.ld_v + hcol + c_half, p.ld_v,
-                      rg * 16, p.len_k, p.head_dim - c_half, dv, dv_scale);
+  store_acc_rows_staged<NBH>(static_cast<T*>(p.dk) + int64_t(b) * p.len_k * p.ld_k + hcol + c_half,
+                             p.ld_k, rg * 16, p.len_k, p.head_dim - c_half, dk, dk_scale,
+                             sm.stage, LD, rg * 16, c_half);
+  store_acc_rows_staged<NBH>(static_cast<T*>(p.dv) + int64_t(b) * p.len_k * p.ld_v + hcol + c_half,
+                             p.ld_v, rg * 16, p.len_k, p.head_dim - c_half, dv, dv_scale,
+                             sm.stage, LD, rg * 16, c_half);
   if (!bias) return;
 #pragma unroll
   for (int n = 0; n < NBH; ++n)
@@ -859,7 +909,7 @@ __global__ void __launch_bounds__(kThreads) attention_backward_q_kernel(AttnPara
     __syncthreads();
     load_tiles<T, DP>(ks, kb, p.ld_k, vs, vb, p.ld_v, k0, p.len_k, p.head_dim);
     if (threadIdx.x < kTile) kpad[threadIdx.x] = key_hidden(p, b, k0 + threadIdx.x);
-    if (p.drop.active) build_drop_bits(bits, p, offset, b, h, q0, k0);
+    if (p.drop.active) build_drop_bits<kThreads>(bits, p, offset, b, h, q0, k0);
     __syncthreads();
     float s[8][4], dp[8][4];
 #pragma unroll

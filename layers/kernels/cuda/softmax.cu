@@ -20,9 +20,9 @@
 //     re-reads (from L2) and writes. Backward likewise (pass 1: the dot product).
 // Backward: d_scores = P * (dP - sum_k dP P), dP = dropout_bwd(d_dropped); the dropout mask is
 // regenerated with Philox from the key and the flat index r*Lk + k, one dropout_factors4 call
-// per 4 keys (one Philox call per 4 keys when r*Lk + k is a multiple of 4). probs may alias
-// scores, d_scores may alias d_dropped: each element is read by the thread that later writes
-// it, before it writes it.
+// per 4 keys (one Philox call when r*Lk + k is a multiple of 4: 4 of its 8 lanes, philox.h).
+// probs may alias scores, d_scores may alias d_dropped: each element is read by the thread
+// that later writes it, before it writes it.
 #include "layers/kernels/cuda/cuda_common.cuh"
 #include "layers/kernels/cuda/cuda_kernels.h"
 

@@ -188,6 +188,12 @@ __device__ __forceinline__ void mma_b_trans(float (*acc)[4], const uint32_t a[4]
   }
 }
 
+template <int NB>
+__device__ __forceinline__ void zero_acc(float (*acc)[4]) {
+#pragma unroll
+  for (int n = 0; n < NB; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+}
+
 // The sum over a warp's 16 rows of column 2 t4 + c2 of one accumulator block, complete in the
 // lanes with g == 0 (a fixed butterfly over the 8 row groups).
 __device__ __forceinline__ float warp_column_sum(const float acc[4], int c2) {
@@ -679,9 +685,11 @@ struct OneTileSmem {
   uint8_t kpad[kTile];
 };
 
-// Three blocks per SM (80 registers, ~150 bytes of spills) measured 5% faster than two without
-// spills (124 registers).
-template <class T, int DP>
+// Three blocks per SM (80 registers) measured 5% faster than two (124 registers). kOneQueryTile
+// (1 <= Lq <= 64, the layers' short rows): no query-tile loop, and phase 2 computes dV, dK and dQ
+// one after another, so that 16 accumulators per thread are live instead of 48 (the general
+// form spilled ~150 bytes and left no registers to load fragments ahead of the mma).
+template <class T, int DP, bool kOneQueryTile>
 __global__ void __launch_bounds__(kOneTileThreads, 3)
     attention_backward_one_tile_kernel(AttnParams p) {
   constexpr int NT = kOneTileThreads, LD = DP + 8, LDS = kTile + 8, KS = DP / 16;
@@ -699,7 +707,7 @@ __global__ void __launch_bounds__(kOneTileThreads, 3)
   const T* gb = head_rows<T>(p.d_ctx, b, p.len_q, p.ld_ctx, hcol);
   const T* ob = head_rows<T>(p.ctx, b, p.len_q, p.ld_ctx, hcol);
   const uint64_t offset = p.drop.active ? dropout_offset(p.drop.key) : 0;
-  const int q_tiles = (p.len_q + kTile - 1) / kTile;
+  const int q_tiles = kOneQueryTile ? 1 : (p.len_q + kTile - 1) / kTile;
   const bool bias = p.d_bias != nullptr;
 
   for (int i = threadIdx.x; i < 3 * 4 * DP; i += NT) (&sm.col[0][0][0])[i] = 0.f;
@@ -752,11 +760,30 @@ __global__ void __launch_bounds__(kOneTileThreads, 3)
     stage_queries(fq, fg, fo, 0);
   }
 
-  float dk[NBH][4], dv[NBH][4];
+  // An output block of this warp (rows row0 + rg * 16.., head columns c_half..) times scale: its
+  // column sums into sm.col[seg][rg] (added over the query tiles), then out through the warp's
+  // block of sm.stage.
+  auto finish_output = [&](const float (*acc)[4], void* out, int len, int64_t ld, int row0,
+                           int seg, float scale) {
+    if (bias) {
 #pragma unroll
-  for (int n = 0; n < NBH; ++n)
+      for (int n = 0; n < NBH; ++n)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) dk[n][e] = dv[n][e] = 0.f;
+        for (int c2 = 0; c2 < 2; ++c2) {
+          const float v = warp_column_sum(acc[n], c2);
+          if (g == 0) sm.col[seg][rg][c_half + n * 8 + t4 * 2 + c2] += v * scale;
+        }
+    }
+    const float sc[2] = {scale, scale};
+    const int64_t rows_before = seg == 0 ? int64_t(b) * p.len_q : int64_t(b) * p.len_k;
+    store_acc_rows_staged<NBH>(static_cast<T*>(out) + rows_before * ld + hcol + c_half, ld,
+                               row0 + rg * 16, len, p.head_dim - c_half, acc, sc, sm.stage, LD,
+                               rg * 16, c_half);
+  };
+
+  float dk[NBH][4], dv[NBH][4];  // accumulated over the query tiles (general form only)
+  zero_acc<NBH>(dk);
+  zero_acc<NBH>(dv);
 
   for (int qt = 0; qt < q_tiles; ++qt) {
     const int q0 = qt * kTile;
@@ -802,52 +829,54 @@ __global__ void __launch_bounds__(kOneTileThreads, 3)
 
     // Phase 2: dV, dK (rows = keys rg * 16..) and dQ (rows = queries q0 + rg * 16..), head
     // columns c_half.. (NBH blocks of 8); k runs over the tile's 64 queries / keys.
-    float dq[NBH][4];
+    if constexpr (kOneQueryTile) {
+      float acc[NBH][4];
+      zero_acc<NBH>(acc);
 #pragma unroll
-    for (int n = 0; n < NBH; ++n) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.f;
+      for (int kk = 0; kk < 4; ++kk) {  // dV = P^T dO
+        uint32_t a[4];
+        lds_a<LDS>(sm.pt, rg * 16, kk * 16, a);
+        mma_b_trans<LD, NBH>(acc, a, sm.dO + c_half, kk * 16);
+      }
+      finish_output(acc, p.dv, p.len_k, p.ld_v, 0, 2, 1.f);
+      zero_acc<NBH>(acc);
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
-      uint32_t a[4];
-      lds_a<LDS>(sm.pt, rg * 16, kk * 16, a);
-      mma_b_trans<LD, NBH>(dv, a, sm.dO + c_half, kk * 16);
-      lds_a<LDS>(sm.dst, rg * 16, kk * 16, a);
-      mma_b_trans<LD, NBH>(dk, a, sm.q + c_half, kk * 16);
-      ldsm_a_trans<LDS>(sm.dst, rg * 16, kk * 16, a);
-      mma_b_trans<LD, NBH>(dq, a, sm.k + c_half, kk * 16);
-    }
-    const float dq_scale[2] = {p.scale, p.scale};
-    store_acc_rows_staged<NBH>(
-        static_cast<T*>(p.dq) + int64_t(b) * p.len_q * p.ld_q + hcol + c_half, p.ld_q,
-        q0 + rg * 16, p.len_q, p.head_dim - c_half, dq, dq_scale, sm.stage, LD, rg * 16, c_half);
-    if (bias) {  // this tile's dq column sums over the warp's 16 rows
+      for (int kk = 0; kk < 4; ++kk) {  // dK = scale dS^T Q
+        uint32_t a[4];
+        lds_a<LDS>(sm.dst, rg * 16, kk * 16, a);
+        mma_b_trans<LD, NBH>(acc, a, sm.q + c_half, kk * 16);
+      }
+      finish_output(acc, p.dk, p.len_k, p.ld_k, 0, 1, p.scale);
+      zero_acc<NBH>(acc);
 #pragma unroll
-      for (int n = 0; n < NBH; ++n)
+      for (int kk = 0; kk < 4; ++kk) {  // dQ = scale dS K
+        uint32_t a[4];
+        ldsm_a_trans<LDS>(sm.dst, rg * 16, kk * 16, a);
+        mma_b_trans<LD, NBH>(acc, a, sm.k + c_half, kk * 16);
+      }
+      finish_output(acc, p.dq, p.len_q, p.ld_q, q0, 0, p.scale);
+    } else {
+      float dq[NBH][4];
+      zero_acc<NBH>(dq);
 #pragma unroll
-        for (int c2 = 0; c2 < 2; ++c2) {
-          const float v = warp_column_sum(dq[n], c2);
-          if (g == 0) sm.col[0][rg][c_half + n * 8 + t4 * 2 + c2] += v * p.scale;
-        }
+      for (int kk = 0; kk < 4; ++kk) {
+        uint32_t a[4];
+        lds_a<LDS>(sm.pt, rg * 16, kk * 16, a);
+        mma_b_trans<LD, NBH>(dv, a, sm.dO + c_half, kk * 16);
+        lds_a<LDS>(sm.dst, rg * 16, kk * 16, a);
+        mma_b_trans<LD, NBH>(dk, a, sm.q + c_half, kk * 16);
+        ldsm_a_trans<LDS>(sm.dst, rg * 16, kk * 16, a);
+        mma_b_trans<LD, NBH>(dq, a, sm.k + c_half, kk * 16);
+      }
+      finish_output(dq, p.dq, p.len_q, p.ld_q, q0, 0, p.scale);
     }
   }
 
-  const float dk_scale[2] = {p.scale, p.scale}, dv_scale[2] = {1.f, 1.f};
-  store_acc_rows_staged<NBH>(static_cast<T*>(p.dk) + int64_t(b) * p.len_k * p.ld_k + hcol + c_half,
-                             p.ld_k, rg * 16, p.len_k, p.head_dim - c_half, dk, dk_scale,
-                             sm.stage, LD, rg * 16, c_half);
-  store_acc_rows_staged<NBH>(static_cast<T*>(p.dv) + int64_t(b) * p.len_k * p.ld_v + hcol + c_half,
-                             p.ld_v, rg * 16, p.len_k, p.head_dim - c_half, dv, dv_scale,
-                             sm.stage, LD, rg * 16, c_half);
+  if constexpr (!kOneQueryTile) {
+    finish_output(dk, p.dk, p.len_k, p.ld_k, 0, 1, p.scale);
+    finish_output(dv, p.dv, p.len_k, p.ld_v, 0, 2, 1.f);
+  }
   if (!bias) return;
-#pragma unroll
-  for (int n = 0; n < NBH; ++n)
-#pragma unroll
-    for (int c2 = 0; c2 < 2; ++c2) {
-      const float k = warp_column_sum(dk[n], c2), v = warp_column_sum(dv[n], c2);
-      if (g == 0) {
-        sm.col[1][rg][c_half + n * 8 + t4 * 2 + c2] = k * p.scale;
-        sm.col[2][rg][c_half + n * 8 + t4 * 2 + c2] = v;
-      }
-    }
   __syncthreads();
   const int64_t HD = int64_t(p.heads) * p.head_dim;
   for (int idx = threadIdx.x; idx < 3 * p.head_dim; idx += NT) {
@@ -1038,10 +1067,17 @@ void launch_attention_backward(const AttentionArgs& a, const void* d_ctx, void* 
     using T = decltype(tv);
     constexpr int DP = decltype(dp)::value;
     if (k_tiles == 1) {
-      constexpr auto kernel = attention_backward_one_tile_kernel<T, DP>;
       constexpr size_t bytes = sizeof(OneTileSmem<T, DP>);
-      allow_dynamic_smem<kernel>(bytes);
-      kernel<<<dim3(1, unsigned(a.heads), unsigned(a.batch)), kOneTileThreads, bytes, s>>>(p);
+      const dim3 grid(1, unsigned(a.heads), unsigned(a.batch));
+      if (a.len_q >= 1 && a.len_q <= kTile) {
+        constexpr auto kernel = attention_backward_one_tile_kernel<T, DP, true>;
+        allow_dynamic_smem<kernel>(bytes);
+        kernel<<<grid, kOneTileThreads, bytes, s>>>(p);
+      } else {
+        constexpr auto kernel = attention_backward_one_tile_kernel<T, DP, false>;
+        allow_dynamic_smem<kernel>(bytes);
+        kernel<<<grid, kOneTileThreads, bytes, s>>>(p);
+      }
       LS_LAUNCH_CHECK("attention_backward (one key tile)");
       return;
     }

@@ -63,6 +63,7 @@ LS_API void ls_context_options_init(ls_context_options* options) {
   options->seed = 1;
   options->stream = nullptr;
   options->allow_tf32 = 1;
+  options->gemm_autotune = 0;
 }
 
 LS_API ls_status ls_context_create(const ls_context_options* options, ls_context** out) {
@@ -82,6 +83,9 @@ LS_API ls_status ls_context_create(const ls_context_options* options, ls_context
     LS_CHECK_ARG(o.allow_tf32 == 0 || o.allow_tf32 == 1,
                  "ls_context_options.allow_tf32 must be 0 or 1, got " << o.allow_tf32);
     co.allow_tf32 = o.allow_tf32 != 0;
+    LS_CHECK_ARG(o.gemm_autotune == 0 || o.gemm_autotune == 1,
+                 "ls_context_options.gemm_autotune must be 0 or 1, got " << o.gemm_autotune);
+    co.gemm_autotune = o.gemm_autotune != 0;
     co.seed = o.seed;
     co.stream = o.stream;
     auto ctx = std::make_unique<ls_context>();

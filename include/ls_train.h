@@ -124,6 +124,10 @@ typedef struct ls_context_options {
                           * struct_size must cover at least `seed`; `stream` may be left out. */
   int32_t allow_tf32;    /* fp32 models: GEMMs may use TF32 tensor cores (10-bit mantissa
                           * inputs, fp32 accumulation; default 1). 0 = full fp32 GEMMs. */
+  int32_t gemm_autotune; /* GPU: 1 = the first use of each GEMM shape times cuBLASLt's candidate
+                          * algorithms (up to 8) and keeps the fastest; 0 = the heuristic's first
+                          * choice (default). With 1, two processes may choose differently and
+                          * their results differ in rounding. */
 } ls_context_options;
 
 LS_API void ls_context_options_init(ls_context_options* options);

@@ -54,6 +54,7 @@ Context::Context(const ContextOptions& options) : seed_(options.seed) {
     ops_ = make_cpu_ops();
   }
   ops_->set_allow_tf32(options.allow_tf32);
+  ops_->set_gemm_autotune(options.gemm_autotune);
 }
 
 Context::~Context() {

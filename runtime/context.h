@@ -19,6 +19,7 @@ struct ContextOptions {
   uint64_t seed = 1;
   void* stream = nullptr;  // cudaStream_t owned by the caller, or null
   bool allow_tf32 = true;  // fp32 GEMMs on TF32 tensor cores
+  bool gemm_autotune = false;  // time cuBLASLt's candidates per GEMM shape, keep the fastest
 };
 
 class Context {

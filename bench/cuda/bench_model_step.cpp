@@ -164,6 +164,9 @@ bool g_recompute_ln = false;
 // from its output, so the models keep no LayerNorm input for backward
 // (ls_model_config.layer_norm_backward_from_output): less memory at no extra work.
 bool g_ln_from_output = false;
+// --gemm-autotune: the context times cuBLASLt's candidate algorithms on the first use of each
+// GEMM shape and keeps the fastest (ls_context_options.gemm_autotune).
+bool g_gemm_autotune = false;
 
 void bench(const Config& cfg, int steps, bool breakdown) {
   const bool sync = cfg.mode == "sync", graph = cfg.mode == "graph";
@@ -172,6 +175,7 @@ void bench(const Config& cfg, int steps, bool breakdown) {
   ls_context_options o;
   ls_context_options_init(&o);
   o.device = LS_DEVICE_CUDA;
+  o.gemm_autotune = g_gemm_autotune ? 1 : 0;
   if (ls_context_create(&o, &ctx) != LS_OK) die("ls_context_create");
   // The decorator goes in before the model exists: the model and trainer hold on to ops().
   TimedOps* timed = nullptr;
@@ -240,12 +244,13 @@ void bench(const Config& cfg, int steps, bool breakdown) {
   const double tokens_per_s = static_cast<double>(batch) * len * steps / sec;
   std::printf(
       "%-16s %s B=%d L=%d %-5s: %.2f ms/step, %.0f target tokens/s, arena %.2f GiB "
-      "(planned %.2f GiB, lower bound %.2f GiB, persistent %.2f GiB), loss/token %.3f%s%s\n",
+      "(planned %.2f GiB, lower bound %.2f GiB, persistent %.2f GiB), loss/token %.3f%s%s%s\n",
       cfg.preset.c_str(), dtype_name(cfg.dtype), batch, len, cfg.mode.c_str(), ms_per_step,
       tokens_per_s, rep.total_bytes / 1073741824.0, rep.planned_bytes / 1073741824.0,
       rep.lower_bound_bytes / 1073741824.0, rep.persistent_bytes / 1073741824.0, r.loss / r.tokens,
       g_recompute_ln ? ", LayerNorm recomputed" : "",
-      g_ln_from_output ? ", LayerNorm backward from output" : "");
+      g_ln_from_output ? ", LayerNorm backward from output" : "",
+      g_gemm_autotune ? ", GEMMs autotuned" : "");
 
   std::ostringstream json;
   json.precision(10);
@@ -257,6 +262,7 @@ void bench(const Config& cfg, int steps, bool breakdown) {
        << ",\"arena_bytes\":" << rep.total_bytes << ",\"planned_bytes\":" << rep.planned_bytes
        << ",\"lower_bound_bytes\":" << rep.lower_bound_bytes
        << ",\"persistent_bytes\":" << rep.persistent_bytes
+       << ",\"gemm_autotune\":" << (g_gemm_autotune ? 1 : 0)
        << ",\"loss_per_token\":" << (r.tokens > 0 ? r.loss / r.tokens : 0.0);
 
   if (breakdown && graph) {
@@ -304,10 +310,10 @@ void bench(const Config& cfg, int steps, bool breakdown) {
 // ---- arguments ----
 
 const char* const kUsage =
-    "usage: bench_model_step [steps] [preset...] [model option]\n"
+    "usage: bench_model_step [steps] [preset...] [model option] [--gemm-autotune]\n"
     "       bench_model_step [--preset NAME]... [--batch N] [--len L] [--dtype fp16|bf16|fp32]...\n"
     "                        [--mode sync|async|graph]... [--steps N] [--breakdown]\n"
-    "                        [model option]\n"
+    "                        [model option] [--gemm-autotune]\n"
     "  model option: --recompute-layer-norm | --layer-norm-backward-from-output\n"
     "  no option: the default matrix (fp16 sync/async/graph and bf16 async at 128 x 64 per\n"
     "  preset, then base and big fp16 async at 64 x 64 and 256 x 64). With any of the other\n"
@@ -316,7 +322,9 @@ const char* const kUsage =
     "  per op and per group (not for graph mode). The two model options go with either usage:\n"
     "  --recompute-layer-norm recomputes the pre-LN LayerNorm outputs in backward;\n"
     "  --layer-norm-backward-from-output makes every LayerNorm backward work from its output\n"
-    "  and keep no LayerNorm input (both save memory). Presets:\n"
+    "  and keep no LayerNorm input (both save memory). --gemm-autotune (either usage) times\n"
+    "  cuBLASLt's candidate algorithms on each GEMM shape's first use and keeps the fastest\n"
+    "  (ls_context_options.gemm_autotune; the warm-up steps absorb the timing). Presets:\n"
     "  transformer-base|base, transformer-big|big, transformer-tiny|tiny, gpt2-small. --dtype\n"
     "  and --mode also take comma lists.\n";
 
@@ -412,6 +420,8 @@ int run(int argc, char** argv) {
       g_recompute_ln = true;
     } else if (a == "--layer-norm-backward-from-output") {
       g_ln_from_output = true;
+    } else if (a == "--gemm-autotune") {  // a context option: with either usage
+      g_gemm_autotune = true;
     } else if (a.rfind("--", 0) == 0) {
       throw UsageError{"unknown option '" + a + "'"};
     } else if (positional == 0 && is_number(a.c_str())) {  // the old usage: [steps] [preset...]

@@ -148,6 +148,7 @@ class TimedOps final : public Ops {
   bool is_cuda() const override { return inner_.is_cuda(); }
   void set_workspace(void* p, size_t bytes) override { inner_.set_workspace(p, bytes); }
   void set_allow_tf32(bool on) override { inner_.set_allow_tf32(on); }
+  void set_gemm_autotune(bool on) override { inner_.set_gemm_autotune(on); }
   void set_deterministic(bool on) override { inner_.set_deterministic(on); }
 
   void zero(void* p, size_t bytes) override {

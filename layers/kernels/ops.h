@@ -150,6 +150,9 @@ class Ops {
   // Whether fp32 GEMMs may run on TF32 tensor cores (CUDA; ~1e-3 relative error per product,
   // ~8x faster). Backends without TF32 ignore it.
   virtual void set_allow_tf32(bool /*on*/) {}
+  // GEMM autotuning (CUDA: time cuBLASLt's candidate algorithms per shape on first use and keep
+  // the fastest). Backends with one GEMM implementation ignore it.
+  virtual void set_gemm_autotune(bool /*on*/) {}
   // Deterministic reductions (default on): parameter-gradient column sums, loss sums and the
   // gradient norm are summed in a fixed order (two passes through the workspace) instead of
   // with float atomics, so a fixed seed reproduces a run bitwise. The CPU backend always is.

@@ -219,6 +219,7 @@ int cmd_train(int argc, char** argv) {
   ls_context_options_init(&copt);
   copt.device = o.device;
   copt.seed = o.seed;
+  copt.gemm_autotune = o.gemm_autotune ? 1 : 0;
   ls_context* raw_context = nullptr;
   check(ls_context_create(&copt, &raw_context), "ls_context_create");
   std::unique_ptr<ls_context, ContextDeleter> context(raw_context);

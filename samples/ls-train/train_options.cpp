@@ -129,6 +129,9 @@ const OptionSpec kOptions[] = {
    "pre- and post-LN models: every LayerNorm backward recovers its normalized input from\n"
    "its output, so LayerNorm inputs are not kept for backward (less activation memory, no\n"
    "extra work; gradients differ by rounding); not with --recompute-layer-norm"},
+  {nullptr, "gemm-autotune", nullptr, nullptr, Scope::kRun, "", "",
+   "GPU: the first use of each GEMM shape times cuBLASLt's candidate algorithms and keeps\n"
+   "the fastest (results may then differ in rounding from run to run; the CPU ignores it)"},
 };
 // clang-format on
 
@@ -345,6 +348,7 @@ bool parse_train_options(int argc, char** argv, TrainOptions* out) {
   if (o.recompute_layer_norm && o.layer_norm_backward_from_output)
     throw UsageError(
         "--recompute-layer-norm and --layer-norm-backward-from-output exclude each other");
+  o.gemm_autotune = args.flag("--gemm-autotune");
 
   // The device decides the defaults, so it comes first.
   std::string device = args.str("--device", "auto");

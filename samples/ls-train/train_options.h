@@ -60,6 +60,8 @@ struct TrainOptions {
   bool recompute_layer_norm = false;  // ls_model_config.recompute_layer_norm (memory only)
   // ls_model_config.layer_norm_backward_from_output (memory only, not recorded in the run file)
   bool layer_norm_backward_from_output = false;
+  // ls_context_options.gemm_autotune (GPU only; not recorded in the run file)
+  bool gemm_autotune = false;
   double time_limit = 0;  // seconds of training; 0 = none
   double max_len_a = 0;   // test decoding: at most a * source length + b tokens (<= max_len)
   int64_t max_len_b = 0;

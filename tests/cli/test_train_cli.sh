@@ -7,7 +7,8 @@
 #   4. an unknown option exits 2 naming it; a missing source file exits 1 naming the file;
 #   5. `ls-train plan --layer-norm-backward-from-output` plans fewer bytes for a pre-LN
 #      (transformer-tiny) and a post-LN (transformer-base) preset, and says so in --json; with
-#      --recompute-layer-norm it is a usage error (exit 2).
+#      --recompute-layer-norm it is a usage error (exit 2);
+#   6. `ls-train train --gemm-autotune` on the CPU (which ignores it) runs and exits 0.
 # Usage: test_train_cli.sh <build-dir>   (LS_TRAIN_BIN overrides <build-dir>/ls-train)
 set -u
 
@@ -100,8 +101,16 @@ rc=$?
 [ $rc -eq 2 ] || fail "plan with --recompute-layer-norm and --layer-norm-backward-from-output exited $rc, not 2"
 grep -q -- '--layer-norm-backward-from-output' "$work/plan_both.out" || fail "the conflicting flags are not named: $(cat "$work/plan_both.out")"
 
+# 6. train --gemm-autotune: accepted, and ignored on the CPU (a save dir of its own).
+autotune=("${tiny[@]}")
+autotune[${#autotune[@]} - 1]="$work/ck_autotune"
+"$bin" train "${autotune[@]}" --max-updates 5 --gemm-autotune --json >"$work/run6.json" 2>"$work/run6.log"
+rc=$?
+[ $rc -eq 0 ] || fail "train --gemm-autotune exited $rc: $(tail -n 5 "$work/run6.log")"
+[ "$(json_int num_updates "$work/run6.json")" = 5 ] || fail "train --gemm-autotune: num_updates is not 5: $(cat "$work/run6.json")"
+
 if [ $failures -ne 0 ]; then
   echo "$failures check(s) failed"
   exit 1
 fi
-echo "ok: ls-train train fresh run, resume, usage and data errors; plan --layer-norm-backward-from-output"
+echo "ok: ls-train train fresh run, resume, usage and data errors; plan --layer-norm-backward-from-output; train --gemm-autotune"

@@ -108,6 +108,31 @@ TEST_CASE("allow_tf32 defaults to 1; other values than 0/1 are refused with a me
   ls_context_destroy(ctx);
 }
 
+TEST_CASE("gemm_autotune defaults to 0; other values than 0/1 are refused with a message") {
+  ls_context_options o;
+  ls_context_options_init(&o);
+  CHECK(o.gemm_autotune == 0);
+  o.device = LS_DEVICE_CPU;
+  o.gemm_autotune = 2;
+  ls_context* ctx = nullptr;
+  CHECK(ls_context_create(&o, &ctx) == LS_ERR_INVALID_ARGUMENT);
+  CHECK(contains(ls_last_error(), "gemm_autotune"));
+  CHECK(ctx == nullptr);
+  // 1 is accepted on the CPU, whose backend ignores it.
+  o.gemm_autotune = 1;
+  REQUIRE(ls_context_create(&o, &ctx) == LS_OK);
+  ls_context_destroy(ctx);
+  // An older struct that ends before gemm_autotune still works (the default applies; what lies
+  // past struct_size is not read).
+  ls_context_options old;
+  ls_context_options_init(&old);
+  old.device = LS_DEVICE_CPU;
+  old.gemm_autotune = 2;
+  old.struct_size = offsetof(ls_context_options, gemm_autotune);
+  REQUIRE(ls_context_create(&old, &ctx) == LS_OK);
+  ls_context_destroy(ctx);
+}
+
 TEST_CASE("auto device never fails for lack of a GPU; NULL options mean defaults") {
   ls_context* ctx = nullptr;
   REQUIRE(ls_context_create(nullptr, &ctx) == LS_OK);

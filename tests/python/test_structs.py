@@ -38,6 +38,25 @@ def test_context_options_fields_land_where_the_library_reads_them():
     _capi.fn.ls_context_destroy(handle)
 
 
+def test_context_options_allow_tf32_and_gemm_autotune():
+    if ctypes.sizeof(ctypes.c_void_p) == 8:  # LP64: size_t and pointers 8 bytes
+        assert _capi.ls_context_options.allow_tf32.offset == 32
+        assert _capi.ls_context_options.gemm_autotune.offset == 36
+        assert ctypes.sizeof(_capi.ls_context_options) == 40
+    o = _capi.new(_capi.ls_context_options)
+    assert (o.allow_tf32, o.gemm_autotune) == (1, 0)
+    # The CPU backend accepts gemm_autotune and ignores it; other values than 0/1 are refused.
+    with ls_train.Context("cpu", allow_tf32=False, gemm_autotune=True) as ctx:
+        assert ctx.device["kind"] == "cpu"
+    o.device = _capi.LS_DEVICE_CPU
+    o.gemm_autotune = 2
+    handle = ctypes.c_void_p()
+    status = _capi.fn.ls_context_create(ctypes.byref(o), ctypes.byref(handle))
+    assert _capi.STATUS_NAMES[status] == "LS_ERR_INVALID_ARGUMENT"
+    assert "gemm_autotune" in _capi.fn.ls_last_error().decode()
+    assert handle.value is None
+
+
 def test_bad_struct_size_is_invalid_argument():
     o = _capi.new(_capi.ls_context_options)
     o.struct_size = 0

@@ -227,11 +227,13 @@ class Context(_Handle):
     device: "auto" (the first GPU, else the CPU), "cpu", "cuda" or "cuda:N".
     stream: an optional cudaStream_t (as an int) to run on instead of the context's own.
     allow_tf32: fp32 models may run their GEMMs on TF32 tensor cores (GPU only).
+    gemm_autotune: time cuBLASLt's candidate algorithms on the first use of each GEMM shape and
+        keep the fastest (GPU only); results may then differ in rounding between processes.
     """
 
     _destroy = "ls_context_destroy"
 
-    def __init__(self, device="auto", seed=1, stream=None, allow_tf32=True):
+    def __init__(self, device="auto", seed=1, stream=None, allow_tf32=True, gemm_autotune=False):
         super().__init__()
         kind, index = _parse_device(device)
         options = new(_capi.ls_context_options)
@@ -240,6 +242,7 @@ class Context(_Handle):
         options.seed = seed
         options.stream = stream
         options.allow_tf32 = 1 if allow_tf32 else 0
+        options.gemm_autotune = 1 if gemm_autotune else 0
         handle = ctypes.c_void_p()
         _check(fn.ls_context_create(ctypes.byref(options), ctypes.byref(handle)))
         self._handle = handle.value

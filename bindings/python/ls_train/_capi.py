@@ -110,6 +110,7 @@ class ls_context_options(ctypes.Structure):
         ("seed", ctypes.c_uint64),
         ("stream", ctypes.c_void_p),
         ("allow_tf32", ctypes.c_int32),
+        ("gemm_autotune", ctypes.c_int32),
     ]
 
 

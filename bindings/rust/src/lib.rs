@@ -209,23 +209,52 @@ impl Device {
     }
 }
 
+/// Context options beyond the device and the seed (see `ls_context_options` in ls_train.h).
+/// Both apply to the GPU only; the CPU backend ignores them.
+#[derive(Debug, Clone, Copy)]
+pub struct ContextOptions {
+    /// fp32 models may run their GEMMs on TF32 tensor cores (default true).
+    pub allow_tf32: bool,
+    /// The first use of each GEMM shape times cuBLASLt's candidate algorithms and keeps the
+    /// fastest (default false). The choice depends on timings, so two processes may choose
+    /// differently and their results then differ in rounding.
+    pub gemm_autotune: bool,
+}
+
+impl Default for ContextOptions {
+    fn default() -> Self {
+        ContextOptions {
+            allow_tf32: true,
+            gemm_autotune: false,
+        }
+    }
+}
+
 /// A device, its stream and library handles, and the random seed.
 pub struct Context {
     raw: *mut sys::ls_context,
 }
 
 impl Context {
+    /// A context on `device` with this random seed and the default [`ContextOptions`].
     pub fn new(device: Device, seed: u64) -> Result<Context> {
-        let mut options = std::mem::MaybeUninit::<sys::ls_context_options>::uninit();
-        let mut options = unsafe {
-            sys::ls_context_options_init(options.as_mut_ptr());
-            options.assume_init()
+        Context::with_options(device, seed, &ContextOptions::default())
+    }
+
+    /// A context on `device` with this random seed and these options.
+    pub fn with_options(device: Device, seed: u64, options: &ContextOptions) -> Result<Context> {
+        let mut c_options = std::mem::MaybeUninit::<sys::ls_context_options>::uninit();
+        let mut c_options = unsafe {
+            sys::ls_context_options_init(c_options.as_mut_ptr());
+            c_options.assume_init()
         };
-        options.device = device.kind();
-        options.device_index = if let Device::Cuda(i) = device { i } else { 0 };
-        options.seed = seed;
+        c_options.device = device.kind();
+        c_options.device_index = if let Device::Cuda(i) = device { i } else { 0 };
+        c_options.seed = seed;
+        c_options.allow_tf32 = options.allow_tf32 as i32;
+        c_options.gemm_autotune = options.gemm_autotune as i32;
         let mut raw = ptr::null_mut();
-        check(unsafe { sys::ls_context_create(&options, &mut raw) })?;
+        check(unsafe { sys::ls_context_create(&c_options, &mut raw) })?;
         Ok(Context { raw })
     }
 

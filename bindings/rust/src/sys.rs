@@ -95,6 +95,7 @@ pub struct ls_context_options {
     pub seed: u64,
     pub stream: *mut c_void,
     pub allow_tf32: i32,
+    pub gemm_autotune: i32,
 }
 
 #[repr(C)]

@@ -2,7 +2,7 @@
 // the context/device part of the C API.
 use std::mem::{offset_of, size_of, MaybeUninit};
 
-use ls_train::{sys, Context, Device, Status};
+use ls_train::{sys, Context, ContextOptions, Device, Status};
 
 #[test]
 fn version_and_abi() {
@@ -39,6 +39,19 @@ fn cpu_context_create_and_drop() {
         matches!(again.device().unwrap().kind, Device::Cuda(_)),
         expected_gpu
     );
+}
+
+#[test]
+fn cpu_context_with_options() {
+    let defaults = ContextOptions::default();
+    assert!(defaults.allow_tf32 && !defaults.gemm_autotune);
+    // The CPU backend accepts both options and ignores them.
+    let options = ContextOptions {
+        allow_tf32: false,
+        gemm_autotune: true,
+    };
+    let ctx = Context::with_options(Device::Cpu, 1, &options).unwrap();
+    assert_eq!(ctx.device().unwrap().kind, Device::Cpu);
 }
 
 #[test]
@@ -94,6 +107,7 @@ fn struct_layouts_match_lp64() {
     assert_eq!(offset_of!(sys::ls_context_options, seed), 16);
     assert_eq!(offset_of!(sys::ls_context_options, stream), 24);
     assert_eq!(offset_of!(sys::ls_context_options, allow_tf32), 32);
+    assert_eq!(offset_of!(sys::ls_context_options, gemm_autotune), 36);
 
     // 8 + 26 four-byte fields = 112, no padding.
     assert_eq!(size_of::<sys::ls_model_config>(), 112);

@@ -90,6 +90,11 @@ class LtGemm {
   void set_fused_epilogues(bool on);
   // fp32 GEMMs may use TF32 tensor cores (default true); false: full fp32 (plans rebuilt).
   void set_allow_tf32(bool on);
+  // Autotuning (default false): a plan's first beta == 0 call outside stream capture times the
+  // heuristic's candidates and keeps the fastest (gemm_lt.cu). Plans are rebuilt.
+  void set_autotune(bool on);
+  // Number of plans autotuned so far.
+  size_t tuned_plans() const;
   // Number of cached plans (each was created once, with host allocations, on first use).
   size_t plan_count() const;
   // Number of calls so far whose epilogue ran fused in cuBLASLt.

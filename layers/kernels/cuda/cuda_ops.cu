@@ -94,6 +94,12 @@ void CudaOps::set_fused_epilogues(bool on) {
 void CudaOps::set_allow_tf32(bool on) {
   gemm_->set_allow_tf32(on);
 }
+void CudaOps::set_gemm_autotune(bool on) {
+  gemm_->set_autotune(on);
+}
+size_t CudaOps::gemm_tuned_plans() const {
+  return gemm_->tuned_plans();
+}
 size_t CudaOps::gemm_plan_count() const {
   return gemm_->plan_count();
 }

@@ -31,6 +31,8 @@ class CudaOps final : public Ops {
   // followed by this backend's own epilogue kernels (tests exercise both).
   void set_fused_epilogues(bool on);
   void set_allow_tf32(bool on) override;
+  void set_gemm_autotune(bool on) override;
+  size_t gemm_tuned_plans() const;
   void set_deterministic(bool on) override { deterministic_ = on; }
   size_t gemm_plan_count() const;
   size_t gemm_fused_calls() const;

@@ -23,7 +23,14 @@
 // shape/type/epilogue/alignment/workspace key in a map: creating a plan allocates host memory
 // (map node, cuBLASLt descriptors) once per distinct key, so a training step with fixed shapes
 // allocates only in its first iteration (outside the steady state).
-// The algorithm is chosen with cublasLtMatmulAlgoGetHeuristic (first result).
+// The algorithm is cublasLtMatmulAlgoGetHeuristic's first result, unless autotuning is on
+// (set_autotune, ls_context_options.gemm_autotune): then the first call of a plan that
+// overwrites its output (beta == 0) outside stream capture times each of the heuristic's up to
+// kCandidates algorithms on that call's own operands (one warm-up and kTunedRuns timed runs
+// each, the host waiting for the events) and keeps the fastest. Calls that accumulate into their
+// output (beta != 0) never run candidates, which would add into it; their plan waits for a
+// beta == 0 call or keeps the first result. The winner depends on timings, so two processes may
+// pick different algorithms, whose results can differ in rounding.
 #include <array>
 #include <map>
 #include <mutex>
@@ -65,6 +72,8 @@ size_t round_up(size_t x, size_t a) {
 enum class Mode : uint8_t { Plain, LtBias, LtGeluAuxBias, LtDGeluBGrad };
 
 using Key = std::array<int64_t, 24>;
+constexpr int kCandidates = 8;
+constexpr int kTunedRuns = 3;
 
 }  // namespace
 
@@ -73,6 +82,9 @@ struct LtGemm::Impl {
     cublasLtMatmulDesc_t op = nullptr;
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
     cublasLtMatmulAlgo_t algo{};
+    std::array<cublasLtMatmulAlgo_t, kCandidates> candidates{};  // heuristic order
+    int candidate_count = 0;
+    bool tuned = false;  // autotuning done (or nothing to choose from)
     Mode mode = Mode::Plain;
     size_t workspace_offset = 0;  // where cuBLASLt's workspace starts (after a bgrad slice)
     size_t workspace_bytes = 0;
@@ -83,12 +95,17 @@ struct LtGemm::Impl {
   size_t workspace_size = 0;
   bool fused = true;
   bool allow_tf32 = true;  // fp32 GEMMs on TF32 tensor cores
+  bool autotune = false;
   size_t fused_count = 0;
+  size_t tuned_count = 0;
+  cudaEvent_t tune_events[2] = {nullptr, nullptr};
   std::map<Key, Plan> plans;
   mutable std::mutex mutex;
 
   ~Impl() {
     for (auto& kv : plans) destroy(kv.second);
+    for (cudaEvent_t e : tune_events)
+      if (e != nullptr) cudaEventDestroy(e);
     if (handle != nullptr) cublasLtDestroy(handle);
   }
 
@@ -157,7 +174,7 @@ struct LtGemm::Impl {
 
       cublasLtMatmulPreference_t pref = nullptr;
       LS_CUBLAS_CALL(cublasLtMatmulPreferenceCreate(&pref));
-      cublasLtMatmulHeuristicResult_t result{};
+      std::array<cublasLtMatmulHeuristicResult_t, kCandidates> results{};
       int found = 0;
       cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
       {
@@ -179,7 +196,7 @@ struct LtGemm::Impl {
           if (x != CUBLAS_STATUS_SUCCESS) st = x;
         if (st == CUBLAS_STATUS_SUCCESS)
           st = cublasLtMatmulAlgoGetHeuristic(handle, plan.op, plan.a, plan.b, plan.c, plan.c, pref,
-                                              1, &result, &found);
+                                              autotune ? kCandidates : 1, results.data(), &found);
       }
       cublasLtMatmulPreferenceDestroy(pref);
       // A fused epilogue cuBLASLt rejects for these types/layouts (any status) falls back.
@@ -189,7 +206,10 @@ struct LtGemm::Impl {
         return false;
       }
       LS_CUBLAS_CALL(st);
-      plan.algo = result.algo;
+      plan.candidate_count = found;
+      for (int i = 0; i < found; ++i) plan.candidates[size_t(i)] = results[size_t(i)].algo;
+      plan.algo = results[0].algo;
+      plan.tuned = found < 2;
       return true;
     } catch (...) {
       destroy(plan);
@@ -251,6 +271,44 @@ struct LtGemm::Impl {
     run_locked(g, s, red);
   }
 
+  static bool capturing(cudaStream_t s) {
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    LS_CUDA_CALL(cudaStreamIsCapturing(s, &status));
+    return status != cudaStreamCaptureStatusNone;
+  }
+
+  // Times the plan's candidates on this call's operands (beta == 0: every run overwrites the
+  // same output, which the real call then writes again) and keeps the fastest in plan.algo. A
+  // candidate cuBLASLt refuses at run time is skipped.
+  void tune(Plan& plan, const GemmArgs& g, void* c_out, void* lt_ws, cudaStream_t s) {
+    for (cudaEvent_t& e : tune_events)
+      if (e == nullptr) LS_CUDA_CALL(cudaEventCreate(&e));
+    const float alpha = g.alpha, beta = 0.f;
+    float best_ms = 0.f;
+    int best = -1;
+    for (int i = 0; i < plan.candidate_count; ++i) {
+      const cublasLtMatmulAlgo_t* algo = &plan.candidates[size_t(i)];
+      auto run_once = [&] {
+        return cublasLtMatmul(handle, plan.op, &alpha, g.b, plan.a, g.a, plan.b, &beta, c_out,
+                              plan.c, c_out, plan.c, algo, lt_ws, plan.workspace_bytes, s);
+      };
+      if (run_once() != CUBLAS_STATUS_SUCCESS) continue;  // warm-up; refused: skipped
+      LS_CUDA_CALL(cudaEventRecord(tune_events[0], s));
+      for (int r = 0; r < kTunedRuns; ++r) LS_CUBLAS_CALL(run_once());
+      LS_CUDA_CALL(cudaEventRecord(tune_events[1], s));
+      LS_CUDA_CALL(cudaEventSynchronize(tune_events[1]));
+      float ms = 0.f;
+      LS_CUDA_CALL(cudaEventElapsedTime(&ms, tune_events[0], tune_events[1]));
+      if (best < 0 || ms < best_ms) {
+        best = i;
+        best_ms = ms;
+      }
+    }
+    if (best >= 0) plan.algo = plan.candidates[size_t(best)];
+    plan.tuned = true;
+    ++tuned_count;
+  }
+
   void run_locked(const GemmArgs& g, cudaStream_t s, const Reduction& red) {
     Plan& plan = plan_for(g);
     char* ws = static_cast<char*>(workspace);
@@ -276,6 +334,7 @@ struct LtGemm::Impl {
     // Plain fallback of BiasAct: the GEMM writes the pre-activation into aux.
     if (plain && g.epilogue == Epilogue::BiasAct) c_out = g.aux;
     float alpha = g.alpha, beta = g.beta;
+    if (autotune && !plan.tuned && beta == 0.f && !capturing(s)) tune(plan, g, c_out, lt_ws, s);
     cublasStatus_t st =
         cublasLtMatmul(handle, plan.op, &alpha, g.b, plan.a, g.a, plan.b, &beta, c_out, plan.c,
                        c_out, plan.c, &plan.algo, lt_ws, plan.workspace_bytes, s);
@@ -340,6 +399,16 @@ void LtGemm::set_allow_tf32(bool on) {
   impl_->allow_tf32 = on;
   for (auto& kv : impl_->plans) Impl::destroy(kv.second);
   impl_->plans.clear();
+}
+void LtGemm::set_autotune(bool on) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->autotune = on;
+  for (auto& kv : impl_->plans) Impl::destroy(kv.second);
+  impl_->plans.clear();
+}
+size_t LtGemm::tuned_plans() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->tuned_count;
 }
 size_t LtGemm::plan_count() const {
   std::lock_guard<std::mutex> lock(impl_->mutex);

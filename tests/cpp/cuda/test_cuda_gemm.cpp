@@ -189,6 +189,68 @@ TEST_CASE("cuda gemm matches the CPU reference (fused epilogues and fallbacks, a
   CHECK(cuda.gemm_fused_calls() > 0);
 }
 
+TEST_CASE("cuda gemm autotuning: the chosen algorithms match the CPU reference") {
+  // Every case runs its plan's candidates first (beta == 0) and must still give the reference
+  // result; the accumulating cases (fp32 C, beta = 1) would be off if a candidate had run on
+  // their output.
+  auto cpu = ls::make_cpu_ops();
+  ls::CudaOps cuda(0, nullptr);
+  DevBuf workspace(32u << 20);
+  cuda.set_workspace(workspace.p, workspace.bytes);
+  cuda.set_gemm_autotune(true);
+  for (DType dt : working_types())
+    for (const Case& cs : cases()) run_case(cuda, *cpu, cs, dt);
+  MESSAGE("plans autotuned: " << cuda.gemm_tuned_plans() << " of " << cuda.gemm_plan_count());
+  CHECK(cuda.gemm_tuned_plans() > 0);
+  CHECK(cuda.gemm_tuned_plans() <= cuda.gemm_plan_count());
+}
+
+TEST_CASE("cuda gemm autotuning waits for an overwriting call outside graph capture") {
+  cudaStream_t stream = nullptr;
+  REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess);
+  {
+    ls::CudaOps cuda(0, stream);
+    cuda.set_gemm_autotune(true);
+    const int64_t m = 256, n = 192, k = 128;
+    DevBuf a = upload(randn(size_t(m * k)), DType::F16),
+           b = upload(randn(size_t(k * n)), DType::F16);
+    DevBuf c = upload(randn(size_t(m * n)), DType::F32);
+    GemmArgs g;
+    g.m = m;
+    g.n = n;
+    g.k = k;
+    g.lda = k;
+    g.ldb = n;
+    g.ldc = n;
+    g.a = a.p;
+    g.b = b.p;
+    g.c = c.p;
+    g.ab_type = DType::F16;
+    g.c_type = DType::F32;
+    // Accumulating into C: the plan is made, nothing is timed.
+    g.beta = 1.f;
+    cuda.gemm(g);
+    cuda.synchronize();
+    CHECK(cuda.gemm_plan_count() == 1);
+    CHECK(cuda.gemm_tuned_plans() == 0);
+    // Overwriting, but while the stream is being captured: still nothing timed.
+    g.beta = 0.f;
+    REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed) == cudaSuccess);
+    cuda.gemm(g);
+    cudaGraph_t graph = nullptr;
+    REQUIRE(cudaStreamEndCapture(stream, &graph) == cudaSuccess);
+    CHECK(cudaGraphDestroy(graph) == cudaSuccess);
+    CHECK(cuda.gemm_tuned_plans() == 0);
+    // Overwriting, outside capture: the plan is tuned once.
+    cuda.gemm(g);
+    cuda.gemm(g);
+    cuda.synchronize();
+    CHECK(cuda.gemm_plan_count() == 1);
+    CHECK(cuda.gemm_tuned_plans() == 1);
+  }
+  CHECK(cudaStreamDestroy(stream) == cudaSuccess);
+}
+
 TEST_CASE("cuda gemm caches one plan per shape") {
   ls::CudaOps cuda(0, nullptr);
   DevBuf a = upload(randn(64 * 32), DType::F16), b = upload(randn(32 * 48), DType::F16);

@@ -1,0 +1,176 @@
+// How far cuBLASLt's first heuristic choice is from the fastest of the algorithms it offers, for
+// the GEMMs of one encoder layer (tokens x d=1024, ffn=4096, fp16 inputs, fp32 accumulation).
+// The layouts are gemm_lt.cu's: row-major C[M, N] = op(A) op(B) handed to cuBLASLt as the
+// column-major C^T = op(B)^T op(A)^T. Forward Y = X W^T (trans_b), data gradient dX = dY W,
+// weight gradient dW += dY^T X (trans_a, fp32 output, beta = 1). No epilogues.
+// Usage: bench_gemm_algos [tokens=8192] [candidates=16] [workspace MiB=32]
+// Prints, per GEMM, the heuristic's first algorithm and the fastest candidate (median of 20
+// timed runs each after 5 warm-up runs). Nothing asserts timings.
+#include <cublasLt.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+#define CHECK_CUDA(x)                                                                     \
+  do {                                                                                    \
+    cudaError_t e_ = (x);                                                                 \
+    if (e_ != cudaSuccess) {                                                              \
+      std::fprintf(stderr, "%s: %s\n", #x, cudaGetErrorString(e_));                       \
+      std::exit(1);                                                                       \
+    }                                                                                     \
+  } while (0)
+#define CHECK_LT(x)                                                                       \
+  do {                                                                                    \
+    cublasStatus_t s_ = (x);                                                              \
+    if (s_ != CUBLAS_STATUS_SUCCESS) {                                                    \
+      std::fprintf(stderr, "%s: status %d\n", #x, int(s_));                               \
+      std::exit(1);                                                                       \
+    }                                                                                     \
+  } while (0)
+
+struct Case {
+  std::string name;
+  bool trans_a, trans_b;
+  long m, n, k, lda, ldb, ldc;
+  bool c_f32;  // weight gradient: fp32 output, beta = 1
+};
+
+void* device_random(size_t elems, bool f32, std::mt19937& rng) {
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  void* p = nullptr;
+  if (f32) {
+    std::vector<float> h(elems);
+    for (auto& x : h) x = u(rng) * 0.01f;
+    CHECK_CUDA(cudaMalloc(&p, elems * 4));
+    CHECK_CUDA(cudaMemcpy(p, h.data(), elems * 4, cudaMemcpyHostToDevice));
+  } else {
+    std::vector<__half> h(elems);
+    for (auto& x : h) x = __float2half(u(rng));
+    CHECK_CUDA(cudaMalloc(&p, elems * 2));
+    CHECK_CUDA(cudaMemcpy(p, h.data(), elems * 2, cudaMemcpyHostToDevice));
+  }
+  return p;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const long T = argc > 1 ? std::atol(argv[1]) : 8192;
+  const int want = argc > 2 ? std::atoi(argv[2]) : 16;
+  const size_t ws_bytes = size_t(argc > 3 ? std::atol(argv[3]) : 32) << 20;
+  const long d = 1024, f = 4096;
+  std::vector<Case> cases;
+  struct Linear {
+    const char* name;
+    long in, out;
+  };
+  const Linear linears[] = {{"qkv", d, 3 * d}, {"attn_out", d, d}, {"fc1", d, f}, {"fc2", f, d}};
+  for (const Linear& l : linears) {
+    const std::string nm = l.name;
+    cases.push_back({"fwd " + nm, false, true, T, l.out, l.in, l.in, l.in, l.out, false});
+    cases.push_back({"dgrad " + nm, false, false, T, l.in, l.out, l.out, l.in, l.in, false});
+    cases.push_back({"wgrad " + nm, true, false, l.out, l.in, T, l.out, l.in, l.in, true});
+  }
+  cudaDeviceProp prop{};
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  std::printf("bench_gemm_algos on %s, cuBLASLt %zu, tokens %ld, up to %d candidates, "
+              "workspace %zu MiB\n",
+              prop.name, cublasLtGetVersion(), T, want, ws_bytes >> 20);
+  std::printf("%-16s %6s %6s %6s %10s %10s %10s %6s %5s\n", "gemm", "m", "n", "k", "first us",
+              "best us", "best TF/s", "gain", "algos");
+  cublasLtHandle_t lt;
+  CHECK_LT(cublasLtCreate(&lt));
+  void* ws = nullptr;
+  CHECK_CUDA(cudaMalloc(&ws, ws_bytes));
+  cudaStream_t s;
+  CHECK_CUDA(cudaStreamCreate(&s));
+  cudaEvent_t e0, e1;
+  CHECK_CUDA(cudaEventCreate(&e0));
+  CHECK_CUDA(cudaEventCreate(&e1));
+  std::mt19937 rng(1);
+  double first_total = 0, best_total = 0;
+  for (const Case& c : cases) {
+    // Row-major operands: A is [M, K] (or [K, M] when trans_a), B is [K, N] (or [N, K]).
+    const size_t a_elems = size_t(c.m) * c.k, b_elems = size_t(c.k) * c.n;
+    const size_t c_elems = size_t(c.m) * c.n;
+    void* A = device_random(a_elems, false, rng);
+    void* B = device_random(b_elems, false, rng);
+    void* C = device_random(c_elems, c.c_f32, rng);
+    const cudaDataType_t ct = c.c_f32 ? CUDA_R_32F : CUDA_R_16F;
+    cublasLtMatmulDesc_t op;
+    CHECK_LT(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    // cuBLASLt's A' = B (op = trans_b), B' = A (op = trans_a), m' = N, n' = M.
+    cublasOperation_t ta = c.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasOperation_t tb = c.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    CHECK_LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+    CHECK_LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+    cublasLtMatrixLayout_t la, lb, lc;
+    // Column-major shapes: A' is N x K (stored K x N when transposed), B' is K x M (M x K).
+    CHECK_LT(cublasLtMatrixLayoutCreate(&la, CUDA_R_16F, c.trans_b ? c.k : c.n,
+                                        c.trans_b ? c.n : c.k, c.ldb));
+    CHECK_LT(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16F, c.trans_a ? c.m : c.k,
+                                        c.trans_a ? c.k : c.m, c.lda));
+    CHECK_LT(cublasLtMatrixLayoutCreate(&lc, ct, c.n, c.m, c.ldc));
+    cublasLtMatmulPreference_t pref;
+    CHECK_LT(cublasLtMatmulPreferenceCreate(&pref));
+    CHECK_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                  &ws_bytes, sizeof(ws_bytes)));
+    std::vector<cublasLtMatmulHeuristicResult_t> res(static_cast<size_t>(want));
+    int found = 0;
+    CHECK_LT(cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, want, res.data(),
+                                            &found));
+    const float alpha = 1.f, beta = c.c_f32 ? 1.f : 0.f;
+    std::vector<double> times;
+    for (int i = 0; i < found; ++i) {
+      auto run = [&] {
+        return cublasLtMatmul(lt, op, &alpha, B, la, A, lb, &beta, C, lc, C, lc, &res[size_t(i)].algo,
+                              ws, ws_bytes, s);
+      };
+      if (run() != CUBLAS_STATUS_SUCCESS) {
+        times.push_back(1e30);
+        continue;
+      }
+      for (int w = 0; w < 4; ++w) CHECK_LT(run());
+      std::vector<float> t(20);
+      for (auto& x : t) {
+        CHECK_CUDA(cudaEventRecord(e0, s));
+        CHECK_LT(run());
+        CHECK_CUDA(cudaEventRecord(e1, s));
+        CHECK_CUDA(cudaEventSynchronize(e1));
+        CHECK_CUDA(cudaEventElapsedTime(&x, e0, e1));
+      }
+      std::nth_element(t.begin(), t.begin() + 10, t.end());
+      times.push_back(double(t[10]) * 1e3);
+    }
+    if (found > 0) {
+      const auto best = std::min_element(times.begin(), times.end());
+      const double flop = 2.0 * double(c.m) * double(c.n) * double(c.k);
+      std::printf("%-16s %6ld %6ld %6ld %10.1f %10.1f %10.1f %5.1f%% %2d (#%ld)\n", c.name.c_str(),
+                  c.m, c.n, c.k, times[0], *best, flop / (*best * 1e-6) / 1e12,
+                  (times[0] / *best - 1) * 100, found, long(best - times.begin()));
+      first_total += times[0];
+      best_total += *best;
+    } else {
+      std::printf("%-16s no algorithm\n", c.name.c_str());
+    }
+    cublasLtMatmulPreferenceDestroy(pref);
+    cublasLtMatrixLayoutDestroy(la);
+    cublasLtMatrixLayoutDestroy(lb);
+    cublasLtMatrixLayoutDestroy(lc);
+    cublasLtMatmulDescDestroy(op);
+    CHECK_CUDA(cudaFree(A));
+    CHECK_CUDA(cudaFree(B));
+    CHECK_CUDA(cudaFree(C));
+  }
+  std::printf("all GEMMs of one layer: first %.1f us, best %.1f us (%.1f%% faster)\n", first_total,
+              best_total, (first_total / best_total - 1) * 100);
+  return 0;
+}

@@ -22,6 +22,7 @@ constexpr int kThreads = 256;
 
 __global__ void sum_squares_kernel(const float* __restrict__ x, int64_t n, float* out,
                                    float* partials) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   __shared__ float scratch[33];
   bool aligned = pack_aligned<float>(x);
   float s = 0.f;
@@ -49,6 +50,7 @@ struct AdamDev {
 template <class W>
 __global__ void adam_kernel(float* params, const float* __restrict__ grads, float* m, float* v,
                             W* work, int64_t n, AdamDev h, const AdamStep* step) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   if (step->skip != 0) return;
   const float mult = float(step->mult), lr = float(step->lr);
   const float bias1 = float(step->bias1), bias2 = float(step->bias2);
@@ -89,7 +91,7 @@ void launch_sum_squares(const float* x, size_t n, float* out, cudaStream_t s,
   if (n == 0) return;
   const unsigned grid = grid_for((int64_t(n) + 3) / 4, kThreads, int64_t(device_sm_count()) * 4);
   float* partials = red.deterministic() ? red.rows(grid, 1, "sum_squares") : nullptr;
-  sum_squares_kernel<<<grid, kThreads, 0, s>>>(x, int64_t(n), out, partials);
+  launch_kernel("sum_squares", sum_squares_kernel, grid, kThreads, 0, s, x, int64_t(n), out, partials);
   LS_LAUNCH_CHECK("sum_squares");
   if (partials != nullptr) launch_sum_partials(partials, grid, 1, out, s);
 }
@@ -102,7 +104,7 @@ void launch_adam_update(float* params, const float* grads, float* m, float* v, v
   unsigned grid = grid_for((int64_t(n) + 3) / 4, kThreads, int64_t(device_sm_count()) * 16);
   dispatch_dtype(work_t, "adam_update", [&](auto wv) {
     using W = decltype(wv);
-    adam_kernel<W><<<grid, kThreads, 0, s>>>(params, grads, m, v, static_cast<W*>(work), int64_t(n),
+    launch_kernel("adam_update", adam_kernel<W>, grid, kThreads, 0, s, params, grads, m, v, static_cast<W*>(work), int64_t(n),
                                              d, step_dev);
   });
   LS_LAUNCH_CHECK("adam_update");

@@ -34,6 +34,7 @@ template <class T, int G, bool SPLIT>
 __global__ void heads_kernel(const T* __restrict__ in, const T* __restrict__ bias,
                              T* __restrict__ out, int64_t n, int64_t batch, int64_t len,
                              int64_t heads, int64_t head_dim) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   int64_t total = n * batch * heads * len * head_dim;
   for (int64_t o = G * (int64_t(blockIdx.x) * blockDim.x + threadIdx.x); o < total;
        o += G * int64_t(gridDim.x) * blockDim.x) {
@@ -84,12 +85,10 @@ void launch_heads(const void* in, const void* bias, void* out, int64_t n, int64_
                (bias == nullptr || pack_aligned<T>(bias));
     int64_t cap = int64_t(device_sm_count()) * 16;
     if (vec)
-      heads_kernel<T, 4, SPLIT><<<grid_for(total / 4, kThreads, cap), kThreads, 0, s>>>(
-          static_cast<const T*>(in), static_cast<const T*>(bias), static_cast<T*>(out), n, batch,
+      launch_kernel(name, heads_kernel<T, 4, SPLIT>, grid_for(total / 4, kThreads, cap), kThreads, 0, s, static_cast<const T*>(in), static_cast<const T*>(bias), static_cast<T*>(out), n, batch,
           len, heads, head_dim);
     else
-      heads_kernel<T, 1, SPLIT><<<grid_for(total, kThreads, cap), kThreads, 0, s>>>(
-          static_cast<const T*>(in), static_cast<const T*>(bias), static_cast<T*>(out), n, batch,
+      launch_kernel(name, heads_kernel<T, 1, SPLIT>, grid_for(total, kThreads, cap), kThreads, 0, s, static_cast<const T*>(in), static_cast<const T*>(bias), static_cast<T*>(out), n, batch,
           len, heads, head_dim);
   });
   LS_LAUNCH_CHECK(name);

@@ -15,6 +15,7 @@ constexpr int kThreads = 256;
 
 template <class S, class D>
 __global__ void cast_kernel(const S* __restrict__ src, D* __restrict__ dst, int64_t n) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   bool aligned = pack_aligned<S>(src) && pack_aligned<D>(dst);
   for (int64_t i = 4 * (int64_t(blockIdx.x) * blockDim.x + threadIdx.x); i < n;
        i += 4 * int64_t(gridDim.x) * blockDim.x) {
@@ -27,6 +28,7 @@ __global__ void cast_kernel(const S* __restrict__ src, D* __restrict__ dst, int6
 
 template <class T>
 __global__ void add_inplace_kernel(T* y, const T* x, int64_t n) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   bool aligned = pack_aligned<T>(y) && pack_aligned<T>(x);
   for (int64_t i = 4 * (int64_t(blockIdx.x) * blockDim.x + threadIdx.x); i < n;
        i += 4 * int64_t(gridDim.x) * blockDim.x) {
@@ -42,6 +44,7 @@ __global__ void add_inplace_kernel(T* y, const T* x, int64_t n) {
 
 template <class C, class B>
 __global__ void add_bias_rows_kernel(C* c, int64_t ldc, const B* bias, int64_t rows, int64_t n) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   int64_t total = rows * n;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
@@ -53,6 +56,7 @@ __global__ void add_bias_rows_kernel(C* c, int64_t ldc, const B* bias, int64_t r
 
 template <class S>
 __global__ void accumulate_f32_kernel(float* dst, const S* src, int64_t n) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
     dst[i] += to_f32(src[i]);
@@ -66,8 +70,7 @@ void launch_cast(const void* src, DType src_t, void* dst, DType dst_t, size_t n,
     using S = decltype(sv);
     dispatch_dtype(dst_t, "cast", [&](auto dv) {
       using D = decltype(dv);
-      cast_kernel<S, D><<<grid_for((int64_t(n) + 3) / 4, kThreads), kThreads, 0, s>>>(
-          static_cast<const S*>(src), static_cast<D*>(dst), int64_t(n));
+      launch_kernel("cast", cast_kernel<S, D>, grid_for((int64_t(n) + 3) / 4, kThreads), kThreads, 0, s, static_cast<const S*>(src), static_cast<D*>(dst), int64_t(n));
     });
   });
   LS_LAUNCH_CHECK("cast");
@@ -77,8 +80,7 @@ void launch_add_inplace(void* y, const void* x, DType t, size_t n, cudaStream_t 
   if (n == 0) return;
   dispatch_dtype(t, "add_inplace", [&](auto tv) {
     using T = decltype(tv);
-    add_inplace_kernel<T><<<grid_for((int64_t(n) + 3) / 4, kThreads), kThreads, 0, s>>>(
-        static_cast<T*>(y), static_cast<const T*>(x), int64_t(n));
+    launch_kernel("add_inplace", add_inplace_kernel<T>, grid_for((int64_t(n) + 3) / 4, kThreads), kThreads, 0, s, static_cast<T*>(y), static_cast<const T*>(x), int64_t(n));
   });
   LS_LAUNCH_CHECK("add_inplace");
 }
@@ -90,8 +92,7 @@ void launch_add_bias_rows(void* c, DType c_t, int64_t ldc, const void* bias, DTy
     using C = decltype(cv);
     dispatch_dtype(dt, "gemm (bias)", [&](auto bv) {
       using B = decltype(bv);
-      add_bias_rows_kernel<C, B><<<grid_for(rows * n, kThreads), kThreads, 0, s>>>(
-          static_cast<C*>(c), ldc, static_cast<const B*>(bias), rows, n);
+      launch_kernel("gemm (bias)", add_bias_rows_kernel<C, B>, grid_for(rows * n, kThreads), kThreads, 0, s, static_cast<C*>(c), ldc, static_cast<const B*>(bias), rows, n);
     });
   });
   LS_LAUNCH_CHECK("gemm (bias)");
@@ -101,8 +102,7 @@ void launch_accumulate_f32(float* dst, const void* src, DType src_t, size_t n, c
   if (n == 0) return;
   dispatch_dtype(src_t, "gemm (bias grad)", [&](auto sv) {
     using S = decltype(sv);
-    accumulate_f32_kernel<S><<<grid_for(int64_t(n), kThreads), kThreads, 0, s>>>(
-        dst, static_cast<const S*>(src), int64_t(n));
+    launch_kernel("gemm (bias grad)", accumulate_f32_kernel<S>, grid_for(int64_t(n), kThreads), kThreads, 0, s, dst, static_cast<const S*>(src), int64_t(n));
   });
   LS_LAUNCH_CHECK("gemm (bias grad)");
 }

@@ -176,6 +176,7 @@ __global__ void __launch_bounds__(kForwardThreads, 2)
                                       const int32_t* __restrict__ targets, float* lse, float* sums,
                                       int64_t vocab, int32_t padding_idx, float eps,
                                       float* partials) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   __shared__ float scratch[3][32];
   const int64_t t = blockIdx.x;
   const T* z = logits + t * vocab;
@@ -214,6 +215,7 @@ __global__ void __launch_bounds__(kForwardThreads)
                                         const int32_t* __restrict__ targets, float* lse,
                                         float* sums, int64_t vocab, int32_t padding_idx, float eps,
                                         float* partials) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   __shared__ float scratch[3][32];
   const int64_t t = blockIdx.x;
   const T* z = logits + t * vocab;
@@ -246,6 +248,7 @@ __global__ void cross_entropy_backward_kernel(const T* logits, const int32_t* __
                                               const float* __restrict__ lse,
                                               const float* __restrict__ grad_scale, T* d_logits,
                                               int64_t vocab, int32_t padding_idx, float eps) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   int64_t t = blockIdx.x;
   int32_t y = targets[t];
   bool pad = y == padding_idx;
@@ -287,8 +290,7 @@ void launch_cross_entropy_forward(const void* logits, const int32_t* targets, fl
     const int64_t slots = (vocab + kPerSlot - 1) / kPerSlot;
     const unsigned grid = unsigned(rows);
     auto regs = [&](auto slots_c, auto vec_c) {
-      cross_entropy_forward_regs_kernel<T, decltype(slots_c)::value, decltype(vec_c)::value>
-          <<<grid, kForwardThreads, 0, s>>>(z, targets, lse, sums, vocab, padding_idx, eps,
+      launch_kernel("cross_entropy_forward", cross_entropy_forward_regs_kernel<T, decltype(slots_c)::value, decltype(vec_c)::value>, grid, kForwardThreads, 0, s, z, targets, lse, sums, vocab, padding_idx, eps,
                                             partials);
     };
     using VecOn = std::true_type;
@@ -311,11 +313,9 @@ void launch_cross_entropy_forward(const void* logits, const int32_t* targets, fl
       else
         regs(std::integral_constant<int, 4>{}, VecOff{});
     } else if (vec) {
-      cross_entropy_forward_online_kernel<T, true><<<grid, kForwardThreads, 0, s>>>(
-          z, targets, lse, sums, vocab, padding_idx, eps, partials);
+      launch_kernel("cross_entropy_forward", cross_entropy_forward_online_kernel<T, true>, grid, kForwardThreads, 0, s, z, targets, lse, sums, vocab, padding_idx, eps, partials);
     } else {
-      cross_entropy_forward_online_kernel<T, false><<<grid, kForwardThreads, 0, s>>>(
-          z, targets, lse, sums, vocab, padding_idx, eps, partials);
+      launch_kernel("cross_entropy_forward", cross_entropy_forward_online_kernel<T, false>, grid, kForwardThreads, 0, s, z, targets, lse, sums, vocab, padding_idx, eps, partials);
     }
   });
   LS_LAUNCH_CHECK("cross_entropy_forward");
@@ -329,8 +329,7 @@ void launch_cross_entropy_backward(const void* logits, const int32_t* targets, c
   if (rows == 0) return;
   dispatch_dtype(dt, "cross_entropy_backward", [&](auto tv) {
     using T = decltype(tv);
-    cross_entropy_backward_kernel<T><<<unsigned(rows), kBackwardThreads, 0, s>>>(
-        static_cast<const T*>(logits), targets, lse, grad_scale_dev, static_cast<T*>(d_logits),
+    launch_kernel("cross_entropy_backward", cross_entropy_backward_kernel<T>, unsigned(rows), kBackwardThreads, 0, s, static_cast<const T*>(logits), targets, lse, grad_scale_dev, static_cast<T*>(d_logits),
         vocab, padding_idx, eps);
   });
   LS_LAUNCH_CHECK("cross_entropy_backward");

@@ -14,6 +14,9 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <utility>
 
 #include "layers/kernels/philox.h"
 #include "runtime/dtype.h"
@@ -482,6 +485,51 @@ inline void allow_dynamic_smem(size_t bytes) {
 // Number of SMs of the current device (used to size grid-stride grids).
 inline int device_sm_count() {
   return device_attribute<cudaDevAttrMultiProcessorCount>();
+}
+
+// ---------------------------------------------------------------- programmatic dependent launch
+// Every kernel of this backend is launched by launch_kernel and starts with pdl_wait(). On
+// sm_90+ launch_kernel sets programmatic stream serialization, so the next kernel of the stream
+// may be scheduled while this one drains (its launch latency hidden behind the tail) and waits in
+// pdl_wait() until the previous grid has completed and its writes are visible. pdl_wait() must be
+// the first statement, before any memory access and before any early return: a grid whose
+// blocks all returned without waiting would count as complete while the one before it still
+// runs. Kernels not launched with the attribute (and devices below sm_90) see a no-op.
+// LS_PDL=0 in the environment launches without the attribute (for A/B measurements).
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+inline bool pdl_enabled() {
+  static const bool env_on = [] {
+    const char* e = std::getenv("LS_PDL");
+    return e == nullptr || std::string(e) != "0";
+  }();
+  return env_on && device_attribute<cudaDevAttrComputeCapabilityMajor>() >= 9;
+}
+
+// kernel<<<grid, block, smem, s>>>(args...) with programmatic stream serialization when
+// pdl_enabled(); a launch error throws ls::Error naming `name`.
+template <class... KArgs, class... Args>
+inline void launch_kernel(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block,
+                          size_t smem, cudaStream_t s, Args&&... args) {
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl_enabled() ? 1 : 0;
+  const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    LS_FAIL(LS_ERR_CUDA, name << ": kernel launch (cudaLaunchKernelEx): " << cudaGetErrorString(err));
+  }
 }
 
 // Calls f(T{}) with T the storage type of dt; F64 is not a CUDA working type.

@@ -88,6 +88,7 @@ __global__ void __launch_bounds__(kFlatThreads)
     bias_dropout_residual_kernel(const T* x, const T* bias, const T* residual, T* out, int64_t n,
                                  int64_t cols, FastDivU32 cdiv, int64_t fast_limit, bool aligned,
                                  bool bias_vec, DropoutParams d) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   const uint64_t off = kDrop ? dropout_offset(d.key) : 0;
   const int64_t step = int64_t(gridDim.x) * kFlatPerBlock;
   for (int64_t i0 = int64_t(blockIdx.x) * kFlatPerBlock + 8 * threadIdx.x; i0 < n; i0 += step) {
@@ -137,6 +138,7 @@ __global__ void __launch_bounds__(kFlatThreads)
 template <class T, int kAct, bool kDrop>
 __global__ void __launch_bounds__(kFlatThreads)
     act_dropout_forward_kernel(const T* pre, T* out, int64_t n, bool aligned, DropoutParams d) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   const uint64_t off = kDrop ? dropout_offset(d.key) : 0;
   const int64_t step = int64_t(gridDim.x) * kFlatPerBlock;
   for (int64_t i0 = int64_t(blockIdx.x) * kFlatPerBlock + 8 * threadIdx.x; i0 < n; i0 += step) {
@@ -221,6 +223,7 @@ __global__ void __launch_bounds__(kColThreadsX* kColThreadsY, 3)
     backward_colsum_kernel(const T* d_out, const T* pre, T* d_pre, float* d_bias, int64_t rows,
                            int64_t cols, int64_t ld, bool aligned, DropoutParams d,
                            float* partials) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   constexpr bool kPre = kAct != kNoAct;
   constexpr int kColRows = sizeof(T) == 4 ? 2 : 4;  // 32 or 64 bytes per input in flight
   __shared__ __align__(16) float partial[kColThreadsY][kColTile];
@@ -275,6 +278,7 @@ __global__ void __launch_bounds__(kColThreadsX* kColThreadsY, 3)
 
 template <class T>
 __global__ void row_sums_kernel(const T* a, float* out, int64_t rows, int64_t cols, int64_t ld) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   int64_t warps_per_grid = int64_t(gridDim.x) * (blockDim.x / 32);
   int lane = threadIdx.x & 31;
   for (int64_t r = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32; r < rows;
@@ -289,6 +293,7 @@ __global__ void row_sums_kernel(const T* a, float* out, int64_t rows, int64_t co
 template <class T>
 __global__ void activation_kernel(const T* in, T* out, int64_t rows, int64_t cols, int64_t ld,
                                   int act) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   int64_t n = rows * cols;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
@@ -318,8 +323,7 @@ void launch_colsum_variant(const void* d_out, const void* pre, void* d_pre, floa
   for (const void* p : {pre, static_cast<const void*>(d_pre)})
     if (p != nullptr && !aligned16(p)) aligned = false;
   float* partials = d_bias != nullptr && red.deterministic() ? red.rows(gy, cols, name) : nullptr;
-  kernel<<<dim3(unsigned(gx), unsigned(gy)), dim3(kColThreadsX, kColThreadsY), 0, s>>>(
-      static_cast<const T*>(d_out), static_cast<const T*>(pre), static_cast<T*>(d_pre), d_bias,
+  launch_kernel(name, kernel, dim3(unsigned(gx), unsigned(gy)), dim3(kColThreadsX, kColThreadsY), 0, s, static_cast<const T*>(d_out), static_cast<const T*>(pre), static_cast<T*>(d_pre), d_bias,
       rows, cols, ld, aligned, d, partials);
   LS_LAUNCH_CHECK(name);
   if (partials != nullptr) launch_sum_partials(partials, gy, cols, d_bias, s);
@@ -360,9 +364,7 @@ void launch_bias_dropout_residual(const void* x, const void* bias, const void* r
   dispatch_dtype(dt, "bias_dropout_residual_forward", [&](auto tv) {
     using T = decltype(tv);
     auto run = [&](auto drop_c, auto bias_c) {
-      bias_dropout_residual_kernel<T, decltype(drop_c)::value, decltype(bias_c)::value>
-          <<<flat_grid(n), kFlatThreads, 0, s>>>(
-              static_cast<const T*>(x), static_cast<const T*>(bias),
+      launch_kernel("bias_dropout_residual_forward", bias_dropout_residual_kernel<T, decltype(drop_c)::value, decltype(bias_c)::value>, flat_grid(n), kFlatThreads, 0, s, static_cast<const T*>(x), static_cast<const T*>(bias),
               static_cast<const T*>(residual), static_cast<T*>(out), n, cols, cdiv, fast_limit,
               aligned, bias_vec, d);
     };
@@ -385,8 +387,7 @@ void launch_flat_act_dropout(const void* pre, void* out, int64_t n, int act, flo
   dispatch_dtype(dt, name, [&](auto tv) {
     using T = decltype(tv);
     auto run = [&](auto act_c, auto drop_c) {
-      act_dropout_forward_kernel<T, decltype(act_c)::value, decltype(drop_c)::value>
-          <<<flat_grid(n), kFlatThreads, 0, s>>>(static_cast<const T*>(pre), static_cast<T*>(out),
+      launch_kernel(name, act_dropout_forward_kernel<T, decltype(act_c)::value, decltype(drop_c)::value>, flat_grid(n), kFlatThreads, 0, s, static_cast<const T*>(pre), static_cast<T*>(out),
                                                  n, aligned, d);
     };
     dispatch_act_drop(act, d.active, name, run);
@@ -436,7 +437,7 @@ void launch_row_sums(const void* a, float* d_bias, int64_t rows, int64_t cols, i
   if (rows == 0) return;
   dispatch_dtype(dt, "gemm (bias grad of A)", [&](auto tv) {
     using T = decltype(tv);
-    row_sums_kernel<T><<<grid_for(rows * 32, kThreads), kThreads, 0, s>>>(static_cast<const T*>(a),
+    launch_kernel("gemm (bias grad of A)", row_sums_kernel<T>, grid_for(rows * 32, kThreads), kThreads, 0, s, static_cast<const T*>(a),
                                                                           d_bias, rows, cols, ld);
   });
   LS_LAUNCH_CHECK("gemm (bias grad of A)");
@@ -447,8 +448,7 @@ void launch_activation(const void* in, void* out, int64_t rows, int64_t cols, in
   if (rows * cols == 0) return;
   dispatch_dtype(dt, "gemm (activation)", [&](auto tv) {
     using T = decltype(tv);
-    activation_kernel<T><<<grid_for(rows * cols, kThreads), kThreads, 0, s>>>(
-        static_cast<const T*>(in), static_cast<T*>(out), rows, cols, ld, int(act));
+    launch_kernel("gemm (activation)", activation_kernel<T>, grid_for(rows * cols, kThreads), kThreads, 0, s, static_cast<const T*>(in), static_cast<T*>(out), rows, cols, ld, int(act));
   });
   LS_LAUNCH_CHECK("gemm (activation)");
 }

@@ -61,6 +61,7 @@ template <class T>
 __global__ void embedding_forward_kernel(EmbeddingArgs a, const T* __restrict__ table,
                                          const T* __restrict__ learned, T* __restrict__ out,
                                          DropoutParams d) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   int64_t t = blockIdx.x;
   int64_t pos = block_position(a.tokens, t, a.len, a.padding_idx);
   int64_t tok = a.tokens[t];
@@ -91,6 +92,7 @@ template <class T>
 __global__ void embedding_backward_atomic_kernel(EmbeddingArgs a, const T* __restrict__ d_out,
                                                  float* d_table, float* d_positions,
                                                  DropoutParams d) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   int64_t t = blockIdx.x;
   int64_t pos = block_position(a.tokens, t, a.len, a.padding_idx);
   if (pos < 0) return;  // padding: no gradient
@@ -116,6 +118,7 @@ template <class T>
 __global__ void embedding_backward_deterministic_kernel(EmbeddingArgs a,
                                                         const T* __restrict__ d_out, float* d_table,
                                                         float* d_positions, DropoutParams d) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= a.dim) return;
   int64_t bucket = blockIdx.y, buckets = gridDim.y, dim = a.dim;
@@ -144,6 +147,7 @@ constexpr int kChunk = kThreads * kChunkPerThread;  // token positions per pass
 template <class T>
 __global__ void embedding_backward_table_kernel(EmbeddingArgs a, const T* __restrict__ d_out,
                                                 float* d_table, DropoutParams d) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   __shared__ int32_t entries[kChunk];  // this chunk's own token positions, in order
   __shared__ int warp_counts[kChunkPerThread][kThreads / 32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -211,8 +215,7 @@ void launch_embedding_forward(const EmbeddingArgs& a, const void* table, void* o
   DropoutParams d = make_dropout(a.dropout, a.key);
   dispatch_dtype(a.dt, "embedding_forward", [&](auto tv) {
     using T = decltype(tv);
-    embedding_forward_kernel<T><<<unsigned(rows), kThreads, 0, s>>>(
-        a, static_cast<const T*>(table), static_cast<const T*>(a.learned_positions),
+    launch_kernel("embedding_forward", embedding_forward_kernel<T>, unsigned(rows), kThreads, 0, s, a, static_cast<const T*>(table), static_cast<const T*>(a.learned_positions),
         static_cast<T*>(out), d);
   });
   LS_LAUNCH_CHECK("embedding_forward");
@@ -232,20 +235,17 @@ void launch_embedding_backward(const EmbeddingArgs& a, const void* d_out, float*
         const unsigned gx = unsigned((a.dim + 4 * kThreads - 1) / (4 * kThreads));
         int64_t buckets = int64_t(device_sm_count()) * 16 / gx;
         buckets = std::max<int64_t>(1, std::min<int64_t>(buckets, 65535));
-        embedding_backward_table_kernel<T><<<dim3(gx, unsigned(buckets)), kThreads, 0, s>>>(
-            a, static_cast<const T*>(d_out), d_table, d);
+        launch_kernel("embedding_backward (table)", embedding_backward_table_kernel<T>, dim3(gx, unsigned(buckets)), kThreads, 0, s, a, static_cast<const T*>(d_out), d_table, d);
         LS_LAUNCH_CHECK("embedding_backward (table)");
       }
       if (d_positions != nullptr) {
         const unsigned gx = unsigned((a.dim + kThreads - 1) / kThreads);
         int64_t buckets = int64_t(device_sm_count()) * 16 / gx;
         buckets = std::max<int64_t>(1, std::min<int64_t>(buckets, 1024));
-        embedding_backward_deterministic_kernel<T><<<dim3(gx, unsigned(buckets)), kThreads, 0, s>>>(
-            a, static_cast<const T*>(d_out), nullptr, d_positions, d);
+        launch_kernel("embedding_backward", embedding_backward_deterministic_kernel<T>, dim3(gx, unsigned(buckets)), kThreads, 0, s, a, static_cast<const T*>(d_out), nullptr, d_positions, d);
       }
     } else {
-      embedding_backward_atomic_kernel<T><<<unsigned(rows), kThreads, 0, s>>>(
-          a, static_cast<const T*>(d_out), d_table, d_positions, d);
+      launch_kernel("embedding_backward", embedding_backward_atomic_kernel<T>, unsigned(rows), kThreads, 0, s, a, static_cast<const T*>(d_out), d_table, d_positions, d);
     }
   });
   LS_LAUNCH_CHECK("embedding_backward");

@@ -367,6 +367,7 @@ __device__ __forceinline__ void build_pad_word(uint32_t* pad_words, const AttnPa
 // ---------------------------------------------------------------- forward
 template <class T, int DP>
 __global__ void __launch_bounds__(kThreads, 4) attention_forward_kernel(AttnParams p) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   constexpr int LD = DP + 8, KS = DP / 16, NB = DP / 8;
   __shared__ __align__(16) T qs[kTile * LD];
   __shared__ __align__(16) T ks[kTile * LD];
@@ -512,6 +513,7 @@ __global__ void __launch_bounds__(kThreads, 4) attention_forward_kernel(AttnPara
 // ---------------------------------------------------------------- delta
 template <class T>
 __global__ void attention_delta_kernel(AttnParams p, int64_t rows) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   const int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // (token, head)
   if (t >= rows) return;
   const int64_t token = t / p.heads;
@@ -559,6 +561,7 @@ template <class T, int DP>
 // Two blocks per SM without register spills (243 registers); three blocks forced 168 registers
 // and ~230 bytes of spills for the same time.
 __global__ void __launch_bounds__(kThreads, 2) attention_backward_kv_kernel(AttnParams p) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   constexpr int LD = DP + 8, KS = DP / 16, NB = DP / 8;
   __shared__ __align__(16) T ks[kTile * LD];
   __shared__ __align__(16) T vs[kTile * LD];
@@ -692,6 +695,7 @@ struct OneTileSmem {
 template <class T, int DP, bool kOneQueryTile>
 __global__ void __launch_bounds__(kOneTileThreads, 3)
     attention_backward_one_tile_kernel(AttnParams p) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   constexpr int NT = kOneTileThreads, LD = DP + 8, LDS = kTile + 8, KS = DP / 16;
   constexpr int NBH = DP / 16;  // 8-column blocks per warp in phase 2 (half the head)
   extern __shared__ __align__(16) unsigned char one_tile_smem[];
@@ -894,6 +898,7 @@ __global__ void __launch_bounds__(kOneTileThreads, 3)
 // ---------------------------------------------------------------- backward: query tiles (dQ)
 template <class T, int DP>
 __global__ void __launch_bounds__(kThreads) attention_backward_q_kernel(AttnParams p) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   constexpr int LD = DP + 8, KS = DP / 16, NB = DP / 8;
   __shared__ __align__(16) T ks[kTile * LD];
   __shared__ __align__(16) T vs[kTile * LD];
@@ -1035,7 +1040,7 @@ void launch_attention_forward(const AttentionArgs& a, cudaStream_t s) {
   const dim3 grid(unsigned((a.len_q + kTile - 1) / kTile), unsigned(a.heads), unsigned(a.batch));
   dispatch_attention(a.dt, a.head_dim, [&](auto tv, auto dp) {
     using T = decltype(tv);
-    attention_forward_kernel<T, decltype(dp)::value><<<grid, kThreads, 0, s>>>(p);
+    launch_kernel(call, attention_forward_kernel<T, decltype(dp)::value>, grid, kThreads, 0, s, p);
   });
   LS_LAUNCH_CHECK(call);
 }
@@ -1072,26 +1077,26 @@ void launch_attention_backward(const AttentionArgs& a, const void* d_ctx, void* 
       if (a.len_q >= 1 && a.len_q <= kTile) {
         constexpr auto kernel = attention_backward_one_tile_kernel<T, DP, true>;
         allow_dynamic_smem<kernel>(bytes);
-        kernel<<<grid, kOneTileThreads, bytes, s>>>(p);
+        launch_kernel("attention_backward (one key tile)", kernel, grid, kOneTileThreads, bytes, s, p);
       } else {
         constexpr auto kernel = attention_backward_one_tile_kernel<T, DP, false>;
         allow_dynamic_smem<kernel>(bytes);
-        kernel<<<grid, kOneTileThreads, bytes, s>>>(p);
+        launch_kernel("attention_backward (one key tile)", kernel, grid, kOneTileThreads, bytes, s, p);
       }
       LS_LAUNCH_CHECK("attention_backward (one key tile)");
       return;
     }
-    attention_delta_kernel<T><<<unsigned((rows + 255) / 256), 256, 0, s>>>(p, rows);
+    launch_kernel("attention_backward (delta)", attention_delta_kernel<T>, unsigned((rows + 255) / 256), 256, 0, s, p, rows);
     LS_LAUNCH_CHECK("attention_backward (delta)");
     if (k_tiles > 1) {
       const dim3 grid(unsigned(k_tiles), unsigned(a.heads), unsigned(a.batch));
-      attention_backward_kv_kernel<T, DP><<<grid, kThreads, 0, s>>>(p);
+      launch_kernel("attention_backward (keys)", attention_backward_kv_kernel<T, DP>, grid, kThreads, 0, s, p);
       LS_LAUNCH_CHECK("attention_backward (keys)");
     }
     {  // dQ (also with no keys at all: zeros)
       const dim3 grid(unsigned((a.len_q + kTile - 1) / kTile), unsigned(a.heads),
                       unsigned(a.batch));
-      attention_backward_q_kernel<T, DP><<<grid, kThreads, 0, s>>>(p);
+      launch_kernel("attention_backward (queries)", attention_backward_q_kernel<T, DP>, grid, kThreads, 0, s, p);
       LS_LAUNCH_CHECK("attention_backward (queries)");
     }
   });

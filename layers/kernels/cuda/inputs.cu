@@ -18,6 +18,7 @@ constexpr int kThreads = 256;
 
 __global__ void import_tokens_kernel(const int32_t* __restrict__ src, int32_t* __restrict__ dst,
                                      int64_t n, int32_t vocab, int32_t padding_idx, uint32_t* bad) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   __shared__ float scratch[33];
   float count = 0.f;  // exact: a block sees far fewer than 2^24 ids
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
@@ -33,16 +34,19 @@ __global__ void import_tokens_kernel(const int32_t* __restrict__ src, int32_t* _
 
 __global__ void padding_mask_kernel(const int32_t* __restrict__ tokens, uint8_t* __restrict__ mask,
                                     int64_t n, int32_t padding_idx) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
     mask[i] = tokens[i] == padding_idx ? 1 : 0;
 }
 
 __global__ void counter_add_kernel(uint64_t* counter, uint64_t v) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   counter[0] += v;
 }
 
 __global__ void scalar_accumulate_kernel(float* sum, const float* x) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   sum[0] += x[0];
 }
 
@@ -51,26 +55,24 @@ __global__ void scalar_accumulate_kernel(float* sum, const float* x) {
 void launch_import_tokens(const int32_t* src, int32_t* dst, int64_t n, int32_t vocab,
                           int32_t padding_idx, uint32_t* bad_count_dev, cudaStream_t s) {
   if (n == 0) return;
-  import_tokens_kernel<<<grid_for(n, kThreads, int64_t(device_sm_count()) * 4), kThreads, 0, s>>>(
-      src, dst, n, vocab, padding_idx, bad_count_dev);
+  launch_kernel("import_tokens", import_tokens_kernel, grid_for(n, kThreads, int64_t(device_sm_count()) * 4), kThreads, 0, s, src, dst, n, vocab, padding_idx, bad_count_dev);
   LS_LAUNCH_CHECK("import_tokens");
 }
 
 void launch_padding_mask(const int32_t* tokens, uint8_t* mask, int64_t n, int32_t padding_idx,
                          cudaStream_t s) {
   if (n == 0) return;
-  padding_mask_kernel<<<grid_for(n, kThreads, int64_t(device_sm_count()) * 4), kThreads, 0, s>>>(
-      tokens, mask, n, padding_idx);
+  launch_kernel("padding_mask", padding_mask_kernel, grid_for(n, kThreads, int64_t(device_sm_count()) * 4), kThreads, 0, s, tokens, mask, n, padding_idx);
   LS_LAUNCH_CHECK("padding_mask");
 }
 
 void launch_counter_add(uint64_t* counter, uint64_t v, cudaStream_t s) {
-  counter_add_kernel<<<1, 1, 0, s>>>(counter, v);
+  launch_kernel("counter_add", counter_add_kernel, 1, 1, 0, s, counter, v);
   LS_LAUNCH_CHECK("counter_add");
 }
 
 void launch_scalar_accumulate(float* sum, const float* x, cudaStream_t s) {
-  scalar_accumulate_kernel<<<1, 1, 0, s>>>(sum, x);
+  launch_kernel("scalar_accumulate", scalar_accumulate_kernel, 1, 1, 0, s, sum, x);
   LS_LAUNCH_CHECK("scalar_accumulate");
 }
 

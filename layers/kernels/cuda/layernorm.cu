@@ -100,6 +100,7 @@ __global__ void layernorm_forward_kernel(const T* __restrict__ x, const T* __res
                                          const T* __restrict__ beta, T* __restrict__ y,
                                          float* __restrict__ mean_out, float* __restrict__ rstd_out,
                                          int64_t rows, int64_t cols, float eps) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   constexpr int N = lane_elems<T, VEC>();
   int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   int lane = threadIdx.x & 31;
@@ -148,6 +149,7 @@ __global__ void __launch_bounds__(128)
                                       const T* __restrict__ beta, T* __restrict__ y,
                                       float* __restrict__ mean_out, float* __restrict__ rstd_out,
                                       int64_t rows, int64_t cols, float eps) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   constexpr int N = int(16 / sizeof(T));
   const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x & 31;
@@ -211,6 +213,7 @@ __global__ void layernorm_backward_kernel(
     const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ gamma,
     const float* __restrict__ mean, const T* __restrict__ beta, const float* __restrict__ rstd,
     const T* d_residual, T* dx, float* d_gamma, float* d_beta, int64_t rows, int64_t cols) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   constexpr int N = lane_elems<T, VEC>();
   extern __shared__ float shared_partials[];
   float* sg = shared_partials;
@@ -287,6 +290,7 @@ __global__ void layernorm_param_grad_kernel(const T* dy, const T* x, const T* ga
                                             const float* mean, const T* beta, const float* rstd,
                                             float* d_gamma, float* d_beta, int64_t rows,
                                             int64_t cols) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   __shared__ float pg[8][33], pb[8][33];
   int64_t c = int64_t(blockIdx.x) * 32 + threadIdx.x;
   float ag = 0.f, ab = 0.f;
@@ -400,6 +404,7 @@ __global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM),
                                        const T* __restrict__ beta, const float* __restrict__ rstd,
                                        const T* d_residual, T* dx, float* d_gamma, float* d_beta,
                                        PartialSums sums, int64_t rows, int64_t cols, bool vec) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   constexpr int N = int(16 / sizeof(T));
   constexpr int Q = N / 4;
   constexpr int kWarps = ln_bwd_block_warps(TEAM);
@@ -714,8 +719,7 @@ void launch_layernorm_forward(const void* x, const void* gamma, const void* beta
     const bool vec = can_vectorise<T>(cols, {x, gamma, beta, y});
     auto registers = [&](auto packs) {
       constexpr int P = decltype(packs)::value;
-      layernorm_forward_register_kernel<T, P><<<grid, 32 * kWarps, 0, s>>>(
-          static_cast<const T*>(x), static_cast<const T*>(gamma), static_cast<const T*>(beta),
+      launch_kernel("layernorm_forward", layernorm_forward_register_kernel<T, P>, grid, 32 * kWarps, 0, s, static_cast<const T*>(x), static_cast<const T*>(gamma), static_cast<const T*>(beta),
           static_cast<T*>(y), mean, rstd, rows, cols, eps);
     };
     if (vec && cols <= kPerPack)
@@ -727,12 +731,10 @@ void launch_layernorm_forward(const void* x, const void* gamma, const void* beta
     else if (vec && cols <= 8 * kPerPack)
       registers(std::integral_constant<int, 8>{});
     else if (vec)
-      layernorm_forward_kernel<T, true><<<grid, 32 * kWarps, 0, s>>>(
-          static_cast<const T*>(x), static_cast<const T*>(gamma), static_cast<const T*>(beta),
+      launch_kernel("layernorm_forward", layernorm_forward_kernel<T, true>, grid, 32 * kWarps, 0, s, static_cast<const T*>(x), static_cast<const T*>(gamma), static_cast<const T*>(beta),
           static_cast<T*>(y), mean, rstd, rows, cols, eps);
     else
-      layernorm_forward_kernel<T, false><<<grid, 32 * kWarps, 0, s>>>(
-          static_cast<const T*>(x), static_cast<const T*>(gamma), static_cast<const T*>(beta),
+      launch_kernel("layernorm_forward", layernorm_forward_kernel<T, false>, grid, 32 * kWarps, 0, s, static_cast<const T*>(x), static_cast<const T*>(gamma), static_cast<const T*>(beta),
           static_cast<T*>(y), mean, rstd, rows, cols, eps);
   });
   LS_LAUNCH_CHECK("layernorm_forward");
@@ -796,8 +798,7 @@ int64_t layernorm_backward_register_path(const void* dy, const LnXhatSource& src
       // dynamic memory is already over the default), once per device (a launch inside a CUDA
       // graph capture then makes no attribute call).
       allow_dynamic_smem<kernel>(kSharedBytes);
-      kernel<<<unsigned(grid), 32 * ln_bwd_block_warps(TEAM), kSharedBytes, s>>>(
-          static_cast<const T*>(dy), static_cast<const T*>(src.xy), static_cast<const T*>(gamma),
+      launch_kernel("layernorm_backward", kernel, unsigned(grid), 32 * ln_bwd_block_warps(TEAM), kSharedBytes, s, static_cast<const T*>(dy), static_cast<const T*>(src.xy), static_cast<const T*>(gamma),
           src.mean, static_cast<const T*>(src.beta), rstd, static_cast<const T*>(d_residual),
           static_cast<T*>(dx), d_gamma, d_beta, sums, rows, cols, vec);
     });
@@ -837,8 +838,7 @@ void layernorm_backward_fallback(const void* dy, const LnXhatSource& src, const 
       if (bytes > 48 * 1024)
         LS_CUDA_CALL(
             cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-      kernel<<<unsigned(blocks), 32 * kWarps, bytes, s>>>(
-          static_cast<const T*>(dy), static_cast<const T*>(src.xy), static_cast<const T*>(gamma),
+      launch_kernel("layernorm_backward", kernel, unsigned(blocks), 32 * kWarps, bytes, s, static_cast<const T*>(dy), static_cast<const T*>(src.xy), static_cast<const T*>(gamma),
           src.mean, static_cast<const T*>(src.beta), rstd, static_cast<const T*>(d_residual),
           static_cast<T*>(dx), d_gamma, d_beta, rows, cols);
     };
@@ -858,8 +858,7 @@ void layernorm_backward_fallback(const void* dy, const LnXhatSource& src, const 
       if (gy < 1) gy = 1;
       if (gy > (rows + 7) / 8) gy = (rows + 7) / 8;
       if (gy > 65535) gy = 65535;
-      layernorm_param_grad_kernel<T, FROM_OUTPUT><<<dim3(gx, unsigned(gy)), block, 0, s>>>(
-          static_cast<const T*>(dy), static_cast<const T*>(src.xy), static_cast<const T*>(gamma),
+      launch_kernel("layernorm_backward (parameter gradients)", layernorm_param_grad_kernel<T, FROM_OUTPUT>, dim3(gx, unsigned(gy)), block, 0, s, static_cast<const T*>(dy), static_cast<const T*>(src.xy), static_cast<const T*>(gamma),
           src.mean, static_cast<const T*>(src.beta), rstd, d_gamma, d_beta, rows, cols);
       LS_LAUNCH_CHECK("layernorm_backward (parameter gradients)");
     }

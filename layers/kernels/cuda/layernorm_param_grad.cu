@@ -29,6 +29,7 @@ __global__ void layernorm_param_grad_kernel(const T* __restrict__ dy, const T* _
                                             const T* __restrict__ beta,
                                             const float* __restrict__ rstd, int64_t rows,
                                             int64_t cols, float* partials) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   __shared__ float part_g[8][129], part_b[8][129];
   const int64_t c = int64_t(blockIdx.x) * 128 + 4 * threadIdx.x;
   const bool aligned = cols % 4 == 0 && pack_aligned<T>(dy) && pack_aligned<T>(x);
@@ -104,8 +105,7 @@ void launch_layernorm_param_grad(const void* dy, const LnXhatSource& src, const 
   dispatch_dtype(dt, "layernorm_backward (parameter gradients)", [&](auto tv) {
     using T = decltype(tv);
     auto launch = [&](auto kernel) {
-      kernel<<<dim3(gx, unsigned(gy)), dim3(32, 8), 0, s>>>(
-          static_cast<const T*>(dy), static_cast<const T*>(src.xy), static_cast<const T*>(gamma),
+      launch_kernel("layernorm_backward (parameter gradients)", kernel, dim3(gx, unsigned(gy)), dim3(32, 8), 0, s, static_cast<const T*>(dy), static_cast<const T*>(src.xy), static_cast<const T*>(gamma),
           src.mean, static_cast<const T*>(src.beta), rstd, rows, cols, partials);
     };
     if (src.from_output)

@@ -121,6 +121,7 @@ template <class T, int TPR, int P>
 __global__ void __launch_bounds__(block_threads<TPR>())
     softmax_forward_register_kernel(const T* scores, T* probs, RowMask mask, int64_t rows, bool vec,
                                     bool pad_vec) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   constexpr int N = int(16 / sizeof(T));
   constexpr int kRowsPerBlock = block_threads<TPR>() / TPR;
   __shared__ float scratch[33];
@@ -260,6 +261,7 @@ template <class T, int TPR, int P>
 __global__ void __launch_bounds__(block_threads<TPR>())
     softmax_backward_register_kernel(const T* d_dropped, const T* probs, T* d_scores, int64_t rows,
                                      int lk, DropoutParams d, bool vec) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   constexpr int N = int(16 / sizeof(T));
   constexpr int kRowsPerBlock = block_threads<TPR>() / TPR;
   __shared__ float scratch[33];
@@ -321,6 +323,7 @@ __global__ void __launch_bounds__(block_threads<TPR>())
 
 template <class T>
 __global__ void softmax_forward_block_kernel(const T* scores, T* probs, RowMask mask) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   __shared__ float scratch[33];
   int64_t r = blockIdx.x;
   int64_t lk = mask.len_k;
@@ -358,6 +361,7 @@ __global__ void softmax_forward_block_kernel(const T* scores, T* probs, RowMask 
 template <class T>
 __global__ void softmax_backward_block_kernel(const T* d_dropped, const T* probs, T* d_scores,
                                               int64_t lk, DropoutParams d) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   __shared__ float scratch[33];
   int64_t r = blockIdx.x;
   bool aligned = lk % 4 == 0 && pack_aligned<T>(d_dropped) && pack_aligned<T>(probs) &&
@@ -433,13 +437,10 @@ void launch_softmax_forward(const void* scores, void* probs, const uint8_t* key_
       with_row_layout<N>(len_k, [&](auto team, auto packs) {
         constexpr int TPR = decltype(team)::value, P = decltype(packs)::value;
         constexpr int kThreads = block_threads<TPR>(), kRowsPerBlock = kThreads / TPR;
-        softmax_forward_register_kernel<T, TPR, P>
-            <<<unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock), kThreads, 0, s>>>(
-                static_cast<const T*>(scores), static_cast<T*>(probs), mask, rows, vec, pad_vec);
+        launch_kernel("softmax_forward", softmax_forward_register_kernel<T, TPR, P>, unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock), kThreads, 0, s, static_cast<const T*>(scores), static_cast<T*>(probs), mask, rows, vec, pad_vec);
       });
     } else {
-      softmax_forward_block_kernel<T><<<unsigned(rows), kLongThreads, 0, s>>>(
-          static_cast<const T*>(scores), static_cast<T*>(probs), mask);
+      launch_kernel("softmax_forward", softmax_forward_block_kernel<T>, unsigned(rows), kLongThreads, 0, s, static_cast<const T*>(scores), static_cast<T*>(probs), mask);
     }
   });
   LS_LAUNCH_CHECK("softmax_forward");
@@ -458,14 +459,11 @@ void launch_softmax_backward(const void* d_dropped, const void* probs, void* d_s
       with_row_layout<N>(len_k, [&](auto team, auto packs) {
         constexpr int TPR = decltype(team)::value, P = decltype(packs)::value;
         constexpr int kThreads = block_threads<TPR>(), kRowsPerBlock = kThreads / TPR;
-        softmax_backward_register_kernel<T, TPR, P>
-            <<<unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock), kThreads, 0, s>>>(
-                static_cast<const T*>(d_dropped), static_cast<const T*>(probs),
+        launch_kernel("softmax_backward", softmax_backward_register_kernel<T, TPR, P>, unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock), kThreads, 0, s, static_cast<const T*>(d_dropped), static_cast<const T*>(probs),
                 static_cast<T*>(d_scores), rows, int(len_k), d, vec);
       });
     } else {
-      softmax_backward_block_kernel<T><<<unsigned(rows), kLongThreads, 0, s>>>(
-          static_cast<const T*>(d_dropped), static_cast<const T*>(probs), static_cast<T*>(d_scores),
+      launch_kernel("softmax_backward", softmax_backward_block_kernel<T>, unsigned(rows), kLongThreads, 0, s, static_cast<const T*>(d_dropped), static_cast<const T*>(probs), static_cast<T*>(d_scores),
           len_k, d);
     }
   });

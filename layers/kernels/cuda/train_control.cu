@@ -12,6 +12,7 @@ namespace {
 
 __global__ void update_control_kernel(const float* sumsq, float* tokens, UpdateControlArgs args,
                                       TrainState* state, float* grad_scale) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   TrainState s = *state;
   const double scale =
       update_control(static_cast<double>(sumsq[0]), static_cast<double>(tokens[0]), args, s);
@@ -24,7 +25,7 @@ __global__ void update_control_kernel(const float* sumsq, float* tokens, UpdateC
 
 void launch_update_control(const float* sumsq_dev, float* tokens_dev, const UpdateControlArgs& args,
                            TrainState* state_dev, float* grad_scale_dev, cudaStream_t s) {
-  update_control_kernel<<<1, 1, 0, s>>>(sumsq_dev, tokens_dev, args, state_dev, grad_scale_dev);
+  launch_kernel("update_control", update_control_kernel, 1, 1, 0, s, sumsq_dev, tokens_dev, args, state_dev, grad_scale_dev);
   LS_LAUNCH_CHECK("update_control");
 }
 

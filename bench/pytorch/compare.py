@@ -227,12 +227,18 @@ def main(argv=None):
                     help="model options for both bench_model_step and `ls-train plan` (one "
                     "string, given with '=' since it starts with '--'), e.g. "
                     "--ls-args=--layer-norm-backward-from-output")
+    ap.add_argument("--ls-bench-args", default="",
+                    help="options for bench_model_step only, not for `ls-train plan` (context "
+                    "options that leave the memory plan alone), e.g. --ls-bench-args=--gemm-autotune")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per child process")
     args = ap.parse_args(argv)
 
     os.makedirs(args.out, exist_ok=True)
     ls_extra = shlex.split(args.ls_args)
+    bench_extra = shlex.split(args.ls_bench_args)
     notes = [f"ls_train model options: {args.ls_args}"] if ls_extra else []
+    if bench_extra:
+        notes.append(f"ls_train bench_model_step options: {args.ls_bench_args}")
     pairs = [(c, int(t)) for c, t in (x.split(":") for x in args.runs.split(",") if x)]
     configs = list(dict.fromkeys(c for c, _ in pairs))
     for c in configs:
@@ -272,7 +278,7 @@ def main(argv=None):
         notes.append(f"bench_model_step not found at {bench_bin} (build with the CUDA backend).")
         log("# " + notes[-1])
     else:
-        cmd = [bench_bin, str(args.steps)] + [PRESETS[c] for c in configs] + ls_extra
+        cmd = [bench_bin, str(args.steps)] + [PRESETS[c] for c in configs] + ls_extra + bench_extra
         rc, text = run_logged(cmd, os.path.join(args.out, "ls_bench_model_step.txt"),
                               timeout=args.timeout)
         ls_runs = parse_ls_bench(text)

@@ -86,51 +86,41 @@ TEST_CASE("context on the CPU") {
   ls_context_destroy(ctx);
 }
 
-TEST_CASE("allow_tf32 defaults to 1; other values than 0/1 are refused with a message") {
+// A 0/1 field of ls_context_options: its default, 2 refused with a message naming it, both 0 and
+// 1 accepted on the CPU, and an older struct that ends before it (the default applies; what lies
+// past struct_size, here 2, is not read).
+static void check_context_flag(int32_t ls_context_options::*field, size_t offset, const char* name,
+                               int32_t default_value) {
+  INFO(name);
   ls_context_options o;
   ls_context_options_init(&o);
-  CHECK(o.allow_tf32 == 1);
+  CHECK(o.*field == default_value);
   o.device = LS_DEVICE_CPU;
-  o.allow_tf32 = 2;
+  o.*field = 2;
   ls_context* ctx = nullptr;
   CHECK(ls_context_create(&o, &ctx) == LS_ERR_INVALID_ARGUMENT);
-  CHECK(contains(ls_last_error(), "allow_tf32"));
+  CHECK(contains(ls_last_error(), name));
   CHECK(ctx == nullptr);
-  o.allow_tf32 = 0;
-  REQUIRE(ls_context_create(&o, &ctx) == LS_OK);
-  ls_context_destroy(ctx);
-  // An older struct that ends before allow_tf32 still works (defaults apply).
+  for (int32_t v : {0, 1}) {
+    o.*field = v;
+    REQUIRE(ls_context_create(&o, &ctx) == LS_OK);
+    ls_context_destroy(ctx);
+  }
   ls_context_options old;
   ls_context_options_init(&old);
   old.device = LS_DEVICE_CPU;
-  old.struct_size = offsetof(ls_context_options, allow_tf32);
+  old.*field = 2;
+  old.struct_size = offset;
   REQUIRE(ls_context_create(&old, &ctx) == LS_OK);
   ls_context_destroy(ctx);
 }
 
-TEST_CASE("gemm_autotune defaults to 0; other values than 0/1 are refused with a message") {
-  ls_context_options o;
-  ls_context_options_init(&o);
-  CHECK(o.gemm_autotune == 0);
-  o.device = LS_DEVICE_CPU;
-  o.gemm_autotune = 2;
-  ls_context* ctx = nullptr;
-  CHECK(ls_context_create(&o, &ctx) == LS_ERR_INVALID_ARGUMENT);
-  CHECK(contains(ls_last_error(), "gemm_autotune"));
-  CHECK(ctx == nullptr);
-  // 1 is accepted on the CPU, whose backend ignores it.
-  o.gemm_autotune = 1;
-  REQUIRE(ls_context_create(&o, &ctx) == LS_OK);
-  ls_context_destroy(ctx);
-  // An older struct that ends before gemm_autotune still works (the default applies; what lies
-  // past struct_size is not read).
-  ls_context_options old;
-  ls_context_options_init(&old);
-  old.device = LS_DEVICE_CPU;
-  old.gemm_autotune = 2;
-  old.struct_size = offsetof(ls_context_options, gemm_autotune);
-  REQUIRE(ls_context_create(&old, &ctx) == LS_OK);
-  ls_context_destroy(ctx);
+TEST_CASE("allow_tf32 (default 1) and gemm_autotune (default 0) take 0 or 1, others refused") {
+  check_context_flag(&ls_context_options::allow_tf32, offsetof(ls_context_options, allow_tf32),
+                     "allow_tf32", 1);
+  // gemm_autotune = 1 is accepted on the CPU, whose backend ignores it.
+  check_context_flag(&ls_context_options::gemm_autotune,
+                     offsetof(ls_context_options, gemm_autotune), "gemm_autotune", 0);
 }
 
 TEST_CASE("auto device never fails for lack of a GPU; NULL options mean defaults") {

@@ -145,6 +145,24 @@ void run_case(ls::CudaOps& cuda, ls::Ops& cpu, const Case& cs, DType dt) {
   }
 }
 
+// A plain row-major C[m, n] = A[m, k] B[k, n] with packed rows.
+GemmArgs packed_gemm(int64_t m, int64_t n, int64_t k, const void* a, const void* b, void* c,
+                     DType ab, DType ct) {
+  GemmArgs g;
+  g.m = m;
+  g.n = n;
+  g.k = k;
+  g.lda = k;
+  g.ldb = n;
+  g.ldc = n;
+  g.a = a;
+  g.b = b;
+  g.c = c;
+  g.ab_type = ab;
+  g.c_type = ct;
+  return g;
+}
+
 std::vector<Case> cases() {
   std::vector<Case> v;
   const std::vector<std::tuple<int64_t, int64_t, int64_t>> shapes = {
@@ -215,18 +233,7 @@ TEST_CASE("cuda gemm autotuning waits for an overwriting call outside graph capt
     DevBuf a = upload(randn(size_t(m * k)), DType::F16),
            b = upload(randn(size_t(k * n)), DType::F16);
     DevBuf c = upload(randn(size_t(m * n)), DType::F32);
-    GemmArgs g;
-    g.m = m;
-    g.n = n;
-    g.k = k;
-    g.lda = k;
-    g.ldb = n;
-    g.ldc = n;
-    g.a = a.p;
-    g.b = b.p;
-    g.c = c.p;
-    g.ab_type = DType::F16;
-    g.c_type = DType::F32;
+    GemmArgs g = packed_gemm(m, n, k, a.p, b.p, c.p, DType::F16, DType::F32);
     // Accumulating into C: the plan is made, nothing is timed.
     g.beta = 1.f;
     cuda.gemm(g);
@@ -255,17 +262,7 @@ TEST_CASE("cuda gemm caches one plan per shape") {
   ls::CudaOps cuda(0, nullptr);
   DevBuf a = upload(randn(64 * 32), DType::F16), b = upload(randn(32 * 48), DType::F16);
   DevBuf c = poisoned(64 * 48, DType::F16);
-  GemmArgs g;
-  g.m = 64;
-  g.n = 48;
-  g.k = 32;
-  g.lda = 32;
-  g.ldb = 48;
-  g.ldc = 48;
-  g.a = a.p;
-  g.b = b.p;
-  g.c = c.p;
-  g.ab_type = g.c_type = DType::F16;
+  GemmArgs g = packed_gemm(64, 48, 32, a.p, b.p, c.p, DType::F16, DType::F16);
   for (int i = 0; i < 3; ++i) cuda.gemm(g);
   CHECK(cuda.gemm_plan_count() == 1);
   g.m = 32;

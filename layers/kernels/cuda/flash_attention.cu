@@ -21,6 +21,10 @@
 //             dV += P^T dO, dK += dS^T Q and dQ = dS K split over 8 warps. It computes delta
 //             from its own loads and the projections' bias gradient (column sums of dq, dk, dv:
 //             shuffles, then the row groups in order; per-block partials in deterministic mode).
+//             With one query tile as well (Lq <= 64) there is no loop and dV, dK, dQ are
+//             computed one after another (16 accumulators live instead of 48).
+//   Outputs (ctx, dq, dk, dv) leave through each warp's own block of shared memory in 16-byte
+//   chunks (store_acc_rows_staged), so that global stores cover whole 32-byte sectors.
 //   backward, several key tiles (Lk > 64; Lk == 0 runs only the delta and dQ kernels):
 //     delta:  delta_i = d_ctx_i . ctx_i, one thread per (token, head).
 //     keys:   grid (ceil(Lk/64), H, B). Warp w owns keys w*16..w*16+15 and walks the query

@@ -13,27 +13,20 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "runtime/cuda_check.h"
+
 namespace {
 
-#define CHECK_CUDA(x)                                                                     \
-  do {                                                                                    \
-    cudaError_t e_ = (x);                                                                 \
-    if (e_ != cudaSuccess) {                                                              \
-      std::fprintf(stderr, "%s: %s\n", #x, cudaGetErrorString(e_));                       \
-      std::exit(1);                                                                       \
-    }                                                                                     \
-  } while (0)
-#define CHECK_LT(x)                                                                       \
-  do {                                                                                    \
-    cublasStatus_t s_ = (x);                                                              \
-    if (s_ != CUBLAS_STATUS_SUCCESS) {                                                    \
-      std::fprintf(stderr, "%s: status %d\n", #x, int(s_));                               \
-      std::exit(1);                                                                       \
-    }                                                                                     \
+// cuBLASLt failures as ls::Error, like runtime/cuda_check.h's LS_CUDA_CHECK for the runtime.
+#define CHECK_LT(x)                                                                        \
+  do {                                                                                     \
+    cublasStatus_t s_ = (x);                                                               \
+    if (s_ != CUBLAS_STATUS_SUCCESS) LS_FAIL(LS_ERR_CUBLAS, #x << ": status " << int(s_)); \
   } while (0)
 
 struct Case {
@@ -49,20 +42,20 @@ void* device_random(size_t elems, bool f32, std::mt19937& rng) {
   if (f32) {
     std::vector<float> h(elems);
     for (auto& x : h) x = u(rng) * 0.01f;
-    CHECK_CUDA(cudaMalloc(&p, elems * 4));
-    CHECK_CUDA(cudaMemcpy(p, h.data(), elems * 4, cudaMemcpyHostToDevice));
+    LS_CUDA_CHECK(cudaMalloc(&p, elems * 4));
+    LS_CUDA_CHECK(cudaMemcpy(p, h.data(), elems * 4, cudaMemcpyHostToDevice));
   } else {
     std::vector<__half> h(elems);
     for (auto& x : h) x = __float2half(u(rng));
-    CHECK_CUDA(cudaMalloc(&p, elems * 2));
-    CHECK_CUDA(cudaMemcpy(p, h.data(), elems * 2, cudaMemcpyHostToDevice));
+    LS_CUDA_CHECK(cudaMalloc(&p, elems * 2));
+    LS_CUDA_CHECK(cudaMemcpy(p, h.data(), elems * 2, cudaMemcpyHostToDevice));
   }
   return p;
 }
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run(int argc, char** argv) {
   const long T = argc > 1 ? std::atol(argv[1]) : 8192;
   const int want = argc > 2 ? std::atoi(argv[2]) : 16;
   const size_t ws_bytes = size_t(argc > 3 ? std::atol(argv[3]) : 32) << 20;
@@ -80,7 +73,7 @@ int main(int argc, char** argv) {
     cases.push_back({"wgrad " + nm, true, false, l.out, l.in, T, l.out, l.in, l.in, true});
   }
   cudaDeviceProp prop{};
-  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  LS_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   std::printf("bench_gemm_algos on %s, cuBLASLt %zu, tokens %ld, up to %d candidates, "
               "workspace %zu MiB\n",
               prop.name, cublasLtGetVersion(), T, want, ws_bytes >> 20);
@@ -89,12 +82,12 @@ int main(int argc, char** argv) {
   cublasLtHandle_t lt;
   CHECK_LT(cublasLtCreate(&lt));
   void* ws = nullptr;
-  CHECK_CUDA(cudaMalloc(&ws, ws_bytes));
+  LS_CUDA_CHECK(cudaMalloc(&ws, ws_bytes));
   cudaStream_t s;
-  CHECK_CUDA(cudaStreamCreate(&s));
+  LS_CUDA_CHECK(cudaStreamCreate(&s));
   cudaEvent_t e0, e1;
-  CHECK_CUDA(cudaEventCreate(&e0));
-  CHECK_CUDA(cudaEventCreate(&e1));
+  LS_CUDA_CHECK(cudaEventCreate(&e0));
+  LS_CUDA_CHECK(cudaEventCreate(&e1));
   std::mt19937 rng(1);
   double first_total = 0, best_total = 0;
   for (const Case& c : cases) {
@@ -141,11 +134,11 @@ int main(int argc, char** argv) {
       for (int w = 0; w < 4; ++w) CHECK_LT(run());
       std::vector<float> t(20);
       for (auto& x : t) {
-        CHECK_CUDA(cudaEventRecord(e0, s));
+        LS_CUDA_CHECK(cudaEventRecord(e0, s));
         CHECK_LT(run());
-        CHECK_CUDA(cudaEventRecord(e1, s));
-        CHECK_CUDA(cudaEventSynchronize(e1));
-        CHECK_CUDA(cudaEventElapsedTime(&x, e0, e1));
+        LS_CUDA_CHECK(cudaEventRecord(e1, s));
+        LS_CUDA_CHECK(cudaEventSynchronize(e1));
+        LS_CUDA_CHECK(cudaEventElapsedTime(&x, e0, e1));
       }
       std::nth_element(t.begin(), t.begin() + 10, t.end());
       times.push_back(double(t[10]) * 1e3);
@@ -166,11 +159,20 @@ int main(int argc, char** argv) {
     cublasLtMatrixLayoutDestroy(lb);
     cublasLtMatrixLayoutDestroy(lc);
     cublasLtMatmulDescDestroy(op);
-    CHECK_CUDA(cudaFree(A));
-    CHECK_CUDA(cudaFree(B));
-    CHECK_CUDA(cudaFree(C));
+    LS_CUDA_CHECK(cudaFree(A));
+    LS_CUDA_CHECK(cudaFree(B));
+    LS_CUDA_CHECK(cudaFree(C));
   }
   std::printf("all GEMMs of one layer: first %.1f us, best %.1f us (%.1f%% faster)\n", first_total,
               best_total, (first_total / best_total - 1) * 100);
   return 0;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_gemm_algos: %s\n", e.what());
+    return 1;
+  }
 }

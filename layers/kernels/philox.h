@@ -66,7 +66,6 @@ LS_HD uint64_t dropout_offset(const DropoutKey& key) {
 
 // 16-bit lanes strictly below this keep the element: floor((1 - p) 2^16), p in [0, 1]. Below
 // 2^16 for every p > 0 (p == 0 gives 2^16: every lane is kept).
-constexpr int kDropoutLanesPerDraw = 8;
 LS_HD uint32_t dropout_keep_threshold(float p) {
   const double keep = 1.0 - static_cast<double>(p);
   if (!(keep > 0.0)) return 0u;

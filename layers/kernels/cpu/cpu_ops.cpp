@@ -7,6 +7,7 @@
 #include <climits>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <memory>
 #include <utility>
 
@@ -220,55 +221,64 @@ class CpuOps final : public Ops {
   void layernorm_backward(const void* dy, const void* x, const void* gamma, const void* mean,
                           const void* rstd, const void* d_residual, void* dx, void* d_gamma,
                           void* d_beta, int64_t rows, int64_t cols, DType dt) override {
-    const char* call = "layernorm_backward";
-    check_nonneg(rows, call, "rows");
-    LS_CHECK_ARG(cols > 0, call << ": cols = " << cols << " must be positive");
-    dispatch(dt, call, [&](auto tag) {
-      using T = decltype(tag);
-      using A = acc_t<T>;
-      if (rows == 0) return;
-      for (auto [p, name] : {std::pair<const void*, const char*>{dy, "dy"},
-                             {x, "x"},
-                             {gamma, "gamma"},
-                             {mean, "mean"},
-                             {rstd, "rstd"},
-                             {dx, "dx"},
-                             {d_gamma, "d_gamma"},
-                             {d_beta, "d_beta"}})
-        check_ptr(p, call, name);
-      cpu::layernorm_backward<T>(static_cast<const T*>(dy), static_cast<const T*>(x),
-                                 static_cast<const T*>(gamma), static_cast<const A*>(mean),
-                                 static_cast<const A*>(rstd), static_cast<const T*>(d_residual),
-                                 static_cast<T*>(dx), static_cast<A*>(d_gamma),
-                                 static_cast<A*>(d_beta), rows, cols);
-    });
+    layernorm_backward_checked("layernorm_backward", rows, cols, dt,
+                               {{dy, "dy"},
+                                {x, "x"},
+                                {gamma, "gamma"},
+                                {mean, "mean"},
+                                {rstd, "rstd"},
+                                {dx, "dx"},
+                                {d_gamma, "d_gamma"},
+                                {d_beta, "d_beta"}},
+                               [&](auto tag) {
+                                 using T = decltype(tag);
+                                 using A = acc_t<T>;
+                                 cpu::layernorm_backward<T>(
+                                     static_cast<const T*>(dy), static_cast<const T*>(x),
+                                     static_cast<const T*>(gamma), static_cast<const A*>(mean),
+                                     static_cast<const A*>(rstd), static_cast<const T*>(d_residual),
+                                     static_cast<T*>(dx), static_cast<A*>(d_gamma),
+                                     static_cast<A*>(d_beta), rows, cols);
+                               });
   }
 
   void layernorm_backward_from_output(const void* dy, const void* y, const void* gamma,
                                       const void* beta, const void* rstd, const void* d_residual,
                                       void* dx, void* d_gamma, void* d_beta, int64_t rows,
                                       int64_t cols, DType dt) override {
-    const char* call = "layernorm_backward_from_output";
+    layernorm_backward_checked("layernorm_backward_from_output", rows, cols, dt,
+                               {{dy, "dy"},
+                                {y, "y"},
+                                {gamma, "gamma"},
+                                {beta, "beta"},
+                                {rstd, "rstd"},
+                                {dx, "dx"},
+                                {d_gamma, "d_gamma"},
+                                {d_beta, "d_beta"}},
+                               [&](auto tag) {
+                                 using T = decltype(tag);
+                                 using A = acc_t<T>;
+                                 cpu::layernorm_backward_from_output<T>(
+                                     static_cast<const T*>(dy), static_cast<const T*>(y),
+                                     static_cast<const T*>(gamma), static_cast<const T*>(beta),
+                                     static_cast<const A*>(rstd), static_cast<const T*>(d_residual),
+                                     static_cast<T*>(dx), static_cast<A*>(d_gamma),
+                                     static_cast<A*>(d_beta), rows, cols);
+                               });
+  }
+
+  // The argument checks both LayerNorm backward forms share (rows >= 0, cols > 0, the dtype, and
+  // with rows > 0 the named pointers non-null); then run(T{}) for the storage type T.
+  template <class F>
+  void layernorm_backward_checked(const char* call, int64_t rows, int64_t cols, DType dt,
+                                  std::initializer_list<std::pair<const void*, const char*>> ptrs,
+                                  F&& run) {
     check_nonneg(rows, call, "rows");
     LS_CHECK_ARG(cols > 0, call << ": cols = " << cols << " must be positive");
     dispatch(dt, call, [&](auto tag) {
-      using T = decltype(tag);
-      using A = acc_t<T>;
       if (rows == 0) return;
-      for (auto [p, name] : {std::pair<const void*, const char*>{dy, "dy"},
-                             {y, "y"},
-                             {gamma, "gamma"},
-                             {beta, "beta"},
-                             {rstd, "rstd"},
-                             {dx, "dx"},
-                             {d_gamma, "d_gamma"},
-                             {d_beta, "d_beta"}})
-        check_ptr(p, call, name);
-      cpu::layernorm_backward_from_output<T>(
-          static_cast<const T*>(dy), static_cast<const T*>(y), static_cast<const T*>(gamma),
-          static_cast<const T*>(beta), static_cast<const A*>(rstd),
-          static_cast<const T*>(d_residual), static_cast<T*>(dx), static_cast<A*>(d_gamma),
-          static_cast<A*>(d_beta), rows, cols);
+      for (const auto& [p, name] : ptrs) check_ptr(p, call, name);
+      run(tag);
     });
   }
 

@@ -91,8 +91,8 @@ void launch_sum_squares(const float* x, size_t n, float* out, cudaStream_t s,
   if (n == 0) return;
   const unsigned grid = grid_for((int64_t(n) + 3) / 4, kThreads, int64_t(device_sm_count()) * 4);
   float* partials = red.deterministic() ? red.rows(grid, 1, "sum_squares") : nullptr;
-  launch_kernel("sum_squares", sum_squares_kernel, grid, kThreads, 0, s, x, int64_t(n), out, partials);
-  LS_LAUNCH_CHECK("sum_squares");
+  launch_kernel("sum_squares", sum_squares_kernel, grid, kThreads, 0, s, x, int64_t(n), out,
+                partials);
   if (partials != nullptr) launch_sum_partials(partials, grid, 1, out, s);
 }
 
@@ -104,10 +104,9 @@ void launch_adam_update(float* params, const float* grads, float* m, float* v, v
   unsigned grid = grid_for((int64_t(n) + 3) / 4, kThreads, int64_t(device_sm_count()) * 16);
   dispatch_dtype(work_t, "adam_update", [&](auto wv) {
     using W = decltype(wv);
-    launch_kernel("adam_update", adam_kernel<W>, grid, kThreads, 0, s, params, grads, m, v, static_cast<W*>(work), int64_t(n),
-                                             d, step_dev);
+    launch_kernel("adam_update", adam_kernel<W>, grid, kThreads, 0, s, params, grads, m, v,
+                  static_cast<W*>(work), int64_t(n), d, step_dev);
   });
-  LS_LAUNCH_CHECK("adam_update");
 }
 
 }  // namespace cuda

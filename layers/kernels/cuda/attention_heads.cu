@@ -85,13 +85,14 @@ void launch_heads(const void* in, const void* bias, void* out, int64_t n, int64_
                (bias == nullptr || pack_aligned<T>(bias));
     int64_t cap = int64_t(device_sm_count()) * 16;
     if (vec)
-      launch_kernel(name, heads_kernel<T, 4, SPLIT>, grid_for(total / 4, kThreads, cap), kThreads, 0, s, static_cast<const T*>(in), static_cast<const T*>(bias), static_cast<T*>(out), n, batch,
-          len, heads, head_dim);
+      launch_kernel(name, heads_kernel<T, 4, SPLIT>, grid_for(total / 4, kThreads, cap), kThreads,
+                    0, s, static_cast<const T*>(in), static_cast<const T*>(bias),
+                    static_cast<T*>(out), n, batch, len, heads, head_dim);
     else
-      launch_kernel(name, heads_kernel<T, 1, SPLIT>, grid_for(total, kThreads, cap), kThreads, 0, s, static_cast<const T*>(in), static_cast<const T*>(bias), static_cast<T*>(out), n, batch,
-          len, heads, head_dim);
+      launch_kernel(name, heads_kernel<T, 1, SPLIT>, grid_for(total, kThreads, cap), kThreads, 0, s,
+                    static_cast<const T*>(in), static_cast<const T*>(bias), static_cast<T*>(out), n,
+                    batch, len, heads, head_dim);
   });
-  LS_LAUNCH_CHECK(name);
 }
 
 }  // namespace

@@ -70,19 +70,19 @@ void launch_cast(const void* src, DType src_t, void* dst, DType dst_t, size_t n,
     using S = decltype(sv);
     dispatch_dtype(dst_t, "cast", [&](auto dv) {
       using D = decltype(dv);
-      launch_kernel("cast", cast_kernel<S, D>, grid_for((int64_t(n) + 3) / 4, kThreads), kThreads, 0, s, static_cast<const S*>(src), static_cast<D*>(dst), int64_t(n));
+      launch_kernel("cast", cast_kernel<S, D>, grid_for((int64_t(n) + 3) / 4, kThreads), kThreads,
+                    0, s, static_cast<const S*>(src), static_cast<D*>(dst), int64_t(n));
     });
   });
-  LS_LAUNCH_CHECK("cast");
 }
 
 void launch_add_inplace(void* y, const void* x, DType t, size_t n, cudaStream_t s) {
   if (n == 0) return;
   dispatch_dtype(t, "add_inplace", [&](auto tv) {
     using T = decltype(tv);
-    launch_kernel("add_inplace", add_inplace_kernel<T>, grid_for((int64_t(n) + 3) / 4, kThreads), kThreads, 0, s, static_cast<T*>(y), static_cast<const T*>(x), int64_t(n));
+    launch_kernel("add_inplace", add_inplace_kernel<T>, grid_for((int64_t(n) + 3) / 4, kThreads),
+                  kThreads, 0, s, static_cast<T*>(y), static_cast<const T*>(x), int64_t(n));
   });
-  LS_LAUNCH_CHECK("add_inplace");
 }
 
 void launch_add_bias_rows(void* c, DType c_t, int64_t ldc, const void* bias, DType dt, int64_t rows,
@@ -92,19 +92,19 @@ void launch_add_bias_rows(void* c, DType c_t, int64_t ldc, const void* bias, DTy
     using C = decltype(cv);
     dispatch_dtype(dt, "gemm (bias)", [&](auto bv) {
       using B = decltype(bv);
-      launch_kernel("gemm (bias)", add_bias_rows_kernel<C, B>, grid_for(rows * n, kThreads), kThreads, 0, s, static_cast<C*>(c), ldc, static_cast<const B*>(bias), rows, n);
+      launch_kernel("gemm (bias)", add_bias_rows_kernel<C, B>, grid_for(rows * n, kThreads),
+                    kThreads, 0, s, static_cast<C*>(c), ldc, static_cast<const B*>(bias), rows, n);
     });
   });
-  LS_LAUNCH_CHECK("gemm (bias)");
 }
 
 void launch_accumulate_f32(float* dst, const void* src, DType src_t, size_t n, cudaStream_t s) {
   if (n == 0) return;
   dispatch_dtype(src_t, "gemm (bias grad)", [&](auto sv) {
     using S = decltype(sv);
-    launch_kernel("gemm (bias grad)", accumulate_f32_kernel<S>, grid_for(int64_t(n), kThreads), kThreads, 0, s, dst, static_cast<const S*>(src), int64_t(n));
+    launch_kernel("gemm (bias grad)", accumulate_f32_kernel<S>, grid_for(int64_t(n), kThreads),
+                  kThreads, 0, s, dst, static_cast<const S*>(src), int64_t(n));
   });
-  LS_LAUNCH_CHECK("gemm (bias grad)");
 }
 
 }  // namespace cuda

@@ -290,8 +290,10 @@ void launch_cross_entropy_forward(const void* logits, const int32_t* targets, fl
     const int64_t slots = (vocab + kPerSlot - 1) / kPerSlot;
     const unsigned grid = unsigned(rows);
     auto regs = [&](auto slots_c, auto vec_c) {
-      launch_kernel("cross_entropy_forward", cross_entropy_forward_regs_kernel<T, decltype(slots_c)::value, decltype(vec_c)::value>, grid, kForwardThreads, 0, s, z, targets, lse, sums, vocab, padding_idx, eps,
-                                            partials);
+      launch_kernel(
+          "cross_entropy_forward",
+          cross_entropy_forward_regs_kernel<T, decltype(slots_c)::value, decltype(vec_c)::value>,
+          grid, kForwardThreads, 0, s, z, targets, lse, sums, vocab, padding_idx, eps, partials);
     };
     using VecOn = std::true_type;
     using VecOff = std::false_type;
@@ -313,12 +315,15 @@ void launch_cross_entropy_forward(const void* logits, const int32_t* targets, fl
       else
         regs(std::integral_constant<int, 4>{}, VecOff{});
     } else if (vec) {
-      launch_kernel("cross_entropy_forward", cross_entropy_forward_online_kernel<T, true>, grid, kForwardThreads, 0, s, z, targets, lse, sums, vocab, padding_idx, eps, partials);
+      launch_kernel("cross_entropy_forward", cross_entropy_forward_online_kernel<T, true>, grid,
+                    kForwardThreads, 0, s, z, targets, lse, sums, vocab, padding_idx, eps,
+                    partials);
     } else {
-      launch_kernel("cross_entropy_forward", cross_entropy_forward_online_kernel<T, false>, grid, kForwardThreads, 0, s, z, targets, lse, sums, vocab, padding_idx, eps, partials);
+      launch_kernel("cross_entropy_forward", cross_entropy_forward_online_kernel<T, false>, grid,
+                    kForwardThreads, 0, s, z, targets, lse, sums, vocab, padding_idx, eps,
+                    partials);
     }
   });
-  LS_LAUNCH_CHECK("cross_entropy_forward");
   if (partials != nullptr) launch_sum_partials(partials, rows, 3, sums, s);
 }
 
@@ -329,10 +334,10 @@ void launch_cross_entropy_backward(const void* logits, const int32_t* targets, c
   if (rows == 0) return;
   dispatch_dtype(dt, "cross_entropy_backward", [&](auto tv) {
     using T = decltype(tv);
-    launch_kernel("cross_entropy_backward", cross_entropy_backward_kernel<T>, unsigned(rows), kBackwardThreads, 0, s, static_cast<const T*>(logits), targets, lse, grad_scale_dev, static_cast<T*>(d_logits),
-        vocab, padding_idx, eps);
+    launch_kernel("cross_entropy_backward", cross_entropy_backward_kernel<T>, unsigned(rows),
+                  kBackwardThreads, 0, s, static_cast<const T*>(logits), targets, lse,
+                  grad_scale_dev, static_cast<T*>(d_logits), vocab, padding_idx, eps);
   });
-  LS_LAUNCH_CHECK("cross_entropy_backward");
 }
 
 }  // namespace cuda

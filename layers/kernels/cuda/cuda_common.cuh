@@ -41,18 +41,8 @@
       LS_FAIL(LS_ERR_CUBLAS, #call << ": " << cublasLtGetStatusString(ls_cb_st_)); \
   } while (0)
 
-// After a kernel launch: launch-configuration errors are always caught (cheap, no sync);
-// LS_DEBUG_CHECKS builds additionally report any pending asynchronous error.
-#define LS_LAUNCH_CHECK(name)                                                                  \
-  do {                                                                                         \
-    cudaError_t ls_launch_err_ = cudaPeekAtLastError();                                        \
-    if (ls_launch_err_ != cudaSuccess) {                                                       \
-      (void)cudaGetLastError();                                                                \
-      LS_FAIL(LS_ERR_CUDA, name << ": kernel launch: " << cudaGetErrorString(ls_launch_err_)); \
-    }                                                                                          \
-    LS_LAUNCH_DEBUG_SYNC(name);                                                                \
-  } while (0)
-
+// After a kernel launch (launch_kernel): LS_DEBUG_CHECKS builds report any pending asynchronous
+// error there, naming the kernel; launch-configuration errors are always caught.
 #if defined(LS_DEBUG_CHECKS)
 #define LS_LAUNCH_DEBUG_SYNC(name) LS_CUDA_CALL(cudaGetLastError())
 #else
@@ -511,7 +501,8 @@ inline bool pdl_enabled() {
 }
 
 // kernel<<<grid, block, smem, s>>>(args...) with programmatic stream serialization when
-// pdl_enabled(); a launch error throws ls::Error naming `name`.
+// pdl_enabled(); a launch error throws ls::Error naming `name` (and, with LS_DEBUG_CHECKS, so
+// does an asynchronous error pending after it).
 template <class... KArgs, class... Args>
 inline void launch_kernel(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block,
                           size_t smem, cudaStream_t s, Args&&... args) {
@@ -528,8 +519,10 @@ inline void launch_kernel(const char* name, void (*kernel)(KArgs...), dim3 grid,
   const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
   if (err != cudaSuccess) {
     (void)cudaGetLastError();
-    LS_FAIL(LS_ERR_CUDA, name << ": kernel launch (cudaLaunchKernelEx): " << cudaGetErrorString(err));
+    LS_FAIL(LS_ERR_CUDA,
+            name << ": kernel launch (cudaLaunchKernelEx): " << cudaGetErrorString(err));
   }
+  LS_LAUNCH_DEBUG_SYNC(name);
 }
 
 // Calls f(T{}) with T the storage type of dt; F64 is not a CUDA working type.

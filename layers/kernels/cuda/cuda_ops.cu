@@ -331,7 +331,8 @@ void CudaOps::dropout_bias_backward(const void* d_out, void* dx, void* d_bias, i
   check_ptr(d_out, call, "d_out");
   check_ptr(dx, call, "dx");
   cuda::launch_act_dropout_backward(d_out, nullptr, dx, static_cast<float*>(d_bias), rows, cols,
-                                    cols, false, Activation::ReLU, p, key, dt, as_stream(stream_), reduction());
+                                    cols, false, Activation::ReLU, p, key, dt, as_stream(stream_),
+                                    reduction());
 }
 
 void CudaOps::act_dropout_forward(const void* pre, void* out, int64_t rows, int64_t cols,
@@ -377,9 +378,9 @@ void CudaOps::relu_dropout_backward_from_output(const void* d_out, const void* o
   check_ptr(d_out, call, "d_out");
   check_ptr(out, call, "out");
   check_ptr(d_pre, call, "d_pre");
-  cuda::launch_relu_dropout_backward_from_output(
-      d_out, out, d_pre, static_cast<float*>(d_bias), rows, cols, cols, p, dt, as_stream(stream_),
-      reduction());
+  cuda::launch_relu_dropout_backward_from_output(d_out, out, d_pre, static_cast<float*>(d_bias),
+                                                 rows, cols, cols, p, dt, as_stream(stream_),
+                                                 reduction());
 }
 
 void CudaOps::dropout_forward(const void* x, void* out, size_t n, float p, DropoutKey key,
@@ -401,7 +402,8 @@ void CudaOps::bias_grad(const void* dy, void* d_bias, int64_t rows, int64_t cols
   if (rows * cols == 0) return;
   check_ptr(dy, call, "dy");
   check_ptr(d_bias, call, "d_bias");
-  cuda::launch_bias_grad(dy, static_cast<float*>(d_bias), rows, cols, cols, dt, as_stream(stream_), reduction());
+  cuda::launch_bias_grad(dy, static_cast<float*>(d_bias), rows, cols, cols, dt, as_stream(stream_),
+                         reduction());
 }
 
 // ---------------------------------------------------------------- attention
@@ -453,8 +455,7 @@ void CudaOps::attention_backward(const AttentionArgs& a, const void* d_ctx, void
   check_working(a.dt, "attention_backward");
   if (!check_attention_backward_args(a, d_ctx, dq, dk, dv, delta)) return;
   cuda::launch_attention_backward(a, d_ctx, dq, dk, dv, static_cast<float*>(delta),
-                                  static_cast<float*>(d_bias), as_stream(stream_),
-                                  reduction());
+                                  static_cast<float*>(d_bias), as_stream(stream_), reduction());
 }
 
 void CudaOps::softmax_backward(const void* d_dropped, const void* probs, void* d_scores,

@@ -323,9 +323,9 @@ void launch_colsum_variant(const void* d_out, const void* pre, void* d_pre, floa
   for (const void* p : {pre, static_cast<const void*>(d_pre)})
     if (p != nullptr && !aligned16(p)) aligned = false;
   float* partials = d_bias != nullptr && red.deterministic() ? red.rows(gy, cols, name) : nullptr;
-  launch_kernel(name, kernel, dim3(unsigned(gx), unsigned(gy)), dim3(kColThreadsX, kColThreadsY), 0, s, static_cast<const T*>(d_out), static_cast<const T*>(pre), static_cast<T*>(d_pre), d_bias,
-      rows, cols, ld, aligned, d, partials);
-  LS_LAUNCH_CHECK(name);
+  launch_kernel(name, kernel, dim3(unsigned(gx), unsigned(gy)), dim3(kColThreadsX, kColThreadsY), 0,
+                s, static_cast<const T*>(d_out), static_cast<const T*>(pre), static_cast<T*>(d_pre),
+                d_bias, rows, cols, ld, aligned, d, partials);
   if (partials != nullptr) launch_sum_partials(partials, gy, cols, d_bias, s);
 }
 
@@ -364,9 +364,12 @@ void launch_bias_dropout_residual(const void* x, const void* bias, const void* r
   dispatch_dtype(dt, "bias_dropout_residual_forward", [&](auto tv) {
     using T = decltype(tv);
     auto run = [&](auto drop_c, auto bias_c) {
-      launch_kernel("bias_dropout_residual_forward", bias_dropout_residual_kernel<T, decltype(drop_c)::value, decltype(bias_c)::value>, flat_grid(n), kFlatThreads, 0, s, static_cast<const T*>(x), static_cast<const T*>(bias),
-              static_cast<const T*>(residual), static_cast<T*>(out), n, cols, cdiv, fast_limit,
-              aligned, bias_vec, d);
+      launch_kernel(
+          "bias_dropout_residual_forward",
+          bias_dropout_residual_kernel<T, decltype(drop_c)::value, decltype(bias_c)::value>,
+          flat_grid(n), kFlatThreads, 0, s, static_cast<const T*>(x), static_cast<const T*>(bias),
+          static_cast<const T*>(residual), static_cast<T*>(out), n, cols, cdiv, fast_limit, aligned,
+          bias_vec, d);
     };
     using Off = std::false_type;
     using On = std::true_type;
@@ -375,7 +378,6 @@ void launch_bias_dropout_residual(const void* x, const void* bias, const void* r
     else
       bias != nullptr ? run(Off{}, On{}) : run(Off{}, Off{});
   });
-  LS_LAUNCH_CHECK("bias_dropout_residual_forward");
 }
 
 namespace {
@@ -387,12 +389,13 @@ void launch_flat_act_dropout(const void* pre, void* out, int64_t n, int act, flo
   dispatch_dtype(dt, name, [&](auto tv) {
     using T = decltype(tv);
     auto run = [&](auto act_c, auto drop_c) {
-      launch_kernel(name, act_dropout_forward_kernel<T, decltype(act_c)::value, decltype(drop_c)::value>, flat_grid(n), kFlatThreads, 0, s, static_cast<const T*>(pre), static_cast<T*>(out),
-                                                 n, aligned, d);
+      launch_kernel(name,
+                    act_dropout_forward_kernel<T, decltype(act_c)::value, decltype(drop_c)::value>,
+                    flat_grid(n), kFlatThreads, 0, s, static_cast<const T*>(pre),
+                    static_cast<T*>(out), n, aligned, d);
     };
     dispatch_act_drop(act, d.active, name, run);
   });
-  LS_LAUNCH_CHECK(name);
 }
 }  // namespace
 
@@ -437,10 +440,9 @@ void launch_row_sums(const void* a, float* d_bias, int64_t rows, int64_t cols, i
   if (rows == 0) return;
   dispatch_dtype(dt, "gemm (bias grad of A)", [&](auto tv) {
     using T = decltype(tv);
-    launch_kernel("gemm (bias grad of A)", row_sums_kernel<T>, grid_for(rows * 32, kThreads), kThreads, 0, s, static_cast<const T*>(a),
-                                                                          d_bias, rows, cols, ld);
+    launch_kernel("gemm (bias grad of A)", row_sums_kernel<T>, grid_for(rows * 32, kThreads),
+                  kThreads, 0, s, static_cast<const T*>(a), d_bias, rows, cols, ld);
   });
-  LS_LAUNCH_CHECK("gemm (bias grad of A)");
 }
 
 void launch_activation(const void* in, void* out, int64_t rows, int64_t cols, int64_t ld,
@@ -448,9 +450,10 @@ void launch_activation(const void* in, void* out, int64_t rows, int64_t cols, in
   if (rows * cols == 0) return;
   dispatch_dtype(dt, "gemm (activation)", [&](auto tv) {
     using T = decltype(tv);
-    launch_kernel("gemm (activation)", activation_kernel<T>, grid_for(rows * cols, kThreads), kThreads, 0, s, static_cast<const T*>(in), static_cast<T*>(out), rows, cols, ld, int(act));
+    launch_kernel("gemm (activation)", activation_kernel<T>, grid_for(rows * cols, kThreads),
+                  kThreads, 0, s, static_cast<const T*>(in), static_cast<T*>(out), rows, cols, ld,
+                  int(act));
   });
-  LS_LAUNCH_CHECK("gemm (activation)");
 }
 
 }  // namespace cuda

@@ -147,7 +147,7 @@ constexpr int kChunk = kThreads * kChunkPerThread;  // token positions per pass
 template <class T>
 __global__ void embedding_backward_table_kernel(EmbeddingArgs a, const T* __restrict__ d_out,
                                                 float* d_table, DropoutParams d) {
-  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
+  pdl_wait();                          // the previous kernel of the stream is done (launch_kernel)
   __shared__ int32_t entries[kChunk];  // this chunk's own token positions, in order
   __shared__ int warp_counts[kChunkPerThread][kThreads / 32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -215,10 +215,10 @@ void launch_embedding_forward(const EmbeddingArgs& a, const void* table, void* o
   DropoutParams d = make_dropout(a.dropout, a.key);
   dispatch_dtype(a.dt, "embedding_forward", [&](auto tv) {
     using T = decltype(tv);
-    launch_kernel("embedding_forward", embedding_forward_kernel<T>, unsigned(rows), kThreads, 0, s, a, static_cast<const T*>(table), static_cast<const T*>(a.learned_positions),
-        static_cast<T*>(out), d);
+    launch_kernel("embedding_forward", embedding_forward_kernel<T>, unsigned(rows), kThreads, 0, s,
+                  a, static_cast<const T*>(table), static_cast<const T*>(a.learned_positions),
+                  static_cast<T*>(out), d);
   });
-  LS_LAUNCH_CHECK("embedding_forward");
 }
 
 void launch_embedding_backward(const EmbeddingArgs& a, const void* d_out, float* d_table,
@@ -235,20 +235,23 @@ void launch_embedding_backward(const EmbeddingArgs& a, const void* d_out, float*
         const unsigned gx = unsigned((a.dim + 4 * kThreads - 1) / (4 * kThreads));
         int64_t buckets = int64_t(device_sm_count()) * 16 / gx;
         buckets = std::max<int64_t>(1, std::min<int64_t>(buckets, 65535));
-        launch_kernel("embedding_backward (table)", embedding_backward_table_kernel<T>, dim3(gx, unsigned(buckets)), kThreads, 0, s, a, static_cast<const T*>(d_out), d_table, d);
-        LS_LAUNCH_CHECK("embedding_backward (table)");
+        launch_kernel("embedding_backward (table)", embedding_backward_table_kernel<T>,
+                      dim3(gx, unsigned(buckets)), kThreads, 0, s, a, static_cast<const T*>(d_out),
+                      d_table, d);
       }
       if (d_positions != nullptr) {
         const unsigned gx = unsigned((a.dim + kThreads - 1) / kThreads);
         int64_t buckets = int64_t(device_sm_count()) * 16 / gx;
         buckets = std::max<int64_t>(1, std::min<int64_t>(buckets, 1024));
-        launch_kernel("embedding_backward", embedding_backward_deterministic_kernel<T>, dim3(gx, unsigned(buckets)), kThreads, 0, s, a, static_cast<const T*>(d_out), nullptr, d_positions, d);
+        launch_kernel("embedding_backward", embedding_backward_deterministic_kernel<T>,
+                      dim3(gx, unsigned(buckets)), kThreads, 0, s, a, static_cast<const T*>(d_out),
+                      nullptr, d_positions, d);
       }
     } else {
-      launch_kernel("embedding_backward", embedding_backward_atomic_kernel<T>, unsigned(rows), kThreads, 0, s, a, static_cast<const T*>(d_out), d_table, d_positions, d);
+      launch_kernel("embedding_backward", embedding_backward_atomic_kernel<T>, unsigned(rows),
+                    kThreads, 0, s, a, static_cast<const T*>(d_out), d_table, d_positions, d);
     }
   });
-  LS_LAUNCH_CHECK("embedding_backward");
 }
 
 }  // namespace cuda

@@ -326,9 +326,9 @@ __device__ __forceinline__ void build_drop_bits(uint32_t (*bits)[2], const AttnP
     if ((start & 7) == 0 && n == KP) {  // whole draws (len_k a multiple of 8)
 #pragma unroll
       for (int u = 0; u < KP / 8; ++u)
-        word |= dropout_keep_bits8(philox4x32_10_fast(p.drop.key.seed, (start >> 3) + u, offset),
-                                   thr)
-                << (8 * u);
+        word |=
+            dropout_keep_bits8(philox4x32_10_fast(p.drop.key.seed, (start >> 3) + u, offset), thr)
+            << (8 * u);
     } else {
       const uint64_t end = start + n;
       for (uint64_t grp = start >> 3; grp <= (end - 1) >> 3; ++grp) {
@@ -771,8 +771,8 @@ __global__ void __launch_bounds__(kOneTileThreads, 3)
   // An output block of this warp (rows row0 + rg * 16.., head columns c_half..) times scale: its
   // column sums into sm.col[seg][rg] (added over the query tiles), then out through the warp's
   // block of sm.stage.
-  auto finish_output = [&](const float (*acc)[4], void* out, int len, int64_t ld, int row0,
-                           int seg, float scale) {
+  auto finish_output = [&](const float(*acc)[4], void* out, int len, int64_t ld, int row0, int seg,
+                           float scale) {
     if (bias) {
 #pragma unroll
       for (int n = 0; n < NBH; ++n)
@@ -1046,7 +1046,6 @@ void launch_attention_forward(const AttentionArgs& a, cudaStream_t s) {
     using T = decltype(tv);
     launch_kernel(call, attention_forward_kernel<T, decltype(dp)::value>, grid, kThreads, 0, s, p);
   });
-  LS_LAUNCH_CHECK(call);
 }
 
 void launch_attention_backward(const AttentionArgs& a, const void* d_ctx, void* dq, void* dk,
@@ -1081,27 +1080,28 @@ void launch_attention_backward(const AttentionArgs& a, const void* d_ctx, void* 
       if (a.len_q >= 1 && a.len_q <= kTile) {
         constexpr auto kernel = attention_backward_one_tile_kernel<T, DP, true>;
         allow_dynamic_smem<kernel>(bytes);
-        launch_kernel("attention_backward (one key tile)", kernel, grid, kOneTileThreads, bytes, s, p);
+        launch_kernel("attention_backward (one key tile)", kernel, grid, kOneTileThreads, bytes, s,
+                      p);
       } else {
         constexpr auto kernel = attention_backward_one_tile_kernel<T, DP, false>;
         allow_dynamic_smem<kernel>(bytes);
-        launch_kernel("attention_backward (one key tile)", kernel, grid, kOneTileThreads, bytes, s, p);
+        launch_kernel("attention_backward (one key tile)", kernel, grid, kOneTileThreads, bytes, s,
+                      p);
       }
-      LS_LAUNCH_CHECK("attention_backward (one key tile)");
       return;
     }
-    launch_kernel("attention_backward (delta)", attention_delta_kernel<T>, unsigned((rows + 255) / 256), 256, 0, s, p, rows);
-    LS_LAUNCH_CHECK("attention_backward (delta)");
+    launch_kernel("attention_backward (delta)", attention_delta_kernel<T>,
+                  unsigned((rows + 255) / 256), 256, 0, s, p, rows);
     if (k_tiles > 1) {
       const dim3 grid(unsigned(k_tiles), unsigned(a.heads), unsigned(a.batch));
-      launch_kernel("attention_backward (keys)", attention_backward_kv_kernel<T, DP>, grid, kThreads, 0, s, p);
-      LS_LAUNCH_CHECK("attention_backward (keys)");
+      launch_kernel("attention_backward (keys)", attention_backward_kv_kernel<T, DP>, grid,
+                    kThreads, 0, s, p);
     }
     {  // dQ (also with no keys at all: zeros)
       const dim3 grid(unsigned((a.len_q + kTile - 1) / kTile), unsigned(a.heads),
                       unsigned(a.batch));
-      launch_kernel("attention_backward (queries)", attention_backward_q_kernel<T, DP>, grid, kThreads, 0, s, p);
-      LS_LAUNCH_CHECK("attention_backward (queries)");
+      launch_kernel("attention_backward (queries)", attention_backward_q_kernel<T, DP>, grid,
+                    kThreads, 0, s, p);
     }
   });
   if (d_bias == nullptr) return;

@@ -55,25 +55,25 @@ __global__ void scalar_accumulate_kernel(float* sum, const float* x) {
 void launch_import_tokens(const int32_t* src, int32_t* dst, int64_t n, int32_t vocab,
                           int32_t padding_idx, uint32_t* bad_count_dev, cudaStream_t s) {
   if (n == 0) return;
-  launch_kernel("import_tokens", import_tokens_kernel, grid_for(n, kThreads, int64_t(device_sm_count()) * 4), kThreads, 0, s, src, dst, n, vocab, padding_idx, bad_count_dev);
-  LS_LAUNCH_CHECK("import_tokens");
+  launch_kernel("import_tokens", import_tokens_kernel,
+                grid_for(n, kThreads, int64_t(device_sm_count()) * 4), kThreads, 0, s, src, dst, n,
+                vocab, padding_idx, bad_count_dev);
 }
 
 void launch_padding_mask(const int32_t* tokens, uint8_t* mask, int64_t n, int32_t padding_idx,
                          cudaStream_t s) {
   if (n == 0) return;
-  launch_kernel("padding_mask", padding_mask_kernel, grid_for(n, kThreads, int64_t(device_sm_count()) * 4), kThreads, 0, s, tokens, mask, n, padding_idx);
-  LS_LAUNCH_CHECK("padding_mask");
+  launch_kernel("padding_mask", padding_mask_kernel,
+                grid_for(n, kThreads, int64_t(device_sm_count()) * 4), kThreads, 0, s, tokens, mask,
+                n, padding_idx);
 }
 
 void launch_counter_add(uint64_t* counter, uint64_t v, cudaStream_t s) {
   launch_kernel("counter_add", counter_add_kernel, 1, 1, 0, s, counter, v);
-  LS_LAUNCH_CHECK("counter_add");
 }
 
 void launch_scalar_accumulate(float* sum, const float* x, cudaStream_t s) {
   launch_kernel("scalar_accumulate", scalar_accumulate_kernel, 1, 1, 0, s, sum, x);
-  LS_LAUNCH_CHECK("scalar_accumulate");
 }
 
 }  // namespace cuda

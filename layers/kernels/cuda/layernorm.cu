@@ -344,8 +344,8 @@ constexpr bool ln_bwd_packed_pairs() {
 template <class T, int TEAM, int P, bool FROM_OUTPUT>
 constexpr size_t ln_bwd_shared_bytes() {
   constexpr int kColumnArrays = !FROM_OUTPUT ? 1 : ln_bwd_packed_pairs<T, FROM_OUTPUT>() ? 2 : 3;
-  return (size_t(2) * ln_bwd_block_warps(TEAM) + kColumnArrays * TEAM) * 32 * P *
-         (16 / sizeof(T)) * sizeof(float);
+  return (size_t(2) * ln_bwd_block_warps(TEAM) + kColumnArrays * TEAM) * 32 * P * (16 / sizeof(T)) *
+         sizeof(float);
 }
 // Blocks per SM the register kernel is compiled for (__launch_bounds__; 0: no bound, ptxas's
 // choice; even a bound of 1 changes that choice, hence 0 elsewhere). From the output, where
@@ -610,8 +610,8 @@ __global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM),
 #pragma unroll
       for (int j = 0; j < N; ++j) {
         const float d = to_f32(dyp[i].v[j]);
-        const float xhat = kPacked ? (to_f32(xp[i].v[j]) + sh[j]) * sc[j]
-                                   : fmaf(to_f32(xp[i].v[j]), sc[j], sh[j]);
+        const float xhat =
+            kPacked ? (to_f32(xp[i].v[j]) + sh[j]) * sc[j] : fmaf(to_f32(xp[i].v[j]), sc[j], sh[j]);
         out[j] += fmaf(rs * d, gm[j], fmaf(xhat, a, b));
         dg[j] = d * xhat;
         db[j] = d;
@@ -719,8 +719,9 @@ void launch_layernorm_forward(const void* x, const void* gamma, const void* beta
     const bool vec = can_vectorise<T>(cols, {x, gamma, beta, y});
     auto registers = [&](auto packs) {
       constexpr int P = decltype(packs)::value;
-      launch_kernel("layernorm_forward", layernorm_forward_register_kernel<T, P>, grid, 32 * kWarps, 0, s, static_cast<const T*>(x), static_cast<const T*>(gamma), static_cast<const T*>(beta),
-          static_cast<T*>(y), mean, rstd, rows, cols, eps);
+      launch_kernel("layernorm_forward", layernorm_forward_register_kernel<T, P>, grid, 32 * kWarps,
+                    0, s, static_cast<const T*>(x), static_cast<const T*>(gamma),
+                    static_cast<const T*>(beta), static_cast<T*>(y), mean, rstd, rows, cols, eps);
     };
     if (vec && cols <= kPerPack)
       registers(std::integral_constant<int, 1>{});
@@ -731,13 +732,14 @@ void launch_layernorm_forward(const void* x, const void* gamma, const void* beta
     else if (vec && cols <= 8 * kPerPack)
       registers(std::integral_constant<int, 8>{});
     else if (vec)
-      launch_kernel("layernorm_forward", layernorm_forward_kernel<T, true>, grid, 32 * kWarps, 0, s, static_cast<const T*>(x), static_cast<const T*>(gamma), static_cast<const T*>(beta),
-          static_cast<T*>(y), mean, rstd, rows, cols, eps);
+      launch_kernel("layernorm_forward", layernorm_forward_kernel<T, true>, grid, 32 * kWarps, 0, s,
+                    static_cast<const T*>(x), static_cast<const T*>(gamma),
+                    static_cast<const T*>(beta), static_cast<T*>(y), mean, rstd, rows, cols, eps);
     else
-      launch_kernel("layernorm_forward", layernorm_forward_kernel<T, false>, grid, 32 * kWarps, 0, s, static_cast<const T*>(x), static_cast<const T*>(gamma), static_cast<const T*>(beta),
-          static_cast<T*>(y), mean, rstd, rows, cols, eps);
+      launch_kernel("layernorm_forward", layernorm_forward_kernel<T, false>, grid, 32 * kWarps, 0,
+                    s, static_cast<const T*>(x), static_cast<const T*>(gamma),
+                    static_cast<const T*>(beta), static_cast<T*>(y), mean, rstd, rows, cols, eps);
   });
-  LS_LAUNCH_CHECK("layernorm_forward");
 }
 
 namespace {
@@ -798,12 +800,13 @@ int64_t layernorm_backward_register_path(const void* dy, const LnXhatSource& src
       // dynamic memory is already over the default), once per device (a launch inside a CUDA
       // graph capture then makes no attribute call).
       allow_dynamic_smem<kernel>(kSharedBytes);
-      launch_kernel("layernorm_backward", kernel, unsigned(grid), 32 * ln_bwd_block_warps(TEAM), kSharedBytes, s, static_cast<const T*>(dy), static_cast<const T*>(src.xy), static_cast<const T*>(gamma),
-          src.mean, static_cast<const T*>(src.beta), rstd, static_cast<const T*>(d_residual),
-          static_cast<T*>(dx), d_gamma, d_beta, sums, rows, cols, vec);
+      launch_kernel("layernorm_backward", kernel, unsigned(grid), 32 * ln_bwd_block_warps(TEAM),
+                    kSharedBytes, s, static_cast<const T*>(dy), static_cast<const T*>(src.xy),
+                    static_cast<const T*>(gamma), src.mean, static_cast<const T*>(src.beta), rstd,
+                    static_cast<const T*>(d_residual), static_cast<T*>(dx), d_gamma, d_beta, sums,
+                    rows, cols, vec);
     });
   });
-  if (launch && grid > 0) LS_LAUNCH_CHECK("layernorm_backward");
   return grid;
 }
 
@@ -838,9 +841,11 @@ void layernorm_backward_fallback(const void* dy, const LnXhatSource& src, const 
       if (bytes > 48 * 1024)
         LS_CUDA_CALL(
             cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-      launch_kernel("layernorm_backward", kernel, unsigned(blocks), 32 * kWarps, bytes, s, static_cast<const T*>(dy), static_cast<const T*>(src.xy), static_cast<const T*>(gamma),
-          src.mean, static_cast<const T*>(src.beta), rstd, static_cast<const T*>(d_residual),
-          static_cast<T*>(dx), d_gamma, d_beta, rows, cols);
+      launch_kernel("layernorm_backward", kernel, unsigned(blocks), 32 * kWarps, bytes, s,
+                    static_cast<const T*>(dy), static_cast<const T*>(src.xy),
+                    static_cast<const T*>(gamma), src.mean, static_cast<const T*>(src.beta), rstd,
+                    static_cast<const T*>(d_residual), static_cast<T*>(dx), d_gamma, d_beta, rows,
+                    cols);
     };
     if (vec && shared)
       launch(layernorm_backward_kernel<T, true, true, FROM_OUTPUT>);
@@ -850,7 +855,6 @@ void layernorm_backward_fallback(const void* dy, const LnXhatSource& src, const 
       launch(layernorm_backward_kernel<T, false, true, FROM_OUTPUT>);
     else
       launch(layernorm_backward_kernel<T, false, false, FROM_OUTPUT>);
-    LS_LAUNCH_CHECK("layernorm_backward");
     if (!shared) {
       dim3 block(32, 8);
       unsigned gx = unsigned((cols + 31) / 32);
@@ -858,9 +862,11 @@ void layernorm_backward_fallback(const void* dy, const LnXhatSource& src, const 
       if (gy < 1) gy = 1;
       if (gy > (rows + 7) / 8) gy = (rows + 7) / 8;
       if (gy > 65535) gy = 65535;
-      launch_kernel("layernorm_backward (parameter gradients)", layernorm_param_grad_kernel<T, FROM_OUTPUT>, dim3(gx, unsigned(gy)), block, 0, s, static_cast<const T*>(dy), static_cast<const T*>(src.xy), static_cast<const T*>(gamma),
-          src.mean, static_cast<const T*>(src.beta), rstd, d_gamma, d_beta, rows, cols);
-      LS_LAUNCH_CHECK("layernorm_backward (parameter gradients)");
+      launch_kernel("layernorm_backward (parameter gradients)",
+                    layernorm_param_grad_kernel<T, FROM_OUTPUT>, dim3(gx, unsigned(gy)), block, 0,
+                    s, static_cast<const T*>(dy), static_cast<const T*>(src.xy),
+                    static_cast<const T*>(gamma), src.mean, static_cast<const T*>(src.beta), rstd,
+                    d_gamma, d_beta, rows, cols);
     }
   });
 }

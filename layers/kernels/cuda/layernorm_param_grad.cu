@@ -105,15 +105,16 @@ void launch_layernorm_param_grad(const void* dy, const LnXhatSource& src, const 
   dispatch_dtype(dt, "layernorm_backward (parameter gradients)", [&](auto tv) {
     using T = decltype(tv);
     auto launch = [&](auto kernel) {
-      launch_kernel("layernorm_backward (parameter gradients)", kernel, dim3(gx, unsigned(gy)), dim3(32, 8), 0, s, static_cast<const T*>(dy), static_cast<const T*>(src.xy), static_cast<const T*>(gamma),
-          src.mean, static_cast<const T*>(src.beta), rstd, rows, cols, partials);
+      launch_kernel("layernorm_backward (parameter gradients)", kernel, dim3(gx, unsigned(gy)),
+                    dim3(32, 8), 0, s, static_cast<const T*>(dy), static_cast<const T*>(src.xy),
+                    static_cast<const T*>(gamma), src.mean, static_cast<const T*>(src.beta), rstd,
+                    rows, cols, partials);
     };
     if (src.from_output)
       launch(layernorm_param_grad_kernel<T, true>);
     else
       launch(layernorm_param_grad_kernel<T, false>);
   });
-  LS_LAUNCH_CHECK("layernorm_backward (parameter gradients)");
   launch_sum_partials(partials, gy, cols, d_gamma, s);
   launch_sum_partials(partials + gy * cols, gy, cols, d_beta, s);
 }

@@ -17,7 +17,7 @@ namespace {
 
 constexpr int kCols = 8, kRows = 64;
 
-__global__ void __launch_bounds__(kCols * kRows)
+__global__ void __launch_bounds__(kCols* kRows)
     sum_partials_kernel(const float* __restrict__ partials, int64_t groups, int64_t cols,
                         float* out) {
   pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
@@ -74,12 +74,11 @@ PartialSums Reduction::sums(int arrays, int64_t groups, int64_t cols, float* out
   return p;
 }
 
-
 void launch_sum_partials(const float* partials, int64_t groups, int64_t cols, float* out,
                          cudaStream_t s) {
   if (groups == 0 || cols == 0) return;
-  launch_kernel("sum_partials", sum_partials_kernel, unsigned((cols + kCols - 1) / kCols), dim3(kCols, kRows), 0, s, partials, groups, cols, out);
-  LS_LAUNCH_CHECK("sum_partials");
+  launch_kernel("sum_partials", sum_partials_kernel, unsigned((cols + kCols - 1) / kCols),
+                dim3(kCols, kRows), 0, s, partials, groups, cols, out);
 }
 
 }  // namespace cuda

@@ -437,13 +437,17 @@ void launch_softmax_forward(const void* scores, void* probs, const uint8_t* key_
       with_row_layout<N>(len_k, [&](auto team, auto packs) {
         constexpr int TPR = decltype(team)::value, P = decltype(packs)::value;
         constexpr int kThreads = block_threads<TPR>(), kRowsPerBlock = kThreads / TPR;
-        launch_kernel("softmax_forward", softmax_forward_register_kernel<T, TPR, P>, unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock), kThreads, 0, s, static_cast<const T*>(scores), static_cast<T*>(probs), mask, rows, vec, pad_vec);
+        launch_kernel("softmax_forward", softmax_forward_register_kernel<T, TPR, P>,
+                      unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock), kThreads, 0, s,
+                      static_cast<const T*>(scores), static_cast<T*>(probs), mask, rows, vec,
+                      pad_vec);
       });
     } else {
-      launch_kernel("softmax_forward", softmax_forward_block_kernel<T>, unsigned(rows), kLongThreads, 0, s, static_cast<const T*>(scores), static_cast<T*>(probs), mask);
+      launch_kernel("softmax_forward", softmax_forward_block_kernel<T>, unsigned(rows),
+                    kLongThreads, 0, s, static_cast<const T*>(scores), static_cast<T*>(probs),
+                    mask);
     }
   });
-  LS_LAUNCH_CHECK("softmax_forward");
 }
 
 void launch_softmax_backward(const void* d_dropped, const void* probs, void* d_scores, int64_t rows,
@@ -459,15 +463,17 @@ void launch_softmax_backward(const void* d_dropped, const void* probs, void* d_s
       with_row_layout<N>(len_k, [&](auto team, auto packs) {
         constexpr int TPR = decltype(team)::value, P = decltype(packs)::value;
         constexpr int kThreads = block_threads<TPR>(), kRowsPerBlock = kThreads / TPR;
-        launch_kernel("softmax_backward", softmax_backward_register_kernel<T, TPR, P>, unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock), kThreads, 0, s, static_cast<const T*>(d_dropped), static_cast<const T*>(probs),
-                static_cast<T*>(d_scores), rows, int(len_k), d, vec);
+        launch_kernel("softmax_backward", softmax_backward_register_kernel<T, TPR, P>,
+                      unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock), kThreads, 0, s,
+                      static_cast<const T*>(d_dropped), static_cast<const T*>(probs),
+                      static_cast<T*>(d_scores), rows, int(len_k), d, vec);
       });
     } else {
-      launch_kernel("softmax_backward", softmax_backward_block_kernel<T>, unsigned(rows), kLongThreads, 0, s, static_cast<const T*>(d_dropped), static_cast<const T*>(probs), static_cast<T*>(d_scores),
-          len_k, d);
+      launch_kernel("softmax_backward", softmax_backward_block_kernel<T>, unsigned(rows),
+                    kLongThreads, 0, s, static_cast<const T*>(d_dropped),
+                    static_cast<const T*>(probs), static_cast<T*>(d_scores), len_k, d);
     }
   });
-  LS_LAUNCH_CHECK("softmax_backward");
 }
 
 }  // namespace cuda

@@ -25,8 +25,8 @@ __global__ void update_control_kernel(const float* sumsq, float* tokens, UpdateC
 
 void launch_update_control(const float* sumsq_dev, float* tokens_dev, const UpdateControlArgs& args,
                            TrainState* state_dev, float* grad_scale_dev, cudaStream_t s) {
-  launch_kernel("update_control", update_control_kernel, 1, 1, 0, s, sumsq_dev, tokens_dev, args, state_dev, grad_scale_dev);
-  LS_LAUNCH_CHECK("update_control");
+  launch_kernel("update_control", update_control_kernel, 1, 1, 0, s, sumsq_dev, tokens_dev, args,
+                state_dev, grad_scale_dev);
 }
 
 }  // namespace cuda

@@ -228,6 +228,8 @@ int main(int argc, char** argv) {
     }
     ms = time_ms(s, [&] { ops.split_heads(x.p, bias.p, y.p, 1, 128, 512, 16, 64, h); });
     row("split_heads (+bias)", "n1 B128 L512 H16 D64", "fp16", ms, e * 2 * rc);
+    ms = time_ms(s, [&] { ops.merge_heads(x.p, y.p, 1, 128, 512, 16, 64, h); });
+    row("merge_heads", "n1 B128 L512 H16 D64", "fp16", ms, e * 2 * rc);
     ops.synchronize();
   } catch (const ls::Error& err) {
     std::fprintf(stderr, "error: %s\n", err.what());

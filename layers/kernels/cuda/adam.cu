@@ -1,5 +1,6 @@
 // Optimizer kernels over the flat fp32 buffers.
-//   sum_squares: out[0] += sum x^2; grid-stride partial sums (256 threads, 4 elements per step),
+//   sum_squares: out[0] += sum x^2; grid-stride partial sums (256 threads, 8 blocks per SM, four
+//     4-element packed loads in flight per thread),
 //     a block reduction, then one fp32 atomicAdd per block (order not deterministic), or in
 //     deterministic mode one partial per block summed in block order (reduce.cu); inf/NaN
 //     propagate.
@@ -19,15 +20,29 @@ namespace cuda {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int kSumUnroll = 4;  // sum_squares: packed loads in flight per thread
 
 __global__ void sum_squares_kernel(const float* __restrict__ x, int64_t n, float* out,
                                    float* partials) {
   pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   __shared__ float scratch[33];
-  bool aligned = pack_aligned<float>(x);
+  const bool aligned = pack_aligned<float>(x);
+  const int64_t stride = 4 * int64_t(gridDim.x) * blockDim.x;
+  int64_t i = 4 * (int64_t(blockIdx.x) * blockDim.x + threadIdx.x);
   float s = 0.f;
-  for (int64_t i = 4 * (int64_t(blockIdx.x) * blockDim.x + threadIdx.x); i < n;
-       i += 4 * int64_t(gridDim.x) * blockDim.x) {
+  if (aligned) {
+    // kSumUnroll packed loads in flight per thread, then their squares in a fixed order.
+    for (; i + (kSumUnroll - 1) * stride + 4 <= n; i += kSumUnroll * stride) {
+      float v[kSumUnroll][4];
+#pragma unroll
+      for (int u = 0; u < kSumUnroll; ++u) load4(x, i + u * stride, n, true, v[u]);
+#pragma unroll
+      for (int u = 0; u < kSumUnroll; ++u)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) s += v[u][j] * v[u][j];
+    }
+  }
+  for (; i < n; i += stride) {
     float v[4];
     load4(x, i, n, aligned && i + 4 <= n, v);
 #pragma unroll
@@ -89,7 +104,8 @@ __global__ void adam_kernel(float* params, const float* __restrict__ grads, floa
 void launch_sum_squares(const float* x, size_t n, float* out, cudaStream_t s,
                         const Reduction& red) {
   if (n == 0) return;
-  const unsigned grid = grid_for((int64_t(n) + 3) / 4, kThreads, int64_t(device_sm_count()) * 4);
+  // A full SM's worth of threads (2048 / 256 blocks) with kSumUnroll loads each in flight.
+  const unsigned grid = grid_for((int64_t(n) + 3) / 4, kThreads, int64_t(device_sm_count()) * 8);
   float* partials = red.deterministic() ? red.rows(grid, 1, "sum_squares") : nullptr;
   launch_kernel("sum_squares", sum_squares_kernel, grid, kThreads, 0, s, x, int64_t(n), out,
                 partials);

@@ -2,9 +2,12 @@
 // and merge_heads, its inverse.
 //   split: in [B*L, n*H*D] (+ bias [n*H*D]) -> out [n, B, H, L, D]
 //   merge: in [n, B, H, L, D] -> out [B*L, n*H*D]
-// Layout: a grid-stride loop over the head-major tensor, 256 threads, 4 consecutive elements of
-// one head row per thread when D % 4 == 0 (packed access), else one element per thread; both
-// sides are read/written contiguously along D.
+// Thread layout: one warp per token row (b, l) of the token-major side, rows warp-strided over
+// the grid (blocks of 256 threads, 8 blocks per SM); lane j takes the E-element chunks j, j+32,
+// ... of the row's n*H*D columns, four chunks loaded before any is stored. E = 8 (16-byte
+// accesses for fp16/bf16, two for fp32) when D % 8 == 0 and the pointers are 16-byte aligned,
+// else 1. A chunk lies in one head row, so both sides are accessed in whole runs of D elements.
+// Index arithmetic: 32-bit divisions by L, H*D and D through FastDivU32, once per row / chunk.
 #include "layers/kernels/cuda/cuda_common.cuh"
 #include "layers/kernels/cuda/cuda_kernels.h"
 
@@ -12,62 +15,74 @@ namespace ls {
 namespace cuda {
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kThreads = 256, kWarps = kThreads / 32, kUnroll = 4;
 
-// Offset in [B*L, n*H*D] of head-major element o of [n, B, H, L, D].
-__device__ __forceinline__ int64_t token_major_offset(int64_t o, int64_t n, int64_t batch,
-                                                      int64_t len, int64_t heads, int64_t d_dim,
-                                                      int64_t* col) {
-  int64_t d = o % d_dim;
-  int64_t r = o / d_dim;
-  int64_t l = r % len;
-  r /= len;
-  int64_t h = r % heads;
-  r /= heads;
-  int64_t b = r % batch;
-  int64_t i = r / batch;
-  *col = (i * heads + h) * d_dim + d;
-  return (b * len + l) * (n * heads * d_dim) + *col;
+struct HeadsShape {
+  int64_t batch, len, heads, head_dim;
+  uint32_t rows, cols;             // B*L and n*H*D
+  FastDivU32 by_len, by_hd, by_d;  // L, H*D, D
+};
+
+// Offset in [n, B, H, L, D] of token-major element (row, col).
+__device__ __forceinline__ int64_t head_major_offset(const HeadsShape& s, uint32_t b, uint32_t l,
+                                                     uint32_t col) {
+  const uint32_t i = s.by_hd.div(col), rem = col - i * s.by_hd.d;
+  const uint32_t h = s.by_d.div(rem), d = rem - h * s.by_d.d;
+  return (((int64_t(i) * s.batch + b) * s.heads + h) * s.len + l) * s.head_dim + d;
 }
 
-template <class T, int G, bool SPLIT>
-__global__ void heads_kernel(const T* __restrict__ in, const T* __restrict__ bias,
-                             T* __restrict__ out, int64_t n, int64_t batch, int64_t len,
-                             int64_t heads, int64_t head_dim) {
+template <class T, int E, bool SPLIT>
+__global__ void __launch_bounds__(kThreads)
+    heads_kernel(const T* __restrict__ in, const T* __restrict__ bias, T* __restrict__ out,
+                 HeadsShape s) {
   pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
-  int64_t total = n * batch * heads * len * head_dim;
-  for (int64_t o = G * (int64_t(blockIdx.x) * blockDim.x + threadIdx.x); o < total;
-       o += G * int64_t(gridDim.x) * blockDim.x) {
-    int64_t col;
-    int64_t t = token_major_offset(o, n, batch, len, heads, head_dim, &col);
-    float v[4] = {0.f, 0.f, 0.f, 0.f};
-    if (SPLIT) {
-      if (G == 4) {
-        load4(in, t, t + 4, true, v);
-      } else {
-        v[0] = to_f32(in[t]);
-      }
-      if (bias != nullptr) {
-        float b[4];
-        if (G == 4) {
-          load4(bias, col, col + 4, true, b);
-        } else {
-          b[0] = to_f32(bias[col]);
-        }
+  const uint32_t lane = threadIdx.x % 32;
+  const uint32_t chunks = s.cols / E;
+  for (uint32_t row = blockIdx.x * kWarps + threadIdx.x / 32; row < s.rows;
+       row += gridDim.x * kWarps) {
+    const uint32_t b = s.by_len.div(row), l = row - b * s.by_len.d;
+    const int64_t row_off = int64_t(row) * s.cols;
+    for (uint32_t c0 = lane; c0 < chunks; c0 += 32 * kUnroll) {
+      int64_t src[kUnroll], dst[kUnroll];
+      uint32_t col[kUnroll];
 #pragma unroll
-        for (int j = 0; j < G; ++j) v[j] += b[j];
+      for (int u = 0; u < kUnroll; ++u) {
+        col[u] = (c0 + 32 * u) * E;
+        const int64_t head = head_major_offset(s, b, l, col[u]);
+        src[u] = SPLIT ? row_off + col[u] : head;
+        dst[u] = SPLIT ? head : row_off + col[u];
       }
-      if (G == 4) {
-        store4(out, o, o + 4, true, v);
+      if constexpr (E == 8) {
+        Raw8<T> v[kUnroll];
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u)
+          if (c0 + 32 * u < chunks) v[u] = load_raw8(in, src[u], 0, true);
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+          if (c0 + 32 * u >= chunks) break;
+          float f[8];
+          unpack8(v[u], f);
+          if (SPLIT && bias != nullptr) {
+            float bb[8];
+            unpack8(load_raw8(bias, col[u], 0, true), bb);
+#pragma unroll
+            for (int j = 0; j < 8; ++j) f[j] += bb[j];
+          }
+          store8(out, dst[u], 0, true, f);
+        }
       } else {
-        out[o] = from_f32<T>(v[0]);
-      }
-    } else {
-      if (G == 4) {
-        load4(in, o, o + 4, true, v);
-        store4(out, t, t + 4, true, v);
-      } else {
-        out[t] = in[o];
+        T v[kUnroll];
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u)
+          if (c0 + 32 * u < chunks) v[u] = in[src[u]];
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+          if (c0 + 32 * u >= chunks) break;
+          if (SPLIT && bias != nullptr)
+            out[dst[u]] = from_f32<T>(to_f32(v[u]) + to_f32(bias[col[u]]));
+          else
+            out[dst[u]] = v[u];
+        }
       }
     }
   }
@@ -77,21 +92,35 @@ template <bool SPLIT>
 void launch_heads(const void* in, const void* bias, void* out, int64_t n, int64_t batch,
                   int64_t len, int64_t heads, int64_t head_dim, DType dt, cudaStream_t s,
                   const char* name) {
-  int64_t total = n * batch * heads * len * head_dim;
-  if (total == 0) return;
+  const int64_t rows = batch * len, cols = n * heads * head_dim;
+  if (rows == 0 || cols == 0) return;
+  LS_REQUIRE(rows < (int64_t{1} << 31) && cols < (int64_t{1} << 31) &&
+                 heads * head_dim < (int64_t{1} << 31),
+             LS_ERR_INVALID_ARGUMENT,
+             name << ": " << rows << " token rows of " << cols
+                  << " columns exceed the kernel's 32-bit index range");
+  HeadsShape shape{batch,
+                   len,
+                   heads,
+                   head_dim,
+                   uint32_t(rows),
+                   uint32_t(cols),
+                   FastDivU32(uint32_t(len)),
+                   FastDivU32(uint32_t(heads * head_dim)),
+                   FastDivU32(uint32_t(head_dim))};
+  const unsigned grid = grid_for(rows, kWarps, int64_t(device_sm_count()) * (2048 / kThreads));
   dispatch_dtype(dt, name, [&](auto tv) {
     using T = decltype(tv);
-    bool vec = head_dim % 4 == 0 && pack_aligned<T>(in) && pack_aligned<T>(out) &&
-               (bias == nullptr || pack_aligned<T>(bias));
-    int64_t cap = int64_t(device_sm_count()) * 16;
+    const bool vec = head_dim % 8 == 0 && aligned16(in) && aligned16(out) &&
+                     (bias == nullptr || aligned16(bias));
     if (vec)
-      launch_kernel(name, heads_kernel<T, 4, SPLIT>, grid_for(total / 4, kThreads, cap), kThreads,
-                    0, s, static_cast<const T*>(in), static_cast<const T*>(bias),
-                    static_cast<T*>(out), n, batch, len, heads, head_dim);
+      launch_kernel(name, heads_kernel<T, 8, SPLIT>, grid, kThreads, 0, s,
+                    static_cast<const T*>(in), static_cast<const T*>(bias), static_cast<T*>(out),
+                    shape);
     else
-      launch_kernel(name, heads_kernel<T, 1, SPLIT>, grid_for(total, kThreads, cap), kThreads, 0, s,
-                    static_cast<const T*>(in), static_cast<const T*>(bias), static_cast<T*>(out), n,
-                    batch, len, heads, head_dim);
+      launch_kernel(name, heads_kernel<T, 1, SPLIT>, grid, kThreads, 0, s,
+                    static_cast<const T*>(in), static_cast<const T*>(bias), static_cast<T*>(out),
+                    shape);
   });
 }
 

@@ -19,8 +19,10 @@
 //     pass 1 keeps a per-thread online (max, sum-exp) and merges them over the block, pass 2
 //     re-reads (from L2) and writes. Backward likewise (pass 1: the dot product).
 // Backward: d_scores = P * (dP - sum_k dP P), dP = dropout_bwd(d_dropped); the dropout mask is
-// regenerated with Philox from the key and the flat index r*Lk + k, one dropout_factors4 call
-// per 4 keys (one Philox call when r*Lk + k is a multiple of 4: 4 of its 8 lanes, philox.h).
+// regenerated with Philox from the key and the flat index r*Lk + k: on the register path with
+// 16-byte packs of 8 keys (fp16/bf16, Lk % 8 == 0) one Philox call per pack (its 8 lanes,
+// philox.h), otherwise one dropout_factors4 call per 4 keys (one Philox call when r*Lk + k is
+// a multiple of 4: 4 of its 8 lanes).
 // probs may alias scores, d_scores may alias d_dropped: each element is read by the thread
 // that later writes it, before it writes it.
 #include "layers/kernels/cuda/cuda_common.cuh"
@@ -293,10 +295,17 @@ __global__ void __launch_bounds__(block_threads<TPR>())
     }
   }
   float dot = 0.f;
+  const uint64_t offset = dropout_offset(d.key);
 #pragma unroll
   for (int i = 0; i < P; ++i) {
     const int c = (t + TPR * i) * N;
-    if (d.active && active && c < lk) {
+    if (N == 8 && vec && d.active && active && c < lk) {
+      // r * lk + c is a multiple of 8 (lk % 8 == 0): all 8 lanes of one Philox call.
+      float f[8];
+      dropout_factors8_aligned(d, offset, uint64_t(r * lk + c), f);
+#pragma unroll
+      for (int j = 0; j < N; ++j) dp[i][j] *= f[j % 8];
+    } else if (d.active && active && c < lk) {
 #pragma unroll
       for (int h = 0; h < N / 4; ++h) {
         float f[4] = {0.f, 0.f, 0.f, 0.f};

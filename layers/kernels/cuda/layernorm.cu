@@ -348,19 +348,16 @@ constexpr size_t ln_bwd_shared_bytes() {
          sizeof(float);
 }
 // Blocks per SM the register kernel is compiled for (__launch_bounds__; 0: no bound, ptxas's
-// choice; even a bound of 1 changes that choice, hence 0 elsewhere). From the output, where
-// ptxas's choice left fewer blocks per SM on sm_90 than from the input and the shared memory
-// allows as many, the bound is the from-input kernel's count (CUDA 13.0, sm_90; registers with
-// the bound, from the input in brackets):
-//   fp16, TEAM 1, P 4 (513-1024 columns): 5 blocks; 96 [95], one 4-byte spill (1 / cols,
-//     stored once and loaded once per row); bf16 takes 83 unbounded, 5 blocks already;
-//   fp32, TEAM 1 or 2, P 4 (257-1024 columns): 7 blocks; 72 [72], no spill.
+// choice; even a bound of 1 changes that choice, hence 0 elsewhere). fp32 from the output,
+// TEAM 1 or 2, P 4 (257-1024 columns): 7 blocks, the from-input kernel's count (72 registers
+// both, no spill; CUDA 13.0, sm_90). fp16 from the output was bound to 5 blocks (96 registers,
+// a spill) until the residual gradient was loaded up front: unbounded it takes 124 registers
+// and 4 blocks, and 65536 x 1024 went from 76% to 82% of copy (81% with the residual).
 // (fp16/bf16 TEAM 1, P 1 takes 60 registers against 56, 8 blocks against 9: bound to 9 it
 // spilled in the row loop.)
 template <class T, int TEAM, int P, bool FROM_OUTPUT>
 constexpr int ln_bwd_min_blocks() {
   if (!FROM_OUTPUT || P != kLnBwdMaxPacks) return 0;
-  if (std::is_same<T, __half>::value) return TEAM == 1 ? 5 : 0;
   if (std::is_same<T, float>::value) return TEAM <= 2 ? 7 : 0;
   return 0;
 }
@@ -579,16 +576,14 @@ __global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM),
     // dx = rs * (d * gamma - mean_g - xhat * mean_gx) = rs * d * gamma + (xhat * a + b).
     const float shift = -mu * rs;
     const float a = -rs * sum_gx * inv_cols, b = -rs * sum_g * inv_cols;
-    // The residual gradient. From the input: all P packs in flight together once the row sums
-    // are done (loaded with dy and x they would be live across the reductions: measured 15%
-    // slower at 8192 x 1024 fp16; loaded one pack at a time in the loop below, each load's
-    // latency was waited for in turn, a third of the kernel's stall samples at 8192 x 1024:
-    // two calls of an encoder layer 0.066 -> 0.059-0.061 ms, 65536 x 1024 +resid 82% -> 86% of
-    // copy). From the output (register-bound at 5 blocks per SM) one pack at a time: all at
-    // once measured 77% -> 70% of copy there.
-    constexpr bool kResidualUpFront = !FROM_OUTPUT;
+    // The residual gradient: all P packs in flight together once the row sums are done. Loaded
+    // with dy and x they would be live across the reductions (measured 15% slower at 8192 x
+    // 1024 fp16); loaded one pack at a time in the loop below, each load's latency was waited
+    // for in turn, a third of the kernel's stall samples at 8192 x 1024 (two calls of an
+    // encoder layer 0.066 -> 0.059-0.062 ms; 65536 x 1024 +resid 82% -> 86% of copy from the
+    // input, 77% -> 81% from the output).
     PackN<T, N> rp[P];
-    if (kResidualUpFront && d_residual != nullptr) {
+    if (d_residual != nullptr) {
 #pragma unroll
       for (int i = 0; i < P; ++i)
         if (col(i) < cols) load_pack<T, N>(d_residual + row * cols, col(i), cols, vec, rp[i]);
@@ -603,7 +598,6 @@ __global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM),
       }
       float out[N];
       if (d_residual != nullptr) {
-        if (!kResidualUpFront) load_pack<T, N>(d_residual + row * cols, c, cols, vec, rp[i]);
 #pragma unroll
         for (int j = 0; j < N; ++j) out[j] = to_f32(rp[i].v[j]);
       } else {

@@ -18,17 +18,17 @@ namespace {
 constexpr int kThreads = 256, kWarps = kThreads / 32, kUnroll = 4;
 
 struct HeadsShape {
-  int64_t batch, len, heads, head_dim;
+  int64_t batch, heads;
   uint32_t rows, cols;             // B*L and n*H*D
-  FastDivU32 by_len, by_hd, by_d;  // L, H*D, D
+  FastDivU32 by_len, by_hd, by_d;  // L, H*D, D (their .d: the sizes themselves)
 };
 
-// Offset in [n, B, H, L, D] of token-major element (row, col).
+// Offset in [n, B, H, L, D] of token-major element (row, col), row = b * L + l.
 __device__ __forceinline__ int64_t head_major_offset(const HeadsShape& s, uint32_t b, uint32_t l,
                                                      uint32_t col) {
   const uint32_t i = s.by_hd.div(col), rem = col - i * s.by_hd.d;
   const uint32_t h = s.by_d.div(rem), d = rem - h * s.by_d.d;
-  return (((int64_t(i) * s.batch + b) * s.heads + h) * s.len + l) * s.head_dim + d;
+  return (((int64_t(i) * s.batch + b) * s.heads + h) * s.by_len.d + l) * s.by_d.d + d;
 }
 
 template <class T, int E, bool SPLIT>
@@ -100,9 +100,7 @@ void launch_heads(const void* in, const void* bias, void* out, int64_t n, int64_
              name << ": " << rows << " token rows of " << cols
                   << " columns exceed the kernel's 32-bit index range");
   HeadsShape shape{batch,
-                   len,
                    heads,
-                   head_dim,
                    uint32_t(rows),
                    uint32_t(cols),
                    FastDivU32(uint32_t(len)),

@@ -304,7 +304,7 @@ __global__ void __launch_bounds__(block_threads<TPR>())
       float f[8];
       dropout_factors8_aligned(d, offset, uint64_t(r * lk + c), f);
 #pragma unroll
-      for (int j = 0; j < N; ++j) dp[i][j] *= f[j % 8];
+      for (int j = 0; j < N; ++j) dp[i][j] *= f[j];
     } else if (d.active && active && c < lk) {
 #pragma unroll
       for (int h = 0; h < N / 4; ++h) {

@@ -38,6 +38,10 @@ struct RunCtx {
   // dropout keys are (seed, site, counter), so keys never repeat and a captured step draws
   // fresh masks on replay. Null (dry runs, tests): the site index alone.
   const uint64_t* dropout_stream = nullptr;
+  // A training forward of the first micro-batch of an update: the gradients start from zero,
+  // and the criterion may use its scratch range of the gradient buffer (TransformerGraph::
+  // criterion_scratch), which it must zero before backward. False in dry runs.
+  bool fresh_gradients = false;
 
   Ops& ops() { return ex->ops(); }
   DType dt() const { return wv.dt; }

@@ -299,6 +299,32 @@ void Model::run_backward(bool deterministic) {
   graph_->backward(rc, deterministic);
 }
 
+void Model::zero_gradient_elements(size_t begin, size_t end) {
+  if (end <= begin) return;
+  const size_t a = dtype_size(graph_->acc());
+  ctx_.ops().zero(static_cast<std::byte*>(buffer(graph_->grad)) + begin * a, (end - begin) * a);
+}
+
+void Model::train_pass(bool fresh_gradients, bool deterministic) {
+  if (fresh_gradients) {
+    const TransformerGraph::GradScratch& sc = graph_->criterion_scratch;
+    const size_t n = graph_->params().total_elements();
+    if (sc.rows > 0) {  // the criterion zeroes [begin, end) after using it
+      zero_gradient_elements(0, sc.begin);
+      zero_gradient_elements(sc.end, n);
+    } else {
+      zero_gradient_elements(0, n);
+    }
+  }
+  zero_sums();
+  Exec ex(ctx_.ops(), plan_, arena_.base());
+  RunCtx rc = run_ctx(true);
+  rc.ex = &ex;
+  rc.fresh_gradients = fresh_gradients;
+  graph_->forward(rc);
+  graph_->backward(rc, deterministic);
+}
+
 void Model::zero_sums() {
   ctx_.ops().zero(buffer(graph_->scalars), 3 * dtype_size(graph_->acc()));
 }

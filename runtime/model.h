@@ -83,6 +83,28 @@ class TransformerGraph {
   // Target rows per criterion chunk (see criterion_rows_for); the logits buffer holds
   // [criterion_rows, V].
   int64_t criterion_rows = 0;
+  // The criterion's scratch in the gradient buffer. A training forward whose gradients start
+  // from zero (the first micro-batch of an update: RunCtx::fresh_gradients) writes no gradient
+  // before the criterion's backward except the output projection's, so the flat gradient
+  // buffer's largest element range outside that tensor [begin, end) is free until then. The
+  // criterion puts its logits there in chunks of up to `rows` rows instead of the planned
+  // [criterion_rows, V] buffer, and zeroes the range after its last chunk (the trainer zeroes
+  // the rest of the buffer before the forward). Fewer, larger chunks: each chunk's output
+  // projection weight gradient reads and writes the whole [V, d] fp32 gradient, so 8 chunks of
+  // Transformer-big cost about 0.6 ms more than one. rows == 0 (unused) when the range holds
+  // no more rows than the planned buffer, or when disabled for tests.
+  struct GradScratch {
+    size_t begin = 0, end = 0;  // elements of the flat gradient buffer
+    int64_t rows = 0;           // target rows of logits it holds (a multiple of 8 or max_tokens)
+  };
+  GradScratch criterion_scratch;
+  // Rows per chunk for `tokens` target rows with the scratch: the fewest chunks of at most
+  // criterion_scratch.rows rows, balanced (each a multiple of 8 unless there is only one).
+  int64_t criterion_scratch_chunk_rows(int64_t tokens) const;
+  // What the last criterion call did (for tests): its chunks, and whether its logits went to
+  // the scratch.
+  int64_t last_criterion_chunks = 0;
+  bool last_criterion_in_scratch = false;
   size_t workspace_bytes = 0;
   size_t input_bytes = 0;
 
@@ -109,6 +131,9 @@ class TransformerGraph {
   // (clamped to [1, max_batch_tokens]) instead of the rule; 0 restores the rule. On CUDA keep it
   // a multiple of 8. Returns the previous value.
   static int64_t set_criterion_rows_override(int64_t rows);
+  // Tests and benchmarks only: graphs constructed while this is false get no criterion scratch
+  // (criterion_scratch.rows == 0). Returns the previous value.
+  static bool set_criterion_scratch_enabled(bool enabled);
 
  private:
   struct Stack {
@@ -192,6 +217,12 @@ class Model {
   // One forward (+ backward) pass on the loaded batch. Sums accumulate into the scalars.
   void run_forward(bool training);
   void run_backward(bool deterministic);
+  // The training pass of one micro-batch: zeroes the loss sums, runs forward (with the
+  // criterion's backward) and backward. Gradients accumulate; with fresh_gradients (the first
+  // micro-batch of an update) they start from zero instead: the gradient buffer is zeroed here,
+  // except the criterion's scratch range (TransformerGraph::criterion_scratch), which the
+  // criterion uses for its logits and zeroes itself before any gradient is written there.
+  void train_pass(bool fresh_gradients, bool deterministic);
   void zero_sums();
   // {loss, nll, tokens} accumulated in the scalars (synchronises).
   void read_sums(double out[3]);
@@ -212,6 +243,7 @@ class Model {
 
  private:
   RunCtx run_ctx(bool training);
+  void zero_gradient_elements(size_t begin, size_t end);
   void upload_tokens(BufferId dst, const int32_t* host_src, size_t n);
 
   Context& ctx_;

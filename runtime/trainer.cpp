@@ -162,10 +162,7 @@ void Trainer::enqueue_body(bool first_micro, bool last_micro) {
   const size_t n = g.params().total_elements();
   const size_t a = dtype_size(acc);
   std::byte* scalars = model_.scalar_ptr<std::byte>(0);
-  if (first_micro) ops.zero(model_.buffer(g.grad), n * a);
-  model_.zero_sums();
-  model_.run_forward(true);
-  model_.run_backward(cfg_.deterministic != 0);
+  model_.train_pass(first_micro, cfg_.deterministic != 0);
   model_.advance_dropout_stream();
   ops.scalar_accumulate(scalars + TransformerGraph::kUpdateTokens * a,
                         scalars + TransformerGraph::kTokens * a, acc);

@@ -15,6 +15,7 @@ namespace {
 constexpr size_t kCublasWorkspaceBytes = 32u << 20;  // cuBLASLt workspace (CUDA only)
 constexpr int64_t kMaxGenerateRows = 256;
 std::atomic<int64_t> g_criterion_rows_override{0};  // tests only
+std::atomic<bool> g_criterion_scratch_enabled{true};  // tests and benchmarks only
 }  // namespace
 
 int64_t TransformerGraph::criterion_rows_for(int64_t max_tokens, int64_t vocab, DType dt) {
@@ -26,6 +27,18 @@ int64_t TransformerGraph::criterion_rows_for(int64_t max_tokens, int64_t vocab, 
 
 int64_t TransformerGraph::set_criterion_rows_override(int64_t rows) {
   return g_criterion_rows_override.exchange(std::max<int64_t>(rows, 0));
+}
+
+bool TransformerGraph::set_criterion_scratch_enabled(bool enabled) {
+  return g_criterion_scratch_enabled.exchange(enabled);
+}
+
+int64_t TransformerGraph::criterion_scratch_chunk_rows(int64_t tokens) const {
+  const int64_t cap = criterion_scratch.rows;
+  if (cap <= 0 || tokens <= cap) return std::max<int64_t>(cap, 1);
+  const int64_t chunks = (tokens + cap - 1) / cap;
+  const int64_t even = ((tokens + chunks - 1) / chunks + 7) / 8 * 8;
+  return std::min(cap, even);  // cap is a multiple of 8 here (it is below max_tokens)
 }
 
 TransformerGraph::TransformerGraph(const ls_model_config& cfg, bool cuda)
@@ -101,6 +114,29 @@ TransformerGraph::TransformerGraph(const ls_model_config& cfg, bool cuda)
       planner_.declare_persistent("step.scalars", MemCategory::LossScaler, kScalarCount * a + 64);
   train_state =
       planner_.declare_persistent("step.train_state", MemCategory::LossScaler, sizeof(TrainState));
+  // The criterion's scratch: the larger of the gradient buffer's element ranges before and after
+  // the output projection's gradient, its start rounded up to 256 bytes.
+  if (g_criterion_scratch_enabled.load()) {
+    const size_t p0 = output_projection.offset, p1 = p0 + output_projection.numel;
+    const size_t align = 256 / a;
+    const size_t after = (p1 + align - 1) / align * align;
+    GradScratch sc;
+    if (after < n && n - after > p0) {
+      sc.begin = after;
+      sc.end = n;
+    } else {
+      sc.begin = 0;
+      sc.end = p0;
+    }
+    const size_t row_bytes = V * e;
+    int64_t rows = static_cast<int64_t>((sc.end - sc.begin) * a / row_bytes);
+    if (rows < cfg_.max_batch_tokens) rows = rows / 8 * 8;
+    rows = std::min<int64_t>(rows, cfg_.max_batch_tokens);
+    if (rows > criterion_rows) {
+      sc.rows = rows;
+      criterion_scratch = sc;
+    }
+  }
   if (cuda_) {
     workspace_bytes = kCublasWorkspaceBytes;
     workspace =
@@ -252,17 +288,24 @@ void TransformerGraph::forward(RunCtx& rc) {
 //   d_logits = grad_scale * (softmax(logits) - q)                           (in place)
 //   dW      += d_logits^T hidden[r0 : r0 + rows]                            (fp32/acc)
 //   d_dec_out[r0 : r0 + rows] = d_logits W
-// Row offsets are multiples of criterion_rows (a multiple of 8 unless a single chunk covers
+// Row offsets are multiples of the chunk's rows (a multiple of 8 unless a single chunk covers
 // everything), so chunk pointers keep 16-byte alignment. The sums get one += per chunk, in
-// chunk order (deterministic for a fixed criterion_rows); dW gets one GEMM accumulation per
-// chunk in chunk order.
+// chunk order (deterministic for a fixed chunking); dW gets one GEMM accumulation per chunk in
+// chunk order.
+// With rc.fresh_gradients the logits go to the criterion's scratch in the gradient buffer, in
+// chunks of criterion_scratch_chunk_rows(Tt) rows, and the scratch is zeroed after the last
+// chunk; otherwise they go to the planned logits buffer in chunks of criterion_rows.
 void TransformerGraph::criterion(RunCtx& rc) {
   Ops& ops = rc.ops();
   const bool train = rc.training;
   const int64_t Tt = rc.tokens(Side::Target), V = cfg_.tgt_vocab_size, d = cfg_.hidden_size;
   const size_t e = dtype_size(dt_), a = dtype_size(acc_);
   const auto* hidden = static_cast<const std::byte*>(rc.ptr(dec_hidden));
-  void* lg = rc.ptr(logits);
+  const bool scratch = train && rc.fresh_gradients && criterion_scratch.rows > 0;
+  std::byte* scratch_ptr =
+      scratch ? static_cast<std::byte*>(rc.wv.grad) + criterion_scratch.begin * a : nullptr;
+  void* lg = scratch ? scratch_ptr : rc.ptr(logits);
+  const int64_t chunk_rows = scratch ? criterion_scratch_chunk_rows(Tt) : criterion_rows;
   const auto* tgt = static_cast<const int32_t*>(rc.ptr(target));
   auto* lse_rows = static_cast<std::byte*>(rc.ptr(lse));
   auto* sums = static_cast<std::byte*>(rc.ptr(scalars));
@@ -270,8 +313,8 @@ void TransformerGraph::criterion(RunCtx& rc) {
   const void* w = rc.wv.w(output_projection);
   void* dw = train ? rc.wv.g(output_projection) : nullptr;
   auto* d_hidden = train ? static_cast<std::byte*>(rc.ptr(d_dec_out)) : nullptr;
-  for (int64_t r0 = 0; r0 < Tt; r0 += criterion_rows) {
-    const int64_t rows = std::min(criterion_rows, Tt - r0);
+  for (int64_t r0 = 0; r0 < Tt; r0 += chunk_rows) {
+    const int64_t rows = std::min(chunk_rows, Tt - r0);
     const std::byte* x = hidden + static_cast<size_t>(r0 * d) * e;
     void* lse_c = lse_rows + static_cast<size_t>(r0) * a;
     Linear::forward(ops, dt_, x, w, lg, rows, d, V);
@@ -289,6 +332,9 @@ void TransformerGraph::criterion(RunCtx& rc) {
     rc.ptr(lse);
     Linear::backward_data(ops, dt_, lg, w, d_hidden + static_cast<size_t>(r0 * d) * e, rows, d, V);
   }
+  if (scratch) ops.zero(scratch_ptr, (criterion_scratch.end - criterion_scratch.begin) * a);
+  last_criterion_chunks = (Tt + chunk_rows - 1) / chunk_rows;
+  last_criterion_in_scratch = scratch;
   criterion_backward_done_ = train;
 }
 

@@ -34,6 +34,7 @@
 #include "bench/cuda/timed_ops.h"
 #include "capi/handles.h"
 #include "ls_train.h"
+#include "runtime/model.h"
 
 namespace {
 
@@ -167,6 +168,12 @@ bool g_ln_from_output = false;
 // --gemm-autotune: the context times cuBLASLt's candidate algorithms on the first use of each
 // GEMM shape and keeps the fastest (ls_context_options.gemm_autotune).
 bool g_gemm_autotune = false;
+// --criterion-rows N: target rows per criterion chunk (the logits buffer holds N x vocab) instead
+// of the library's rule (64 MiB of logits: 1024 rows at vocab 32768 in fp16); a multiple of 8.
+int64_t g_criterion_rows = 0;
+// --no-criterion-scratch: the criterion's logits stay in the planned buffer on every micro-batch
+// (TransformerGraph::criterion_scratch off), as before the scratch existed: for A/B runs.
+bool g_criterion_scratch = true;
 
 void bench(const Config& cfg, int steps, bool breakdown) {
   const bool sync = cfg.mode == "sync", graph = cfg.mode == "graph";
@@ -203,7 +210,13 @@ void bench(const Config& cfg, int steps, bool breakdown) {
   c.max_seq_len = len;
   c.max_batch_tokens = batch * len;
   ls_model* model = nullptr;
-  if (ls_model_create(ctx, &c, &model) != LS_OK) die("ls_model_create");
+  const int64_t previous_rows = ls::TransformerGraph::set_criterion_rows_override(g_criterion_rows);
+  const bool previous_scratch =
+      ls::TransformerGraph::set_criterion_scratch_enabled(g_criterion_scratch);
+  const ls_status created = ls_model_create(ctx, &c, &model);
+  ls::TransformerGraph::set_criterion_rows_override(previous_rows);
+  ls::TransformerGraph::set_criterion_scratch_enabled(previous_scratch);
+  if (created != LS_OK) die("ls_model_create");
   ls_trainer_config tc;
   ls_trainer_config_init(&tc);
   tc.beta2 = 0.98f;
@@ -241,16 +254,21 @@ void bench(const Config& cfg, int steps, bool breakdown) {
   ls_memory_report_init(&rep);
   ls_model_memory_report(model, &rep);
   const double ms_per_step = 1e3 * sec / steps;
+  const ls::TransformerGraph& tg = model->impl->graph();
+  char criterion[96];
+  std::snprintf(criterion, sizeof(criterion), ", criterion %lld chunk(s)%s",
+                static_cast<long long>(tg.last_criterion_chunks),
+                tg.last_criterion_in_scratch ? " in the gradient buffer" : "");
   const double tokens_per_s = static_cast<double>(batch) * len * steps / sec;
   std::printf(
       "%-16s %s B=%d L=%d %-5s: %.2f ms/step, %.0f target tokens/s, arena %.2f GiB "
-      "(planned %.2f GiB, lower bound %.2f GiB, persistent %.2f GiB), loss/token %.3f%s%s%s\n",
+      "(planned %.2f GiB, lower bound %.2f GiB, persistent %.2f GiB), loss/token %.3f%s%s%s%s\n",
       cfg.preset.c_str(), dtype_name(cfg.dtype), batch, len, cfg.mode.c_str(), ms_per_step,
       tokens_per_s, rep.total_bytes / 1073741824.0, rep.planned_bytes / 1073741824.0,
       rep.lower_bound_bytes / 1073741824.0, rep.persistent_bytes / 1073741824.0, r.loss / r.tokens,
       g_recompute_ln ? ", LayerNorm recomputed" : "",
       g_ln_from_output ? ", LayerNorm backward from output" : "",
-      g_gemm_autotune ? ", GEMMs autotuned" : "");
+      g_gemm_autotune ? ", GEMMs autotuned" : "", criterion);
 
   std::ostringstream json;
   json.precision(10);
@@ -315,6 +333,8 @@ const char* const kUsage =
     "                        [--mode sync|async|graph]... [--steps N] [--breakdown]\n"
     "                        [model option] [--gemm-autotune]\n"
     "  model option: --recompute-layer-norm | --layer-norm-backward-from-output\n"
+    "  --criterion-rows N: target rows per criterion chunk instead of the library's rule\n"
+    "  --no-criterion-scratch: keep the criterion's logits out of the gradient buffer\n"
     "  no option: the default matrix (fp16 sync/async/graph and bf16 async at 128 x 64 per\n"
     "  preset, then base and big fp16 async at 64 x 64 and 256 x 64). With any of the other\n"
     "  options: each preset x dtype x mode at --batch x --len (defaults: transformer-base and\n"
@@ -422,6 +442,11 @@ int run(int argc, char** argv) {
       g_ln_from_output = true;
     } else if (a == "--gemm-autotune") {  // a context option: with either usage
       g_gemm_autotune = true;
+    } else if (a == "--no-criterion-scratch") {
+      g_criterion_scratch = false;
+    } else if (a == "--criterion-rows") {  // a planning knob: with either usage
+      g_criterion_rows = positive(a, value());
+      if (g_criterion_rows % 8 != 0) throw UsageError{"--criterion-rows must be a multiple of 8"};
     } else if (a.rfind("--", 0) == 0) {
       throw UsageError{"unknown option '" + a + "'"};
     } else if (positional == 0 && is_number(a.c_str())) {  // the old usage: [steps] [preset...]

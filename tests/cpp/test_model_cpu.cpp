@@ -719,6 +719,159 @@ TEST_CASE("the criterion in chunks gives the loss and gradients of one chunk") {
   }
 }
 
+// ---- the criterion's logits in the gradient buffer -------------------------------------------
+
+namespace {
+
+struct ScratchRun {
+  int64_t scratch_rows = 0, chunk_rows = 0;
+  ls::TransformerGraph::GradScratch scratch;
+  ls::ParamRef output_projection;
+  double sums[2][3] = {{0, 0, 0}, {0, 0, 0}};
+  std::vector<unsigned char> grad[2];   // after the fresh pass, after the accumulating pass
+  int64_t chunks[2] = {0, 0};           // criterion chunks of each pass
+  bool in_scratch[2] = {false, false};  // whether each pass's logits went to the scratch
+};
+
+// A fresh training pass (gradients start from zero; the buffer is poisoned with NaN first, so
+// every element must be zeroed or written), then an accumulating one, on a fresh CPU model
+// whose planned logits buffer holds `forced_rows` rows and whose criterion scratch is on or off.
+ScratchRun scratch_run(const ls_model_config& c, int64_t forced_rows, bool scratch,
+                       const ls_batch& b) {
+  ForceCriterionRows force(forced_rows);
+  const bool previous = ls::TransformerGraph::set_criterion_scratch_enabled(scratch);
+  ls::ContextOptions o;
+  o.device = ls::ContextOptions::Device::Cpu;
+  o.seed = 9;
+  ls::Context ctx(o);
+  ls::Model m(ctx, c);
+  ls::TransformerGraph::set_criterion_scratch_enabled(previous);
+  ScratchRun r;
+  r.scratch = m.graph().criterion_scratch;
+  r.scratch_rows = r.scratch.rows;
+  r.output_projection = m.graph().output_projection;
+  ls::HostBatch hb;
+  m.validate_batch(b, hb);
+  m.load_batch(hb);
+  r.chunk_rows = m.graph().criterion_scratch_chunk_rows(hb.batch * hb.tgt_len);
+  const bool f64 = m.graph().acc() == ls::DType::F64;
+  const size_t n = m.params().total_elements(), a = ls::dtype_size(m.graph().acc());
+  if (f64)
+    *m.scalar_ptr<double>(ls::TransformerGraph::kGradScale) = 4.0;
+  else
+    *m.scalar_ptr<float>(ls::TransformerGraph::kGradScale) = 4.0f;
+  auto* grad = static_cast<unsigned char*>(m.buffer(m.graph().grad));
+  std::memset(grad, 0xFF, n * a);  // NaN in fp32 and fp64
+  for (int pass = 0; pass < 2; ++pass) {
+    m.train_pass(/*fresh_gradients=*/pass == 0, /*deterministic=*/true);
+    r.chunks[pass] = m.graph().last_criterion_chunks;
+    r.in_scratch[pass] = m.graph().last_criterion_in_scratch;
+    m.read_sums(r.sums[pass]);
+    r.grad[pass].assign(grad, grad + n * a);
+  }
+  return r;
+}
+
+template <class A>
+double max_abs_diff(const std::vector<unsigned char>& x, const std::vector<unsigned char>& y,
+                    double* scale) {
+  const A* p = reinterpret_cast<const A*>(x.data());
+  const A* q = reinterpret_cast<const A*>(y.data());
+  double worst = 0, big = 0;
+  for (size_t i = 0; i < x.size() / sizeof(A); ++i) {
+    const double d = std::fabs(static_cast<double>(p[i]) - static_cast<double>(q[i]));
+    worst = std::isnan(d) ? INFINITY : std::max(worst, d);
+    big = std::max(big, std::fabs(static_cast<double>(q[i])));
+  }
+  *scale = big;
+  return worst;
+}
+
+}  // namespace
+
+TEST_CASE("the criterion's logits in the gradient buffer: the same loss and gradients bitwise") {
+  // 4 rows x 7 target tokens = 28 target rows (padding in three rows) of max_batch_tokens 32.
+  std::vector<int32_t> src = {5, 6, 7, 8, 2, 9, 10, 11, 2, 1, 12, 13, 2, 1, 1, 14, 2, 1, 1, 1};
+  std::vector<int32_t> prev = {2, 14, 15, 16, 17, 18, 19, 2, 17, 18, 20, 1, 1,  1,
+                               2, 19, 21, 22, 23, 5,  1,  2, 6,  7,  8,  9, 10, 11};
+  std::vector<int32_t> tgt = {14, 15, 16, 17, 18, 19, 2, 17, 18, 20, 2, 1,  1,  1,
+                              19, 21, 22, 23, 5,  2,  1, 6,  7,  8,  9, 10, 11, 2};
+  struct Case {
+    const char* name;
+    ls_arch arch;
+    ls_dtype dtype;
+    int share_all, share_out;
+    int32_t vocab;
+    bool multi_chunk;  // the scratch holds fewer than the 28 rows: several chunks in it
+  };
+  // The planned logits buffer holds 8 rows. With vocabulary 24 the scratch holds every row; with
+  // 400 (decoder-only: 100) it holds 16 rows of logits, so the scratch pass runs two chunks.
+  const Case cases[] = {
+      {"encoder-decoder shared embeddings fp64", LS_ARCH_ENCODER_DECODER, LS_DTYPE_FP64, 1, 1, 24,
+       false},
+      {"encoder-decoder untied output projection fp32", LS_ARCH_ENCODER_DECODER, LS_DTYPE_FP32, 0,
+       0, 24, false},
+      {"encoder-decoder tied decoder table fp32, vocabulary 400", LS_ARCH_ENCODER_DECODER,
+       LS_DTYPE_FP32, 0, 1, 400, true},
+      {"decoder-only fp64, vocabulary 100", LS_ARCH_DECODER_ONLY, LS_DTYPE_FP64, 0, 1, 100, true},
+  };
+  for (const Case& k : cases) {
+    const std::string case_name = k.name;
+    CAPTURE(case_name);
+    ls_model_config c = tiny_config(k.arch);  // dropout on everywhere
+    c.dtype = k.dtype;
+    c.src_vocab_size = c.tgt_vocab_size = k.vocab;
+    c.share_all_embeddings = k.share_all;
+    c.share_decoder_input_output_embed = k.share_out;
+    ls_batch b;
+    ls_batch_init(&b);
+    b.batch_size = 4;
+    b.tgt_len = 7;
+    b.prev_output_tokens = prev.data();
+    b.target = tgt.data();
+    if (k.arch == LS_ARCH_ENCODER_DECODER) {
+      b.src_len = 5;
+      b.src_tokens = src.data();
+    }
+    const ScratchRun on = scratch_run(c, 8, true, b);
+    // The scratch holds more rows than the planned buffer and stays clear of the output
+    // projection's gradient, the one gradient the criterion writes.
+    REQUIRE(on.scratch_rows > 8);
+    CHECK(on.scratch_rows % 8 == 0);
+    CHECK((on.scratch.end <= on.output_projection.offset ||
+           on.scratch.begin >= on.output_projection.offset + on.output_projection.numel));
+    CHECK(on.scratch.begin % 64 == 0);  // 256 bytes of fp32 (fp64: 32 elements suffice)
+    if (k.multi_chunk) {
+      CHECK(on.scratch_rows < 28);
+      CHECK(on.chunks[0] == 2);  // 16 + 12 rows
+    } else {
+      CHECK(on.chunks[0] == 1);
+    }
+    CHECK(on.in_scratch[0]);
+    CHECK_FALSE(on.in_scratch[1]);  // accumulating: the planned buffer, 8 rows a chunk
+    CHECK(on.chunks[1] == 4);
+    // The same chunking through the planned buffer, without the scratch.
+    const ScratchRun off = scratch_run(c, on.chunk_rows, false, b);
+    REQUIRE(off.scratch_rows == 0);
+    CHECK_FALSE(off.in_scratch[0]);
+    CHECK(off.chunks[0] == on.chunks[0]);
+    for (int i = 0; i < 3; ++i) CHECK(on.sums[0][i] == off.sums[0][i]);
+    CHECK(on.sums[0][2] == 24);
+    CHECK(on.grad[0] == off.grad[0]);  // bitwise: no logit left in a gradient, no NaN kept
+    // The accumulating pass uses the planned buffers in both (8-row chunks against chunk_rows):
+    // summation order only (fp64 1e-12, fp32 2e-5 of the largest gradient, as above).
+    const double tol = k.dtype == LS_DTYPE_FP64 ? 1e-12 : 2e-5;
+    double scale = 0;
+    const double diff = k.dtype == LS_DTYPE_FP64
+                            ? max_abs_diff<double>(on.grad[1], off.grad[1], &scale)
+                            : max_abs_diff<float>(on.grad[1], off.grad[1], &scale);
+    REQUIRE(scale > 0);
+    CHECK(diff <= tol * scale);
+    for (int i = 0; i < 3; ++i)
+      CHECK(std::fabs(on.sums[1][i] - off.sums[1][i]) <= tol * std::fabs(off.sums[1][i]));
+  }
+}
+
 // ---- LayerNorm-output recomputation (recompute_layer_norm) ----------------------------------
 
 TEST_CASE("recompute_layer_norm: the same losses and bitwise-identical gradients") {

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "capi/handles.h"
 #include "cuda_model_fixture.h"
 #include "ls_train.h"
 #include "runtime/model.h"
@@ -180,6 +181,58 @@ TEST_CASE("the criterion in row chunks on the GPU gives the loss and update of o
   // take the other sign under another summation order, so the weights get the CPU-vs-GPU
   // test's 1e-4 rather than 1e-5.
   CHECK(rel_diff(chunked.params(), whole.params()) < 1e-4);
+}
+
+TEST_CASE("the criterion's logits in the gradient buffer give bitwise the same training (GPU)") {
+  // A: a 24-row planned logits buffer, but the first micro-batch's criterion runs in the
+  // gradient buffer's scratch (every step here: update_freq 1), one chunk of all 203 rows.
+  // B: no scratch, a planned buffer of every row: the same chunking, so in deterministic mode
+  // the same kernels on the same inputs: bitwise the same losses and weights after 4 updates.
+  // Then update_freq 2 (the second micro-batch of A runs 24-row chunks in the planned buffer,
+  // B one chunk): summation order only, in fp32 without TF32 (1e-5, as the chunk test above).
+  auto run = [](ls_dtype dt, int64_t forced_rows, bool scratch, int update_freq,
+                std::vector<double>* losses, std::vector<float>* weights) {
+    ls_model_config c = lstest::small_model_config(dt, 0.1f);
+    ls_trainer_config t = lstest::constant_lr_trainer_config(1e-3f);
+    t.deterministic = 1;
+    t.update_freq = update_freq;
+    const int64_t prev_rows = ls::TransformerGraph::set_criterion_rows_override(forced_rows);
+    const bool prev_scratch = ls::TransformerGraph::set_criterion_scratch_enabled(scratch);
+    lstest::Run r(LS_DEVICE_CUDA, c, t, 21, /*tf32=*/false);
+    ls::TransformerGraph::set_criterion_rows_override(prev_rows);
+    ls::TransformerGraph::set_criterion_scratch_enabled(prev_scratch);
+    const ls::TransformerGraph& g = r.model->impl->graph();
+    if (scratch) {
+      CHECK(g.criterion_scratch.rows == 320);  // max_batch_tokens: the scratch holds them all
+      CHECK(g.criterion_rows == 24);
+    } else {
+      CHECK(g.criterion_scratch.rows == 0);
+    }
+    Batch batch;
+    for (int i = 0; i < 4 * update_freq; ++i) {
+      ls_step_result s;
+      ls_step_result_init(&s);
+      REQUIRE_MESSAGE(ls_trainer_step(r.trainer, &batch.b, &s) == LS_OK, ls_last_error());
+      CHECK(g.last_criterion_in_scratch == (scratch && i % update_freq == 0));
+      losses->push_back(s.loss);
+      if (s.updated) losses->push_back(s.grad_norm);
+    }
+    *weights = r.params();
+  };
+  std::vector<double> la, lb;
+  std::vector<float> wa, wb;
+  run(LS_DTYPE_FP16, 24, true, 1, &la, &wa);
+  run(LS_DTYPE_FP16, 0, false, 1, &lb, &wb);
+  REQUIRE(la.size() == lb.size());
+  CHECK(std::memcmp(la.data(), lb.data(), la.size() * sizeof(double)) == 0);
+  REQUIRE(wa.size() == wb.size());
+  CHECK(std::memcmp(wa.data(), wb.data(), wa.size() * sizeof(float)) == 0);
+  la.clear(), lb.clear();
+  run(LS_DTYPE_FP32, 24, true, 2, &la, &wa);
+  run(LS_DTYPE_FP32, 0, false, 2, &lb, &wb);
+  REQUIRE(la.size() == lb.size());
+  for (size_t i = 0; i < la.size(); ++i) CHECK(la[i] == doctest::Approx(lb[i]).epsilon(1e-5));
+  CHECK(rel_diff(wa, wb) < 1e-4);  // Adam's sign flips on near-zero gradients, as above
 }
 
 TEST_CASE("recompute_layer_norm gives bitwise the same training on the GPU (pre-LN, fp16)") {

@@ -48,10 +48,12 @@ Attention::Attention(Planner& planner, ParamSet& params, const std::string& pref
   xavier.gain = 1.0 / std::sqrt(2.0);  // fairseq: q, k, v each initialised as a [d, d] block
   xavier.block_rows = d;
   in_w_ = params.add(prefix + ".in_proj_weight", {3 * d, d}, xavier);
+  params.set_grad_overwritten(in_w_);  // one GEMM (self) or two on disjoint rows (cross)
   in_b_ = params.add(prefix + ".in_proj_bias", {3 * d}, ParamInit{});
   ParamInit out_init = xavier;
   out_init.gain = 1.0;
   out_w_ = params.add(prefix + ".out_proj.weight", {d, d}, out_init);
+  params.set_grad_overwritten(out_w_);
   out_b_ = params.add(prefix + ".out_proj.bias", {d}, ParamInit{});
 
   // Every sequence tensor is bounded by max_tokens rows of d; scores by max_tokens x H x max_len.
@@ -217,7 +219,8 @@ void Attention::backward(RunCtx& rc, BufferId in, BufferId d_out, BufferId d_in,
   // Output projection (its bias gradient was taken by the residual block).
   void* dout = rc.ptr(d_out);
   void* d_ctx = rc.ptr(d_ctx_);
-  Linear::backward_weight(ops, dt, dout, rc.ptr(ctx_), rc.wv.g(out_w_), nullptr, Tq, d, d);
+  Linear::backward_weight(ops, dt, dout, rc.ptr(ctx_), rc.wv.g(out_w_), nullptr, Tq, d, d,
+                          rc.weight_grad_beta());
   Linear::backward_data(ops, dt, dout, rc.wv.w(out_w_), d_ctx, Tq, d, d);
   if (spec_.fused) {
     AttentionArgs a = fused_args(rc);
@@ -313,15 +316,16 @@ void Attention::projections_backward(RunCtx& rc, BufferId in, BufferId d_in, flo
   void* db_kv = spec_.fused ? nullptr : rc.wv.g_rows(in_b_, d, 1);
   if (!spec_.cross) {
     void* d_qkv = rc.ptr(d_q_lin_);
-    Linear::backward_weight(ops, dt, d_qkv, x, rc.wv.g(in_w_), db, Tq, d, 3 * d);
+    Linear::backward_weight(ops, dt, d_qkv, x, rc.wv.g(in_w_), db, Tq, d, 3 * d,
+                            rc.weight_grad_beta());
     Linear::backward_data(ops, dt, d_qkv, rc.wv.w(in_w_), dx, Tq, d, 3 * d, beta);
   } else {
     void* d_q = rc.ptr(d_q_lin_);
     void* d_kv = rc.ptr(d_kv_lin_);
-    Linear::backward_weight(ops, dt, d_q, x, rc.wv.g(in_w_), db, Tq, d, d);
+    Linear::backward_weight(ops, dt, d_q, x, rc.wv.g(in_w_), db, Tq, d, d, rc.weight_grad_beta());
     Linear::backward_data(ops, dt, d_q, rc.wv.w(in_w_), dx, Tq, d, d, beta);
     Linear::backward_weight(ops, dt, d_kv, rc.ptr(spec_.memory), rc.wv.g_rows(in_w_, d, d), db_kv,
-                            Tk, d, 2 * d);
+                            Tk, d, 2 * d, rc.weight_grad_beta());
     Linear::backward_data(ops, dt, d_kv, rc.wv.w_rows(in_w_, d, d), rc.ptr(spec_.d_memory), Tk, d,
                           2 * d, 1.f);
   }

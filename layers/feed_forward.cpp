@@ -12,8 +12,10 @@ FeedForward::FeedForward(Planner& planner, ParamSet& params, const std::string& 
   xavier.fan_in = d;
   xavier.fan_out = F;
   w1_ = params.add(prefix + ".fc1.weight", {F, d}, xavier);
+  params.set_grad_overwritten(w1_);
   b1_ = params.add(prefix + ".fc1.bias", {F}, ParamInit{});
   w2_ = params.add(prefix + ".fc2.weight", {d, F}, xavier);
+  params.set_grad_overwritten(w2_);
   b2_ = params.add(prefix + ".fc2.bias", {d}, ParamInit{});
   const size_t tf = static_cast<size_t>(dims.max_tokens * F) * dtype_size(dims.dt);
   if (act_ == Activation::ReLU) {
@@ -49,7 +51,8 @@ void FeedForward::backward(RunCtx& rc, BufferId in, BufferId d_out, BufferId d_i
   const bool relu = act_ == Activation::ReLU;
   // GELU: recompute fc2's input from the saved pre-activation. ReLU saved it.
   if (!relu) ops.act_dropout_forward(rc.ptr(pre_), hidden, T, F, act_, p, rc.key(site_), dt);
-  Linear::backward_weight(ops, dt, dout, hidden, rc.wv.g(w2_), nullptr, T, F, d);
+  Linear::backward_weight(ops, dt, dout, hidden, rc.wv.g(w2_), nullptr, T, F, d,
+                          rc.weight_grad_beta());
   Linear::backward_data(ops, dt, dout, rc.wv.w(w2_), d_hidden, T, F, d);
   // Through dropout and the activation (fc1's bias gradient in the same pass), then fc1.
   if (relu)
@@ -57,7 +60,8 @@ void FeedForward::backward(RunCtx& rc, BufferId in, BufferId d_out, BufferId d_i
   else
     ops.act_dropout_backward(d_hidden, rc.ptr(pre_), d_hidden, rc.wv.g(b1_), T, F, act_, p,
                              rc.key(site_), dt);
-  Linear::backward_weight(ops, dt, d_hidden, rc.ptr(in), rc.wv.g(w1_), nullptr, T, d, F);
+  Linear::backward_weight(ops, dt, d_hidden, rc.ptr(in), rc.wv.g(w1_), nullptr, T, d, F,
+                          rc.weight_grad_beta());
   Linear::backward_data(ops, dt, d_hidden, rc.wv.w(w1_), rc.ptr(d_in), T, d, F, beta);
 }
 

@@ -42,6 +42,11 @@ struct RunCtx {
   // and the criterion may use its scratch range of the gradient buffer (TransformerGraph::
   // criterion_scratch), which it must zero before backward. False in dry runs.
   bool fresh_gradients = false;
+  // With fresh_gradients: the weight-gradient GEMMs of ParamEntry::grad_overwritten tensors
+  // overwrite (beta = 0) instead of accumulating, and the trainer zeroes only the other
+  // gradients (ParamSet::accumulated_ranges).
+  bool overwrite_weight_grads = false;
+  float weight_grad_beta() const { return overwrite_weight_grads ? 0.f : 1.f; }
 
   Ops& ops() { return ex->ops(); }
   DType dt() const { return wv.dt; }
@@ -76,9 +81,11 @@ struct Linear {
   // dx [T, in] = beta dx + dy [T, out] W (W given as rows of length in).
   static void backward_data(Ops& ops, DType dt, const void* dy, const void* w, void* dx,
                             int64_t tokens, int64_t in, int64_t out, float beta = 0.f);
-  // dW [out, in] (acc) += dy^T x; d_bias [out] (acc) += column sums of dy when non-null.
+  // dW [out, in] (acc) = beta dW + dy^T x (beta 1: accumulate; 0: overwrite, dW not read);
+  // d_bias [out] (acc) += column sums of dy when non-null (always accumulates).
   static void backward_weight(Ops& ops, DType dt, const void* dy, const void* x, void* dw,
-                              void* d_bias, int64_t tokens, int64_t in, int64_t out);
+                              void* d_bias, int64_t tokens, int64_t in, int64_t out,
+                              float beta = 1.f);
 };
 
 }  // namespace ls

@@ -42,7 +42,7 @@ void Linear::backward_data(Ops& ops, DType dt, const void* dy, const void* w, vo
 }
 
 void Linear::backward_weight(Ops& ops, DType dt, const void* dy, const void* x, void* dw,
-                             void* d_bias, int64_t tokens, int64_t in, int64_t out) {
+                             void* d_bias, int64_t tokens, int64_t in, int64_t out, float beta) {
   GemmArgs g;
   g.trans_a = true;
   g.m = out;
@@ -54,7 +54,7 @@ void Linear::backward_weight(Ops& ops, DType dt, const void* dy, const void* x, 
   g.ldb = in;
   g.c = dw;
   g.ldc = in;
-  g.beta = 1.f;  // parameter gradients accumulate
+  g.beta = beta;
   g.ab_type = dt;
   g.c_type = accum_dtype(dt);
   if (d_bias) {

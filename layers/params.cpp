@@ -31,6 +31,34 @@ void ParamSet::alias(const std::string& name, const std::string& existing) {
   by_name_[name] = it->second;
 }
 
+void ParamSet::set_grad_overwritten(ParamRef ref) {
+  for (ParamEntry& e : entries_)
+    if (e.ref.offset == ref.offset && e.ref.numel == ref.numel) {
+      e.grad_overwritten = true;
+      return;
+    }
+  LS_FAIL(LS_ERR_INTERNAL, "set_grad_overwritten: no tensor at element " << ref.offset);
+}
+
+std::vector<std::pair<size_t, size_t>> ParamSet::accumulated_ranges() const {
+  std::vector<std::pair<size_t, size_t>> out;
+  size_t at = 0;  // entries_ are in layout order, one after another
+  auto add = [&](size_t b, size_t e) {
+    if (e <= b) return;
+    if (!out.empty() && out.back().second == b)
+      out.back().second = e;
+    else
+      out.emplace_back(b, e);
+  };
+  for (const ParamEntry& e : entries_) {
+    if (!e.grad_overwritten) continue;
+    add(at, e.ref.offset);
+    at = e.ref.offset + e.ref.numel;
+  }
+  add(at, total_elements());
+  return out;
+}
+
 uint64_t ParamSet::num_parameters() const {
   uint64_t n = 0;
   for (const auto& e : entries_) n += e.ref.numel;

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "allocator/planner.h"
@@ -41,6 +42,10 @@ struct ParamEntry {
   std::vector<int64_t> shape;
   ParamRef ref;
   ParamInit init;
+  // The gradient is written whole by weight-gradient GEMMs, each element by one GEMM, before
+  // anything else adds to it in a training pass, so a pass whose gradients start from zero runs
+  // those GEMMs with beta = 0 and needs no zeroing of this tensor's gradient.
+  bool grad_overwritten = false;
 };
 
 class ParamSet {
@@ -49,6 +54,13 @@ class ParamSet {
   ParamRef add(const std::string& name, std::vector<int64_t> shape, ParamInit init);
   // Makes `name` another name of an existing tensor (tying).
   void alias(const std::string& name, const std::string& existing);
+  // Marks the tensor at `ref` as ParamEntry::grad_overwritten (its layer runs the GEMMs with
+  // RunCtx::weight_grad_beta()).
+  void set_grad_overwritten(ParamRef ref);
+  // Element ranges [begin, end) of the flat buffers, sorted and merged, that hold no
+  // grad_overwritten tensor: what a fresh training pass zeroes in the gradient buffer (the
+  // accumulated gradients and the alignment gaps between tensors).
+  std::vector<std::pair<size_t, size_t>> accumulated_ranges() const;
 
   size_t total_elements() const { return layout_.total_elements(); }
   // Distinct tensors (aliases not counted), in declaration order.

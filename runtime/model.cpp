@@ -76,6 +76,12 @@ Model::Model(Context& ctx, const ls_model_config& cfg) : ctx_(ctx), dropout_seed
   const size_t n = graph_->params().total_elements();
   store_values(ops, buffer(graph_->master), acc, init.data(), n, stage);
   ops.zero(buffer(graph_->grad), n * dtype_size(acc));
+  if (graph_->grad_zero_ranges.valid()) {  // before-pairs, then after-criterion pairs
+    std::vector<uint64_t> table = graph_->grad_zero_before;
+    table.insert(table.end(), graph_->grad_zero_after_criterion.begin(),
+                 graph_->grad_zero_after_criterion.end());
+    ops.from_host(buffer(graph_->grad_zero_ranges), table.data(), table.size() * sizeof(uint64_t));
+  }
   ops.zero(buffer(graph_->adam_m), n * dtype_size(acc));
   ops.zero(buffer(graph_->adam_v), n * dtype_size(acc));
   ops.zero(buffer(graph_->scalars), TransformerGraph::kScalarCount * dtype_size(acc) + 64);
@@ -299,28 +305,18 @@ void Model::run_backward(bool deterministic) {
   graph_->backward(rc, deterministic);
 }
 
-void Model::zero_gradient_elements(size_t begin, size_t end) {
-  if (end <= begin) return;
-  const size_t a = dtype_size(graph_->acc());
-  ctx_.ops().zero(static_cast<std::byte*>(buffer(graph_->grad)) + begin * a, (end - begin) * a);
-}
-
 void Model::train_pass(bool fresh_gradients, bool deterministic) {
-  if (fresh_gradients) {
-    const TransformerGraph::GradScratch& sc = graph_->criterion_scratch;
-    const size_t n = graph_->params().total_elements();
-    if (sc.rows > 0) {  // the criterion zeroes [begin, end) after using it
-      zero_gradient_elements(0, sc.begin);
-      zero_gradient_elements(sc.end, n);
-    } else {
-      zero_gradient_elements(0, n);
-    }
-  }
+  const TransformerGraph& g = *graph_;
+  if (fresh_gradients && !g.grad_zero_before.empty())
+    ctx_.ops().zero_ranges(buffer(g.grad), static_cast<const uint64_t*>(buffer(g.grad_zero_ranges)),
+                           static_cast<int64_t>(g.grad_zero_before.size() / 2),
+                           g.grad_zero_max_elements, dtype_size(g.acc()));
   zero_sums();
   Exec ex(ctx_.ops(), plan_, arena_.base());
   RunCtx rc = run_ctx(true);
   rc.ex = &ex;
   rc.fresh_gradients = fresh_gradients;
+  rc.overwrite_weight_grads = fresh_gradients && g.overwrite_weight_grads;
   graph_->forward(rc);
   graph_->backward(rc, deterministic);
 }

@@ -134,6 +134,17 @@ class TransformerGraph {
   // Tests and benchmarks only: graphs constructed while this is false get no criterion scratch
   // (criterion_scratch.rows == 0). Returns the previous value.
   static bool set_criterion_scratch_enabled(bool enabled);
+  // Tests and benchmarks only: graphs constructed while this is false zero the whole gradient
+  // buffer in a fresh pass and accumulate every weight gradient (overwrite_weight_grads false).
+  static bool set_grad_overwrite_enabled(bool enabled);
+  // Whether a fresh pass overwrites the grad_overwritten tensors' gradients (see RunCtx).
+  bool overwrite_weight_grads = false;
+  // What a fresh pass zeroes, as (begin, end) element pairs of the gradient buffer: before the
+  // forward, and (inside the criterion's scratch) after the criterion; the table lives in the
+  // persistent buffer grad_zero_ranges, before-pairs first.
+  std::vector<uint64_t> grad_zero_before, grad_zero_after_criterion;
+  uint64_t grad_zero_max_elements = 0;
+  BufferId grad_zero_ranges;
 
  private:
   struct Stack {
@@ -219,9 +230,10 @@ class Model {
   void run_backward(bool deterministic);
   // The training pass of one micro-batch: zeroes the loss sums, runs forward (with the
   // criterion's backward) and backward. Gradients accumulate; with fresh_gradients (the first
-  // micro-batch of an update) they start from zero instead: the gradient buffer is zeroed here,
-  // except the criterion's scratch range (TransformerGraph::criterion_scratch), which the
-  // criterion uses for its logits and zeroes itself before any gradient is written there.
+  // micro-batch of an update) they start from zero instead: the weight-gradient GEMMs overwrite
+  // (TransformerGraph::overwrite_weight_grads) and only the accumulated gradients are zeroed,
+  // here, except inside the criterion's scratch (TransformerGraph::criterion_scratch), which
+  // the criterion uses for its logits and zeroes itself before any gradient is written there.
   void train_pass(bool fresh_gradients, bool deterministic);
   void zero_sums();
   // {loss, nll, tokens} accumulated in the scalars (synchronises).
@@ -243,7 +255,6 @@ class Model {
 
  private:
   RunCtx run_ctx(bool training);
-  void zero_gradient_elements(size_t begin, size_t end);
   void upload_tokens(BufferId dst, const int32_t* host_src, size_t n);
 
   Context& ctx_;

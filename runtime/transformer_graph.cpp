@@ -16,6 +16,7 @@ constexpr size_t kCublasWorkspaceBytes = 32u << 20;  // cuBLASLt workspace (CUDA
 constexpr int64_t kMaxGenerateRows = 256;
 std::atomic<int64_t> g_criterion_rows_override{0};  // tests only
 std::atomic<bool> g_criterion_scratch_enabled{true};  // tests and benchmarks only
+std::atomic<bool> g_grad_overwrite_enabled{true};     // tests and benchmarks only
 }  // namespace
 
 int64_t TransformerGraph::criterion_rows_for(int64_t max_tokens, int64_t vocab, DType dt) {
@@ -31,6 +32,10 @@ int64_t TransformerGraph::set_criterion_rows_override(int64_t rows) {
 
 bool TransformerGraph::set_criterion_scratch_enabled(bool enabled) {
   return g_criterion_scratch_enabled.exchange(enabled);
+}
+
+bool TransformerGraph::set_grad_overwrite_enabled(bool enabled) {
+  return g_grad_overwrite_enabled.exchange(enabled);
 }
 
 int64_t TransformerGraph::criterion_scratch_chunk_rows(int64_t tokens) const {
@@ -85,6 +90,9 @@ TransformerGraph::TransformerGraph(const ls_model_config& cfg, bool cuda)
     output_projection = params_.add("decoder.output_projection.weight",
                                     {cfg_.tgt_vocab_size, cfg_.hidden_size}, normal);
   }
+  // The criterion's first chunk overwrites the output projection's gradient in a fresh pass;
+  // a tied embedding's backward adds to it later, in backward.
+  params_.set_grad_overwritten(output_projection);
   // The criterion runs over the target rows in chunks (forward()): the logits buffer holds one
   // chunk, not [T, V] (for Transformer-big at 8192 tokens: 64 MiB instead of 512 MiB, and it
   // is dead before the decoder's backward starts).
@@ -137,6 +145,34 @@ TransformerGraph::TransformerGraph(const ls_model_config& cfg, bool cuda)
       criterion_scratch = sc;
     }
   }
+  // What a fresh training pass zeroes (Model::train_pass): with overwriting weight gradients
+  // only the accumulated ranges, else everything; the part inside the criterion's scratch is
+  // zeroed by the criterion after its last chunk, the rest before the forward.
+  overwrite_weight_grads = g_grad_overwrite_enabled.load();
+  std::vector<std::pair<size_t, size_t>> zero;
+  if (overwrite_weight_grads)
+    zero = params_.accumulated_ranges();
+  else
+    zero.emplace_back(0, n);
+  const size_t s0 = criterion_scratch.begin,
+               s1 = criterion_scratch.rows > 0 ? criterion_scratch.end : 0;
+  for (const auto& r : zero) {  // split at the scratch's bounds
+    const size_t pieces[3][2] = {{r.first, std::min(r.second, s0)},
+                                 {std::max(r.first, s0), std::min(r.second, s1)},
+                                 {std::max(r.first, s1), r.second}};
+    for (int i = 0; i < 3; ++i) {
+      if (pieces[i][1] <= pieces[i][0]) continue;
+      std::vector<uint64_t>& dst = i == 1 ? grad_zero_after_criterion : grad_zero_before;
+      dst.push_back(pieces[i][0]);
+      dst.push_back(pieces[i][1]);
+      grad_zero_max_elements =
+          std::max<uint64_t>(grad_zero_max_elements, pieces[i][1] - pieces[i][0]);
+    }
+  }
+  const size_t range_words = grad_zero_before.size() + grad_zero_after_criterion.size();
+  if (range_words > 0)
+    grad_zero_ranges = planner_.declare_persistent("step.grad_zero_ranges", MemCategory::LossScaler,
+                                                   range_words * sizeof(uint64_t));
   if (cuda_) {
     workspace_bytes = kCublasWorkspaceBytes;
     workspace =
@@ -323,7 +359,8 @@ void TransformerGraph::criterion(RunCtx& rc) {
     if (!train) continue;
     ops.cross_entropy_backward(lg, tgt + r0, lse_c, grad_scale, lg, rows, V, cfg_.padding_idx,
                                cfg_.label_smoothing, dt_);
-    Linear::backward_weight(ops, dt_, lg, x, dw, nullptr, rows, d, V);
+    Linear::backward_weight(ops, dt_, lg, x, dw, nullptr, rows, d, V,
+                            r0 == 0 ? rc.weight_grad_beta() : 1.f);
     // The dry run (max_seq_len target rows) may run this body once where a real step runs it
     // for several chunks: keep every buffer of the body alive up to its last operation, so no
     // buffer can share their bytes between two chunks. (d_dec_out and logits are alive from
@@ -332,7 +369,11 @@ void TransformerGraph::criterion(RunCtx& rc) {
     rc.ptr(lse);
     Linear::backward_data(ops, dt_, lg, w, d_hidden + static_cast<size_t>(r0 * d) * e, rows, d, V);
   }
-  if (scratch) ops.zero(scratch_ptr, (criterion_scratch.end - criterion_scratch.begin) * a);
+  if (scratch && !grad_zero_after_criterion.empty())
+    ops.zero_ranges(
+        rc.wv.grad,
+        static_cast<const uint64_t*>(rc.ptr(grad_zero_ranges)) + grad_zero_before.size(),
+        static_cast<int64_t>(grad_zero_after_criterion.size() / 2), grad_zero_max_elements, a);
   last_criterion_chunks = (Tt + chunk_rows - 1) / chunk_rows;
   last_criterion_in_scratch = scratch;
   criterion_backward_done_ = train;

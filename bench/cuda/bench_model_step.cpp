@@ -174,6 +174,9 @@ int64_t g_criterion_rows = 0;
 // --no-criterion-scratch: the criterion's logits stay in the planned buffer on every micro-batch
 // (TransformerGraph::criterion_scratch off), as before the scratch existed: for A/B runs.
 bool g_criterion_scratch = true;
+// --no-grad-overwrite: a fresh pass zeroes the whole gradient buffer and every weight-gradient
+// GEMM accumulates (TransformerGraph::overwrite_weight_grads off): for A/B runs.
+bool g_grad_overwrite = true;
 
 void bench(const Config& cfg, int steps, bool breakdown) {
   const bool sync = cfg.mode == "sync", graph = cfg.mode == "graph";
@@ -213,9 +216,12 @@ void bench(const Config& cfg, int steps, bool breakdown) {
   const int64_t previous_rows = ls::TransformerGraph::set_criterion_rows_override(g_criterion_rows);
   const bool previous_scratch =
       ls::TransformerGraph::set_criterion_scratch_enabled(g_criterion_scratch);
+  const bool previous_overwrite =
+      ls::TransformerGraph::set_grad_overwrite_enabled(g_grad_overwrite);
   const ls_status created = ls_model_create(ctx, &c, &model);
   ls::TransformerGraph::set_criterion_rows_override(previous_rows);
   ls::TransformerGraph::set_criterion_scratch_enabled(previous_scratch);
+  ls::TransformerGraph::set_grad_overwrite_enabled(previous_overwrite);
   if (created != LS_OK) die("ls_model_create");
   ls_trainer_config tc;
   ls_trainer_config_init(&tc);
@@ -255,10 +261,11 @@ void bench(const Config& cfg, int steps, bool breakdown) {
   ls_model_memory_report(model, &rep);
   const double ms_per_step = 1e3 * sec / steps;
   const ls::TransformerGraph& tg = model->impl->graph();
-  char criterion[96];
-  std::snprintf(criterion, sizeof(criterion), ", criterion %lld chunk(s)%s",
+  char criterion[128];
+  std::snprintf(criterion, sizeof(criterion), ", criterion %lld chunk(s)%s%s",
                 static_cast<long long>(tg.last_criterion_chunks),
-                tg.last_criterion_in_scratch ? " in the gradient buffer" : "");
+                tg.last_criterion_in_scratch ? " in the gradient buffer" : "",
+                tg.overwrite_weight_grads ? ", weight gradients overwritten" : "");
   const double tokens_per_s = static_cast<double>(batch) * len * steps / sec;
   std::printf(
       "%-16s %s B=%d L=%d %-5s: %.2f ms/step, %.0f target tokens/s, arena %.2f GiB "
@@ -335,6 +342,7 @@ const char* const kUsage =
     "  model option: --recompute-layer-norm | --layer-norm-backward-from-output\n"
     "  --criterion-rows N: target rows per criterion chunk instead of the library's rule\n"
     "  --no-criterion-scratch: keep the criterion's logits out of the gradient buffer\n"
+    "  --no-grad-overwrite: zero the whole gradient buffer, accumulate every weight gradient\n"
     "  no option: the default matrix (fp16 sync/async/graph and bf16 async at 128 x 64 per\n"
     "  preset, then base and big fp16 async at 64 x 64 and 256 x 64). With any of the other\n"
     "  options: each preset x dtype x mode at --batch x --len (defaults: transformer-base and\n"
@@ -444,6 +452,8 @@ int run(int argc, char** argv) {
       g_gemm_autotune = true;
     } else if (a == "--no-criterion-scratch") {
       g_criterion_scratch = false;
+    } else if (a == "--no-grad-overwrite") {
+      g_grad_overwrite = false;
     } else if (a == "--criterion-rows") {  // a planning knob: with either usage
       g_criterion_rows = positive(a, value());
       if (g_criterion_rows % 8 != 0) throw UsageError{"--criterion-rows must be a multiple of 8"};

@@ -154,6 +154,10 @@ class TimedOps final : public Ops {
   void zero(void* p, size_t bytes) override {
     timed(kZero, [&] { inner_.zero(p, bytes); });
   }
+  void zero_ranges(void* base, const uint64_t* ranges, int64_t count, uint64_t max_elements,
+                   size_t elem_bytes) override {
+    timed(kZero, [&] { inner_.zero_ranges(base, ranges, count, max_elements, elem_bytes); });
+  }
   void copy(void* dst, const void* src, size_t bytes) override {
     timed(kCopy, [&] { inner_.copy(dst, src, bytes); });
   }

@@ -160,6 +160,12 @@ class Ops {
 
   // ---- memory (pointers are of this backend's kind unless named host) ----
   virtual void zero(void* p, size_t bytes) = 0;
+  // Zeroes `count` element ranges of one buffer in one pass: range i is elements
+  // [ranges[2 i], ranges[2 i + 1]) of elem_bytes (4 or 8) bytes each from base. `ranges` lives
+  // in the backend's memory (device memory on CUDA) and is not read on the host; max_elements
+  // bounds every range's length (it sizes the launch). Ranges must not overlap.
+  virtual void zero_ranges(void* base, const uint64_t* ranges, int64_t count, uint64_t max_elements,
+                           size_t elem_bytes) = 0;
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;  // same side
   virtual void to_host(void* host_dst, const void* src, size_t bytes) = 0;
   virtual void from_host(void* dst, const void* host_src, size_t bytes) = 0;

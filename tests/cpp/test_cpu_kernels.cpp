@@ -654,3 +654,30 @@ TEST_CASE("elementwise kernels reject bad arguments") {
                                  2, 3, 1e-5f, DType::F64);
         }).find("layernorm_forward: beta") != std::string::npos);
 }
+
+TEST_CASE("zero_ranges zeroes exactly its ranges and checks them all before writing") {
+  auto ops = ls::make_cpu_ops();
+  std::vector<float> f(40, 2.f);
+  const std::vector<uint64_t> r = {0, 1, 3, 3, 5, 9, 9, 12, 39, 40};  // empty and adjacent ranges
+  ops->zero_ranges(f.data(), r.data(), 5, 4, sizeof(float));
+  for (size_t i = 0; i < f.size(); ++i) {
+    const bool in = i < 1 || (i >= 5 && i < 12) || i == 39;
+    CAPTURE(i);
+    CHECK(f[i] == (in ? 0.f : 2.f));
+  }
+  std::vector<double> d(6, 3.0);
+  const std::vector<uint64_t> rd = {2, 4};
+  ops->zero_ranges(d.data(), rd.data(), 1, 2, sizeof(double));
+  CHECK(d == std::vector<double>{3, 3, 0, 0, 3, 3});
+  // A range longer than max_elements, or reversed, fails before any range is zeroed.
+  std::vector<float> g(8, 1.f);
+  const std::vector<uint64_t> bad_len = {0, 2, 4, 8};
+  CHECK_THROWS_WITH_AS(ops->zero_ranges(g.data(), bad_len.data(), 2, 3, 4),
+                       doctest::Contains("longer than max_elements 3"), ls::Error);
+  const std::vector<uint64_t> reversed = {0, 2, 5, 4};
+  CHECK_THROWS_AS(ops->zero_ranges(g.data(), reversed.data(), 2, 8, 4), ls::Error);
+  CHECK(g == std::vector<float>(8, 1.f));
+  CHECK_THROWS_WITH_AS(ops->zero_ranges(g.data(), r.data(), 1, 4, 2),
+                       doctest::Contains("elem_bytes must be 4 or 8"), ls::Error);
+  CHECK_THROWS_AS(ops->zero_ranges(nullptr, r.data(), 1, 4, 4), ls::Error);
+}

@@ -872,6 +872,83 @@ TEST_CASE("the criterion's logits in the gradient buffer: the same loss and grad
   }
 }
 
+// ---- weight gradients overwritten in a fresh pass ----------------------------------------------
+
+TEST_CASE("a fresh pass that overwrites weight gradients gives the gradients of zeroing them all") {
+  // The same two passes (fresh, then accumulating) on two models: A zeroes only the accumulated
+  // gradient ranges and runs the weight-gradient GEMMs with beta 0 in the fresh pass; B zeroes
+  // the whole buffer and accumulates everywhere. The buffer starts as NaN, so an element that A
+  // neither zeroes nor overwrites, or a GEMM that overwrites what something added before it,
+  // shows. x and 0 + x are the same value: the gradients must be equal exactly.
+  std::vector<int32_t> src = {5, 6, 7, 8, 2, 9, 10, 11, 2, 1, 12, 13, 2, 1, 1, 14, 2, 1, 1, 1};
+  std::vector<int32_t> prev = {2, 14, 15, 16, 17, 18, 19, 2, 17, 18, 20, 1, 1,  1,
+                               2, 19, 21, 22, 23, 5,  1,  2, 6,  7,  8,  9, 10, 11};
+  std::vector<int32_t> tgt = {14, 15, 16, 17, 18, 19, 2, 17, 18, 20, 2, 1,  1,  1,
+                              19, 21, 22, 23, 5,  2,  1, 6,  7,  8,  9, 10, 11, 2};
+  struct Case {
+    const char* name;
+    ls_arch arch;
+    ls_dtype dtype;
+    int pre_ln, share_all, share_out, learned_positions;
+  };
+  const Case cases[] = {
+      {"encoder-decoder post-LN shared embeddings fp64", LS_ARCH_ENCODER_DECODER, LS_DTYPE_FP64, 0,
+       1, 1, 0},
+      {"encoder-decoder pre-LN untied everything fp32", LS_ARCH_ENCODER_DECODER, LS_DTYPE_FP32, 1,
+       0, 0, 0},
+      {"encoder-decoder pre-LN tied decoder table, learned positions fp32", LS_ARCH_ENCODER_DECODER,
+       LS_DTYPE_FP32, 1, 0, 1, 1},
+      {"decoder-only pre-LN fp64", LS_ARCH_DECODER_ONLY, LS_DTYPE_FP64, 1, 0, 1, 1},
+  };
+  for (const Case& k : cases) {
+    const std::string case_name = k.name;
+    CAPTURE(case_name);
+    ls_model_config c = tiny_config(k.arch);  // dropout on everywhere
+    c.dtype = k.dtype;
+    c.pre_layer_norm = k.pre_ln;
+    c.share_all_embeddings = k.share_all;
+    c.share_decoder_input_output_embed = k.share_out;
+    c.learned_positions = k.learned_positions;
+    ls_batch b;
+    ls_batch_init(&b);
+    b.batch_size = 4;
+    b.tgt_len = 7;
+    b.prev_output_tokens = prev.data();
+    b.target = tgt.data();
+    if (k.arch == LS_ARCH_ENCODER_DECODER) {
+      b.src_len = 5;
+      b.src_tokens = src.data();
+    }
+    ScratchRun runs[2];
+    size_t zeroed[2] = {0, 0}, n = 0;
+    for (int overwrite = 0; overwrite < 2; ++overwrite) {
+      const bool previous = ls::TransformerGraph::set_grad_overwrite_enabled(overwrite != 0);
+      {
+        ls::TransformerGraph g(c, false);
+        n = g.params().total_elements();
+        CHECK(g.overwrite_weight_grads == (overwrite != 0));
+        for (const auto* v : {&g.grad_zero_before, &g.grad_zero_after_criterion})
+          for (size_t i = 0; i < v->size(); i += 2) zeroed[overwrite] += (*v)[i + 1] - (*v)[i];
+      }
+      runs[overwrite] = scratch_run(c, 0, true, b);
+      ls::TransformerGraph::set_grad_overwrite_enabled(previous);
+    }
+    CHECK(zeroed[0] == n);     // B zeroes everything
+    CHECK(zeroed[1] < n / 2);  // A only the accumulated half or less (here: the tables)
+    CHECK(zeroed[1] > 0);
+    for (int pass = 0; pass < 2; ++pass) {
+      CAPTURE(pass);
+      for (int i = 0; i < 3; ++i) CHECK(runs[1].sums[pass][i] == runs[0].sums[pass][i]);
+      double scale = 0;
+      const double diff = k.dtype == LS_DTYPE_FP64
+                              ? max_abs_diff<double>(runs[1].grad[pass], runs[0].grad[pass], &scale)
+                              : max_abs_diff<float>(runs[1].grad[pass], runs[0].grad[pass], &scale);
+      CHECK(scale > 0);
+      CHECK(diff == 0.0);
+    }
+  }
+}
+
 // ---- LayerNorm-output recomputation (recompute_layer_norm) ----------------------------------
 
 TEST_CASE("recompute_layer_norm: the same losses and bitwise-identical gradients") {

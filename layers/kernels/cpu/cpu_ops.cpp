@@ -120,6 +120,25 @@ class CpuOps final : public Ops {
     check_ptr(p, "zero", "p");
     std::memset(p, 0, bytes);
   }
+  void zero_ranges(void* base, const uint64_t* ranges, int64_t count, uint64_t max_elements,
+                   size_t elem_bytes) override {
+    if (count == 0) return;
+    check_ptr(base, "zero_ranges", "base");
+    check_ptr(ranges, "zero_ranges", "ranges");
+    LS_CHECK_ARG(elem_bytes == 4 || elem_bytes == 8,
+                 "zero_ranges: elem_bytes must be 4 or 8, got " << elem_bytes);
+    for (int64_t i = 0; i < count; ++i) {  // all checked before anything is written
+      const uint64_t b = ranges[2 * i], e = ranges[2 * i + 1];
+      LS_CHECK_ARG(b <= e && e - b <= max_elements, "zero_ranges: range "
+                                                        << i << " [" << b << ", " << e
+                                                        << ") is reversed or longer "
+                                                        << "than max_elements " << max_elements);
+    }
+    for (int64_t i = 0; i < count; ++i) {
+      const uint64_t b = ranges[2 * i], e = ranges[2 * i + 1];
+      std::memset(static_cast<std::byte*>(base) + b * elem_bytes, 0, (e - b) * elem_bytes);
+    }
+  }
   void copy(void* dst, const void* src, size_t bytes) override {
     move_bytes(dst, src, bytes, "copy");
   }

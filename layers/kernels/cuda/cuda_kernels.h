@@ -108,6 +108,11 @@ class LtGemm {
   std::unique_ptr<Impl> impl_;
 };
 
+// zero_ranges.cu: zeroes elements [ranges[2i], ranges[2i+1]) of elem_bytes (4 or 8) from base,
+// i < count; ranges in device memory; max_elements bounds each range's length.
+void launch_zero_ranges(void* base, const uint64_t* ranges, int64_t count, uint64_t max_elements,
+                        size_t elem_bytes, cudaStream_t s);
+
 // cast.cu
 void launch_cast(const void* src, DType src_t, void* dst, DType dst_t, size_t n, cudaStream_t s);
 void launch_add_inplace(void* y, const void* x, DType t, size_t n, cudaStream_t s);

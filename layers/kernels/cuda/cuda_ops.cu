@@ -113,6 +113,15 @@ void CudaOps::zero(void* p, size_t bytes) {
   check_ptr(p, "zero", "p");
   LS_CUDA_CALL(cudaMemsetAsync(p, 0, bytes, as_stream(stream_)));
 }
+void CudaOps::zero_ranges(void* base, const uint64_t* ranges, int64_t count, uint64_t max_elements,
+                          size_t elem_bytes) {
+  if (count == 0) return;
+  check_ptr(base, "zero_ranges", "base");
+  check_ptr(ranges, "zero_ranges", "ranges");
+  LS_CHECK_ARG(elem_bytes == 4 || elem_bytes == 8,
+               "zero_ranges: elem_bytes must be 4 or 8, got " << elem_bytes);
+  cuda::launch_zero_ranges(base, ranges, count, max_elements, elem_bytes, as_stream(stream_));
+}
 void CudaOps::copy(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
   check_ptr(dst, "copy", "dst");

@@ -41,6 +41,8 @@ class CudaOps final : public Ops {
 
   bool is_cuda() const override { return true; }
   void zero(void* p, size_t bytes) override;
+  void zero_ranges(void* base, const uint64_t* ranges, int64_t count, uint64_t max_elements,
+                   size_t elem_bytes) override;
   void copy(void* dst, const void* src, size_t bytes) override;
   void to_host(void* host_dst, const void* src, size_t bytes) override;
   void from_host(void* dst, const void* host_src, size_t bytes) override;

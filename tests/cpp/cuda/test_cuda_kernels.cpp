@@ -1070,3 +1070,55 @@ TEST_CASE("cuda dropout fusions: column-sum row steps, unaligned pointers, deter
         CHECK(zero_mismatches(got, rounded(dt, dref)) == 0);
       }
 }
+
+TEST_CASE("cuda zero_ranges zeroes exactly the CPU reference's ranges, nothing else") {
+  ls::CudaOps cuda(0, nullptr);
+  auto cpu = ls::make_cpu_ops();
+  for (size_t eb : {size_t{4}, size_t{8}}) {
+    INFO("element bytes " << eb);
+    const size_t n = (size_t{1} << 20) + 37;  // elements
+    // Sorted, disjoint ranges: empty, 1..7 elements at every 16-byte phase, adjacent pairs, one
+    // range of ~600K elements (many blocks of its grid row), the buffer's last element.
+    std::vector<uint64_t> r;
+    uint64_t at = 1;
+    for (uint64_t len = 0; len < 8; ++len)
+      for (uint64_t phase = 0; phase < 4; ++phase) {
+        r.push_back(at + phase);
+        r.push_back(at + phase + len);
+        at += 16;
+      }
+    r.insert(r.end(), {at, at + 3, at + 3, at + 9});  // adjacent
+    at += 40;
+    r.insert(r.end(), {at + 1, at + 1 + 600001});
+    r.insert(r.end(), {n - 1, n});
+    const int64_t count = static_cast<int64_t>(r.size() / 2);
+    uint64_t longest = 0;
+    for (int64_t i = 0; i < count; ++i) longest = std::max(longest, r[2 * i + 1] - r[2 * i]);
+    std::vector<uint8_t> host(n * eb);
+    for (size_t i = 0; i < host.size(); ++i) host[i] = static_cast<uint8_t>(0x80 | (i * 131 % 127));
+    DevBuf dev = upload_raw(host), ranges = upload_raw(r);
+    cuda.zero_ranges(dev.p, ranges.as<uint64_t>(), count, longest, eb);
+    cpu->zero_ranges(host.data(), r.data(), count, longest, eb);
+    std::vector<uint8_t> got(host.size());
+    cuda_ok(cudaMemcpy(got.data(), dev.p, got.size(), cudaMemcpyDeviceToHost), "download");
+    size_t zeros = 0, mismatches = 0;
+    for (size_t i = 0; i < host.size(); ++i) {
+      zeros += host[i] == 0;
+      mismatches += got[i] != host[i];
+    }
+    CHECK(mismatches == 0);
+    uint64_t want_zero = 0;
+    for (int64_t i = 0; i < count; ++i) want_zero += (r[2 * i + 1] - r[2 * i]) * eb;
+    CHECK(zeros == want_zero);  // the reference zeroed the ranges (the fill has no zero byte)
+  }
+  // Errors: element size, null pointers; a range longer than max_elements on the CPU.
+  DevBuf d(64);
+  std::vector<uint64_t> one = {0, 4};
+  DevBuf dr = upload_raw(one);
+  CHECK_THROWS_AS(cuda.zero_ranges(d.p, dr.as<uint64_t>(), 1, 4, 2), ls::Error);
+  CHECK_THROWS_AS(cuda.zero_ranges(nullptr, dr.as<uint64_t>(), 1, 4, 4), ls::Error);
+  CHECK_THROWS_AS(cuda.zero_ranges(d.p, nullptr, 1, 4, 4), ls::Error);
+  std::vector<float> h(8, 1.f);
+  CHECK_THROWS_AS(cpu->zero_ranges(h.data(), one.data(), 1, 3, 4), ls::Error);
+  CHECK(h[0] == 1.f);
+}

@@ -183,15 +183,19 @@ TEST_CASE("the criterion in row chunks on the GPU gives the loss and update of o
   CHECK(rel_diff(chunked.params(), whole.params()) < 1e-4);
 }
 
-TEST_CASE("the criterion's logits in the gradient buffer give bitwise the same training (GPU)") {
+TEST_CASE("criterion scratch and overwritten weight gradients give the same training (GPU)") {
   // A: a 24-row planned logits buffer, but the first micro-batch's criterion runs in the
-  // gradient buffer's scratch (every step here: update_freq 1), one chunk of all 203 rows.
-  // B: no scratch, a planned buffer of every row: the same chunking, so in deterministic mode
-  // the same kernels on the same inputs: bitwise the same losses and weights after 4 updates.
+  // gradient buffer's scratch (every step here: update_freq 1), one chunk of all 203 rows, and
+  // the weight-gradient GEMMs overwrite (beta 0) instead of adding to a zeroed buffer.
+  // B: neither (the whole gradient buffer zeroed, every GEMM accumulating), a planned buffer of
+  // every row: the same chunking, so in deterministic mode the same products: bitwise the same
+  // losses after 4 updates, and weights equal in value (x + 0 and x differ at most in the sign
+  // of a zero).
   // Then update_freq 2 (the second micro-batch of A runs 24-row chunks in the planned buffer,
   // B one chunk): summation order only, in fp32 without TF32 (1e-5, as the chunk test above).
   auto run = [](ls_dtype dt, int64_t forced_rows, bool scratch, int update_freq,
                 std::vector<double>* losses, std::vector<float>* weights) {
+    const bool prev_overwrite = ls::TransformerGraph::set_grad_overwrite_enabled(scratch);
     ls_model_config c = lstest::small_model_config(dt, 0.1f);
     ls_trainer_config t = lstest::constant_lr_trainer_config(1e-3f);
     t.deterministic = 1;
@@ -201,7 +205,9 @@ TEST_CASE("the criterion's logits in the gradient buffer give bitwise the same t
     lstest::Run r(LS_DEVICE_CUDA, c, t, 21, /*tf32=*/false);
     ls::TransformerGraph::set_criterion_rows_override(prev_rows);
     ls::TransformerGraph::set_criterion_scratch_enabled(prev_scratch);
+    ls::TransformerGraph::set_grad_overwrite_enabled(prev_overwrite);
     const ls::TransformerGraph& g = r.model->impl->graph();
+    CHECK(g.overwrite_weight_grads == scratch);
     if (scratch) {
       CHECK(g.criterion_scratch.rows == 320);  // max_batch_tokens: the scratch holds them all
       CHECK(g.criterion_rows == 24);
@@ -226,7 +232,9 @@ TEST_CASE("the criterion's logits in the gradient buffer give bitwise the same t
   REQUIRE(la.size() == lb.size());
   CHECK(std::memcmp(la.data(), lb.data(), la.size() * sizeof(double)) == 0);
   REQUIRE(wa.size() == wb.size());
-  CHECK(std::memcmp(wa.data(), wb.data(), wa.size() * sizeof(float)) == 0);
+  size_t differ = 0;
+  for (size_t i = 0; i < wa.size(); ++i) differ += !(wa[i] == wb[i]);
+  CHECK(differ == 0);
   la.clear(), lb.clear();
   run(LS_DTYPE_FP32, 24, true, 2, &la, &wa);
   run(LS_DTYPE_FP32, 0, false, 2, &lb, &wb);

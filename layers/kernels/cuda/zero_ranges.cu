@@ -22,23 +22,25 @@ __global__ void zero_ranges_kernel(char* __restrict__ base, const uint64_t* __re
                                    int first_range, unsigned elem_bytes) {
   pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   const int r = first_range + static_cast<int>(blockIdx.y);
-  const uintptr_t p0 = reinterpret_cast<uintptr_t>(base) + ranges[2 * r] * elem_bytes;
-  const uintptr_t p1 = reinterpret_cast<uintptr_t>(base) + ranges[2 * r + 1] * elem_bytes;
-  if (p1 <= p0) return;
-  // [v0, v1): the 16-byte-aligned middle; [p0, v0) and [v1, p1): at most 3 words each.
-  const uintptr_t v0 = min((p0 + 15) & ~uintptr_t{15}, p1);
-  const uintptr_t v1 = max(p1 & ~uintptr_t{15}, v0);
-  uint4* mid = reinterpret_cast<uint4*>(v0);
-  const int64_t n16 = static_cast<int64_t>((v1 - v0) / 16);
+  const uint64_t b = ranges[2 * r], e = ranges[2 * r + 1];
+  if (e <= b) return;
+  // Byte offsets from the range's start p: [0, head) and [tail, bytes) hold at most 3 words
+  // each, [head, tail) is 16-byte aligned. Every address derives from base (global memory).
+  char* p = base + b * elem_bytes;
+  const uint64_t bytes = (e - b) * elem_bytes;
+  const uint64_t head =
+      min(bytes, static_cast<uint64_t>((16 - (reinterpret_cast<uintptr_t>(p) & 15)) & 15));
+  const uint64_t tail = head + (bytes - head) / 16 * 16;
+  uint4* mid = reinterpret_cast<uint4*>(p + head);
+  const int64_t n16 = static_cast<int64_t>((tail - head) / 16);
   const uint4 z = make_uint4(0, 0, 0, 0);
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n16;
        i += int64_t(gridDim.x) * blockDim.x)
     mid[i] = z;
   if (blockIdx.x == 0 && threadIdx.x < 6) {
     const int t = static_cast<int>(threadIdx.x);
-    const uintptr_t w = t < 3 ? p0 + 4 * t : v1 + 4 * (t - 3);
-    const uintptr_t end = t < 3 ? v0 : p1;
-    if (w < end) *reinterpret_cast<uint32_t*>(w) = 0u;
+    const uint64_t w = t < 3 ? 4 * t : tail + 4 * (t - 3);
+    if (w < (t < 3 ? head : bytes)) *reinterpret_cast<uint32_t*>(p + w) = 0u;
   }
 }
 

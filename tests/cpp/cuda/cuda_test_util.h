@@ -121,6 +121,7 @@ template <class T>
 inline DevBuf upload_raw(const std::vector<T>& v) {
   DevBuf b(v.size() * sizeof(T));
   if (!v.empty()) cuda_ok(cudaMemcpy(b.p, v.data(), b.bytes, cudaMemcpyHostToDevice), "upload");
+  cuda_ok(cudaDeviceSynchronize(), "upload");  // as upload(): before CudaOps' stream reads it
   return b;
 }
 // n elements of dt, every byte 0xFF: NaN in fp32, fp16 and bf16, so an element the kernel does

@@ -1100,6 +1100,8 @@ TEST_CASE("cuda zero_ranges zeroes exactly the CPU reference's ranges, nothing e
     cuda.zero_ranges(dev.p, ranges.as<uint64_t>(), count, longest, eb);
     cpu->zero_ranges(host.data(), r.data(), count, longest, eb);
     std::vector<uint8_t> got(host.size());
+    // CudaOps' stream is non-blocking: finish the kernel before the legacy-stream copy.
+    cuda_ok(cudaDeviceSynchronize(), "synchronize");
     cuda_ok(cudaMemcpy(got.data(), dev.p, got.size(), cudaMemcpyDeviceToHost), "download");
     size_t zeros = 0, mismatches = 0;
     for (size_t i = 0; i < host.size(); ++i) {

@@ -227,6 +227,11 @@ class LayerRig {
     rc.training = true;
     rc.seed = 1234;
     rc.dropout_stream = static_cast<const uint64_t*>(buffer(pass_counter_));
+    // As in a training step's first micro-batch of an update (every micro-batch with
+    // update_freq 1): the weight-gradient GEMMs overwrite their gradients (beta 0). The bias and
+    // LayerNorm gradients keep accumulating across iterations here, which costs what adding
+    // into freshly zeroed ones costs.
+    rc.overwrite_weight_grads = true;
     return rc;
   }
 

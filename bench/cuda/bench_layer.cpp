@@ -21,10 +21,11 @@
 // Nothing is asserted.
 //
 // Usage: bench_layer [iterations=50] [encoder|decoder]... [d1024|d512]... [fp16|bf16|fp32]...
-//                    [notf32] [unfused] [autotune]
+//                    [notf32] [unfused] [autotune] [deterministic]
 // (no filter of a kind = all of that kind). fp32 GEMMs run on TF32 tensor cores, as the
 // context's default, unless notf32. autotune: GEMM autotuning (ls_context_options.gemm_autotune;
-// the warm-up times the candidates). Without a GPU it says so and exits 0.
+// the warm-up times the candidates). deterministic: the fixed-order reductions of
+// ls_trainer_config.deterministic instead of atomics. Without a GPU it says so and exits 0.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -433,7 +434,7 @@ int run(int argc, char** argv) {
   std::vector<LayerKind> kinds;
   std::vector<LayerConfig> configs;
   std::vector<DType> dtypes;
-  bool tf32 = true, autotune = false;
+  bool tf32 = true, autotune = false, deterministic = false;
   const LayerConfig d1024{"d1024", 1024, 4096, 16}, d512{"d512", 512, 2048, 8};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -459,10 +460,12 @@ int run(int argc, char** argv) {
       g_fused_attention = false;
     } else if (a == "autotune") {
       autotune = true;
+    } else if (a == "deterministic") {
+      deterministic = true;
     } else {
       std::fprintf(stderr,
                    "usage: bench_layer [iterations=50] [encoder|decoder]... [d1024|d512]... "
-                   "[fp16|bf16|fp32]... [notf32] [unfused] [autotune]\n");
+                   "[fp16|bf16|fp32]... [notf32] [unfused] [autotune] [deterministic]\n");
       return 2;
     }
   }
@@ -480,13 +483,15 @@ int run(int argc, char** argv) {
   LS_CUDA_CHECK(cudaSetDevice(0));
   std::printf(
       "bench_layer on %s (sm_%d%d, %d SMs), batch 128 x len 64, dropout %.1f, ReLU, "
-      "pre-LN%s; warm-up %d, then %d timed iterations\n\n",
+      "pre-LN%s%s; warm-up %d, then %d timed iterations\n\n",
       info.name.c_str(), info.cc_major, info.cc_minor, info.multiprocessors, kDropout,
-      autotune ? ", GEMM autotuning" : "", kWarmup, iterations);
+      autotune ? ", GEMM autotuning" : "", deterministic ? ", deterministic reductions" : "",
+      kWarmup, iterations);
   CudaOps cuda(0, nullptr);
   TimedOps timed(cuda, cuda.stream());
   timed.set_allow_tf32(tf32);
   timed.set_gemm_autotune(autotune);
+  timed.set_deterministic(deterministic);
   for (DType dt : dtypes)
     for (LayerKind kind : kinds)
       for (const LayerConfig& c : configs)

@@ -177,6 +177,8 @@ bool g_criterion_scratch = true;
 // --no-grad-overwrite: a fresh pass zeroes the whole gradient buffer and every weight-gradient
 // GEMM accumulates (TransformerGraph::overwrite_weight_grads off): for A/B runs.
 bool g_grad_overwrite = true;
+// --deterministic: the trainer's fixed-order reductions (ls_trainer_config.deterministic).
+bool g_deterministic = false;
 
 void bench(const Config& cfg, int steps, bool breakdown) {
   const bool sync = cfg.mode == "sync", graph = cfg.mode == "graph";
@@ -227,6 +229,7 @@ void bench(const Config& cfg, int steps, bool breakdown) {
   ls_trainer_config_init(&tc);
   tc.beta2 = 0.98f;
   tc.cuda_graph = graph ? 1 : 0;
+  tc.deterministic = g_deterministic ? 1 : 0;
   ls_trainer* tr = nullptr;
   if (ls_trainer_create(model, &tc, &tr) != LS_OK) die("ls_trainer_create");
   std::vector<int32_t> src(batch * len), prev(batch * len), tgt(batch * len);
@@ -266,6 +269,8 @@ void bench(const Config& cfg, int steps, bool breakdown) {
                 static_cast<long long>(tg.last_criterion_chunks),
                 tg.last_criterion_in_scratch ? " in the gradient buffer" : "",
                 tg.overwrite_weight_grads ? ", weight gradients overwritten" : "");
+  const std::string suffix =
+      std::string(criterion) + (g_deterministic ? ", deterministic reductions" : "");
   const double tokens_per_s = static_cast<double>(batch) * len * steps / sec;
   std::printf(
       "%-16s %s B=%d L=%d %-5s: %.2f ms/step, %.0f target tokens/s, arena %.2f GiB "
@@ -275,7 +280,7 @@ void bench(const Config& cfg, int steps, bool breakdown) {
       rep.lower_bound_bytes / 1073741824.0, rep.persistent_bytes / 1073741824.0, r.loss / r.tokens,
       g_recompute_ln ? ", LayerNorm recomputed" : "",
       g_ln_from_output ? ", LayerNorm backward from output" : "",
-      g_gemm_autotune ? ", GEMMs autotuned" : "", criterion);
+      g_gemm_autotune ? ", GEMMs autotuned" : "", suffix.c_str());
 
   std::ostringstream json;
   json.precision(10);
@@ -343,6 +348,7 @@ const char* const kUsage =
     "  --criterion-rows N: target rows per criterion chunk instead of the library's rule\n"
     "  --no-criterion-scratch: keep the criterion's logits out of the gradient buffer\n"
     "  --no-grad-overwrite: zero the whole gradient buffer, accumulate every weight gradient\n"
+    "  --deterministic: the trainer's fixed-order reductions instead of atomics\n"
     "  no option: the default matrix (fp16 sync/async/graph and bf16 async at 128 x 64 per\n"
     "  preset, then base and big fp16 async at 64 x 64 and 256 x 64). With any of the other\n"
     "  options: each preset x dtype x mode at --batch x --len (defaults: transformer-base and\n"
@@ -454,6 +460,8 @@ int run(int argc, char** argv) {
       g_criterion_scratch = false;
     } else if (a == "--no-grad-overwrite") {
       g_grad_overwrite = false;
+    } else if (a == "--deterministic") {
+      g_deterministic = true;
     } else if (a == "--criterion-rows") {  // a planning knob: with either usage
       g_criterion_rows = positive(a, value());
       if (g_criterion_rows % 8 != 0) throw UsageError{"--criterion-rows must be a multiple of 8"};

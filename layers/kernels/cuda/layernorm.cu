@@ -25,8 +25,9 @@
 //     fp16 against ~90% this way).
 //   Row sums: warp shuffles, then (TEAM > 1) one exchange through shared memory per row behind
 //   a named barrier of the team's warps. At the end the block sums each column over its teams
-//   and adds it into d_gamma / d_beta with one atomicAdd per column per block (a few blocks per
-//   SM, so few atomics; the summation order is not deterministic across runs), or, for the
+//   and adds it into d_gamma / d_beta with one atomicAdd per column per block (on sm_90, one
+//   16-byte atomicAdd per 4 columns; a few blocks per SM, so few atomics; the summation order
+//   is not deterministic across runs), or, for the
 //   deterministic mode (launch_layernorm_backward_partials), stores it as that block's row of
 //   [2][blocks][cols] partials that the grid's last blocks add in a fixed order
 //   (partial_sums.cuh; bitwise reproducible for a given device: the grid and every summation
@@ -652,6 +653,32 @@ __global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM),
   // which the grid's last blocks add in a fixed order (partial_sums.cuh).
   __syncthreads();
   const float* flat = reinterpret_cast<const float*>(partials);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // sm_90 adds 16-byte atomics: one per 4 columns instead of 4 (the columns' adds from all
+  // blocks meet at the same addresses, so their count, not their bytes, bounds this epilogue;
+  // ncu put a quarter of the kernel's stall samples at 8192 x 1024 on the scalar atomics).
+  // Columns c..c+3 (c % 4 == 0) are consecutive floats in every team's float4 layout.
+  if (sums.rows == nullptr && cols % 4 == 0 && reinterpret_cast<uintptr_t>(d_gamma) % 16 == 0 &&
+      reinterpret_cast<uintptr_t>(d_beta) % 16 == 0) {
+    for (int64_t c = 4 * int64_t(threadIdx.x); c < cols; c += 4 * kThreads) {
+      const int i = int(c / kStride), tt = int((c / N) % kTeamThreads), j = int(c % N);
+      float4 sg = make_float4(0.f, 0.f, 0.f, 0.f), sb = sg;
+#pragma unroll
+      for (int m = 0; m < kTeams; ++m) {
+        const int thread = m * kTeamThreads + tt;
+        const float4 g = *reinterpret_cast<const float4*>(
+            &flat[(((0 * P + i) * Q + j / 4) * kThreads + thread) * 4]);
+        const float4 b = *reinterpret_cast<const float4*>(
+            &flat[(((1 * P + i) * Q + j / 4) * kThreads + thread) * 4]);
+        sg.x += g.x, sg.y += g.y, sg.z += g.z, sg.w += g.w;
+        sb.x += b.x, sb.y += b.y, sb.z += b.z, sb.w += b.w;
+      }
+      atomicAdd(reinterpret_cast<float4*>(d_gamma + c), sg);
+      atomicAdd(reinterpret_cast<float4*>(d_beta + c), sb);
+    }
+    return;
+  }
+#endif
   for (int64_t c = threadIdx.x; c < cols; c += kThreads) {
     const int i = int(c / kStride), tt = int((c / N) % kTeamThreads), j = int(c % N);
     float sg = 0.f, sb = 0.f;

@@ -571,6 +571,29 @@ std::vector<double> flat_doubles(const void* p, size_t n) {
   return std::vector<double>(a, a + n);
 }
 
+// 4 rows x 7 target tokens = 28 target rows (padding in three rows), 5 source tokens a row:
+// the criterion tests' batch (the tiny config's max_batch_tokens is 32).
+struct ChunkBatch {
+  std::vector<int32_t> src = {5, 6, 7, 8, 2, 9, 10, 11, 2, 1, 12, 13, 2, 1, 1, 14, 2, 1, 1, 1};
+  std::vector<int32_t> prev = {2, 14, 15, 16, 17, 18, 19, 2, 17, 18, 20, 1, 1,  1,
+                               2, 19, 21, 22, 23, 5,  1,  2, 6,  7,  8,  9, 10, 11};
+  std::vector<int32_t> tgt = {14, 15, 16, 17, 18, 19, 2, 17, 18, 20, 2, 1,  1,  1,
+                              19, 21, 22, 23, 5,  2,  1, 6,  7,  8,  9, 10, 11, 2};
+  ls_batch batch(ls_arch arch) {
+    ls_batch b;
+    ls_batch_init(&b);
+    b.batch_size = 4;
+    b.tgt_len = 7;
+    b.prev_output_tokens = prev.data();
+    b.target = tgt.data();
+    if (arch == LS_ARCH_ENCODER_DECODER) {
+      b.src_len = 5;
+      b.src_tokens = src.data();
+    }
+    return b;
+  }
+};
+
 // One training forward + backward (dropout on, grad scale 4) and one evaluation forward of a
 // fixed batch on a fresh model whose criterion runs `forced_rows` rows per chunk.
 struct CriterionRun {
@@ -651,12 +674,7 @@ TEST_CASE("criterion chunk rows: the rule, and the big model's logits buffer") {
 }
 
 TEST_CASE("the criterion in chunks gives the loss and gradients of one chunk") {
-  // 4 rows x 7 target tokens = 28 target rows (padding in three rows) of max_batch_tokens 32.
-  std::vector<int32_t> src = {5, 6, 7, 8, 2, 9, 10, 11, 2, 1, 12, 13, 2, 1, 1, 14, 2, 1, 1, 1};
-  std::vector<int32_t> prev = {2, 14, 15, 16, 17, 18, 19, 2, 17, 18, 20, 1, 1,  1,
-                               2, 19, 21, 22, 23, 5,  1,  2, 6,  7,  8,  9, 10, 11};
-  std::vector<int32_t> tgt = {14, 15, 16, 17, 18, 19, 2, 17, 18, 20, 2, 1,  1,  1,
-                              19, 21, 22, 23, 5,  2,  1, 6,  7,  8,  9, 10, 11, 2};
+  ChunkBatch tokens;  // 28 target rows of max_batch_tokens 32
   struct Case {
     const char* name;
     ls_arch arch;
@@ -680,16 +698,7 @@ TEST_CASE("the criterion in chunks gives the loss and gradients of one chunk") {
     c.pre_layer_norm = k.pre_ln;
     c.share_all_embeddings = k.share && k.arch == LS_ARCH_ENCODER_DECODER;
     c.share_decoder_input_output_embed = k.share;
-    ls_batch b;
-    ls_batch_init(&b);
-    b.batch_size = 4;
-    b.tgt_len = 7;
-    b.prev_output_tokens = prev.data();
-    b.target = tgt.data();
-    if (k.arch == LS_ARCH_ENCODER_DECODER) {
-      b.src_len = 5;
-      b.src_tokens = src.data();
-    }
+    const ls_batch b = tokens.batch(k.arch);
     const CriterionRun whole = criterion_run(c, 0, b);
     REQUIRE(whole.rows == 32);  // the rule: one chunk holds every row of this model
     CHECK(whole.train[2] == 24);
@@ -790,12 +799,7 @@ double max_abs_diff(const std::vector<unsigned char>& x, const std::vector<unsig
 }  // namespace
 
 TEST_CASE("the criterion's logits in the gradient buffer: the same loss and gradients bitwise") {
-  // 4 rows x 7 target tokens = 28 target rows (padding in three rows) of max_batch_tokens 32.
-  std::vector<int32_t> src = {5, 6, 7, 8, 2, 9, 10, 11, 2, 1, 12, 13, 2, 1, 1, 14, 2, 1, 1, 1};
-  std::vector<int32_t> prev = {2, 14, 15, 16, 17, 18, 19, 2, 17, 18, 20, 1, 1,  1,
-                               2, 19, 21, 22, 23, 5,  1,  2, 6,  7,  8,  9, 10, 11};
-  std::vector<int32_t> tgt = {14, 15, 16, 17, 18, 19, 2, 17, 18, 20, 2, 1,  1,  1,
-                              19, 21, 22, 23, 5,  2,  1, 6,  7,  8,  9, 10, 11, 2};
+  ChunkBatch tokens;  // 28 target rows of max_batch_tokens 32
   struct Case {
     const char* name;
     ls_arch arch;
@@ -823,16 +827,7 @@ TEST_CASE("the criterion's logits in the gradient buffer: the same loss and grad
     c.src_vocab_size = c.tgt_vocab_size = k.vocab;
     c.share_all_embeddings = k.share_all;
     c.share_decoder_input_output_embed = k.share_out;
-    ls_batch b;
-    ls_batch_init(&b);
-    b.batch_size = 4;
-    b.tgt_len = 7;
-    b.prev_output_tokens = prev.data();
-    b.target = tgt.data();
-    if (k.arch == LS_ARCH_ENCODER_DECODER) {
-      b.src_len = 5;
-      b.src_tokens = src.data();
-    }
+    const ls_batch b = tokens.batch(k.arch);
     const ScratchRun on = scratch_run(c, 8, true, b);
     // The scratch holds more rows than the planned buffer and stays clear of the output
     // projection's gradient, the one gradient the criterion writes.
@@ -880,11 +875,7 @@ TEST_CASE("a fresh pass that overwrites weight gradients gives the gradients of 
   // the whole buffer and accumulates everywhere. The buffer starts as NaN, so an element that A
   // neither zeroes nor overwrites, or a GEMM that overwrites what something added before it,
   // shows. x and 0 + x are the same value: the gradients must be equal exactly.
-  std::vector<int32_t> src = {5, 6, 7, 8, 2, 9, 10, 11, 2, 1, 12, 13, 2, 1, 1, 14, 2, 1, 1, 1};
-  std::vector<int32_t> prev = {2, 14, 15, 16, 17, 18, 19, 2, 17, 18, 20, 1, 1,  1,
-                               2, 19, 21, 22, 23, 5,  1,  2, 6,  7,  8,  9, 10, 11};
-  std::vector<int32_t> tgt = {14, 15, 16, 17, 18, 19, 2, 17, 18, 20, 2, 1,  1,  1,
-                              19, 21, 22, 23, 5,  2,  1, 6,  7,  8,  9, 10, 11, 2};
+  ChunkBatch tokens;  // 28 target rows of max_batch_tokens 32
   struct Case {
     const char* name;
     ls_arch arch;
@@ -909,16 +900,7 @@ TEST_CASE("a fresh pass that overwrites weight gradients gives the gradients of 
     c.share_all_embeddings = k.share_all;
     c.share_decoder_input_output_embed = k.share_out;
     c.learned_positions = k.learned_positions;
-    ls_batch b;
-    ls_batch_init(&b);
-    b.batch_size = 4;
-    b.tgt_len = 7;
-    b.prev_output_tokens = prev.data();
-    b.target = tgt.data();
-    if (k.arch == LS_ARCH_ENCODER_DECODER) {
-      b.src_len = 5;
-      b.src_tokens = src.data();
-    }
+    const ls_batch b = tokens.batch(k.arch);
     ScratchRun runs[2];
     size_t zeroed[2] = {0, 0}, n = 0;
     for (int overwrite = 0; overwrite < 2; ++overwrite) {

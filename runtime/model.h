@@ -160,6 +160,9 @@ class TransformerGraph {
     }
   };
   void build_stack(Stack& s, const std::string& prefix, int layers, bool decoder);
+  // Set criterion_scratch, then the gradient zeroing of a fresh pass (constructor only).
+  void plan_criterion_scratch();
+  void plan_grad_zeroing();
   void stack_forward(RunCtx& rc, Stack& s);
   // d_out is the gradient of the stack's output; returns nothing (embedding gets the rest).
   void stack_backward(RunCtx& rc, Stack& s, BufferId d_out, bool deterministic);

@@ -122,32 +122,47 @@ TransformerGraph::TransformerGraph(const ls_model_config& cfg, bool cuda)
       planner_.declare_persistent("step.scalars", MemCategory::LossScaler, kScalarCount * a + 64);
   train_state =
       planner_.declare_persistent("step.train_state", MemCategory::LossScaler, sizeof(TrainState));
-  // The criterion's scratch: the larger of the gradient buffer's element ranges before and after
-  // the output projection's gradient, its start rounded up to 256 bytes.
-  if (g_criterion_scratch_enabled.load()) {
-    const size_t p0 = output_projection.offset, p1 = p0 + output_projection.numel;
-    const size_t align = 256 / a;
-    const size_t after = (p1 + align - 1) / align * align;
-    GradScratch sc;
-    if (after < n && n - after > p0) {
-      sc.begin = after;
-      sc.end = n;
-    } else {
-      sc.begin = 0;
-      sc.end = p0;
-    }
-    const size_t row_bytes = V * e;
-    int64_t rows = static_cast<int64_t>((sc.end - sc.begin) * a / row_bytes);
-    if (rows < cfg_.max_batch_tokens) rows = rows / 8 * 8;
-    rows = std::min<int64_t>(rows, cfg_.max_batch_tokens);
-    if (rows > criterion_rows) {
-      sc.rows = rows;
-      criterion_scratch = sc;
-    }
+  plan_criterion_scratch();
+  plan_grad_zeroing();
+  if (cuda_) {
+    workspace_bytes = kCublasWorkspaceBytes;
+    workspace =
+        planner_.declare_persistent("cublaslt.workspace", MemCategory::Workspace, workspace_bytes);
   }
-  // What a fresh training pass zeroes (Model::train_pass): with overwriting weight gradients
-  // only the accumulated ranges, else everything; the part inside the criterion's scratch is
-  // zeroed by the criterion after its last chunk, the rest before the forward.
+}
+
+// The criterion's scratch: the larger of the gradient buffer's element ranges before and after
+// the output projection's gradient, its start rounded up to 256 bytes (after the parameters and
+// criterion_rows are known).
+void TransformerGraph::plan_criterion_scratch() {
+  if (!g_criterion_scratch_enabled.load()) return;
+  const size_t n = params_.total_elements(), a = dtype_size(acc_);
+  const size_t p0 = output_projection.offset, p1 = p0 + output_projection.numel;
+  const size_t align = 256 / a;
+  const size_t after = (p1 + align - 1) / align * align;
+  GradScratch sc;
+  if (after < n && n - after > p0) {
+    sc.begin = after;
+    sc.end = n;
+  } else {
+    sc.begin = 0;
+    sc.end = p0;
+  }
+  const size_t row_bytes = static_cast<size_t>(cfg_.tgt_vocab_size) * dtype_size(dt_);
+  int64_t rows = static_cast<int64_t>((sc.end - sc.begin) * a / row_bytes);
+  if (rows < cfg_.max_batch_tokens) rows = rows / 8 * 8;
+  rows = std::min<int64_t>(rows, cfg_.max_batch_tokens);
+  if (rows > criterion_rows) {
+    sc.rows = rows;
+    criterion_scratch = sc;
+  }
+}
+
+// What a fresh training pass zeroes (Model::train_pass): with overwriting weight gradients only
+// the accumulated ranges, else everything; the part inside the criterion's scratch is zeroed by
+// the criterion after its last chunk, the rest before the forward (after plan_criterion_scratch).
+void TransformerGraph::plan_grad_zeroing() {
+  const size_t n = params_.total_elements();
   overwrite_weight_grads = g_grad_overwrite_enabled.load();
   std::vector<std::pair<size_t, size_t>> zero;
   if (overwrite_weight_grads)
@@ -173,11 +188,6 @@ TransformerGraph::TransformerGraph(const ls_model_config& cfg, bool cuda)
   if (range_words > 0)
     grad_zero_ranges = planner_.declare_persistent("step.grad_zero_ranges", MemCategory::LossScaler,
                                                    range_words * sizeof(uint64_t));
-  if (cuda_) {
-    workspace_bytes = kCublasWorkspaceBytes;
-    workspace =
-        planner_.declare_persistent("cublaslt.workspace", MemCategory::Workspace, workspace_bytes);
-  }
 }
 
 void TransformerGraph::build_stack(Stack& s, const std::string& prefix, int layers, bool decoder) {

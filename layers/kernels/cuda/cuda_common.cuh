@@ -492,6 +492,20 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
+// p[0..4) += v in global memory: one 16-byte atomic on sm_90 and later (p 16-byte aligned:
+// pack_aligned<float>), four fp32 atomics below. Where many blocks add into the same addresses
+// the number of atomics, not their bytes, bounds the adds.
+__device__ __forceinline__ void atomic_add4(float* p, float4 v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  atomicAdd(reinterpret_cast<float4*>(p), v);
+#else
+  atomicAdd(p, v.x);
+  atomicAdd(p + 1, v.y);
+  atomicAdd(p + 2, v.z);
+  atomicAdd(p + 3, v.w);
+#endif
+}
+
 inline bool pdl_enabled() {
   static const bool env_on = [] {
     const char* e = std::getenv("LS_PDL");

@@ -10,7 +10,8 @@
 // Backward, two paths:
 //   - default (deterministic == false): one block per token row, atomicAdd of
 //     scale * dropout_bwd(d_out) into d_table[tok] (and of dropout_bwd(d_out) into
-//     d_positions[pos]), one 16-byte atomicAdd per 4 columns on sm_90 when C % 4 == 0;
+//     d_positions[pos]), 4 columns per atomic_add4 (one 16-byte atomic on sm_90) when
+//     C % 4 == 0;
 //     repeated tokens make the fp32 summation order nondeterministic.
 //   - deterministic: no atomics; every d_table / d_positions element is updated by exactly one
 //     thread, in token order, so the result is bitwise reproducible.
@@ -100,31 +101,22 @@ __global__ void embedding_backward_atomic_kernel(EmbeddingArgs a, const T* __res
   int64_t tok = a.tokens[t];
   int64_t dim = a.dim;
   bool aligned = dim % 4 == 0 && pack_aligned<T>(d_out);
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  // sm_90's 16-byte atomics: one per 4 columns (the rows of repeated tokens meet at the same
-  // addresses, and the number of atomics, not their bytes, bounds this kernel).
-  const bool atomic4 = dim % 4 == 0 && reinterpret_cast<uintptr_t>(d_table) % 16 == 0 &&
-                       reinterpret_cast<uintptr_t>(d_positions) % 16 == 0;
-#else
-  constexpr bool atomic4 = false;
-#endif
+  // Whole rows of 4-column packs: one atomic_add4 per pack (one 16-byte atomic on sm_90).
+  const bool atomic4 =
+      dim % 4 == 0 && pack_aligned<float>(d_table) && pack_aligned<float>(d_positions);
   for (int64_t c = 4 * int64_t(threadIdx.x); c < dim; c += 4 * int64_t(blockDim.x)) {
     bool vec = aligned && c + 4 <= dim;
     float g[4], f[4];
     load4(d_out + t * dim, c, dim, vec, g);
     dropout_factors4(d, uint64_t(t * dim + c), f);
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     if (atomic4) {  // c + 4 <= dim here
       const float4 gf = make_float4(g[0] * f[0], g[1] * f[1], g[2] * f[2], g[3] * f[3]);
       if (d_table != nullptr)
-        atomicAdd(reinterpret_cast<float4*>(d_table + tok * dim + c),
-                  make_float4(a.scale * gf.x, a.scale * gf.y, a.scale * gf.z, a.scale * gf.w));
-      if (d_positions != nullptr)
-        atomicAdd(reinterpret_cast<float4*>(d_positions + pos * dim + c), gf);
+        atomic_add4(d_table + tok * dim + c,
+                    make_float4(a.scale * gf.x, a.scale * gf.y, a.scale * gf.z, a.scale * gf.w));
+      if (d_positions != nullptr) atomic_add4(d_positions + pos * dim + c, gf);
       continue;
     }
-#endif
-    (void)atomic4;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       if (c + j >= dim) break;

@@ -653,13 +653,11 @@ __global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM),
   // which the grid's last blocks add in a fixed order (partial_sums.cuh).
   __syncthreads();
   const float* flat = reinterpret_cast<const float*>(partials);
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  // sm_90 adds 16-byte atomics: one per 4 columns instead of 4 (the columns' adds from all
-  // blocks meet at the same addresses, so their count, not their bytes, bounds this epilogue;
-  // ncu put a quarter of the kernel's stall samples at 8192 x 1024 on the scalar atomics).
-  // Columns c..c+3 (c % 4 == 0) are consecutive floats in every team's float4 layout.
-  if (sums.rows == nullptr && cols % 4 == 0 && reinterpret_cast<uintptr_t>(d_gamma) % 16 == 0 &&
-      reinterpret_cast<uintptr_t>(d_beta) % 16 == 0) {
+  // Four columns per atomic_add4 (one 16-byte atomic on sm_90: ncu put a quarter of the
+  // kernel's stall samples at 8192 x 1024 on one scalar atomic per column). Columns c..c+3
+  // (c % 4 == 0) are consecutive floats in every team's float4 layout.
+  if (sums.rows == nullptr && cols % 4 == 0 && pack_aligned<float>(d_gamma) &&
+      pack_aligned<float>(d_beta)) {
     for (int64_t c = 4 * int64_t(threadIdx.x); c < cols; c += 4 * kThreads) {
       const int i = int(c / kStride), tt = int((c / N) % kTeamThreads), j = int(c % N);
       float4 sg = make_float4(0.f, 0.f, 0.f, 0.f), sb = sg;
@@ -673,12 +671,11 @@ __global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM),
         sg.x += g.x, sg.y += g.y, sg.z += g.z, sg.w += g.w;
         sb.x += b.x, sb.y += b.y, sb.z += b.z, sb.w += b.w;
       }
-      atomicAdd(reinterpret_cast<float4*>(d_gamma + c), sg);
-      atomicAdd(reinterpret_cast<float4*>(d_beta + c), sb);
+      atomic_add4(d_gamma + c, sg);
+      atomic_add4(d_beta + c, sb);
     }
     return;
   }
-#endif
   for (int64_t c = threadIdx.x; c < cols; c += kThreads) {
     const int i = int(c / kStride), tt = int((c / N) % kTeamThreads), j = int(c % N);
     float sg = 0.f, sb = 0.f;

@@ -211,7 +211,7 @@ void Attention::forward(RunCtx& rc, BufferId in, BufferId out) {
   Linear::forward(ops, dt, ctx, rc.wv.w(out_w_), rc.ptr(out), Tq, d, d);
 }
 
-void Attention::backward(RunCtx& rc, BufferId in, BufferId d_out, BufferId d_in, float beta) {
+void Attention::backward(RunCtx& rc, BufferId d_out, BufferId d_in, float beta) {
   Ops& ops = rc.ops();
   const DType dt = rc.dt();
   const int64_t d = dims_.hidden, Tq = rc.tokens(spec_.side);
@@ -236,7 +236,7 @@ void Attention::backward(RunCtx& rc, BufferId in, BufferId d_out, BufferId d_in,
   } else {
     backward_unfused(rc, d_ctx);
   }
-  projections_backward(rc, in, d_in, beta);
+  projections_backward(rc, d_in, beta);
 }
 
 void Attention::backward_unfused(RunCtx& rc, void* d_ctx) {
@@ -303,32 +303,35 @@ void Attention::backward_unfused(RunCtx& rc, void* d_ctx) {
   }
 }
 
-// The input projections' gradients from d_q_lin_ (and d_kv_lin_) in token-major layout.
-void Attention::projections_backward(RunCtx& rc, BufferId in, BufferId d_in, float beta) {
+// The input projections' gradients from d_q_lin_ (and d_kv_lin_) in token-major layout, except
+// the weight gradients that read `in` (input_weight_backward).
+void Attention::projections_backward(RunCtx& rc, BufferId d_in, float beta) {
   Ops& ops = rc.ops();
   const DType dt = rc.dt();
   const int64_t d = dims_.hidden;
   const int64_t Tq = rc.tokens(spec_.side), Tk = rc.shape.batch * key_len(rc);
-  void* x = rc.ptr(in);
   void* dx = rc.ptr(d_in);
   // The fused backward already added the bias gradient (column sums of dq, dk, dv).
-  void* db = spec_.fused ? nullptr : rc.wv.g(in_b_);
   void* db_kv = spec_.fused ? nullptr : rc.wv.g_rows(in_b_, d, 1);
   if (!spec_.cross) {
-    void* d_qkv = rc.ptr(d_q_lin_);
-    Linear::backward_weight(ops, dt, d_qkv, x, rc.wv.g(in_w_), db, Tq, d, 3 * d,
-                            rc.weight_grad_beta());
-    Linear::backward_data(ops, dt, d_qkv, rc.wv.w(in_w_), dx, Tq, d, 3 * d, beta);
+    Linear::backward_data(ops, dt, rc.ptr(d_q_lin_), rc.wv.w(in_w_), dx, Tq, d, 3 * d, beta);
   } else {
-    void* d_q = rc.ptr(d_q_lin_);
     void* d_kv = rc.ptr(d_kv_lin_);
-    Linear::backward_weight(ops, dt, d_q, x, rc.wv.g(in_w_), db, Tq, d, d, rc.weight_grad_beta());
-    Linear::backward_data(ops, dt, d_q, rc.wv.w(in_w_), dx, Tq, d, d, beta);
+    Linear::backward_data(ops, dt, rc.ptr(d_q_lin_), rc.wv.w(in_w_), dx, Tq, d, d, beta);
     Linear::backward_weight(ops, dt, d_kv, rc.ptr(spec_.memory), rc.wv.g_rows(in_w_, d, d), db_kv,
                             Tk, d, 2 * d, rc.weight_grad_beta());
     Linear::backward_data(ops, dt, d_kv, rc.wv.w_rows(in_w_, d, d), rc.ptr(spec_.d_memory), Tk, d,
                           2 * d, 1.f);
   }
+}
+
+void Attention::input_weight_backward(RunCtx& rc, BufferId in) {
+  const int64_t d = dims_.hidden, Tq = rc.tokens(spec_.side);
+  // The fused backward already added the bias gradient (column sums of dq, dk, dv); the
+  // unfused one leaves it to this GEMM (cross-attention: the query rows only).
+  void* db = spec_.fused ? nullptr : rc.wv.g(in_b_);
+  Linear::backward_weight(rc.ops(), rc.dt(), rc.ptr(d_q_lin_), rc.ptr(in), rc.wv.g(in_w_), db, Tq,
+                          d, spec_.cross ? d : 3 * d, rc.weight_grad_beta());
 }
 
 }  // namespace ls

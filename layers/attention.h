@@ -39,7 +39,10 @@ class Attention final : public Sublayer {
   Attention(Planner& planner, ParamSet& params, const std::string& prefix, const LayerDims& dims,
             const AttentionSpec& spec);
   void forward(RunCtx& rc, BufferId in, BufferId out) override;
-  void backward(RunCtx& rc, BufferId in, BufferId d_out, BufferId d_in, float beta) override;
+  void backward(RunCtx& rc, BufferId d_out, BufferId d_in, float beta) override;
+  // The query (self-attention: query, key and value) projection's weight gradient from `in`; the
+  // unfused core's input bias gradient with it.
+  void input_weight_backward(RunCtx& rc, BufferId in) override;
   ParamRef out_bias() const override { return out_b_; }
   Side side() const override { return spec_.side; }
 
@@ -64,7 +67,9 @@ class Attention final : public Sublayer {
   AttentionArgs fused_args(RunCtx& rc);
   // backward of the unfused core: d_ctx -> d_q_lin_ (and d_kv_lin_), token-major.
   void backward_unfused(RunCtx& rc, void* d_ctx);
-  void projections_backward(RunCtx& rc, BufferId in, BufferId d_in, float beta);
+  // The input projections' data gradients (into d_in, and cross-attention's d_memory) and the
+  // key / value projection's weight gradient (cross-attention: it reads the memory, not `in`).
+  void projections_backward(RunCtx& rc, BufferId d_in, float beta);
 };
 
 }  // namespace ls

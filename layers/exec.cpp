@@ -43,6 +43,12 @@ class ScheduleOps final : public Ops {
                           int64_t, DType) override {
     touch(dy, x, g, m, r, dres, dx, dg, db);
   }
+  void layernorm_backward_with_output(const void* dy, const void* x, const void* g, const void* b,
+                                      const void* m, const void* r, const void* dres, void* dx,
+                                      void* y, void* dg, void* db, int64_t, int64_t,
+                                      DType) override {
+    touch(dy, x, g, b, m, r, dres, dx, y, dg, db);
+  }
   void layernorm_backward_from_output(const void* dy, const void* y, const void* g, const void* b,
                                       const void* r, const void* dres, void* dx, void* dg, void* db,
                                       int64_t, int64_t, DType) override {

@@ -40,7 +40,7 @@ void FeedForward::forward(RunCtx& rc, BufferId in, BufferId out) {
   Linear::forward(ops, dt, hidden, rc.wv.w(w2_), rc.ptr(out), T, F, d);
 }
 
-void FeedForward::backward(RunCtx& rc, BufferId in, BufferId d_out, BufferId d_in, float beta) {
+void FeedForward::backward(RunCtx& rc, BufferId d_out, BufferId d_in, float beta) {
   Ops& ops = rc.ops();
   const DType dt = rc.dt();
   const int64_t T = rc.tokens(side_), d = dims_.hidden, F = dims_.ffn;
@@ -60,9 +60,13 @@ void FeedForward::backward(RunCtx& rc, BufferId in, BufferId d_out, BufferId d_i
   else
     ops.act_dropout_backward(d_hidden, rc.ptr(pre_), d_hidden, rc.wv.g(b1_), T, F, act_, p,
                              rc.key(site_), dt);
-  Linear::backward_weight(ops, dt, d_hidden, rc.ptr(in), rc.wv.g(w1_), nullptr, T, d, F,
-                          rc.weight_grad_beta());
   Linear::backward_data(ops, dt, d_hidden, rc.wv.w(w1_), rc.ptr(d_in), T, d, F, beta);
+}
+
+void FeedForward::input_weight_backward(RunCtx& rc, BufferId in) {
+  const int64_t T = rc.tokens(side_), d = dims_.hidden, F = dims_.ffn;
+  Linear::backward_weight(rc.ops(), rc.dt(), rc.ptr(d_hidden_), rc.ptr(in), rc.wv.g(w1_), nullptr,
+                          T, d, F, rc.weight_grad_beta());
 }
 
 }  // namespace ls

@@ -20,7 +20,8 @@ class FeedForward final : public Sublayer {
   FeedForward(Planner& planner, ParamSet& params, const std::string& prefix, const LayerDims& dims,
               Side side, Activation act, float activation_dropout, uint32_t site);
   void forward(RunCtx& rc, BufferId in, BufferId out) override;
-  void backward(RunCtx& rc, BufferId in, BufferId d_out, BufferId d_in, float beta) override;
+  void backward(RunCtx& rc, BufferId d_out, BufferId d_in, float beta) override;
+  void input_weight_backward(RunCtx& rc, BufferId in) override;  // fc1.weight
   ParamRef out_bias() const override { return b2_; }
   Side side() const override { return side_; }
 

@@ -65,8 +65,15 @@ class Sublayer {
   virtual ~Sublayer() = default;
   // in: [T, d] input; out: [T, d].
   virtual void forward(RunCtx& rc, BufferId in, BufferId out) = 0;
-  // d_out: gradient of out [T, d] (may be overwritten); d_in = beta * d_in + gradient of in.
-  virtual void backward(RunCtx& rc, BufferId in, BufferId d_out, BufferId d_in, float beta) = 0;
+  // Backward in two calls, so that the sublayer's input need not exist during the first:
+  // - backward: d_out, the gradient of out [T, d] (may be overwritten) -> d_in = beta * d_in +
+  //   the gradient of in, and the gradients of every parameter except the weights of the
+  //   projections that read `in`. It does not read `in`.
+  // - input_weight_backward: those weights' gradients, from `in` (which must hold the forward's
+  //   input again by then: a pre-LN block recomputes it in its LayerNorm backward) and what
+  //   backward left in the sublayer's own buffers. Must follow backward.
+  virtual void backward(RunCtx& rc, BufferId d_out, BufferId d_in, float beta) = 0;
+  virtual void input_weight_backward(RunCtx& rc, BufferId in) = 0;
   virtual ParamRef out_bias() const = 0;
   virtual Side side() const = 0;
 };

@@ -24,15 +24,12 @@ ResidualBlock::ResidualBlock(Planner& planner, ParamSet& params, const std::stri
   const std::string p = buffer_prefix + ".";
   const auto S = MemCategory::SavedActivations, Tmp = MemCategory::Temporaries;
   // Recomputed LN(x): two short-lived temporaries (forward: LN -> sublayer forward; backward:
-  // recompute -> sublayer backward) instead of one saved buffer alive from forward to backward.
+  // LayerNorm backward -> the sublayer's input weight gradients) instead of one saved buffer
+  // alive from forward to backward.
   // From the output: post-LN's LN input and both modes' mean are read in forward only.
   const bool norm_saved = pre_norm ? !recompute_ : !from_output_;
   norm_ = planner.declare(p + (pre_norm ? "ln_out" : "ln_in"), norm_saved ? S : Tmp, td);
-  if (recompute_) {
-    norm_re_ = planner.declare(p + "ln_out_recomputed", Tmp, td);
-    mean_re_ = planner.declare(p + "ln_mean_recomputed", Tmp, stats);
-    rstd_re_ = planner.declare(p + "ln_rstd_recomputed", Tmp, stats);
-  }
+  if (recompute_) norm_re_ = planner.declare(p + "ln_out_recomputed", Tmp, td);
   mean_ = planner.declare(p + "ln_mean", from_output_ ? Tmp : S, stats);
   rstd_ = planner.declare(p + "ln_rstd", S, stats);
   sub_out_ = planner.declare(p + "sub_out", Tmp, td);
@@ -72,14 +69,13 @@ void ResidualBlock::backward(RunCtx& rc, BufferId in, BufferId d_out) {
   if (pre_norm_) {
     ops.dropout_bias_backward(rc.ptr(d_out), rc.ptr(d_sub_), rc.wv.g(sub_->out_bias()), T, d, p,
                               rc.key(site_), dt);
-    BufferId norm = norm_;
-    if (recompute_) {  // LN(x) again, bit for bit what forward fed the sublayer
-      ops.layernorm_forward(rc.ptr(in), rc.wv.w(gamma_), rc.wv.w(beta_), rc.ptr(norm_re_),
-                            rc.ptr(mean_re_), rc.ptr(rstd_re_), T, d, eps_, dt);
-      norm = norm_re_;
-    }
-    sub_->backward(rc, norm, d_sub_, d_norm_, 0.f);
-    if (from_output_)
+    sub_->backward(rc, d_sub_, d_norm_, 0.f);
+    if (recompute_)  // also writes LN(x) again, bit for bit what forward fed the sublayer
+      ops.layernorm_backward_with_output(rc.ptr(d_norm_), rc.ptr(in), rc.wv.w(gamma_),
+                                         rc.wv.w(beta_), rc.ptr(mean_), rc.ptr(rstd_),
+                                         rc.ptr(d_out), rc.ptr(d_in_), rc.ptr(norm_re_),
+                                         rc.wv.g(gamma_), rc.wv.g(beta_), T, d, dt);
+    else if (from_output_)
       ops.layernorm_backward_from_output(rc.ptr(d_norm_), rc.ptr(norm_), rc.wv.w(gamma_),
                                          rc.wv.w(beta_), rc.ptr(rstd_), rc.ptr(d_out),
                                          rc.ptr(d_in_), rc.wv.g(gamma_), rc.wv.g(beta_), T, d, dt);
@@ -87,6 +83,7 @@ void ResidualBlock::backward(RunCtx& rc, BufferId in, BufferId d_out) {
       ops.layernorm_backward(rc.ptr(d_norm_), rc.ptr(in), rc.wv.w(gamma_), rc.ptr(mean_),
                              rc.ptr(rstd_), rc.ptr(d_out), rc.ptr(d_in_), rc.wv.g(gamma_),
                              rc.wv.g(beta_), T, d, dt);
+    sub_->input_weight_backward(rc, recompute_ ? norm_re_ : norm_);
   } else {
     if (from_output_)
       ops.layernorm_backward_from_output(rc.ptr(d_out), rc.ptr(out_), rc.wv.w(gamma_),
@@ -99,7 +96,8 @@ void ResidualBlock::backward(RunCtx& rc, BufferId in, BufferId d_out) {
     ops.dropout_bias_backward(rc.ptr(d_norm_), rc.ptr(d_sub_), rc.wv.g(sub_->out_bias()), T, d, p,
                               rc.key(site_), dt);
     ops.copy(rc.ptr(d_in_), rc.ptr(d_norm_), static_cast<size_t>(T * d) * dtype_size(dt));
-    sub_->backward(rc, in, d_sub_, d_in_, 1.f);
+    sub_->backward(rc, d_sub_, d_in_, 1.f);
+    sub_->input_weight_backward(rc, in);
   }
 }
 

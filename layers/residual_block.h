@@ -9,11 +9,11 @@
 // - FromInput (default): its input x (pre-LN: the block input; post-LN: x + dropout(f(x) + b))
 //   and mean/rstd; pre-LN also keeps LN(x) for the sublayer's backward.
 // - Recompute (pre-LN only; post-LN ignores it, its LN input must be saved anyway): LN(x) is not
-//   kept for backward. Forward writes it to a temporary that dies after the sublayer's forward;
-//   backward recomputes it (one LayerNorm forward of the saved block input x, the same
-//   computation, so the same bits) into a second temporary just before the sublayer's
-//   backward. mean/rstd stay saved (LayerNorm backward reads them), and the recompute's own
-//   statistics go to small temporaries, so backward never writes saved state.
+//   kept for backward. Forward writes it to a temporary that dies after the sublayer's forward.
+//   The sublayer needs it in backward only for the weight gradients of its input projections,
+//   so the block runs the sublayer's backward, then the LayerNorm backward, which reads x anyway
+//   and also writes LN(x) from x and the saved mean/rstd (the forward's expression, so the same
+//   bits) into a second temporary, then the sublayer's input weight gradients from it.
 // - FromOutput: the LayerNorm backward recovers xhat = (y - beta) / gamma from its output y,
 //   which is kept anyway (pre-LN: LN(x), the sublayer's input; post-LN: the block output, the
 //   next block's input), so the LN input is not kept: pre-LN blocks keep no block input (the
@@ -60,8 +60,8 @@ class ResidualBlock {
   ParamRef gamma_, beta_;
   BufferId norm_, mean_, rstd_;  // pre-LN: LN(x); post-LN: the LN's input x + dropout(...)
   BufferId sub_out_, out_, d_sub_, d_norm_, d_in_;
-  // recompute_ only: LN(x) recomputed in backward, and the recompute's statistics (unread).
-  BufferId norm_re_, mean_re_, rstd_re_;
+  // recompute_ only: LN(x) recomputed by the LayerNorm backward.
+  BufferId norm_re_;
 };
 
 }  // namespace ls

@@ -21,11 +21,13 @@
 // Nothing is asserted.
 //
 // Usage: bench_layer [iterations=50] [encoder|decoder]... [d1024|d512]... [fp16|bf16|fp32]...
-//                    [notf32] [unfused] [autotune] [deterministic]
+//                    [notf32] [unfused] [autotune] [deterministic] [recompute]
 // (no filter of a kind = all of that kind). fp32 GEMMs run on TF32 tensor cores, as the
 // context's default, unless notf32. autotune: GEMM autotuning (ls_context_options.gemm_autotune;
 // the warm-up times the candidates). deterministic: the fixed-order reductions of
-// ls_trainer_config.deterministic instead of atomics. Without a GPU it says so and exits 0.
+// ls_trainer_config.deterministic instead of atomics. recompute: the blocks keep no LayerNorm
+// output for backward (ls_model_config.recompute_layer_norm; the LayerNorm backward writes it
+// again). Without a GPU it says so and exits 0.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -65,6 +67,7 @@ enum class LayerKind { Encoder, Decoder };
 // "unfused" on the command line: attention through split heads, batched GEMMs and the softmax
 // kernels even where the fused (flash-style) kernels exist, to compare the two.
 bool g_fused_attention = true;
+NormBackward g_norm_backward = NormBackward::FromInput;  // recompute: NormBackward::Recompute
 
 struct LayerConfig {
   const char* name;
@@ -126,7 +129,8 @@ class LayerRig {
     blocks_.push_back(std::make_unique<ResidualBlock>(
         planner_, params_, lp + ".self_attn_layer_norm", lp + ".self_attn_block", dims_, true,
         kLayerNormEps, kDropout, site++,
-        std::make_unique<Attention>(planner_, params_, lp + ".self_attn", dims_, sa)));
+        std::make_unique<Attention>(planner_, params_, lp + ".self_attn", dims_, sa),
+        g_norm_backward));
     if (kind == LayerKind::Decoder) {
       AttentionSpec ca;
       ca.side = Side::Target;
@@ -140,14 +144,16 @@ class LayerRig {
       blocks_.push_back(std::make_unique<ResidualBlock>(
           planner_, params_, lp + ".encoder_attn_layer_norm", lp + ".encoder_attn_block", dims_,
           true, kLayerNormEps, kDropout, site++,
-          std::make_unique<Attention>(planner_, params_, lp + ".encoder_attn", dims_, ca)));
+          std::make_unique<Attention>(planner_, params_, lp + ".encoder_attn", dims_, ca),
+          g_norm_backward));
     }
     const uint32_t ffn_block_site = site++, ffn_act_site = site++;
     blocks_.push_back(std::make_unique<ResidualBlock>(
         planner_, params_, lp + ".final_layer_norm", lp + ".ffn_block", dims_, true, kLayerNormEps,
         kDropout, ffn_block_site,
         std::make_unique<FeedForward>(planner_, params_, lp, dims_, side, Activation::ReLU,
-                                      kDropout, ffn_act_site)));
+                                      kDropout, ffn_act_site),
+        g_norm_backward));
 
     // Flat parameter buffers, as the model lays them out.
     const size_t n = params_.total_elements();
@@ -462,10 +468,13 @@ int run(int argc, char** argv) {
       autotune = true;
     } else if (a == "deterministic") {
       deterministic = true;
+    } else if (a == "recompute") {
+      g_norm_backward = NormBackward::Recompute;
     } else {
       std::fprintf(stderr,
                    "usage: bench_layer [iterations=50] [encoder|decoder]... [d1024|d512]... "
-                   "[fp16|bf16|fp32]... [notf32] [unfused] [autotune] [deterministic]\n");
+                   "[fp16|bf16|fp32]... [notf32] [unfused] [autotune] [deterministic] "
+                   "[recompute]\n");
       return 2;
     }
   }
@@ -483,8 +492,9 @@ int run(int argc, char** argv) {
   LS_CUDA_CHECK(cudaSetDevice(0));
   std::printf(
       "bench_layer on %s (sm_%d%d, %d SMs), batch 128 x len 64, dropout %.1f, ReLU, "
-      "pre-LN%s%s; warm-up %d, then %d timed iterations\n\n",
+      "pre-LN%s%s%s; warm-up %d, then %d timed iterations\n\n",
       info.name.c_str(), info.cc_major, info.cc_minor, info.multiprocessors, kDropout,
+      g_norm_backward == NormBackward::Recompute ? " (LayerNorm output recomputed)" : "",
       autotune ? ", GEMM autotuning" : "", deterministic ? ", deterministic reductions" : "",
       kWarmup, iterations);
   CudaOps cuda(0, nullptr);

@@ -203,6 +203,15 @@ class TimedOps final : public Ops {
                                 cols, dt);
     });
   }
+  void layernorm_backward_with_output(const void* dy, const void* x, const void* gamma,
+                                      const void* beta, const void* mean, const void* rstd,
+                                      const void* d_residual, void* dx, void* y, void* d_gamma,
+                                      void* d_beta, int64_t rows, int64_t cols, DType dt) override {
+    timed(kLayernormBackwardWithOutput, [&] {
+      inner_.layernorm_backward_with_output(dy, x, gamma, beta, mean, rstd, d_residual, dx, y,
+                                            d_gamma, d_beta, rows, cols, dt);
+    });
+  }
   void layernorm_backward_from_output(const void* dy, const void* y, const void* gamma,
                                       const void* beta, const void* rstd, const void* d_residual,
                                       void* dx, void* d_gamma, void* d_beta, int64_t rows,
@@ -359,6 +368,7 @@ class TimedOps final : public Ops {
     kEmbeddingBackward,
     kLayernormForward,
     kLayernormBackward,
+    kLayernormBackwardWithOutput,
     kLayernormBackwardFromOutput,
     kBiasDropoutResidualForward,
     kDropoutBiasBackward,
@@ -432,6 +442,7 @@ class TimedOps final : public Ops {
                "embedding_backward",
                "layernorm_forward",
                "layernorm_backward",
+               "layernorm_bwd_with_output",
                "layernorm_bwd_from_output",
                "bias_dropout_residual_fwd",
                "dropout_bias_backward",

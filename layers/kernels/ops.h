@@ -200,6 +200,14 @@ class Ops {
                                   const void* mean, const void* rstd, const void* d_residual,
                                   void* dx, void* d_gamma, void* d_beta, int64_t rows,
                                   int64_t cols, DType dt) = 0;
+  // layernorm_backward that also writes the forward's output y = (x - mean) * rstd * gamma + beta
+  // [rows, cols] from x and the saved statistics: the same bits as layernorm_forward wrote (a
+  // pre-LN block recomputes its LayerNorm output this way instead of keeping it for backward).
+  virtual void layernorm_backward_with_output(const void* dy, const void* x, const void* gamma,
+                                              const void* beta, const void* mean, const void* rstd,
+                                              const void* d_residual, void* dx, void* y,
+                                              void* d_gamma, void* d_beta, int64_t rows,
+                                              int64_t cols, DType dt) = 0;
   // The same backward from the LayerNorm's output y instead of its input:
   // xhat = (y - beta) / gamma (mean is not needed; rstd still is). Equal to layernorm_backward up
   // to the rounding of y; a zero gamma gives non-finite dx and d_gamma.

@@ -357,6 +357,67 @@ TEST_CASE("layernorm backward from the output rejects null pointers, naming them
   }
 }
 
+TEST_CASE("layernorm backward with the output: the backward's gradients and the forward's y") {
+  // layernorm_backward_with_output is layernorm_backward plus y from x and the saved statistics
+  // (a pre-LN block's recomputed LayerNorm output): every output bit for bit, in fp64 and fp32.
+  auto ops = ls::make_cpu_ops();
+  const int64_t rows = 5, cols = 48;
+  auto run = [&](auto tag, DType dt) {
+    using T = decltype(tag);
+    const auto x = convert<T>(random_vector<double>(rows * cols, 110, -3, 3));
+    auto gamma = convert<T>(random_vector<double>(cols, 111, 0.5, 1.5));
+    const auto beta = convert<T>(random_vector<double>(cols, 112));
+    const auto dy = convert<T>(random_vector<double>(rows * cols, 113));
+    const auto d_residual = convert<T>(random_vector<double>(rows * cols, 114));
+    std::vector<T> y(rows * cols), mean(rows), rstd(rows);
+    ops->layernorm_forward(x.data(), gamma.data(), beta.data(), y.data(), mean.data(), rstd.data(),
+                           rows, cols, 1e-5f, dt);
+    for (const T* res : {static_cast<const T*>(nullptr), d_residual.data()}) {
+      CAPTURE(res != nullptr);
+      std::vector<T> dx(rows * cols), dg(cols, T(0.25)), db(cols, T(0.25));
+      ops->layernorm_backward(dy.data(), x.data(), gamma.data(), mean.data(), rstd.data(), res,
+                              dx.data(), dg.data(), db.data(), rows, cols, dt);
+      const T nan = std::numeric_limits<T>::quiet_NaN();
+      std::vector<T> dx_w(rows * cols, nan), y_w(rows * cols, nan), dg_w(cols, T(0.25)),
+          db_w(cols, T(0.25));
+      ops->layernorm_backward_with_output(dy.data(), x.data(), gamma.data(), beta.data(),
+                                          mean.data(), rstd.data(), res, dx_w.data(), y_w.data(),
+                                          dg_w.data(), db_w.data(), rows, cols, dt);
+      CHECK(dx_w == dx);
+      CHECK(dg_w == dg);
+      CHECK(db_w == db);
+      CHECK(y_w == y);
+    }
+  };
+  SUBCASE("fp64") {
+    run(double{}, DType::F64);
+  }
+  SUBCASE("fp32") {
+    run(float{}, DType::F32);
+  }
+}
+
+TEST_CASE("layernorm backward with the output rejects null pointers, naming them") {
+  auto ops = ls::make_cpu_ops();
+  std::vector<float> v(8, 1.f);
+  float* p = v.data();
+  for (auto [beta, y, name] :
+       {std::tuple<const void*, void*, const char*>{nullptr, p, "beta"}, {p, nullptr, "y"}}) {
+    CAPTURE(name);
+    bool threw = false;
+    try {
+      ops->layernorm_backward_with_output(p, p, p, beta, p, p, nullptr, p, y, p, p, 2, 4,
+                                          DType::F32);
+    } catch (const ls::Error& e) {
+      threw = true;
+      CHECK(e.status() == LS_ERR_INVALID_ARGUMENT);
+      CHECK(std::string(e.what()).find("layernorm_backward_with_output") != std::string::npos);
+      CHECK(std::string(e.what()).find(std::string(": ") + name + " is null") != std::string::npos);
+    }
+    CHECK(threw);
+  }
+}
+
 // ---------------------------------------------------------------- elementwise fusions
 
 TEST_CASE("bias_dropout_residual forward / dropout_bias_backward match finite differences") {

@@ -110,6 +110,10 @@ template <typename T>
 void layernorm_backward(const T* dy, const T* x, const T* gamma, const acc_t<T>* mean,
                         const acc_t<T>* rstd, const T* d_residual, T* dx, acc_t<T>* d_gamma,
                         acc_t<T>* d_beta, int64_t rows, int64_t cols);
+// y = (x - mean) * rstd * gamma + beta from saved statistics: the forward's output bit for bit.
+template <typename T>
+void layernorm_output(const T* x, const T* gamma, const T* beta, const acc_t<T>* mean,
+                      const acc_t<T>* rstd, T* y, int64_t rows, int64_t cols);
 template <typename T>
 void layernorm_backward_from_output(const T* dy, const T* y, const T* gamma, const T* beta,
                                     const acc_t<T>* rstd, const T* d_residual, T* dx,

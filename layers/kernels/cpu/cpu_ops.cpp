@@ -261,6 +261,36 @@ class CpuOps final : public Ops {
                                });
   }
 
+  void layernorm_backward_with_output(const void* dy, const void* x, const void* gamma,
+                                      const void* beta, const void* mean, const void* rstd,
+                                      const void* d_residual, void* dx, void* y, void* d_gamma,
+                                      void* d_beta, int64_t rows, int64_t cols, DType dt) override {
+    layernorm_backward_checked(
+        "layernorm_backward_with_output", rows, cols, dt,
+        {{dy, "dy"},
+         {x, "x"},
+         {gamma, "gamma"},
+         {beta, "beta"},
+         {mean, "mean"},
+         {rstd, "rstd"},
+         {dx, "dx"},
+         {y, "y"},
+         {d_gamma, "d_gamma"},
+         {d_beta, "d_beta"}},
+        [&](auto tag) {
+          using T = decltype(tag);
+          using A = acc_t<T>;
+          const T* xt = static_cast<const T*>(x);
+          const A* mt = static_cast<const A*>(mean);
+          const A* rt = static_cast<const A*>(rstd);
+          cpu::layernorm_backward<T>(static_cast<const T*>(dy), xt, static_cast<const T*>(gamma),
+                                     mt, rt, static_cast<const T*>(d_residual), static_cast<T*>(dx),
+                                     static_cast<A*>(d_gamma), static_cast<A*>(d_beta), rows, cols);
+          cpu::layernorm_output<T>(xt, static_cast<const T*>(gamma), static_cast<const T*>(beta),
+                                   mt, rt, static_cast<T*>(y), rows, cols);
+        });
+  }
+
   void layernorm_backward_from_output(const void* dy, const void* y, const void* gamma,
                                       const void* beta, const void* rstd, const void* d_residual,
                                       void* dx, void* d_gamma, void* d_beta, int64_t rows,
@@ -286,7 +316,7 @@ class CpuOps final : public Ops {
                                });
   }
 
-  // The argument checks both LayerNorm backward forms share (rows >= 0, cols > 0, the dtype, and
+  // The argument checks the LayerNorm backward forms share (rows >= 0, cols > 0, the dtype, and
   // with rows > 0 the named pointers non-null); then run(T{}) for the storage type T.
   template <class F>
   void layernorm_backward_checked(const char* call, int64_t rows, int64_t cols, DType dt,

@@ -7,6 +7,7 @@
 //           dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) (+ d_residual in the same pass),
 //           d_gamma += sum over rows of dy * xhat, d_beta += sum over rows of dy.
 // backward from the output: the same with xhat = (y - beta) / gamma (y the forward's output).
+// output: y from x and saved mean / rstd, the forward's last loop on its own (the same bits).
 #include <cmath>
 #include <cstdint>
 
@@ -14,6 +15,22 @@
 
 namespace ls {
 namespace cpu {
+
+namespace {
+
+// One row of the forward's output from the row's statistics: the forward and layernorm_output
+// share it, so both write the same bits.
+template <typename T>
+void layernorm_output_row(const T* xr, const T* gamma, const T* beta, T* yr, acc_t<T> mu,
+                          acc_t<T> rs, int64_t cols) {
+  using A = acc_t<T>;
+  for (int64_t c = 0; c < cols; ++c) {
+    const A xhat = (static_cast<A>(xr[c]) - mu) * rs;
+    yr[c] = static_cast<T>(xhat * static_cast<A>(gamma[c]) + static_cast<A>(beta[c]));
+  }
+}
+
+}  // namespace
 
 template <typename T>
 void layernorm_forward(const T* x, const T* gamma, const T* beta, T* y, acc_t<T>* mean,
@@ -31,10 +48,7 @@ void layernorm_forward(const T* x, const T* gamma, const T* beta, T* y, acc_t<T>
       sq += d * d;
     }
     const A rs = A(1) / std::sqrt(sq / static_cast<A>(cols) + static_cast<A>(eps));
-    for (int64_t c = 0; c < cols; ++c) {
-      const A xhat = (static_cast<A>(xr[c]) - mu) * rs;
-      yr[c] = static_cast<T>(xhat * static_cast<A>(gamma[c]) + static_cast<A>(beta[c]));
-    }
+    layernorm_output_row(xr, gamma, beta, yr, mu, rs, cols);
     mean[r] = mu;
     rstd[r] = rs;
   }
@@ -86,6 +100,13 @@ void layernorm_backward(const T* dy, const T* x, const T* gamma, const acc_t<T>*
 }
 
 template <typename T>
+void layernorm_output(const T* x, const T* gamma, const T* beta, const acc_t<T>* mean,
+                      const acc_t<T>* rstd, T* y, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r)
+    layernorm_output_row(x + r * cols, gamma, beta, y + r * cols, mean[r], rstd[r], cols);
+}
+
+template <typename T>
 void layernorm_backward_from_output(const T* dy, const T* y, const T* gamma, const T* beta,
                                     const acc_t<T>* rstd, const T* d_residual, T* dx,
                                     acc_t<T>* d_gamma, acc_t<T>* d_beta, int64_t rows,
@@ -108,6 +129,10 @@ template void layernorm_backward<float>(const float*, const float*, const float*
 template void layernorm_backward<double>(const double*, const double*, const double*, const double*,
                                          const double*, const double*, double*, double*, double*,
                                          int64_t, int64_t);
+template void layernorm_output<float>(const float*, const float*, const float*, const float*,
+                                      const float*, float*, int64_t, int64_t);
+template void layernorm_output<double>(const double*, const double*, const double*, const double*,
+                                       const double*, double*, int64_t, int64_t);
 template void layernorm_backward_from_output<float>(const float*, const float*, const float*,
                                                     const float*, const float*, const float*,
                                                     float*, float*, float*, int64_t, int64_t);

@@ -47,11 +47,14 @@ struct Reduction {
 // What the LayerNorm backward (layernorm.cu, layernorm_param_grad.cu) computes xhat from: the
 // forward's input and saved mean, xhat = (x - mean) * rstd (layernorm_backward); or, with
 // from_output, its output and beta, xhat = (y - beta) / gamma (layernorm_backward_from_output).
+// From the input, y may be set: the backward then also writes the forward's output
+// y = (x - mean) * rstd * gamma + beta into it, bit for bit the forward's (beta read).
 struct LnXhatSource {
   const void* xy = nullptr;     // x, or y with from_output: [rows, cols] (dt)
   const float* mean = nullptr;  // [rows]; read only from the input
-  const void* beta = nullptr;   // [cols] (dt); read only from the output
+  const void* beta = nullptr;   // [cols] (dt); read from the output, or with y
   bool from_output = false;
+  void* y = nullptr;  // [rows, cols] (dt): the recomputed output (from the input only), or null
 };
 
 // layernorm.cu, deterministic mode: the fused backward with d_gamma/d_beta written as per-block
@@ -59,7 +62,8 @@ struct LnXhatSource {
 // order (sums: arrays 2, out d_gamma and d_beta); groups == 0: cols beyond the register path
 // (then layernorm_param_grad.cu computes them). The groups depend on from_output (the two
 // variants' blocks take different shared memory, hence occupancy).
-int64_t layernorm_backward_partial_groups(int64_t rows, int64_t cols, DType dt, bool from_output);
+int64_t layernorm_backward_partial_groups(int64_t rows, int64_t cols, DType dt,
+                                          const LnXhatSource& src);
 void launch_layernorm_backward_partials(const void* dy, const LnXhatSource& src, const void* gamma,
                                         const float* rstd, const void* d_residual, void* dx,
                                         const PartialSums& sums, int64_t rows, int64_t cols,
@@ -134,6 +138,10 @@ void launch_layernorm_forward(const void* x, const void* gamma, const void* beta
 void launch_layernorm_backward(const void* dy, const LnXhatSource& src, const void* gamma,
                                const float* rstd, const void* d_residual, void* dx, float* d_gamma,
                                float* d_beta, int64_t rows, int64_t cols, DType dt, cudaStream_t s);
+// src.y = the forward's output from src.xy = x, src.mean, rstd, gamma and src.beta (the same bits
+// as the forward); the backward's recomputed output where its register path does not apply.
+void launch_layernorm_output(const LnXhatSource& src, const void* gamma, const float* rstd,
+                             int64_t rows, int64_t cols, DType dt, cudaStream_t s);
 
 // dropout_fusions.cu
 void launch_bias_dropout_residual(const void* x, const void* bias, const void* residual, void* out,

@@ -251,6 +251,25 @@ void CudaOps::layernorm_backward(const void* dy, const void* x, const void* gamm
                             d_beta, rows, cols, dt);
 }
 
+void CudaOps::layernorm_backward_with_output(const void* dy, const void* x, const void* gamma,
+                                             const void* beta, const void* mean, const void* rstd,
+                                             const void* d_residual, void* dx, void* y,
+                                             void* d_gamma, void* d_beta, int64_t rows,
+                                             int64_t cols, DType dt) {
+  const char* call = "layernorm_backward_with_output";
+  if (rows > 0) {
+    check_ptr(beta, call, "beta");
+    check_ptr(y, call, "y");
+  }
+  cuda::LnXhatSource src;
+  src.xy = x;
+  src.mean = static_cast<const float*>(mean);
+  src.beta = beta;
+  src.y = y;
+  layernorm_backward_common(call, dy, src, gamma, rstd, d_residual, dx, d_gamma, d_beta, rows, cols,
+                            dt);
+}
+
 void CudaOps::layernorm_backward_from_output(const void* dy, const void* y, const void* gamma,
                                              const void* beta, const void* rstd,
                                              const void* d_residual, void* dx, void* d_gamma,
@@ -292,7 +311,7 @@ void CudaOps::layernorm_backward_common(const char* call, const void* dy,
   }
   // Deterministic: the fused kernel writes per-block partials and its last blocks add them in a
   // fixed order.
-  const int64_t pg = cuda::layernorm_backward_partial_groups(rows, cols, dt, src.from_output);
+  const int64_t pg = cuda::layernorm_backward_partial_groups(rows, cols, dt, src);
   if (pg > 0) {
     const cuda::PartialSums sums = red.sums(2, pg, cols, dg, db, call);
     cuda::launch_layernorm_backward_partials(dy, src, gamma, rs, d_residual, dx, sums, rows, cols,

@@ -58,6 +58,10 @@ class CudaOps final : public Ops {
   void layernorm_backward(const void* dy, const void* x, const void* gamma, const void* mean,
                           const void* rstd, const void* d_residual, void* dx, void* d_gamma,
                           void* d_beta, int64_t rows, int64_t cols, DType dt) override;
+  void layernorm_backward_with_output(const void* dy, const void* x, const void* gamma,
+                                      const void* beta, const void* mean, const void* rstd,
+                                      const void* d_residual, void* dx, void* y, void* d_gamma,
+                                      void* d_beta, int64_t rows, int64_t cols, DType dt) override;
   void layernorm_backward_from_output(const void* dy, const void* y, const void* gamma,
                                       const void* beta, const void* rstd, const void* d_residual,
                                       void* dx, void* d_gamma, void* d_beta, int64_t rows,

@@ -90,6 +90,14 @@ __device__ __forceinline__ void store_n(T* row, int64_t c, int64_t cols, const f
   }
 }
 
+// One output element of the forward, y = (x - mean) * rstd * gamma + beta: every kernel that
+// writes y (the forwards, the backward that recomputes it) goes through this expression, so they
+// write the same bits for the same x, mean and rstd.
+__device__ __forceinline__ float ln_output(float x, float mean, float rstd, float gamma,
+                                           float beta) {
+  return (x - mean) * rstd * gamma + beta;
+}
+
 // N elements per lane per step: 16 bytes when VEC, 1 otherwise.
 template <class T, bool VEC>
 constexpr int lane_elems() {
@@ -131,7 +139,7 @@ __global__ void layernorm_forward_kernel(const T* __restrict__ x, const T* __res
     load_n<N, VEC>(gamma, c, cols, g);
     load_n<N, VEC>(beta, c, cols, b);
 #pragma unroll
-    for (int j = 0; j < N; ++j) v[j] = (v[j] - mean) * rstd * g[j] + b[j];
+    for (int j = 0; j < N; ++j) v[j] = ln_output(v[j], mean, rstd, g[j], b[j]);
     store_n<N, VEC>(yr, c, cols, v);
   }
   if (lane == 0) {
@@ -192,12 +200,35 @@ __global__ void __launch_bounds__(128)
     load_n<N, true>(gamma, c, cols, g);
     load_n<N, true>(beta, c, cols, b);
 #pragma unroll
-    for (int j = 0; j < N; ++j) v[j] = (to_f32(xp[i].v[j]) - mean) * rstd * g[j] + b[j];
+    for (int j = 0; j < N; ++j) v[j] = ln_output(to_f32(xp[i].v[j]), mean, rstd, g[j], b[j]);
     store_n<N, true>(y + row * cols, c, cols, v);
   }
   if (lane == 0) {
     mean_out[row] = mean;
     rstd_out[row] = rstd;
+  }
+}
+
+// The forward's output from its input and saved statistics, y = ln_output(x, mean, rstd, ...):
+// the backward's recomputed output for rows beyond the register path. One warp per row.
+template <class T, bool VEC>
+__global__ void layernorm_output_kernel(const T* __restrict__ x, const T* __restrict__ gamma,
+                                        const T* __restrict__ beta, const float* __restrict__ mean,
+                                        const float* __restrict__ rstd, T* __restrict__ y,
+                                        int64_t rows, int64_t cols) {
+  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
+  constexpr int N = lane_elems<T, VEC>();
+  const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  if (row >= rows) return;
+  const float mu = mean[row], rs = rstd[row];
+  for (int64_t c = int64_t(threadIdx.x & 31) * N; c < cols; c += 32 * N) {
+    float v[N], g[N], b[N];
+    load_n<N, VEC>(x + row * cols, c, cols, v);
+    load_n<N, VEC>(gamma, c, cols, g);
+    load_n<N, VEC>(beta, c, cols, b);
+#pragma unroll
+    for (int j = 0; j < N; ++j) v[j] = ln_output(v[j], mu, rs, g[j], b[j]);
+    store_n<N, VEC>(y + row * cols, c, cols, v);
   }
 }
 
@@ -342,9 +373,12 @@ constexpr bool ln_bwd_packed_pairs() {
 // then per column, team threads x P x N words each: from the input gamma in fp32; from the
 // output (gamma, -beta) pairs and 1 / gamma (16-bit storage), or gamma, 1 / gamma and
 // -beta / gamma in fp32 (see the kernel for the layouts).
-template <class T, int TEAM, int P, bool FROM_OUTPUT>
+// WRITE_Y (from the input only): beta in fp32 as well, for the recomputed output.
+template <class T, int TEAM, int P, bool FROM_OUTPUT, bool WRITE_Y>
 constexpr size_t ln_bwd_shared_bytes() {
-  constexpr int kColumnArrays = !FROM_OUTPUT ? 1 : ln_bwd_packed_pairs<T, FROM_OUTPUT>() ? 2 : 3;
+  constexpr int kColumnArrays = !FROM_OUTPUT                            ? (WRITE_Y ? 2 : 1)
+                                : ln_bwd_packed_pairs<T, FROM_OUTPUT>() ? 2
+                                                                        : 3;
   return (size_t(2) * ln_bwd_block_warps(TEAM) + kColumnArrays * TEAM) * 32 * P * (16 / sizeof(T)) *
          sizeof(float);
 }
@@ -356,8 +390,9 @@ constexpr size_t ln_bwd_shared_bytes() {
 // and 4 blocks, and 65536 x 1024 went from 76% to 82% of copy (81% with the residual).
 // (fp16/bf16 TEAM 1, P 1 takes 60 registers against 56, 8 blocks against 9: bound to 9 it
 // spilled in the row loop.)
-template <class T, int TEAM, int P, bool FROM_OUTPUT>
+template <class T, int TEAM, int P, bool FROM_OUTPUT, bool WRITE_Y>
 constexpr int ln_bwd_min_blocks() {
+  if (WRITE_Y && sizeof(T) == 2 && P == kLnBwdMaxPacks && TEAM <= 4) return 4;
   if (!FROM_OUTPUT || P != kLnBwdMaxPacks) return 0;
   if (std::is_same<T, float>::value) return TEAM <= 2 ? 7 : 0;
   return 0;
@@ -389,20 +424,24 @@ __device__ __forceinline__ void launder(PackN<T, N>& p) {
 // [(t + 32 * TEAM * i) * N, + N), i < P, in every row. `vec`: cols % N == 0 and every pointer
 // 16-byte aligned (packed access); else element access with bounds.
 // FROM_OUTPUT: x is the forward's output y, beta is read and mean is not (xhat from the output).
+// WRITE_Y (from the input only): also writes the forward's output y = LN(x) into y_out, from x
+//   and the saved mean / rstd through ln_output (the forward's bits); beta_f holds beta in fp32.
 // Shared memory, as float4 so that a warp's accesses are consecutive (no bank conflicts):
 //   partials[((a * P + i) * Q + q) * kThreads + thread]: running sums of array a (0: d_gamma,
 //     1: d_beta), pack i, quarter q (elements 4q .. 4q + 3), owned by one thread (no atomics);
 //   gamma_f[(i * Q + q) * kTeamThreads + t]: gamma of the same columns, in fp32;
 //   FROM_OUTPUT: inv_gamma_f and shift_f, the same for 1 / gamma and -beta / gamma.
-template <class T, int TEAM, int P, bool FROM_OUTPUT>
+template <class T, int TEAM, int P, bool FROM_OUTPUT, bool WRITE_Y>
 __global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM),
-                                  ln_bwd_min_blocks<T, TEAM, P, FROM_OUTPUT>())
+                                  ln_bwd_min_blocks<T, TEAM, P, FROM_OUTPUT, WRITE_Y>())
     layernorm_backward_register_kernel(const T* __restrict__ dy, const T* __restrict__ x,
                                        const T* __restrict__ gamma, const float* __restrict__ mean,
                                        const T* __restrict__ beta, const float* __restrict__ rstd,
-                                       const T* d_residual, T* dx, float* d_gamma, float* d_beta,
-                                       PartialSums sums, int64_t rows, int64_t cols, bool vec) {
+                                       const T* d_residual, T* dx, T* y_out, float* d_gamma,
+                                       float* d_beta, PartialSums sums, int64_t rows, int64_t cols,
+                                       bool vec) {
   pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
+  static_assert(!(FROM_OUTPUT && WRITE_Y), "the output is recomputed from the input only");
   constexpr int N = int(16 / sizeof(T));
   constexpr int Q = N / 4;
   constexpr int kWarps = ln_bwd_block_warps(TEAM);
@@ -418,6 +457,7 @@ __global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM),
   // kPacked: gamma_f holds (gamma, -beta) pairs in T, one per 32-bit word (pair_at reads them).
   float4* inv_gamma_f = gamma_f + P * Q * kTeamThreads;  // FROM_OUTPUT only
   float4* shift_f = inv_gamma_f + P * Q * kTeamThreads;  // FROM_OUTPUT, 32-bit T only
+  float4* beta_f = gamma_f + P * Q * kTeamThreads;       // WRITE_Y only (the same slot)
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const int team = warp / TEAM;
   const int t = (warp % TEAM) * 32 + lane;
@@ -448,6 +488,12 @@ __global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM),
       inv_gamma_f[k] = make_float4(ig[0], ig[1], ig[2], ig[3]);
     } else {
       gamma_f[k] = make_float4(g[0], g[1], g[2], g[3]);
+    }
+    if (WRITE_Y) {
+      float b[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) b[j] = c + j < cols ? to_f32(beta[c + j]) : 0.f;
+      beta_f[k] = make_float4(b[0], b[1], b[2], b[3]);
     }
     if (FROM_OUTPUT && !kPacked) {
       // Past the row: 0 (not 1 / 0), so that the zero-filled elements there give xhat = 0.
@@ -627,6 +673,17 @@ __global__ void __launch_bounds__(32 * ln_bwd_block_warps(TEAM),
       } else {
         store_n<N, false>(dx + row * cols, c, cols, out);
       }
+      if (WRITE_Y) {  // the forward's output, from the same x, mean and rstd
+        float bt[N], yv[N];
+        column_at(beta_f, i, bt);
+#pragma unroll
+        for (int j = 0; j < N; ++j) yv[j] = ln_output(to_f32(xp[i].v[j]), mu, rs, gm[j], bt[j]);
+        if (vec) {
+          store_n<N, true>(y_out + row * cols, c, cols, yv);
+        } else {
+          store_n<N, false>(y_out + row * cols, c, cols, yv);
+        }
+      }
 #pragma unroll
       for (int q = 0; q < Q; ++q) {
         float4& pg = partials[((0 * P + i) * Q + q) * kThreads + threadIdx.x];
@@ -776,8 +833,8 @@ namespace {
 // The register path of the backward: returns its grid size (the number of per-block column
 // partials), 0 when cols is too long for it (or, from the output, when its shared memory is more
 // than the device gives a block). Launches only when `launch`; sums as in the kernel (rows null:
-// atomics into d_gamma / d_beta).
-template <bool FROM_OUTPUT>
+// atomics into d_gamma / d_beta). WRITE_Y: also src.y = LN(x) (from the input).
+template <bool FROM_OUTPUT, bool WRITE_Y>
 int64_t layernorm_backward_register_path(const void* dy, const LnXhatSource& src, const void* gamma,
                                          const float* rstd, const void* d_residual, void* dx,
                                          float* d_gamma, float* d_beta, const PartialSums& sums,
@@ -789,13 +846,14 @@ int64_t layernorm_backward_register_path(const void* dy, const LnXhatSource& src
     constexpr int N = int(16 / sizeof(T));
     if (cols > ln_bwd_register_max_cols<T>()) return;
     bool vec = cols % N == 0;
-    for (const void* p : {dy, src.xy, gamma, d_residual, static_cast<const void*>(dx)})
+    for (const void* p : {dy, src.xy, gamma, d_residual, static_cast<const void*>(dx),
+                          static_cast<const void*>(src.y)})
       if (p != nullptr && reinterpret_cast<uintptr_t>(p) % 16 != 0) vec = false;
     with_register_layout<N>(cols, [&](auto team, auto packs) {
       constexpr int TEAM = decltype(team)::value, P = decltype(packs)::value;
-      constexpr auto kernel = layernorm_backward_register_kernel<T, TEAM, P, FROM_OUTPUT>;
-      // <= 96 KiB from the input, <= 160 KiB from the output.
-      constexpr size_t kSharedBytes = ln_bwd_shared_bytes<T, TEAM, P, FROM_OUTPUT>();
+      constexpr auto kernel = layernorm_backward_register_kernel<T, TEAM, P, FROM_OUTPUT, WRITE_Y>;
+      // <= 96 KiB from the input (128 KiB writing y), <= 160 KiB from the output.
+      constexpr size_t kSharedBytes = ln_bwd_shared_bytes<T, TEAM, P, FROM_OUTPUT, WRITE_Y>();
       // The grid: the blocks that fit on the device at once (the grid stride covers the rest);
       // 0: more shared memory than a block may have here (from the output with 8 warps per row
       // on devices of 99 KiB per block, such as sm_86 / sm_89): such rows take the fallback.
@@ -832,8 +890,8 @@ int64_t layernorm_backward_register_path(const void* dy, const LnXhatSource& src
       launch_kernel("layernorm_backward", kernel, unsigned(grid), 32 * ln_bwd_block_warps(TEAM),
                     kSharedBytes, s, static_cast<const T*>(dy), static_cast<const T*>(src.xy),
                     static_cast<const T*>(gamma), src.mean, static_cast<const T*>(src.beta), rstd,
-                    static_cast<const T*>(d_residual), static_cast<T*>(dx), d_gamma, d_beta, sums,
-                    rows, cols, vec);
+                    static_cast<const T*>(d_residual), static_cast<T*>(dx), static_cast<T*>(src.y),
+                    d_gamma, d_beta, sums, rows, cols, vec);
     });
   });
   return grid;
@@ -844,8 +902,9 @@ int64_t layernorm_backward_register_path(const void* dy, const LnXhatSource& src
                                          float* d_gamma, float* d_beta, const PartialSums& sums,
                                          int64_t rows, int64_t cols, DType dt, bool launch,
                                          cudaStream_t s) {
-  auto path = src.from_output ? layernorm_backward_register_path<true>
-                              : layernorm_backward_register_path<false>;
+  auto path = src.from_output ? layernorm_backward_register_path<true, false>
+              : src.y         ? layernorm_backward_register_path<false, true>
+                              : layernorm_backward_register_path<false, false>;
   return path(dy, src, gamma, rstd, d_residual, dx, d_gamma, d_beta, sums, rows, cols, dt, launch,
               s);
 }
@@ -902,11 +961,10 @@ void layernorm_backward_fallback(const void* dy, const LnXhatSource& src, const 
 
 }  // namespace
 
-int64_t layernorm_backward_partial_groups(int64_t rows, int64_t cols, DType dt, bool from_output) {
+int64_t layernorm_backward_partial_groups(int64_t rows, int64_t cols, DType dt,
+                                          const LnXhatSource& src) {
   if (rows == 0 || cols == 0) return 0;
-  // Alignment does not change the grid: any pointers will do.
-  LnXhatSource src;
-  src.from_output = from_output;
+  // Alignment does not change the grid: the pointers are not read.
   return layernorm_backward_register_path(nullptr, src, nullptr, nullptr, nullptr, nullptr, nullptr,
                                           nullptr, PartialSums{}, rows, cols, dt, false, nullptr);
 }
@@ -935,6 +993,27 @@ void launch_layernorm_backward(const void* dy, const LnXhatSource& src, const vo
   auto fallback =
       src.from_output ? layernorm_backward_fallback<true> : layernorm_backward_fallback<false>;
   fallback(dy, src, gamma, rstd, d_residual, dx, d_gamma, d_beta, rows, cols, dt, s);
+  if (src.y != nullptr) launch_layernorm_output(src, gamma, rstd, rows, cols, dt, s);
+}
+
+void launch_layernorm_output(const LnXhatSource& src, const void* gamma, const float* rstd,
+                             int64_t rows, int64_t cols, DType dt, cudaStream_t s) {
+  if (rows == 0 || cols == 0) return;
+  constexpr int kWarps = 4;
+  const unsigned grid = unsigned((rows + kWarps - 1) / kWarps);
+  dispatch_dtype(dt, "layernorm_output", [&](auto tv) {
+    using T = decltype(tv);
+    auto launch = [&](auto kernel) {
+      launch_kernel("layernorm_output", kernel, grid, 32 * kWarps, 0, s,
+                    static_cast<const T*>(src.xy), static_cast<const T*>(gamma),
+                    static_cast<const T*>(src.beta), src.mean, rstd, static_cast<T*>(src.y), rows,
+                    cols);
+    };
+    if (can_vectorise<T>(cols, {src.xy, gamma, src.beta, src.y}))
+      launch(layernorm_output_kernel<T, true>);
+    else
+      launch(layernorm_output_kernel<T, false>);
+  });
 }
 
 }  // namespace cuda

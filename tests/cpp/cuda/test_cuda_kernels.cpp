@@ -6,6 +6,8 @@
 // are compared with fp32 tolerances whatever dt is, since both sides accumulate the same
 // rounded inputs in fp32.
 #include <algorithm>
+#include <string>
+#include <tuple>
 
 #include "cuda/cuda_test_util.h"
 #include "layers/kernels/cuda/cuda_ops.h"
@@ -236,6 +238,21 @@ TEST_CASE("cuda layernorm forward/backward match the CPU reference") {
             CHECK(download(ddb2, DType::F32, size_t(s.cols)) == got_b);
           }
 
+          // With the output recomputed (layernorm_backward_with_output): the same dx, bit for
+          // bit (the same expressions, one more store), the parameter gradients to the same
+          // tolerance (their summation order may differ: the variant's blocks take more shared
+          // memory, so the grid may differ), and y bit for bit the forward's.
+          const auto got_dx = download(ddx, dt, n);
+          DevBuf wdx = poisoned(n, dt), wy = poisoned(n, dt);
+          DevBuf wdg = upload(dgamma0, DType::F32), wdb = upload(dbeta0, DType::F32);
+          cuda.layernorm_backward_with_output(ddy.p, dx_in.p, dg.p, db.p, dmean.p, drstd.p,
+                                              with_res ? ddres.p : nullptr, wdx.p, wy.p, wdg.p,
+                                              wdb.p, s.rows, s.cols, dt);
+          CHECK(download(wdx, dt, n) == got_dx);
+          CHECK(download(wy, dt, n) == y_dev);
+          CHECK_CLOSE(download(wdg, DType::F32, size_t(s.cols)), dgamma_ref, kSumTol);
+          CHECK_CLOSE(download(wdb, DType::F32, size_t(s.cols)), dbeta_ref, kSumTol);
+
           // From the output, with the same checks.
           DevBuf odx = poisoned(n, dt);
           DevBuf odg = upload(dgamma0, DType::F32), odb = upload(dbeta0, DType::F32);
@@ -270,6 +287,27 @@ TEST_CASE("cuda layernorm forward/backward match the CPU reference") {
         cuda.set_workspace(nullptr, 0);
         cuda.set_deterministic(true);
       }
+  }
+}
+
+TEST_CASE("cuda layernorm backward with the output rejects a null beta or y, naming them") {
+  ls::CudaOps cuda(0, nullptr);
+  DevBuf buf = upload(std::vector<float>(8, 1.f), DType::F32);
+  void* p = buf.p;
+  for (auto [beta, y, name] :
+       {std::tuple<const void*, void*, const char*>{nullptr, p, "beta"}, {p, nullptr, "y"}}) {
+    CAPTURE(name);
+    bool threw = false;
+    try {
+      cuda.layernorm_backward_with_output(p, p, p, beta, p, p, nullptr, p, y, p, p, 2, 4,
+                                          DType::F32);
+    } catch (const ls::Error& e) {
+      threw = true;
+      CHECK(e.status() == LS_ERR_INVALID_ARGUMENT);
+      CHECK(std::string(e.what()).find(std::string("layernorm_backward_with_output: ") + name +
+                                       " is null") != std::string::npos);
+    }
+    CHECK(threw);
   }
 }
 

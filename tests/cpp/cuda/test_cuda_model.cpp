@@ -243,29 +243,6 @@ TEST_CASE("criterion scratch and overwritten weight gradients give the same trai
   CHECK(rel_diff(wa, wb) < 1e-4);  // Adam's sign flips on near-zero gradients, as above
 }
 
-TEST_CASE("recompute_layer_norm gives bitwise the same training on the GPU (pre-LN, fp16)") {
-  // The recomputed LayerNorm output is the same kernel on the same input: same bits, so the
-  // losses and the weights after a few updates must match exactly.
-  auto run = [](int recompute) {
-    ls_model_config c = lstest::small_model_config(LS_DTYPE_FP16, 0.1f);
-    c.pre_layer_norm = 1;
-    c.recompute_layer_norm = recompute;
-    Run r(LS_DEVICE_CUDA, c, 2e-3f);
-    Batch batch;
-    std::vector<double> losses;
-    for (int i = 0; i < 4; ++i) {
-      ls_step_result s;
-      ls_step_result_init(&s);
-      REQUIRE_MESSAGE(ls_trainer_step(r.trainer, &batch.b, &s) == LS_OK, ls_last_error());
-      losses.push_back(s.loss);
-    }
-    return std::make_pair(losses, r.params());
-  };
-  const auto off = run(0), on = run(1);
-  CHECK(on.first == off.first);
-  CHECK(on.second == off.second);
-}
-
 namespace {
 
 // LayerNorm weights in +-[0.5, 1.5] (alternating signs) and biases in [-1, 1]: away from the
@@ -293,6 +270,35 @@ void randomize_layer_norms(ls_model* m, unsigned seed) {
 }
 
 }  // namespace
+
+TEST_CASE("recompute_layer_norm gives bitwise the same training on the GPU (pre-LN, fp16, bf16)") {
+  // The LayerNorm backward recomputes the block's LayerNorm output from x and the saved
+  // statistics with the forward's expression: same bits, so the losses and the weights after a
+  // few updates must match exactly. LayerNorm parameters away from ones and zeros, so that a
+  // recomputed output that dropped gamma or beta would show.
+  for (ls_dtype dt : {LS_DTYPE_FP16, LS_DTYPE_BF16}) {
+    CAPTURE(int(dt));
+    auto run = [dt](int recompute) {
+      ls_model_config c = lstest::small_model_config(dt, 0.1f);
+      c.pre_layer_norm = 1;
+      c.recompute_layer_norm = recompute;
+      Run r(LS_DEVICE_CUDA, c, 2e-3f);
+      randomize_layer_norms(r.model, 17u);
+      Batch batch;
+      std::vector<double> losses;
+      for (int i = 0; i < 4; ++i) {
+        ls_step_result s;
+        ls_step_result_init(&s);
+        REQUIRE_MESSAGE(ls_trainer_step(r.trainer, &batch.b, &s) == LS_OK, ls_last_error());
+        losses.push_back(s.loss);
+      }
+      return std::make_pair(losses, r.params());
+    };
+    const auto off = run(0), on = run(1);
+    CHECK(on.first == off.first);
+    CHECK(on.second == off.second);
+  }
+}
 
 TEST_CASE("LayerNorm backward from the output on the GPU: fp32 matches the CPU reference, fp16 "
           "and bf16 follow the default") {

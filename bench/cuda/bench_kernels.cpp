@@ -145,6 +145,12 @@ int main(int argc, char** argv) {
       ops.layernorm_backward(dy.p, x.p, gamma.p, mean.p, rstd.p, res.p, dx.p, dg.p, db.p, R, C, h);
     });
     row("layernorm_backward +resid", dims(R, C), "fp16", ms, e * 4 * rc + 8.0 * R);
+    // With the forward's output written again (recompute_layer_norm): one more [R, C] store.
+    ms = time_ms(s, [&] {
+      ops.layernorm_backward_with_output(dy.p, x.p, gamma.p, beta.p, mean.p, rstd.p, res.p, dx.p,
+                                         y.p, dg.p, db.p, R, C, h);
+    });
+    row("layernorm_backward +resid +output", dims(R, C), "fp16", ms, e * 5 * rc + 8.0 * R);
     // From the forward's output y (written above); reads rstd but not mean.
     ms = time_ms(s, [&] {
       ops.layernorm_backward_from_output(dy.p, y.p, gamma.p, beta.p, rstd.p, nullptr, dx.p, dg.p,

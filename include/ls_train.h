@@ -195,12 +195,15 @@ typedef struct ls_model_config {
   ls_dtype dtype;             /* working precision; default fp32 */
   float label_smoothing;      /* criterion epsilon, default 0.1 (fairseq's eps/(V-1) form) */
   int32_t eos_idx;            /* end of sentence, default 2 (fairseq: bos 0, pad 1, eos 2, unk 3) */
-  int32_t recompute_layer_norm; /* 1: pre-LN blocks keep no LayerNorm output for backward and
-                                   recompute it there from the saved block input (one more
-                                   LayerNorm forward per block; saves tokens x hidden_size
-                                   elements per block of activation memory). Same results, bit
-                                   for bit. Ignored for post-LN. Default 0 (and 0 for a
-                                   caller's struct_size that ends before this field) */
+  int32_t recompute_layer_norm; /* 1: pre-LN blocks keep no LayerNorm output for backward; the
+                                   LayerNorm backward, which reads the saved block input anyway,
+                                   writes it again for the sublayer's weight gradients (one more
+                                   store of tokens x hidden_size elements per block; saves as
+                                   many elements per block of activation memory). Same results,
+                                   bit for bit. 0: keep them (slightly faster). Ignored for
+                                   post-LN and with layer_norm_backward_from_output. Default 1
+                                   (also for a caller's struct_size that ends before this
+                                   field) */
   int32_t layer_norm_backward_from_output; /* 1: every LayerNorm backward recovers
                                    xhat = (y - beta) / gamma from its output y, which is kept
                                    anyway (the sublayer's or the next block's input), instead of
@@ -211,9 +214,9 @@ typedef struct ls_model_config {
                                    of y in the working precision, more where |gamma| is small; a
                                    LayerNorm weight of exactly 0 gives a non-finite gradient
                                    (the step is then skipped or training stops, as for any
-                                   overflow). Pre- and post-LN. Not with recompute_layer_norm.
-                                   Default 0 (and 0 for a caller's struct_size that ends before
-                                   this field) */
+                                   overflow). Pre- and post-LN; recompute_layer_norm is then
+                                   ignored (neither the input nor the output is kept). Default 0
+                                   (and 0 for a caller's struct_size that ends before this field) */
 } ls_model_config;
 
 /* Defaults (a small encoder-decoder). */

@@ -35,7 +35,7 @@ void model_config_defaults(ls_model_config& c) {
   c.dtype = LS_DTYPE_FP32;
   c.label_smoothing = 0.1f;
   c.eos_idx = 2;
-  c.recompute_layer_norm = 0;
+  c.recompute_layer_norm = 1;
   c.layer_norm_backward_from_output = 0;
 }
 
@@ -137,10 +137,6 @@ void validate_model_config(const ls_model_config& c, bool cuda) {
   LS_CHECK_ARG(c.layer_norm_backward_from_output == 0 || c.layer_norm_backward_from_output == 1,
                "ls_model_config.layer_norm_backward_from_output must be 0 or 1, got "
                    << c.layer_norm_backward_from_output);
-  // Recomputing LN(x) needs the saved input; working from the output drops it: one or the other.
-  LS_CHECK_ARG(!(c.recompute_layer_norm && c.layer_norm_backward_from_output),
-               "ls_model_config.recompute_layer_norm and layer_norm_backward_from_output cannot "
-               "both be on (the first keeps each LayerNorm's input, the second its output)");
   LS_CHECK_ARG(c.padding_idx >= 0 && c.padding_idx < c.tgt_vocab_size &&
                    (!encdec || c.padding_idx < c.src_vocab_size),
                "ls_model_config.padding_idx " << c.padding_idx << " is outside the vocabulary");

@@ -195,7 +195,8 @@ void TransformerGraph::build_stack(Stack& s, const std::string& prefix, int laye
   s.side = decoder ? Side::Target : Side::Source;
   const bool pre = cfg_.pre_layer_norm != 0;
   // Pre-LN blocks may recompute LN(x) in backward instead of saving it (post-LN ignores it);
-  // any LayerNorm may work from its output in backward (model_config rejects both at once).
+  // any LayerNorm may work from its output in backward, which keeps neither LN(x) nor x, and
+  // then the first is moot.
   const NormBackward nb = cfg_.layer_norm_backward_from_output ? NormBackward::FromOutput
                           : pre && cfg_.recompute_layer_norm   ? NormBackward::Recompute
                                                                : NormBackward::FromInput;

@@ -21,13 +21,14 @@
 // Nothing is asserted.
 //
 // Usage: bench_layer [iterations=50] [encoder|decoder]... [d1024|d512]... [fp16|bf16|fp32]...
-//                    [notf32] [unfused] [autotune] [deterministic] [recompute]
+//                    [notf32] [unfused] [autotune] [deterministic] [keep-ln]
 // (no filter of a kind = all of that kind). fp32 GEMMs run on TF32 tensor cores, as the
 // context's default, unless notf32. autotune: GEMM autotuning (ls_context_options.gemm_autotune;
 // the warm-up times the candidates). deterministic: the fixed-order reductions of
-// ls_trainer_config.deterministic instead of atomics. recompute: the blocks keep no LayerNorm
-// output for backward (ls_model_config.recompute_layer_norm; the LayerNorm backward writes it
-// again). Without a GPU it says so and exits 0.
+// ls_trainer_config.deterministic instead of atomics. The blocks keep no LayerNorm output for
+// backward (the LayerNorm backward writes it again), as the model does by default
+// (ls_model_config.recompute_layer_norm); keep-ln: they keep it. Without a GPU it says so and
+// exits 0.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -67,7 +68,7 @@ enum class LayerKind { Encoder, Decoder };
 // "unfused" on the command line: attention through split heads, batched GEMMs and the softmax
 // kernels even where the fused (flash-style) kernels exist, to compare the two.
 bool g_fused_attention = true;
-NormBackward g_norm_backward = NormBackward::FromInput;  // recompute: NormBackward::Recompute
+NormBackward g_norm_backward = NormBackward::Recompute;  // keep-ln: NormBackward::FromInput
 
 struct LayerConfig {
   const char* name;
@@ -468,13 +469,13 @@ int run(int argc, char** argv) {
       autotune = true;
     } else if (a == "deterministic") {
       deterministic = true;
-    } else if (a == "recompute") {
-      g_norm_backward = NormBackward::Recompute;
+    } else if (a == "keep-ln") {
+      g_norm_backward = NormBackward::FromInput;
     } else {
       std::fprintf(stderr,
                    "usage: bench_layer [iterations=50] [encoder|decoder]... [d1024|d512]... "
                    "[fp16|bf16|fp32]... [notf32] [unfused] [autotune] [deterministic] "
-                   "[recompute]\n");
+                   "[keep-ln]\n");
       return 2;
     }
   }
@@ -494,7 +495,7 @@ int run(int argc, char** argv) {
       "bench_layer on %s (sm_%d%d, %d SMs), batch 128 x len 64, dropout %.1f, ReLU, "
       "pre-LN%s%s%s; warm-up %d, then %d timed iterations\n\n",
       info.name.c_str(), info.cc_major, info.cc_minor, info.multiprocessors, kDropout,
-      g_norm_backward == NormBackward::Recompute ? " (LayerNorm output recomputed)" : "",
+      g_norm_backward == NormBackward::Recompute ? "" : " (LayerNorm outputs kept)",
       autotune ? ", GEMM autotuning" : "", deterministic ? ", deterministic reductions" : "",
       kWarmup, iterations);
   CudaOps cuda(0, nullptr);

@@ -158,9 +158,10 @@ std::string format_groups(const TimedOps::Report& r, const std::vector<Group>& g
 // mode: "sync" reads the step result back every step (a host round trip per step), "async"
 // passes no result (nothing read back until the end), "graph" is async with the step captured
 // as a CUDA graph (trainer option cuda_graph).
-// --recompute-layer-norm: the models keep no pre-LN LayerNorm output for backward
-// (ls_model_config.recompute_layer_norm), trading one LayerNorm forward per block for memory.
-bool g_recompute_ln = false;
+// The models keep no pre-LN LayerNorm output for backward (ls_model_config.recompute_layer_norm,
+// the library's default: the LayerNorm backward writes it again); --no-recompute-layer-norm
+// keeps them (more memory, one store less per block).
+bool g_recompute_ln = true;
 // --layer-norm-backward-from-output: every LayerNorm backward (pre- and post-LN) recovers xhat
 // from its output, so the models keep no LayerNorm input for backward
 // (ls_model_config.layer_norm_backward_from_output): less memory at no extra work.
@@ -278,7 +279,7 @@ void bench(const Config& cfg, int steps, bool breakdown) {
       cfg.preset.c_str(), dtype_name(cfg.dtype), batch, len, cfg.mode.c_str(), ms_per_step,
       tokens_per_s, rep.total_bytes / 1073741824.0, rep.planned_bytes / 1073741824.0,
       rep.lower_bound_bytes / 1073741824.0, rep.persistent_bytes / 1073741824.0, r.loss / r.tokens,
-      g_recompute_ln ? ", LayerNorm recomputed" : "",
+      g_recompute_ln ? "" : ", LayerNorm outputs kept",
       g_ln_from_output ? ", LayerNorm backward from output" : "",
       g_gemm_autotune ? ", GEMMs autotuned" : "", suffix.c_str());
 
@@ -286,7 +287,8 @@ void bench(const Config& cfg, int steps, bool breakdown) {
   json.precision(10);
   json << "{\"preset\":\"" << cfg.preset << "\",\"dtype\":\"" << dtype_name(cfg.dtype)
        << "\",\"batch\":" << batch << ",\"len\":" << len << ",\"mode\":\"" << cfg.mode
-       << "\",\"steps\":" << steps << ",\"recompute_layer_norm\":" << (g_recompute_ln ? 1 : 0)
+       << "\",\"steps\":" << steps
+       << ",\"recompute_layer_norm\":" << (g_recompute_ln && !g_ln_from_output ? 1 : 0)
        << ",\"layer_norm_backward_from_output\":" << (g_ln_from_output ? 1 : 0)
        << ",\"ms_per_step\":" << ms_per_step << ",\"tokens_per_s\":" << tokens_per_s
        << ",\"arena_bytes\":" << rep.total_bytes << ",\"planned_bytes\":" << rep.planned_bytes
@@ -344,7 +346,7 @@ const char* const kUsage =
     "       bench_model_step [--preset NAME]... [--batch N] [--len L] [--dtype fp16|bf16|fp32]...\n"
     "                        [--mode sync|async|graph]... [--steps N] [--breakdown]\n"
     "                        [model option] [--gemm-autotune]\n"
-    "  model option: --recompute-layer-norm | --layer-norm-backward-from-output\n"
+    "  model option: --no-recompute-layer-norm | --layer-norm-backward-from-output\n"
     "  --criterion-rows N: target rows per criterion chunk instead of the library's rule\n"
     "  --no-criterion-scratch: keep the criterion's logits out of the gradient buffer\n"
     "  --no-grad-overwrite: zero the whole gradient buffer, accumulate every weight gradient\n"
@@ -354,9 +356,10 @@ const char* const kUsage =
     "  options: each preset x dtype x mode at --batch x --len (defaults: transformer-base and\n"
     "  -big, fp16, async, 128 x 64, 20 steps). --breakdown: the device time of one more step\n"
     "  per op and per group (not for graph mode). The two model options go with either usage:\n"
-    "  --recompute-layer-norm recomputes the pre-LN LayerNorm outputs in backward;\n"
+    "  --no-recompute-layer-norm keeps the pre-LN LayerNorm outputs for backward instead of\n"
+    "  having the LayerNorm backward write them again (the library's default);\n"
     "  --layer-norm-backward-from-output makes every LayerNorm backward work from its output\n"
-    "  and keep no LayerNorm input (both save memory). --gemm-autotune (either usage) times\n"
+    "  and keep neither its input nor its output. --gemm-autotune (either usage) times\n"
     "  cuBLASLt's candidate algorithms on each GEMM shape's first use and keeps the fastest\n"
     "  (ls_context_options.gemm_autotune; the warm-up steps absorb the timing). Presets:\n"
     "  transformer-base|base, transformer-big|big, transformer-tiny|tiny, gpt2-small. --dtype\n"
@@ -450,7 +453,9 @@ int run(int argc, char** argv) {
     } else if (a == "--breakdown") {
       breakdown = true;
       options = true;
-    } else if (a == "--recompute-layer-norm") {  // model options: with either usage
+    } else if (a == "--no-recompute-layer-norm") {  // model options: with either usage
+      g_recompute_ln = false;
+    } else if (a == "--recompute-layer-norm") {  // the default, accepted
       g_recompute_ln = true;
     } else if (a == "--layer-norm-backward-from-output") {
       g_ln_from_output = true;
@@ -477,9 +482,6 @@ int run(int argc, char** argv) {
   }
   if (options && positional > 0)
     throw UsageError{"positional [steps] [preset...] and --options do not mix"};
-  if (g_recompute_ln && g_ln_from_output)
-    throw UsageError{
-        "--recompute-layer-norm and --layer-norm-backward-from-output exclude each other"};
 
   int devices = 0;
   if (ls_cuda_device_count(&devices) != LS_OK || devices == 0) {

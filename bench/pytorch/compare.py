@@ -36,7 +36,7 @@ PRESETS = {"base": "transformer-base", "big": "transformer-big", "tiny": "transf
 # One line of bench_model_step per run, e.g.
 # transformer-base fp16 B=128 L=64: 23.65 ms/step, 346355 target tokens/s, arena 3.51 GiB
 #   (planned 2.46 GiB, lower bound 2.46 GiB, persistent 1.05 GiB), loss/token 9.123
-# (then ", LayerNorm recomputed" or ", LayerNorm backward from output" with a model option)
+# (then ", LayerNorm outputs kept" or ", LayerNorm backward from output" with a model option)
 LS_LINE = re.compile(
     r"^(?P<preset>\S+)\s+(?P<dtype>fp16|bf16|fp32) B=(?P<batch>\d+) L=(?P<len>\d+)"
     r"(?:\s+(?P<mode>sync|async|graph))?\s*: "

@@ -15,7 +15,8 @@ const char* const kUsage =
     "usage: ls-train plan [--preset NAME] [--max-batch-tokens N] [--max-seq-len L]\n"
     "                     [--dtype fp32|fp16|bf16] [--device auto|cpu|cuda] [--vocab V]\n"
     "                     [--pre-layer-norm | --post-layer-norm]\n"
-    "                     [--recompute-layer-norm | --layer-norm-backward-from-output]\n"
+    "                     [--recompute-layer-norm | --no-recompute-layer-norm |\n"
+    "                      --layer-norm-backward-from-output]\n"
     "                     [--json]\n\n"
     "Plans the training memory of a model without allocating it: the persistent region\n"
     "(parameters, working copy, gradients, optimizer state, inputs, workspaces) and the planned\n"
@@ -33,7 +34,9 @@ const char* const kUsage =
     "  --post-layer-norm      LayerNorm after each residual add (fairseq's transformer-base\n"
     "                         and -big); preset default\n"
     "  --recompute-layer-norm pre-LN: recompute each block's LayerNorm output in backward\n"
-    "                         instead of saving it (ignored for post-LN)\n"
+    "                         instead of saving it (the default; ignored for post-LN)\n"
+    "  --no-recompute-layer-norm\n"
+    "                         pre-LN: save the LayerNorm outputs for backward instead\n"
     "  --layer-norm-backward-from-output\n"
     "                         pre- and post-LN: every LayerNorm backward recovers its\n"
     "                         normalized input from its output, so LayerNorm inputs are not\n"
@@ -117,11 +120,14 @@ int cmd_plan(int argc, char** argv) {
   if (pre_ln) config.pre_layer_norm = 1;
   if (post_ln) config.pre_layer_norm = 0;
   const bool recompute_ln = args.flag("--recompute-layer-norm");
+  const bool keep_ln = args.flag("--no-recompute-layer-norm");
   const bool ln_from_output = args.flag("--layer-norm-backward-from-output");
-  if (recompute_ln && ln_from_output)
+  if (int(recompute_ln) + int(keep_ln) + int(ln_from_output) > 1)
     throw UsageError(
-        "--recompute-layer-norm and --layer-norm-backward-from-output exclude each other");
+        "--recompute-layer-norm, --no-recompute-layer-norm and "
+        "--layer-norm-backward-from-output exclude each other");
   if (recompute_ln) config.recompute_layer_norm = 1;
+  if (keep_ln || ln_from_output) config.recompute_layer_norm = 0;
   if (ln_from_output) config.layer_norm_backward_from_output = 1;
   args.finish();
 

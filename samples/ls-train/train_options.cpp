@@ -124,11 +124,15 @@ const OptionSpec kOptions[] = {
    "print one JSON object with the final summary on stdout (the log goes to stderr)"},
   {nullptr, "recompute-layer-norm", nullptr, nullptr, Scope::kRun, "", "",
    "pre-LN models (transformer-tiny): recompute each block's LayerNorm output in backward\n"
-   "instead of saving it (less activation memory, the same results; ignored for post-LN)"},
+   "instead of saving it (less activation memory, the same results; ignored for post-LN);\n"
+   "the default"},
+  {nullptr, "no-recompute-layer-norm", nullptr, nullptr, Scope::kRun, "", "",
+   "pre-LN models: save each block's LayerNorm output for backward instead (more activation\n"
+   "memory, slightly faster)"},
   {nullptr, "layer-norm-backward-from-output", nullptr, nullptr, Scope::kRun, "", "",
    "pre- and post-LN models: every LayerNorm backward recovers its normalized input from\n"
    "its output, so LayerNorm inputs are not kept for backward (less activation memory, no\n"
-   "extra work; gradients differ by rounding); not with --recompute-layer-norm"},
+   "extra work; gradients differ by rounding); replaces --recompute-layer-norm"},
   {nullptr, "gemm-autotune", nullptr, nullptr, Scope::kRun, "", "",
    "GPU: the first use of each GEMM shape times cuBLASLt's candidate algorithms and keeps\n"
    "the fastest (results may then differ in rounding from run to run; the CPU ignores it)"},
@@ -343,11 +347,14 @@ bool parse_train_options(int argc, char** argv, TrainOptions* out) {
   o.resume = args.flag("--resume");
   o.quiet = args.flag("--quiet");
   o.json = args.flag("--json");
-  o.recompute_layer_norm = args.flag("--recompute-layer-norm");
+  const bool recompute_ln = args.flag("--recompute-layer-norm");
+  const bool keep_ln = args.flag("--no-recompute-layer-norm");
   o.layer_norm_backward_from_output = args.flag("--layer-norm-backward-from-output");
-  if (o.recompute_layer_norm && o.layer_norm_backward_from_output)
+  if (int(recompute_ln) + int(keep_ln) + int(o.layer_norm_backward_from_output) > 1)
     throw UsageError(
-        "--recompute-layer-norm and --layer-norm-backward-from-output exclude each other");
+        "--recompute-layer-norm, --no-recompute-layer-norm and "
+        "--layer-norm-backward-from-output exclude each other");
+  o.recompute_layer_norm = !keep_ln && !o.layer_norm_backward_from_output;
   o.gemm_autotune = args.flag("--gemm-autotune");
 
   // The device decides the defaults, so it comes first.

@@ -57,7 +57,7 @@ struct TrainOptions {
   bool on_gpu = false;  // the defaults chosen were the GPU ones
   std::string save_dir;
   bool resume = false, quiet = false, json = false;
-  bool recompute_layer_norm = false;  // ls_model_config.recompute_layer_norm (memory only)
+  bool recompute_layer_norm = true;  // ls_model_config.recompute_layer_norm (memory only)
   // ls_model_config.layer_norm_backward_from_output (memory only, not recorded in the run file)
   bool layer_norm_backward_from_output = false;
   // ls_context_options.gemm_autotune (GPU only; not recorded in the run file)

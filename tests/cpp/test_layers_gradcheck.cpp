@@ -253,11 +253,13 @@ TEST_CASE("causal attention: a later token never changes an earlier position's l
   }
 }
 
-TEST_CASE("pre-LN with the LayerNorm output recomputed in backward: gradients match finite "
-          "differences (fp64, dropout on)") {
-  // The recomputed LN(x) feeds the weight gradients of each sublayer's first projections
-  // (in_proj_weight, fc1) and, through them, everything below: those tensors and every
-  // LayerNorm are checked whole, 4 sampled elements of every other tensor.
+TEST_CASE(
+    "pre-LN with the LayerNorm outputs kept for backward (recompute_layer_norm = 0): "
+    "gradients match finite differences (fp64, dropout on)") {
+  // The default (the other cases here) recomputes LN(x) in the LayerNorm backward; kept, the
+  // saved LN(x) feeds the weight gradients of each sublayer's first projections (in_proj_weight,
+  // fc1) instead: those tensors and every LayerNorm are checked whole, 4 sampled elements of
+  // every other tensor.
   const Case cases[] = {
       {"encoder-decoder pre-LN sinusoidal relu", LS_ARCH_ENCODER_DECODER, 1, 0, LS_ACTIVATION_RELU, 0},
       {"decoder-only pre-LN learned gelu", LS_ARCH_DECODER_ONLY, 1, 1, LS_ACTIVATION_GELU, 1},
@@ -266,7 +268,7 @@ TEST_CASE("pre-LN with the LayerNorm output recomputed in backward: gradients ma
     const std::string case_name = k.name;
     CAPTURE(case_name);
     ls_model_config c = small_config(k);
-    c.recompute_layer_norm = 1;
+    c.recompute_layer_norm = 0;
     Rig rig(c);
     check_against_finite_differences(
         rig, rig.analytic_gradient(), 321,
@@ -274,7 +276,7 @@ TEST_CASE("pre-LN with the LayerNorm output recomputed in backward: gradients ma
           return contains(name, ".fc1.") || contains(name, ".in_proj_") ||
                  contains(name, "layer_norm");
         },
-        case_name + " (recomputed LN)");
+        case_name + " (LN outputs kept)");
   }
 }
 

@@ -956,6 +956,7 @@ TEST_CASE("recompute_layer_norm: the same losses and bitwise-identical gradients
     ls_model_config c = tiny_config(k.arch);  // dropout on everywhere
     c.pre_layer_norm = 1;
     c.dtype = k.dtype;
+    c.recompute_layer_norm = 0;
     ls_batch b;
     ls_batch_init(&b);
     b.batch_size = 3;
@@ -985,6 +986,7 @@ TEST_CASE("recompute_layer_norm: the same losses and bitwise-identical gradients
   // Whole training steps through the C API (Adam, clipping, dropout on): the same losses.
   ls_model_config c = tiny_config();
   c.pre_layer_norm = 1;
+  c.recompute_layer_norm = 0;
   const std::vector<double> off = run_losses(c, 4);
   c.recompute_layer_norm = 1;
   const std::vector<double> on = run_losses(c, 4);
@@ -1005,6 +1007,7 @@ TEST_CASE("recompute_layer_norm shrinks the pre-LN plan and leaves post-LN alone
   c.max_seq_len = 64;
   c.dtype = LS_DTYPE_FP16;
   c.pre_layer_norm = 1;
+  c.recompute_layer_norm = 0;
   const ls_memory_report off = plan(c);
   c.recompute_layer_norm = 1;
   const ls_memory_report on = plan(c);
@@ -1060,23 +1063,24 @@ TEST_CASE("recompute_layer_norm shrinks the pre-LN plan and leaves post-LN alone
 
 namespace {
 
-// A memory option of ls_model_config (an int32 flag appended after `previous`) through the C
-// API: a caller whose struct ends before the flag (or before `previous`) never has it read, so
-// it gets the default (off) and the default plan; the full struct turns it on, reports it back
-// and plans less, and the live model's arena is that plan; values other than 0 and 1 fail
-// naming the flag.
+// A memory option of ls_model_config (an int32 flag appended after `previous`, default
+// `dflt`) through the C API: a caller whose struct ends before the flag (or before `previous`)
+// never has it read, so it gets the default and the default plan; the full struct sets the other
+// value, reports it back and plans less (turned on) or more (turned off), and the live model's
+// arena is that plan; values other than 0 and 1 fail naming the flag.
 void check_memory_flag_through_capi(ls_context* ctx, ls_model_config c,
                                     int32_t ls_model_config::*flag, size_t flag_offset,
-                                    size_t previous_offset, const char* name) {
+                                    size_t previous_offset, const char* name, int32_t dflt) {
   CAPTURE(name);
-  CHECK(c.*flag == 0);  // the default
+  CHECK(c.*flag == dflt);  // the default
+  const int32_t other = 1 - dflt;
   ls_memory_report base;
   ls_memory_report_init(&base);
   REQUIRE(ls_plan_memory(&c, LS_DEVICE_CPU, &base) == LS_OK);
   for (size_t size : {flag_offset, previous_offset}) {
     CAPTURE(size);
     ls_model_config old = c;
-    old.*flag = 1;
+    old.*flag = other;
     old.struct_size = size;
     ls_memory_report r;
     ls_memory_report_init(&r);
@@ -1088,21 +1092,26 @@ void check_memory_flag_through_capi(ls_context* ctx, ls_model_config c,
     ls_model_config got;
     ls_model_config_init(&got);
     REQUIRE(ls_model_get_config(m, &got) == LS_OK);
-    CHECK(got.*flag == 0);
+    CHECK(got.*flag == dflt);
     ls_model_destroy(m);
   }
-  c.*flag = 1;
+  c.*flag = other;
   ls_memory_report r;
   ls_memory_report_init(&r);
   REQUIRE_MESSAGE(ls_plan_memory(&c, LS_DEVICE_CPU, &r) == LS_OK, ls_last_error());
-  CHECK(r.saved_activations < base.saved_activations);
-  CHECK(r.planned_bytes < base.planned_bytes);
+  if (other == 1) {
+    CHECK(r.saved_activations < base.saved_activations);
+    CHECK(r.planned_bytes < base.planned_bytes);
+  } else {
+    CHECK(r.saved_activations > base.saved_activations);
+    CHECK(r.planned_bytes > base.planned_bytes);
+  }
   ls_model* m = nullptr;
   REQUIRE_MESSAGE(ls_model_create(ctx, &c, &m) == LS_OK, ls_last_error());
   ls_model_config got;
   ls_model_config_init(&got);
   REQUIRE(ls_model_get_config(m, &got) == LS_OK);
-  CHECK(got.*flag == 1);
+  CHECK(got.*flag == other);
   ls_memory_report actual;
   ls_memory_report_init(&actual);
   REQUIRE(ls_model_memory_report(m, &actual) == LS_OK);
@@ -1131,9 +1140,10 @@ TEST_CASE("recompute_layer_norm through the C API: old struct sizes, validation,
   ls_context* ctx = cpu_context();
   ls_model_config c = tiny_config();
   c.pre_layer_norm = 1;
+  // On by default: an old caller gets it, and turning it off plans more.
   check_memory_flag_through_capi(ctx, c, &ls_model_config::recompute_layer_norm,
                                  offsetof(ls_model_config, recompute_layer_norm),
-                                 offsetof(ls_model_config, eos_idx), "recompute_layer_norm");
+                                 offsetof(ls_model_config, eos_idx), "recompute_layer_norm", 1);
   ls_context_destroy(ctx);
 }
 
@@ -1149,9 +1159,9 @@ TEST_CASE(
     check_memory_flag_through_capi(ctx, c, &ls_model_config::layer_norm_backward_from_output,
                                    offsetof(ls_model_config, layer_norm_backward_from_output),
                                    offsetof(ls_model_config, recompute_layer_norm),
-                                   "layer_norm_backward_from_output");
-    // A caller whose struct ends before the field may still turn recompute_layer_norm on: the
-    // unread field is no conflict.
+                                   "layer_norm_backward_from_output", 0);
+    // A caller whose struct ends before the field gets it off, whatever its struct's tail holds,
+    // and keeps its recompute_layer_norm.
     {
       ls_model_config old = c;
       old.recompute_layer_norm = 1;
@@ -1166,18 +1176,26 @@ TEST_CASE(
       CHECK(got.layer_norm_backward_from_output == 0);
       ls_model_destroy(m);
     }
-    // Not with recompute_layer_norm: the message names both fields.
+    // With recompute_layer_norm (on by default) it wins: the plan is that of recompute_layer_norm
+    // off, to the byte, and the model trains.
     c.layer_norm_backward_from_output = 1;
     c.recompute_layer_norm = 1;
-    ls_memory_report r;
-    ls_memory_report_init(&r);
-    CHECK(ls_plan_memory(&c, LS_DEVICE_CPU, &r) == LS_ERR_INVALID_ARGUMENT);
-    ls_model* m = nullptr;
-    CHECK(ls_model_create(ctx, &c, &m) == LS_ERR_INVALID_ARGUMENT);
-    const std::string both = ls_last_error();
-    CHECK_MESSAGE(both.find("recompute_layer_norm") != std::string::npos, both);
-    CHECK_MESSAGE(both.find("layer_norm_backward_from_output") != std::string::npos, both);
-    CHECK(m == nullptr);
+    ls_memory_report both;
+    ls_memory_report_init(&both);
+    REQUIRE_MESSAGE(ls_plan_memory(&c, LS_DEVICE_CPU, &both) == LS_OK, ls_last_error());
+    c.recompute_layer_norm = 0;
+    ls_memory_report alone;
+    ls_memory_report_init(&alone);
+    REQUIRE_MESSAGE(ls_plan_memory(&c, LS_DEVICE_CPU, &alone) == LS_OK, ls_last_error());
+    CHECK(std::memcmp(&both, &alone, sizeof(both)) == 0);
+    c.recompute_layer_norm = 1;
+    CHECK(run_losses(c, 2) == run_losses(
+                                  [&] {
+                                    ls_model_config a = c;
+                                    a.recompute_layer_norm = 0;
+                                    return a;
+                                  }(),
+                                  2));
   }
   ls_context_destroy(ctx);
 }
@@ -1197,6 +1215,7 @@ TEST_CASE("layer_norm_backward_from_output: exactly the LayerNorm inputs and mea
   c.max_seq_len = 64;
   c.dtype = LS_DTYPE_FP16;
   const uint64_t td = 8192ull * 1024 * 2, stats = 8192ull * 4;  // one [T, d] fp16; [T] fp32
+  c.recompute_layer_norm = 0;  // against the LayerNorm backward from its saved input
   for (int32_t pre : {1, 0}) {
     CAPTURE(pre);
     c.pre_layer_norm = pre;

@@ -86,7 +86,7 @@ def test_model_config_defaults_are_at_the_right_offsets():
     assert d["max_batch_tokens"] == 4096
     assert d["label_smoothing"] == pytest.approx(0.1)
     assert d["eos_idx"] == 2
-    assert d["recompute_layer_norm"] == 0
+    assert d["recompute_layer_norm"] == 1
     assert d["layer_norm_backward_from_output"] == 0
 
 

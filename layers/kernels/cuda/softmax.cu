@@ -25,8 +25,6 @@
 // a multiple of 4: 4 of its 8 lanes).
 // probs may alias scores, d_scores may alias d_dropped: each element is read by the thread
 // that later writes it, before it writes it.
-#include <algorithm>
-
 #include "layers/kernels/cuda/cuda_common.cuh"
 #include "layers/kernels/cuda/cuda_kernels.h"
 
@@ -119,64 +117,6 @@ constexpr int block_threads() {
   return TPR > 32 ? TPR : kTeamBlockThreads;
 }
 
-// Sets keys [c, c + N) of a row (one pack, read from a masked row: limit < lk or pad_row set) to
-// -inf where invisible: at or past the causal `limit`, or padded (pad_row[k] != 0; null: no
-// padding). Per-key tests only for packs that reach the limit or hold a padded key. pad_vec:
-// the N = 8 or 4 pad bytes of the pack in one access.
-template <int N>
-__device__ __forceinline__ void mask_pack(float v[N], int c, int limit, int lk,
-                                          const uint8_t* pad_row, bool pad_vec) {
-  uint8_t pad[N] = {};
-  bool any = c + N > limit;
-  if (pad_row != nullptr) {
-    if (pad_vec) {
-      if (N == 8) {
-        const uint2 w = *reinterpret_cast<const uint2*>(pad_row + c);
-        if ((w.x | w.y) != 0) {
-          any = true;
-#pragma unroll
-          for (int j = 0; j < N; ++j)
-            pad[j] = uint8_t(((j < 4 ? w.x : w.y) >> (8 * (j & 3))) & 0xff);
-        }
-      } else {
-        const uint32_t w = *reinterpret_cast<const uint32_t*>(pad_row + c);
-        if (w != 0) {
-          any = true;
-#pragma unroll
-          for (int j = 0; j < N; ++j) pad[j] = uint8_t((w >> (8 * (j & 3))) & 0xff);
-        }
-      }
-    } else {
-      any = true;
-#pragma unroll
-      for (int j = 0; j < N; ++j) pad[j] = c + j < lk ? pad_row[c + j] : 1;
-    }
-  }
-  if (any) {
-#pragma unroll
-    for (int j = 0; j < N; ++j)
-      if (c + j >= limit || pad[j] != 0) v[j] = -INFINITY;
-  }
-}
-
-// The keys of row r a causal mask lets through (k < limit) and its padding row (null: none).
-// 32-bit division: rows <= INT32_MAX (checked by CudaOps).
-struct RowLimits {
-  int limit;
-  const uint8_t* pad_row;
-};
-__device__ __forceinline__ RowLimits row_limits(const RowMask& mask, int64_t r) {
-  const int lk = int(mask.len_k);
-  RowLimits l{lk, nullptr};
-  if (mask.causal) {
-    const uint32_t q = uint32_t(r) % uint32_t(mask.len_q);
-    if (q + 1 < uint32_t(lk)) l.limit = int(q + 1);
-  }
-  if (mask.key_pad != nullptr)
-    l.pad_row = mask.key_pad + int64_t(uint32_t(r) / uint32_t(mask.heads * mask.len_q)) * lk;
-  return l;
-}
-
 // Register path, forward. vec: Lk % N == 0 and scores, probs 16-byte aligned; pad_vec: also
 // key_pad aligned to N bytes (the N pad bytes of a pack are read in one access).
 template <class T, int TPR, int P>
@@ -192,9 +132,17 @@ __global__ void __launch_bounds__(block_threads<TPR>())
   const bool active = r < rows;
   const int lk = int(mask.len_k);  // <= kRegisterMaxLk on this path
   // Keys k < limit pass the causal mask; masked: some key of the row may be invisible.
-  const RowLimits lim = active ? row_limits(mask, r) : RowLimits{lk, nullptr};
-  const int limit = lim.limit;
-  const uint8_t* pad_row = lim.pad_row;
+  int limit = lk;
+  const uint8_t* pad_row = nullptr;
+  if (active) {
+    // 32-bit division: rows <= INT32_MAX (checked by CudaOps).
+    if (mask.causal) {
+      const uint32_t q = uint32_t(r) % uint32_t(mask.len_q);
+      if (q + 1 < uint32_t(lk)) limit = int(q + 1);
+    }
+    if (mask.key_pad != nullptr)
+      pad_row = mask.key_pad + int64_t(uint32_t(r) / uint32_t(mask.heads * mask.len_q)) * lk;
+  }
   const bool masked = limit < lk || pad_row != nullptr;
   const T* in = scores + r * lk;
   // v holds scores * log2(e), so that exp(s - max) = exp2(v - max(v)).
@@ -207,7 +155,40 @@ __global__ void __launch_bounds__(block_threads<TPR>())
     // Keys at or past `limit` (causal) are never read: their probabilities are 0.
     if (active && c < limit) {
       load_keys<T, N>(in, c, lk, vec, -INFINITY, v[i]);
-      if (masked) mask_pack<N>(v[i], c, limit, lk, pad_row, pad_vec);
+      if (masked) {
+        // Per-key tests only for packs that reach the causal limit or hold a padded key.
+        uint8_t pad[N] = {};
+        bool any = c + N > limit;
+        if (pad_row != nullptr) {
+          if (pad_vec) {  // the N = 8 or 4 pad bytes of the pack in one access
+            if (N == 8) {
+              const uint2 w = *reinterpret_cast<const uint2*>(pad_row + c);
+              if ((w.x | w.y) != 0) {
+                any = true;
+#pragma unroll
+                for (int j = 0; j < N; ++j)
+                  pad[j] = uint8_t(((j < 4 ? w.x : w.y) >> (8 * (j & 3))) & 0xff);
+              }
+            } else {
+              const uint32_t w = *reinterpret_cast<const uint32_t*>(pad_row + c);
+              if (w != 0) {
+                any = true;
+#pragma unroll
+                for (int j = 0; j < N; ++j) pad[j] = uint8_t((w >> (8 * (j & 3))) & 0xff);
+              }
+            }
+          } else {
+            any = true;
+#pragma unroll
+            for (int j = 0; j < N; ++j) pad[j] = c + j < lk ? pad_row[c + j] : 1;
+          }
+        }
+        if (any) {
+#pragma unroll
+          for (int j = 0; j < N; ++j)
+            if (c + j >= limit || pad[j] != 0) v[i][j] = -INFINITY;
+        }
+      }
 #pragma unroll
       for (int j = 0; j < N; ++j) {
         v[i][j] *= kLog2e;
@@ -274,112 +255,6 @@ __global__ void __launch_bounds__(block_threads<TPR>())
 #pragma unroll
     for (int j = 0; j < N; ++j) v[i][j] *= scale;
     store_keys<T, N>(out, c, lk, vec, v[i]);
-  }
-}
-
-// Register path, forward, for rows of 1025 .. 8192 keys (TPR = 64 .. 256 threads: the team is
-// the block). The grid (the blocks that fit on the device at once) walks the rows with a
-// stride, and each block loads its next row's packs, in the storage type, before it reduces and
-// writes the current one, so that a row's loads are in flight while the previous row is
-// reduced. (One row per block, each waiting for its own loads, ran at 74% of copy bandwidth at
-// 16384 x 4096 fp16.) vec, pad_vec: as in the kernel above.
-template <class T, int TPR, int P>
-__global__ void __launch_bounds__(TPR)
-    softmax_forward_rows_kernel(const T* scores, T* probs, RowMask mask, int64_t rows, bool vec,
-                                bool pad_vec) {
-  pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
-  static_assert(TPR > 32, "one row per block");
-  constexpr int N = int(16 / sizeof(T));
-  constexpr float kLog2e = 1.4426950408889634f;
-  const int t = threadIdx.x;
-  const int lk = int(mask.len_k);  // <= kRegisterMaxLk on this path
-  // The block's (max, sum) pairs per warp, double-buffered by row: a warp rewrites a slot two
-  // rows later, after the barrier of the row in between, when every reader of it is done.
-  __shared__ float2 warp_pairs[2][TPR / 32];
-  // Packs of row r that a causal mask lets through (the others are never read); the tail of an
-  // unaligned row reads as -inf.
-  auto load_row = [&](int64_t r, PackN<T, N>(&raw)[P]) {
-    const int limit = mask.causal ? row_limits(mask, r).limit : lk;
-    const T* in = scores + r * lk;
-#pragma unroll
-    for (int i = 0; i < P; ++i) {
-      const int c = (t + TPR * i) * N;
-      if (c >= limit) continue;
-      if (vec) {
-        raw[i] = *reinterpret_cast<const PackN<T, N>*>(in + c);
-      } else {
-#pragma unroll
-        for (int j = 0; j < N; ++j) raw[i].v[j] = c + j < lk ? in[c + j] : from_f32<T>(-INFINITY);
-      }
-    }
-  };
-  PackN<T, N> cur[P], next[P];
-  int64_t r = blockIdx.x;
-  if (r < rows) load_row(r, cur);
-  for (int parity = 0; r < rows; r += gridDim.x, parity ^= 1) {
-    const int64_t rn = r + gridDim.x;
-    if (rn < rows) load_row(rn, next);
-    const RowLimits lim = row_limits(mask, r);
-    const bool masked = lim.limit < lk || lim.pad_row != nullptr;
-    // v holds scores * log2(e), so that exp(s - max) = exp2(v - max(v)).
-    float v[P][N];
-    float mx = -INFINITY;
-#pragma unroll
-    for (int i = 0; i < P; ++i) {
-      const int c = (t + TPR * i) * N;
-      if (c < lim.limit) {
-#pragma unroll
-        for (int j = 0; j < N; ++j) v[i][j] = to_f32(cur[i].v[j]);
-        if (masked) mask_pack<N>(v[i], c, lim.limit, lk, lim.pad_row, pad_vec);
-#pragma unroll
-        for (int j = 0; j < N; ++j) {
-          v[i][j] *= kLog2e;
-          mx = fmaxf(mx, v[i][j]);
-        }
-      } else {
-#pragma unroll
-        for (int j = 0; j < N; ++j) v[i][j] = -INFINITY;
-      }
-    }
-    // One block reduction of (max, sum of exp2(v - max)) pairs, each thread first taking exp2
-    // against its own max (as the kernel above with TPR > 32).
-    const float own = mx == -INFINITY ? 0.f : mx;
-    float sum = 0.f;
-#pragma unroll
-    for (int i = 0; i < P; ++i)
-#pragma unroll
-      for (int j = 0; j < N; ++j) {
-        v[i][j] = exp2f(v[i][j] - own);
-        sum += v[i][j];
-      }
-    float m = mx, sm = sum;
-    auto merge = [](float& m1, float& s1, float m2, float s2) {
-      const float mm = fmaxf(m1, m2);
-      s1 = mm == -INFINITY ? 0.f : s1 * exp2f(m1 - mm) + s2 * exp2f(m2 - mm);
-      m1 = mm;
-    };
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1)
-      merge(m, sm, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, sm, o));
-    if ((t & 31) == 0) warp_pairs[parity][t / 32] = make_float2(m, sm);
-    __syncthreads();
-    m = warp_pairs[parity][0].x;
-    sm = warp_pairs[parity][0].y;
-#pragma unroll
-    for (int w = 1; w < TPR / 32; ++w)
-      merge(m, sm, warp_pairs[parity][w].x, warp_pairs[parity][w].y);
-    const float scale = sm > 0.f && mx != -INFINITY ? exp2f(own - m) / sm : 0.f;
-    T* out = probs + r * lk;
-#pragma unroll
-    for (int i = 0; i < P; ++i) {
-      const int c = (t + TPR * i) * N;
-      if (c >= lk) break;
-#pragma unroll
-      for (int j = 0; j < N; ++j) v[i][j] *= scale;
-      store_keys<T, N>(out, c, lk, vec, v[i]);
-    }
-#pragma unroll
-    for (int i = 0; i < P; ++i) cur[i] = next[i];
   }
 }
 
@@ -570,25 +445,11 @@ void launch_softmax_forward(const void* scores, void* probs, const uint8_t* key_
       const bool pad_vec = vec && reinterpret_cast<uintptr_t>(key_pad) % N == 0;
       with_row_layout<N>(len_k, [&](auto team, auto packs) {
         constexpr int TPR = decltype(team)::value, P = decltype(packs)::value;
-        if constexpr (TPR > 32) {
-          // The blocks that fit on the device at once, walking the rows.
-          constexpr auto kernel = softmax_forward_rows_kernel<T, TPR, P>;
-          static const int per_sm = [&] {
-            int n = 0;
-            LS_CUDA_CALL(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, TPR, 0));
-            return n > 0 ? n : 1;
-          }();
-          const int64_t grid = std::min<int64_t>(rows, int64_t(device_sm_count()) * per_sm);
-          launch_kernel("softmax_forward", kernel, unsigned(grid), TPR, 0, s,
-                        static_cast<const T*>(scores), static_cast<T*>(probs), mask, rows, vec,
-                        pad_vec);
-        } else {
-          constexpr int kThreads = block_threads<TPR>(), kRowsPerBlock = kThreads / TPR;
-          launch_kernel("softmax_forward", softmax_forward_register_kernel<T, TPR, P>,
-                        unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock), kThreads, 0, s,
-                        static_cast<const T*>(scores), static_cast<T*>(probs), mask, rows, vec,
-                        pad_vec);
-        }
+        constexpr int kThreads = block_threads<TPR>(), kRowsPerBlock = kThreads / TPR;
+        launch_kernel("softmax_forward", softmax_forward_register_kernel<T, TPR, P>,
+                      unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock), kThreads, 0, s,
+                      static_cast<const T*>(scores), static_cast<T*>(probs), mask, rows, vec,
+                      pad_vec);
       });
     } else {
       launch_kernel("softmax_forward", softmax_forward_block_kernel<T>, unsigned(rows),

@@ -564,8 +564,8 @@ TEST_CASE("cuda softmax forward/backward match the CPU reference, short and long
   // Register path (Lk <= 8192) boundaries: 8192 (256 threads per row) and 8193 (the two-pass
   // long-row path), 2056 (128 threads per row), 33 and 64 (rows sharing a warp: 8 threads per
   // row in fp16, 16 in fp32, with key padding read 8 or 4 bytes at a time when Lk = 64).
-  // 3200 x 1040 and 1600 x 1027 (unaligned): more rows than the forward's grid of 1025-8192-key
-  // rows has blocks, so blocks walk several rows (loading the next while reducing the current).
+  // 3200 x 1040 and 1600 x 1027 (unaligned): many block-wide rows (64 threads each), most of
+  // them cut short by the causal mask.
   for (Shape s :
        {Shape{7, 4, 37, 37}, Shape{1, 2, 7, 513}, Shape{2, 2, 3, 1}, Shape{3, 2, 5, 1024},
         Shape{2, 2, 3, 2048}, Shape{1, 2, 3, 4100}, Shape{2, 1, 2, 1027}, Shape{2, 1, 3, 8192},

@@ -7,7 +7,8 @@
 #   4. an unknown option exits 2 naming it; a missing source file exits 1 naming the file;
 #   5. `ls-train plan --layer-norm-backward-from-output` plans fewer bytes for a pre-LN
 #      (transformer-tiny) and a post-LN (transformer-base) preset, and says so in --json; with
-#      --recompute-layer-norm it is a usage error (exit 2);
+#      --recompute-layer-norm it is a usage error (exit 2); --no-recompute-layer-norm plans more
+#      for the pre-LN preset (the recompute is the default) and says so in --json;
 #   6. `ls-train train --gemm-autotune` on the CPU (which ignores it) runs and exits 0.
 # Usage: test_train_cli.sh <build-dir>   (LS_TRAIN_BIN overrides <build-dir>/ls-train)
 set -u
@@ -100,6 +101,20 @@ done
 rc=$?
 [ $rc -eq 2 ] || fail "plan with --recompute-layer-norm and --layer-norm-backward-from-output exited $rc, not 2"
 grep -q -- '--layer-norm-backward-from-output' "$work/plan_both.out" || fail "the conflicting flags are not named: $(cat "$work/plan_both.out")"
+# recompute_layer_norm is the default for pre-LN (transformer-tiny): --no-recompute-layer-norm
+# turns it off and plans more; post-LN (transformer-base) ignores it.
+"$bin" plan --preset transformer-tiny --device cpu --json >"$work/plan_re.json" 2>&1 \
+  || fail "plan --preset transformer-tiny exited $?: $(cat "$work/plan_re.json")"
+"$bin" plan --preset transformer-tiny --device cpu --json --no-recompute-layer-norm \
+  >"$work/plan_keep.json" 2>&1 \
+  || fail "plan --no-recompute-layer-norm exited $?: $(cat "$work/plan_keep.json")"
+grep -q '"recompute_layer_norm":true' "$work/plan_re.json" \
+  || fail "plan --json does not report recompute_layer_norm on by default: $(cat "$work/plan_re.json")"
+grep -q '"recompute_layer_norm":false' "$work/plan_keep.json" \
+  || fail "plan --json does not report --no-recompute-layer-norm: $(cat "$work/plan_keep.json")"
+re=$(json_int planned_bytes "$work/plan_re.json") keep=$(json_int planned_bytes "$work/plan_keep.json")
+[ -n "$re" ] && [ -n "$keep" ] && [ "$keep" -gt "$re" ] \
+  || fail "--no-recompute-layer-norm planned '$keep' bytes, not more than the default's '$re'"
 
 # 6. train --gemm-autotune: accepted, and ignored on the CPU (a save dir of its own).
 autotune=("${tiny[@]}")

@@ -83,38 +83,36 @@ rc=$?
 grep -q 'missing.en' "$work/missing.out" || fail "the missing file is not named: $(cat "$work/missing.out")"
 
 # 5. plan --layer-norm-backward-from-output: less planned memory, pre- and post-LN.
+# plan_pair NAME PRESET FLAG FIELD: plans PRESET without and with FLAG (JSON), checks that FIELD
+# reads true in the one and false in the other, and leaves their planned_bytes in
+# $plain_bytes / $flag_bytes.
+plan_pair() {
+  local name=$1 preset=$2 flag=$3 field=$4 plain="$work/plan_$1_plain.json" with="$work/plan_$1_flag.json"
+  "$bin" plan --preset "$preset" --device cpu --json >"$plain" 2>&1 \
+    || fail "plan --preset $preset exited $?: $(cat "$plain")"
+  "$bin" plan --preset "$preset" --device cpu --json "$flag" >"$with" 2>&1 \
+    || fail "plan --preset $preset $flag exited $?: $(cat "$with")"
+  local on=true off=false
+  [ "$flag" = --no-recompute-layer-norm ] && on=false off=true
+  grep -q "\"$field\":$on" "$with" || fail "plan $flag --json does not report $field $on: $(cat "$with")"
+  grep -q "\"$field\":$off" "$plain" || fail "plan --json does not report $field $off: $(cat "$plain")"
+  plain_bytes=$(json_int planned_bytes "$plain") flag_bytes=$(json_int planned_bytes "$with")
+  [ -n "$plain_bytes" ] && [ -n "$flag_bytes" ] || fail "plan --json has no planned_bytes"
+}
 for preset in transformer-tiny transformer-base; do
-  "$bin" plan --preset "$preset" --device cpu --json >"$work/plan_off.json" 2>&1 \
-    || fail "plan --preset $preset exited $?: $(cat "$work/plan_off.json")"
-  "$bin" plan --preset "$preset" --device cpu --json --layer-norm-backward-from-output \
-    >"$work/plan_on.json" 2>&1 \
-    || fail "plan --preset $preset --layer-norm-backward-from-output exited $?: $(cat "$work/plan_on.json")"
-  grep -q '"layer_norm_backward_from_output":true' "$work/plan_on.json" \
-    || fail "plan --json does not report layer_norm_backward_from_output: $(cat "$work/plan_on.json")"
-  grep -q '"layer_norm_backward_from_output":false' "$work/plan_off.json" \
-    || fail "plan --json does not report layer_norm_backward_from_output off: $(cat "$work/plan_off.json")"
-  off=$(json_int planned_bytes "$work/plan_off.json") on=$(json_int planned_bytes "$work/plan_on.json")
-  [ -n "$off" ] && [ -n "$on" ] && [ "$on" -lt "$off" ] \
-    || fail "$preset: --layer-norm-backward-from-output planned '$on' bytes, not fewer than '$off'"
+  plan_pair "from_output_$preset" "$preset" --layer-norm-backward-from-output layer_norm_backward_from_output
+  [ "$flag_bytes" -lt "$plain_bytes" ] \
+    || fail "$preset: --layer-norm-backward-from-output planned $flag_bytes bytes, not fewer than $plain_bytes"
 done
 "$bin" plan --recompute-layer-norm --layer-norm-backward-from-output >"$work/plan_both.out" 2>&1
 rc=$?
 [ $rc -eq 2 ] || fail "plan with --recompute-layer-norm and --layer-norm-backward-from-output exited $rc, not 2"
 grep -q -- '--layer-norm-backward-from-output' "$work/plan_both.out" || fail "the conflicting flags are not named: $(cat "$work/plan_both.out")"
 # recompute_layer_norm is the default for pre-LN (transformer-tiny): --no-recompute-layer-norm
-# turns it off and plans more; post-LN (transformer-base) ignores it.
-"$bin" plan --preset transformer-tiny --device cpu --json >"$work/plan_re.json" 2>&1 \
-  || fail "plan --preset transformer-tiny exited $?: $(cat "$work/plan_re.json")"
-"$bin" plan --preset transformer-tiny --device cpu --json --no-recompute-layer-norm \
-  >"$work/plan_keep.json" 2>&1 \
-  || fail "plan --no-recompute-layer-norm exited $?: $(cat "$work/plan_keep.json")"
-grep -q '"recompute_layer_norm":true' "$work/plan_re.json" \
-  || fail "plan --json does not report recompute_layer_norm on by default: $(cat "$work/plan_re.json")"
-grep -q '"recompute_layer_norm":false' "$work/plan_keep.json" \
-  || fail "plan --json does not report --no-recompute-layer-norm: $(cat "$work/plan_keep.json")"
-re=$(json_int planned_bytes "$work/plan_re.json") keep=$(json_int planned_bytes "$work/plan_keep.json")
-[ -n "$re" ] && [ -n "$keep" ] && [ "$keep" -gt "$re" ] \
-  || fail "--no-recompute-layer-norm planned '$keep' bytes, not more than the default's '$re'"
+# turns it off and plans more.
+plan_pair keep transformer-tiny --no-recompute-layer-norm recompute_layer_norm
+[ "$flag_bytes" -gt "$plain_bytes" ] \
+  || fail "--no-recompute-layer-norm planned $flag_bytes bytes, not more than the default's $plain_bytes"
 
 # 6. train --gemm-autotune: accepted, and ignored on the CPU (a save dir of its own).
 autotune=("${tiny[@]}")

@@ -143,6 +143,12 @@ void check_against_finite_differences(Rig& rig, const std::vector<double>& analy
 
 bool contains(const std::string& s, const char* part) { return s.find(part) != std::string::npos; }
 
+// The tensors a LayerNorm's backward variant reaches first, checked whole: every LayerNorm and
+// the projections that read a LayerNorm's output (in_proj_weight/bias, fc1).
+bool checked_whole_below_layer_norms(const std::string& name) {
+  return contains(name, ".fc1.") || contains(name, ".in_proj_") || contains(name, "layer_norm");
+}
+
 // Both architectures, pre- and post-LN, both positions and activations, shared or not.
 const Case kEveryKind[] = {
     {"encoder-decoder pre-LN sinusoidal relu", LS_ARCH_ENCODER_DECODER, 1, 0, LS_ACTIVATION_RELU, 0},
@@ -270,13 +276,9 @@ TEST_CASE(
     ls_model_config c = small_config(k);
     c.recompute_layer_norm = 0;
     Rig rig(c);
-    check_against_finite_differences(
-        rig, rig.analytic_gradient(), 321,
-        [](const std::string& name) {
-          return contains(name, ".fc1.") || contains(name, ".in_proj_") ||
-                 contains(name, "layer_norm");
-        },
-        case_name + " (LN outputs kept)");
+    check_against_finite_differences(rig, rig.analytic_gradient(), 321,
+                                     checked_whole_below_layer_norms,
+                                     case_name + " (LN outputs kept)");
   }
 }
 
@@ -306,12 +308,8 @@ TEST_CASE("LayerNorm backward from its output: gradients match finite difference
     }
     CHECK(norms == (k.pre_ln ? (k.arch == LS_ARCH_ENCODER_DECODER ? 7 : 3)
                              : (k.arch == LS_ARCH_ENCODER_DECODER ? 5 : 2)));
-    check_against_finite_differences(
-        rig, rig.analytic_gradient(), 654,
-        [](const std::string& name) {
-          return contains(name, ".fc1.") || contains(name, ".in_proj_") ||
-                 contains(name, "layer_norm");
-        },
-        case_name + " (LayerNorm backward from output)");
+    check_against_finite_differences(rig, rig.analytic_gradient(), 654,
+                                     checked_whole_below_layer_norms,
+                                     case_name + " (LayerNorm backward from output)");
   }
 }

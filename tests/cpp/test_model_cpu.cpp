@@ -124,6 +124,26 @@ std::vector<double> run_losses(const ls_model_config& c, int steps, uint64_t see
   return losses;
 }
 
+// Transformer-big's preset at 8192 tokens (128 x 64) in fp16, the benchmarks' shape (the
+// preset's post-LN; callers set pre_layer_norm and the memory options).
+ls_model_config big_fp16_8192_config() {
+  ls_model_config c;
+  ls_model_config_init(&c);
+  REQUIRE(ls_model_config_preset("transformer-big", &c) == LS_OK);
+  c.max_batch_tokens = 8192;
+  c.max_seq_len = 64;
+  c.dtype = LS_DTYPE_FP16;
+  return c;
+}
+
+// The memory plan of `c` with the CUDA backend's workspaces, no device needed.
+ls_memory_report cuda_plan(const ls_model_config& c) {
+  ls_memory_report r;
+  ls_memory_report_init(&r);
+  REQUIRE_MESSAGE(ls_plan_memory(&c, LS_DEVICE_CUDA, &r) == LS_OK, ls_last_error());
+  return r;
+}
+
 }  // namespace
 
 TEST_CASE("a tiny encoder-decoder overfits a tiny batch") {
@@ -655,12 +675,7 @@ TEST_CASE("criterion chunk rows: the rule, and the big model's logits buffer") {
   CHECK(TransformerGraph::criterion_rows_for(5, 40000000, DType::F32) == 5);
   CHECK(TransformerGraph::criterion_rows_for(32, 24, DType::F32) == 32);
 
-  ls_model_config c;
-  ls_model_config_init(&c);
-  REQUIRE(ls_model_config_preset("transformer-big", &c) == LS_OK);
-  c.max_batch_tokens = 8192;
-  c.max_seq_len = 64;
-  c.dtype = LS_DTYPE_FP16;
+  const ls_model_config c = big_fp16_8192_config();
   TransformerGraph g(c, true);  // planning only: no device needed
   const ls::Plan plan = g.plan_schedule();
   g.planner().check(plan);
@@ -994,23 +1009,12 @@ TEST_CASE("recompute_layer_norm: the same losses and bitwise-identical gradients
 }
 
 TEST_CASE("recompute_layer_norm shrinks the pre-LN plan and leaves post-LN alone") {
-  auto plan = [](const ls_model_config& c) {
-    ls_memory_report r;
-    ls_memory_report_init(&r);
-    REQUIRE_MESSAGE(ls_plan_memory(&c, LS_DEVICE_CUDA, &r) == LS_OK, ls_last_error());
-    return r;
-  };
-  ls_model_config c;
-  ls_model_config_init(&c);
-  REQUIRE(ls_model_config_preset("transformer-big", &c) == LS_OK);
-  c.max_batch_tokens = 8192;
-  c.max_seq_len = 64;
-  c.dtype = LS_DTYPE_FP16;
+  ls_model_config c = big_fp16_8192_config();
   c.pre_layer_norm = 1;
   c.recompute_layer_norm = 0;
-  const ls_memory_report off = plan(c);
+  const ls_memory_report off = cuda_plan(c);
   c.recompute_layer_norm = 1;
-  const ls_memory_report on = plan(c);
+  const ls_memory_report on = cuda_plan(c);
   MESSAGE("transformer-big pre-LN fp16, 8192 tokens: planned " << off.planned_bytes << " -> "
                                                                << on.planned_bytes
                                                                << ", lower bound "
@@ -1028,9 +1032,9 @@ TEST_CASE("recompute_layer_norm shrinks the pre-LN plan and leaves post-LN alone
   // Post-LN: the flag is ignored, the plan is the same to the byte.
   c.pre_layer_norm = 0;
   c.recompute_layer_norm = 0;
-  const ls_memory_report post_off = plan(c);
+  const ls_memory_report post_off = cuda_plan(c);
   c.recompute_layer_norm = 1;
-  const ls_memory_report post_on = plan(c);
+  const ls_memory_report post_on = cuda_plan(c);
   CHECK(std::memcmp(&post_on, &post_off, sizeof(post_on)) == 0);
 
   // The plan is sound, and each block's LN(x) lives twice, briefly: forward LN -> sublayer
@@ -1202,27 +1206,16 @@ TEST_CASE(
 
 TEST_CASE("layer_norm_backward_from_output: exactly the LayerNorm inputs and means leave the "
           "plan, and training follows the default") {
-  auto plan = [](const ls_model_config& c) {
-    ls_memory_report r;
-    ls_memory_report_init(&r);
-    REQUIRE_MESSAGE(ls_plan_memory(&c, LS_DEVICE_CUDA, &r) == LS_OK, ls_last_error());
-    return r;
-  };
-  ls_model_config c;
-  ls_model_config_init(&c);
-  REQUIRE(ls_model_config_preset("transformer-big", &c) == LS_OK);
-  c.max_batch_tokens = 8192;
-  c.max_seq_len = 64;
-  c.dtype = LS_DTYPE_FP16;
+  ls_model_config c = big_fp16_8192_config();
   const uint64_t td = 8192ull * 1024 * 2, stats = 8192ull * 4;  // one [T, d] fp16; [T] fp32
   c.recompute_layer_norm = 0;  // against the LayerNorm backward from its saved input
   for (int32_t pre : {1, 0}) {
     CAPTURE(pre);
     c.pre_layer_norm = pre;
     c.layer_norm_backward_from_output = 0;
-    const ls_memory_report off = plan(c);
+    const ls_memory_report off = cuda_plan(c);
     c.layer_norm_backward_from_output = 1;
-    const ls_memory_report on = plan(c);
+    const ls_memory_report on = cuda_plan(c);
     MESSAGE("transformer-big " << std::string(pre ? "pre" : "post") << "-LN fp16, 8192 tokens: saved "
                                << off.saved_activations << " -> " << on.saved_activations
                                << ", planned " << off.planned_bytes << " -> " << on.planned_bytes

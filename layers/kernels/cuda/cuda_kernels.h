@@ -138,10 +138,6 @@ void launch_layernorm_forward(const void* x, const void* gamma, const void* beta
 void launch_layernorm_backward(const void* dy, const LnXhatSource& src, const void* gamma,
                                const float* rstd, const void* d_residual, void* dx, float* d_gamma,
                                float* d_beta, int64_t rows, int64_t cols, DType dt, cudaStream_t s);
-// src.y = the forward's output from src.xy = x, src.mean, rstd, gamma and src.beta (the same bits
-// as the forward); the backward's recomputed output where its register path does not apply.
-void launch_layernorm_output(const LnXhatSource& src, const void* gamma, const float* rstd,
-                             int64_t rows, int64_t cols, DType dt, cudaStream_t s);
 
 // dropout_fusions.cu
 void launch_bias_dropout_residual(const void* x, const void* bias, const void* residual, void* out,

@@ -966,6 +966,28 @@ void layernorm_backward_fallback(const void* dy, const LnXhatSource& src, const 
   });
 }
 
+// src.y = the forward's output from src.xy = x, src.mean, rstd, gamma and src.beta (the same bits
+// as the forward): the recomputed output where the backward's register path does not apply.
+void launch_layernorm_output(const LnXhatSource& src, const void* gamma, const float* rstd,
+                             int64_t rows, int64_t cols, DType dt, cudaStream_t s) {
+  if (rows == 0 || cols == 0) return;
+  constexpr int kWarps = 4;
+  const unsigned grid = unsigned((rows + kWarps - 1) / kWarps);
+  dispatch_dtype(dt, "layernorm_output", [&](auto tv) {
+    using T = decltype(tv);
+    auto launch = [&](auto kernel) {
+      launch_kernel("layernorm_output", kernel, grid, 32 * kWarps, 0, s,
+                    static_cast<const T*>(src.xy), static_cast<const T*>(gamma),
+                    static_cast<const T*>(src.beta), src.mean, rstd, static_cast<T*>(src.y), rows,
+                    cols);
+    };
+    if (can_vectorise<T>(cols, {src.xy, gamma, src.beta, src.y}))
+      launch(layernorm_output_kernel<T, true>);
+    else
+      launch(layernorm_output_kernel<T, false>);
+  });
+}
+
 }  // namespace
 
 int64_t layernorm_backward_partial_groups(int64_t rows, int64_t cols, DType dt,
@@ -1001,26 +1023,6 @@ void launch_layernorm_backward(const void* dy, const LnXhatSource& src, const vo
       src.from_output ? layernorm_backward_fallback<true> : layernorm_backward_fallback<false>;
   fallback(dy, src, gamma, rstd, d_residual, dx, d_gamma, d_beta, rows, cols, dt, s);
   if (src.y != nullptr) launch_layernorm_output(src, gamma, rstd, rows, cols, dt, s);
-}
-
-void launch_layernorm_output(const LnXhatSource& src, const void* gamma, const float* rstd,
-                             int64_t rows, int64_t cols, DType dt, cudaStream_t s) {
-  if (rows == 0 || cols == 0) return;
-  constexpr int kWarps = 4;
-  const unsigned grid = unsigned((rows + kWarps - 1) / kWarps);
-  dispatch_dtype(dt, "layernorm_output", [&](auto tv) {
-    using T = decltype(tv);
-    auto launch = [&](auto kernel) {
-      launch_kernel("layernorm_output", kernel, grid, 32 * kWarps, 0, s,
-                    static_cast<const T*>(src.xy), static_cast<const T*>(gamma),
-                    static_cast<const T*>(src.beta), src.mean, rstd, static_cast<T*>(src.y), rows,
-                    cols);
-    };
-    if (can_vectorise<T>(cols, {src.xy, gamma, src.beta, src.y}))
-      launch(layernorm_output_kernel<T, true>);
-    else
-      launch(layernorm_output_kernel<T, false>);
-  });
 }
 
 }  // namespace cuda

@@ -13,14 +13,18 @@
 //   forward:  grid (ceil(Lq/64), H, B). Warp w owns queries w*16..w*16+15 (Q fragments in
 //             registers) and walks the key tiles (causal: only those a query of the block can
 //             see) with an online softmax in base 2 (row max / sum over the quad's lanes);
-//             P (dropped) goes from the S accumulators straight into the A operand of P V.
+//             P (dropped, without the 1 / (1 - p), which the final normalisation applies)
+//             goes from the S accumulators straight into the A operand of P V. The first key
+//             tile's dropout bits and padding flags are drawn while its loads are in flight.
 //             Writes ctx and lse = ln(sum_j exp(s_ij)) (-inf for a row with no visible key).
 //   backward, one key tile (Lk <= 64, the common case of short rows): grid (1, H, B), 256
 //             threads; the block owns every key and walks the query tiles in two phases through
 //             shared memory (see the kernel): S^T, dP^T -> dropped P^T and dS^T tiles, then
 //             dV += P^T dO, dK += dS^T Q and dQ = dS K split over 8 warps. It computes delta
-//             from its own loads and the projections' bias gradient (column sums of dq, dk, dv:
-//             shuffles, then the row groups in order; per-block partials in deterministic mode).
+//             from its own loads (the dropout bits drawn while they are in flight) and the
+//             projections' bias gradient (column sums of dq, dk, dv: a reduce-scatter butterfly
+//             over each warp's rows, then the row groups in order; per-block partials in
+//             deterministic mode).
 //             With one query tile as well (Lq <= 64) there is no loop and dV, dK, dQ are
 //             computed one after another (16 accumulators live instead of 48).
 //   Outputs (ctx, dq, dk, dv) leave through each warp's own block of shared memory in 16-byte
@@ -93,6 +97,15 @@ __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32
 #else
   __trap();  // the launcher refuses devices below sm_80
 #endif
+}
+
+// 2^x in one MUFU.EX2 (ex2.approx.ftz): results below 2^-126 flush to zero, which changes
+// nothing here (a probability that small is zero after rounding to fp16/bf16 and beside the
+// row's maximum, which is 1). exp2f's denormal handling costs three more instructions.
+__device__ __forceinline__ float exp2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
 }
 
 // Two fp32 values as one register of two T (x in the low half: the lower column).
@@ -198,14 +211,44 @@ __device__ __forceinline__ void zero_acc(float (*acc)[4]) {
   for (int n = 0; n < NB; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
 }
 
-// The sum over a warp's 16 rows of column 2 t4 + c2 of one accumulator block, complete in the
-// lanes with g == 0 (a fixed butterfly over the 8 row groups).
-__device__ __forceinline__ float warp_column_sum(const float acc[4], int c2) {
-  float v = acc[c2] + acc[2 + c2];
-  v += __shfl_xor_sync(0xffffffffu, v, 4);
-  v += __shfl_xor_sync(0xffffffffu, v, 8);
-  v += __shfl_xor_sync(0xffffffffu, v, 16);
-  return v;
+// The column sums over a warp's 16 rows of NB accumulator blocks (columns n * 8 + 2 t4 + c2),
+// by a reduce-scatter butterfly over the 8 row groups g (lane bits 4, 3, 2): at each level a
+// lane keeps half of its partial sums and receives its partner's partials of that half, so that
+// 2 NB sums take 2 NB - 1 shuffles (8 take 7) instead of 3 each. On return `idx` says which sum
+// the lane holds: column (idx / 2) * 8 + 2 t4 + idx % 2. With NB = 4 every lane holds a different
+// one (idx = g); with NB = 2 the lanes g and g ^ 1 hold the same (the last level is a plain
+// reduction) and `owner` is false in the odd one.
+template <int NB>
+__device__ __forceinline__ float warp_column_sums(const float (*acc)[4], int& idx, bool& owner) {
+  static_assert(NB == 2 || NB == 4, "2 or 4 blocks of 8 columns");
+  constexpr int V = 2 * NB;
+  float v[V];
+#pragma unroll
+  for (int n = 0; n < NB; ++n)
+#pragma unroll
+    for (int c2 = 0; c2 < 2; ++c2) v[n * 2 + c2] = acc[n][c2] + acc[n][2 + c2];
+  const int lane = threadIdx.x & 31;
+  idx = 0;
+  owner = true;
+  int width = V;
+#pragma unroll
+  for (int mask = 16; mask >= 4; mask >>= 1) {
+    if (width > 1) {
+      const bool upper = (lane & mask) != 0;
+      const int hw = width / 2;
+#pragma unroll
+      for (int i = 0; i < hw; ++i) {
+        const float send = upper ? v[i] : v[i + hw], keep = upper ? v[i + hw] : v[i];
+        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, mask);
+      }
+      if (upper) idx += hw;
+      width = hw;
+    } else {
+      v[0] += __shfl_xor_sync(0xffffffffu, v[0], mask);
+      owner = owner && (lane & mask) == 0;
+    }
+  }
+  return v[0];
 }
 
 // Rows row0 + g and row0 + g + 8 of NB accumulator blocks, times scale[0] / scale[1], into a
@@ -358,12 +401,12 @@ __device__ __forceinline__ bool key_hidden(const AttnParams& p, int b, int j) {
 }
 
 // The key-padding flags of a 64-key tile as one 64-bit word (bit c: key k0 + c hidden), from
-// warps 0 and 1 (threads 0..63 pass their key's flag); the result is in shared memory after
-// the caller's next __syncthreads.
-__device__ __forceinline__ void build_pad_word(uint32_t* pad_words, const AttnParams& p, int b,
-                                               int k0) {
+// warps 0 and 1 (thread c < 64 passes key_hidden(p, b, k0 + c), loaded by the caller ahead of
+// its tile loads' first use); the result is in shared memory after the caller's next
+// __syncthreads.
+__device__ __forceinline__ void build_pad_word(uint32_t* pad_words, bool hidden) {
   if (threadIdx.x < kTile) {
-    const unsigned word = __ballot_sync(0xffffffffu, key_hidden(p, b, k0 + threadIdx.x));
+    const unsigned word = __ballot_sync(0xffffffffu, hidden);
     if ((threadIdx.x & 31) == 0) pad_words[threadIdx.x >> 5] = word;
   }
 }
@@ -386,13 +429,18 @@ __global__ void __launch_bounds__(kThreads, 4) attention_forward_kernel(AttnPara
   const T* vb = head_rows<T>(p.v, b, p.len_k, p.ld_v, hcol);
   const uint64_t offset = p.drop.active ? dropout_offset(p.drop.key) : 0;
 
-  // Q and the first K, V tiles in one round trip; Q fragments (A operand, rows = this warp's 16
-  // queries) then stay in registers.
+  // Q, the first K, V tiles and the first tile's key-padding flags in one round trip; the first
+  // tile's dropout bits are drawn while those loads are in flight (the Philox rounds are most
+  // of the block's integer work). Q fragments (A operand, rows = this warp's 16 queries) then
+  // stay in registers.
   {
     TileFetch<T, DP> fq, fk, fv;
     fq.fetch(qb, p.ld_q, q0, p.len_q, p.head_dim);
     fk.fetch(kb, p.ld_k, 0, p.len_k, p.head_dim);
     fv.fetch(vb, p.ld_v, 0, p.len_k, p.head_dim);
+    const bool hidden = threadIdx.x < kTile && key_hidden(p, b, threadIdx.x);
+    if (p.drop.active) build_drop_bits<kThreads>(bits, p, offset, b, h, q0, 0);
+    build_pad_word(pad_words, hidden);
     fq.store(qs);
     fk.store(ks);
     fv.store(vs);
@@ -413,11 +461,14 @@ __global__ void __launch_bounds__(kThreads, 4) attention_forward_kernel(AttnPara
   if (p.causal) tiles = min(tiles, (q0 + kTile - 1) / kTile + 1);
   for (int kt = 0; kt < tiles; ++kt) {
     const int k0 = kt * kTile;
-    __syncthreads();  // the previous tile is no longer read
-    if (kt > 0) load_tiles<T, DP>(ks, kb, p.ld_k, vs, vb, p.ld_v, k0, p.len_k, p.head_dim);
-    build_pad_word(pad_words, p, b, k0);
-    if (p.drop.active) build_drop_bits<kThreads>(bits, p, offset, b, h, q0, k0);
-    __syncthreads();
+    if (kt > 0) {       // the first tile came with Q
+      __syncthreads();  // the previous tile is no longer read
+      const bool hidden = threadIdx.x < kTile && key_hidden(p, b, k0 + threadIdx.x);
+      load_tiles<T, DP>(ks, kb, p.ld_k, vs, vb, p.ld_v, k0, p.len_k, p.head_dim);
+      build_pad_word(pad_words, hidden);
+      if (p.drop.active) build_drop_bits<kThreads>(bits, p, offset, b, h, q0, k0);
+      __syncthreads();
+    }
     // Per row of this thread: which of the tile's keys it sees (padding, causal) and keeps
     // (dropout), as 64-bit words shifted so that bit nb * 8 + (e & 1) is element (nb, e):
     // no shared-memory read or runtime shift per element.
@@ -464,16 +515,18 @@ __global__ void __launch_bounds__(kThreads, 4) attention_forward_kernel(AttnPara
       mx[ri] = fmaxf(mx[ri], __shfl_xor_sync(0xffffffffu, mx[ri], 2));
       const float m_new = fmaxf(m[ri], mx[ri]);
       base[ri] = m_new == -INFINITY ? 0.f : m_new;  // nothing visible yet: exp2(-inf) = 0
-      alpha[ri] = exp2f(m[ri] - base[ri]);
+      alpha[ri] = exp2_ftz(m[ri] - base[ri]);
       m[ri] = m_new;
       l[ri] *= alpha[ri];
     }
+    if (kt > 0) {  // o is still zero at the first tile
 #pragma unroll
-    for (int n = 0; n < NB; ++n) {
-      o[n][0] *= alpha[0];
-      o[n][1] *= alpha[0];
-      o[n][2] *= alpha[1];
-      o[n][3] *= alpha[1];
+      for (int n = 0; n < NB; ++n) {
+        o[n][0] *= alpha[0];
+        o[n][1] *= alpha[0];
+        o[n][2] *= alpha[1];
+        o[n][3] *= alpha[1];
+      }
     }
     // P (for the sum) and the dropped P (for P V), in place of the scores.
 #pragma unroll
@@ -481,9 +534,9 @@ __global__ void __launch_bounds__(kThreads, 4) attention_forward_kernel(AttnPara
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int ri = e >> 1;
-        const float pr = exp2f(s[nb][e] - base[ri]);
+        const float pr = exp2_ftz(s[nb][e] - base[ri]);
         l[ri] += pr;
-        s[nb][e] = (keep[ri] >> (nb * 8 + (e & 1))) & 1u ? pr * p.drop.scale : 0.f;
+        s[nb][e] = (keep[ri] >> (nb * 8 + (e & 1))) & 1u ? pr : 0.f;  // 1 / (1 - p) at the end
       }
       // O += P V: A = P (16 queries x 16 keys per step), B = V (keys x head columns).
 #pragma unroll
@@ -502,7 +555,7 @@ __global__ void __launch_bounds__(kThreads, 4) attention_forward_kernel(AttnPara
     sum += __shfl_xor_sync(0xffffffffu, sum, 1);
     sum += __shfl_xor_sync(0xffffffffu, sum, 2);
     const bool empty = !(sum > 0.f);
-    inv[ri] = empty ? 0.f : 1.f / sum;
+    inv[ri] = empty ? 0.f : p.drop.scale / sum;  // drop.scale is 1 without dropout
     const int i = rows_i[ri];
     if (t4 == 0 && i < p.len_q)
       p.lse[(int64_t(b) * p.heads + h) * p.len_q + i] =
@@ -634,7 +687,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_backward_kv_kernel(Attn
       for (int e = 0; e < 4; ++e) {
         const int c = nb * 8 + t4 * 2 + (e & 1), i = q0 + c, kr = e >> 1;
         const bool hidden = key_off[kr] || (p.causal && keys_j[kr] > i);
-        const float pr = hidden ? 0.f : exp2f(st[nb][e] * p.scale_log2 - lse2[c]);
+        const float pr = hidden ? 0.f : exp2_ftz(st[nb][e] * p.scale_log2 - lse2[c]);
         const float f = drop_factor(bits, p.drop, c, r0 + 8 * kr);
         st[nb][e] = pr * f;
         dpt[nb][e] = pr * (dpt[nb][e] * f - dl[c]);
@@ -718,28 +771,30 @@ __global__ void __launch_bounds__(kOneTileThreads, 3)
   const int q_tiles = kOneQueryTile ? 1 : (p.len_q + kTile - 1) / kTile;
   const bool bias = p.d_bias != nullptr;
 
-  for (int i = threadIdx.x; i < 3 * 4 * DP; i += NT) (&sm.col[0][0][0])[i] = 0.f;
-  if (threadIdx.x < kTile) sm.kpad[threadIdx.x] = key_hidden(p, b, threadIdx.x);
   // This thread's keys in phase 1 and its columns in phase 2.
   const int key_r[2] = {rg * 16 + g, rg * 16 + g + 8};
   const int c_half = half * (DP / 2);
 
-  // Q, dO and O of a query tile into registers (O in dO's layout, so that the lanes holding row
-  // i's chunks add delta_i = dO_i . O_i without shared memory), then Q and dO to shared memory
-  // with lse, delta and the dropout bits of the tile.
+  // Q, dO, O and lse of a query tile into registers (O in dO's layout, so that the lanes holding
+  // row i's chunks add delta_i = dO_i . O_i without shared memory); then, with the loads in
+  // flight, the tile's dropout bits; then Q, dO, lse and delta to shared memory.
   using Fetch = TileFetch<T, DP, NT>;
-  auto fetch_queries = [&](Fetch& fq, Fetch& fg, Fetch& fo, int q0) {
-    fq.fetch(qb, p.ld_q, q0, p.len_q, p.head_dim);
-    fg.fetch(gb, p.ld_ctx, q0, p.len_q, p.head_dim);
-    fo.fetch(ob, p.ld_ctx, q0, p.len_q, p.head_dim);
+  struct QueryFetch {
+    Fetch q, g, o;
+    float lse;  // threads < 64: row q0 + threadIdx.x
   };
-  auto stage_queries = [&](const Fetch& fq, const Fetch& fg, const Fetch& fo, int q0) {
-    if (threadIdx.x < kTile) {
-      const int i = q0 + threadIdx.x;
-      const float L = i < p.len_q ? p.lse[row_base + i] : -INFINITY;
-      sm.lse2[threadIdx.x] = L == -INFINITY ? INFINITY : L * kLog2e;  // +inf: P = 0
-    }
+  auto fetch_queries = [&](QueryFetch& f, int q0) {
+    f.q.fetch(qb, p.ld_q, q0, p.len_q, p.head_dim);
+    f.g.fetch(gb, p.ld_ctx, q0, p.len_q, p.head_dim);
+    f.o.fetch(ob, p.ld_ctx, q0, p.len_q, p.head_dim);
+    const int i = q0 + int(threadIdx.x);
+    f.lse = threadIdx.x < kTile && i < p.len_q ? p.lse[row_base + i] : -INFINITY;
+  };
+  auto stage_queries = [&](const QueryFetch& f, int q0) {
     if (p.drop.active) build_drop_bits<NT>(sm.bits, p, offset, b, h, q0, 0);
+    if (threadIdx.x < kTile)
+      sm.lse2[threadIdx.x] = f.lse == -INFINITY ? INFINITY : f.lse * kLog2e;  // +inf: P = 0
+    const Fetch &fq = f.q, &fg = f.g, &fo = f.o;
     fq.store(sm.q);
     fg.store(sm.dO);
 #pragma unroll
@@ -758,14 +813,18 @@ __global__ void __launch_bounds__(kOneTileThreads, 3)
       }
     }
   };
-  if (q_tiles > 0) {  // K, V and the first query tile in one round trip
-    Fetch fk, fv, fq, fg, fo;
+  {  // K, V, the key-padding flags and the first query tile in one round trip
+    Fetch fk, fv;
+    QueryFetch fq;
     fk.fetch(kb, p.ld_k, 0, p.len_k, p.head_dim);
     fv.fetch(vb, p.ld_v, 0, p.len_k, p.head_dim);
-    fetch_queries(fq, fg, fo, 0);
+    if (q_tiles > 0) fetch_queries(fq, 0);
+    const bool hidden = threadIdx.x < kTile && key_hidden(p, b, threadIdx.x);
+    for (int i = threadIdx.x; i < 3 * 4 * DP; i += NT) (&sm.col[0][0][0])[i] = 0.f;
+    if (q_tiles > 0) stage_queries(fq, 0);
+    if (threadIdx.x < kTile) sm.kpad[threadIdx.x] = hidden;
     fk.store(sm.k);
     fv.store(sm.v);
-    stage_queries(fq, fg, fo, 0);
   }
 
   // An output block of this warp (rows row0 + rg * 16.., head columns c_half..) times scale: its
@@ -774,13 +833,10 @@ __global__ void __launch_bounds__(kOneTileThreads, 3)
   auto finish_output = [&](const float(*acc)[4], void* out, int len, int64_t ld, int row0, int seg,
                            float scale) {
     if (bias) {
-#pragma unroll
-      for (int n = 0; n < NBH; ++n)
-#pragma unroll
-        for (int c2 = 0; c2 < 2; ++c2) {
-          const float v = warp_column_sum(acc[n], c2);
-          if (g == 0) sm.col[seg][rg][c_half + n * 8 + t4 * 2 + c2] += v * scale;
-        }
+      int idx;
+      bool owner;
+      const float v = warp_column_sums<NBH>(acc, idx, owner);
+      if (owner) sm.col[seg][rg][c_half + (idx >> 1) * 8 + t4 * 2 + (idx & 1)] += v * scale;
     }
     const float sc[2] = {scale, scale};
     const int64_t rows_before = seg == 0 ? int64_t(b) * p.len_q : int64_t(b) * p.len_k;
@@ -796,10 +852,10 @@ __global__ void __launch_bounds__(kOneTileThreads, 3)
   for (int qt = 0; qt < q_tiles; ++qt) {
     const int q0 = qt * kTile;
     if (qt > 0) {
-      Fetch fq, fg, fo;
-      fetch_queries(fq, fg, fo, q0);
+      QueryFetch fq;
+      fetch_queries(fq, q0);
       __syncthreads();  // the previous query tile is no longer read
-      stage_queries(fq, fg, fo, q0);
+      stage_queries(fq, q0);
     }
     __syncthreads();
 
@@ -822,7 +878,7 @@ __global__ void __launch_bounds__(kOneTileThreads, 3)
             for (int e1 = 0; e1 < 2; ++e1) {
               const int e = 2 * kr + e1, c = c0 + nb * 8 + t4 * 2 + e1;
               const bool hidden = key_off[kr] || (p.causal && key_r[kr] > q0 + c);
-              const float pr = hidden ? 0.f : exp2f(st[nb][e] * p.scale_log2 - sm.lse2[c]);
+              const float pr = hidden ? 0.f : exp2_ftz(st[nb][e] * p.scale_log2 - sm.lse2[c]);
               const float f = drop_factor(sm.bits, p.drop, c, key_r[kr]);
               pd[e1] = pr * f;
               ds[e1] = pr * (dpt[nb][e] * f - sm.dl[c]);
@@ -967,7 +1023,7 @@ __global__ void __launch_bounds__(kThreads) attention_backward_q_kernel(AttnPara
       for (int e = 0; e < 4; ++e) {
         const int c = nb * 8 + t4 * 2 + (e & 1), j = k0 + c, ri = e >> 1;
         const bool hidden = kpad[c] || (p.causal && j > rows_i[ri]);
-        const float pr = hidden ? 0.f : exp2f(s[nb][e] * p.scale_log2 - lse2[ri]);
+        const float pr = hidden ? 0.f : exp2_ftz(s[nb][e] * p.scale_log2 - lse2[ri]);
         const float f = drop_factor(bits, p.drop, r0 + 8 * ri, c);
         s[nb][e] = pr * (dp[nb][e] * f - dl[ri]);  // dS
       }

@@ -307,6 +307,25 @@ __device__ __forceinline__ const T* head_rows(const void* m, int b, int len, int
   return static_cast<const T*>(m) + int64_t(b) * len * ld + hcol;
 }
 
+// The (batch b, head h) slice a block works on: the head's columns of the token-major
+// projections (rows of batch b), its rows of lse / delta, and the dropout counter offset.
+template <class T>
+struct HeadSlice {
+  int hcol;
+  int64_t row_base;                  // lse / delta rows of (b, h)
+  const T *q, *k, *v, *d_ctx, *ctx;  // d_ctx, ctx: null in the forward
+  uint64_t drop_offset;
+  __device__ __forceinline__ HeadSlice(const AttnParams& p, int b, int h)
+      : hcol(h * p.head_dim),
+        row_base((int64_t(b) * p.heads + h) * p.len_q),
+        q(head_rows<T>(p.q, b, p.len_q, p.ld_q, hcol)),
+        k(head_rows<T>(p.k, b, p.len_k, p.ld_k, hcol)),
+        v(head_rows<T>(p.v, b, p.len_k, p.ld_v, hcol)),
+        d_ctx(p.d_ctx ? head_rows<T>(p.d_ctx, b, p.len_q, p.ld_ctx, hcol) : nullptr),
+        ctx(p.ctx ? head_rows<T>(p.ctx, b, p.len_q, p.ld_ctx, hcol) : nullptr),
+        drop_offset(p.drop.active ? dropout_offset(p.drop.key) : 0) {}
+};
+
 // ---------------------------------------------------------------- tiles in shared memory
 // Rows [row0, row0 + 64) of a token-major matrix (rows of ld elements, the head's columns from
 // `base`), `len` valid rows, head_dim valid columns, into a [64][DP + 8] shared tile; rows and
@@ -423,11 +442,7 @@ __global__ void __launch_bounds__(kThreads, 4) attention_forward_kernel(AttnPara
   __shared__ uint32_t pad_words[2];
   const int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * kTile;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
-  const int hcol = h * p.head_dim;
-  const T* qb = head_rows<T>(p.q, b, p.len_q, p.ld_q, hcol);
-  const T* kb = head_rows<T>(p.k, b, p.len_k, p.ld_k, hcol);
-  const T* vb = head_rows<T>(p.v, b, p.len_k, p.ld_v, hcol);
-  const uint64_t offset = p.drop.active ? dropout_offset(p.drop.key) : 0;
+  const HeadSlice<T> hs(p, b, h);
 
   // Q, the first K, V tiles and the first tile's key-padding flags in one round trip; the first
   // tile's dropout bits are drawn while those loads are in flight (the Philox rounds are most
@@ -435,11 +450,11 @@ __global__ void __launch_bounds__(kThreads, 4) attention_forward_kernel(AttnPara
   // stay in registers.
   {
     TileFetch<T, DP> fq, fk, fv;
-    fq.fetch(qb, p.ld_q, q0, p.len_q, p.head_dim);
-    fk.fetch(kb, p.ld_k, 0, p.len_k, p.head_dim);
-    fv.fetch(vb, p.ld_v, 0, p.len_k, p.head_dim);
+    fq.fetch(hs.q, p.ld_q, q0, p.len_q, p.head_dim);
+    fk.fetch(hs.k, p.ld_k, 0, p.len_k, p.head_dim);
+    fv.fetch(hs.v, p.ld_v, 0, p.len_k, p.head_dim);
     const bool hidden = threadIdx.x < kTile && key_hidden(p, b, threadIdx.x);
-    if (p.drop.active) build_drop_bits<kThreads>(bits, p, offset, b, h, q0, 0);
+    if (p.drop.active) build_drop_bits<kThreads>(bits, p, hs.drop_offset, b, h, q0, 0);
     build_pad_word(pad_words, hidden);
     fq.store(qs);
     fk.store(ks);
@@ -464,9 +479,9 @@ __global__ void __launch_bounds__(kThreads, 4) attention_forward_kernel(AttnPara
     if (kt > 0) {       // the first tile came with Q
       __syncthreads();  // the previous tile is no longer read
       const bool hidden = threadIdx.x < kTile && key_hidden(p, b, k0 + threadIdx.x);
-      load_tiles<T, DP>(ks, kb, p.ld_k, vs, vb, p.ld_v, k0, p.len_k, p.head_dim);
+      load_tiles<T, DP>(ks, hs.k, p.ld_k, vs, hs.v, p.ld_v, k0, p.len_k, p.head_dim);
       build_pad_word(pad_words, hidden);
-      if (p.drop.active) build_drop_bits<kThreads>(bits, p, offset, b, h, q0, k0);
+      if (p.drop.active) build_drop_bits<kThreads>(bits, p, hs.drop_offset, b, h, q0, k0);
       __syncthreads();
     }
     // Per row of this thread: which of the tile's keys it sees (padding, causal) and keeps
@@ -562,7 +577,7 @@ __global__ void __launch_bounds__(kThreads, 4) attention_forward_kernel(AttnPara
           empty ? -INFINITY : (m[ri] + log2f(sum)) * kLn2;
   }
   // Through qs: the warp's own 16 rows, which only it read (into qf) at the start.
-  store_acc_rows_staged<NB>(static_cast<T*>(p.out) + int64_t(b) * p.len_q * p.ld_ctx + hcol,
+  store_acc_rows_staged<NB>(static_cast<T*>(p.out) + int64_t(b) * p.len_q * p.ld_ctx + hs.hcol,
                             p.ld_ctx, q0 + warp * 16, p.len_q, p.head_dim, o, inv, qs, LD,
                             warp * 16, 0);
 }
@@ -629,22 +644,16 @@ __global__ void __launch_bounds__(kThreads, 2) attention_backward_kv_kernel(Attn
   __shared__ uint8_t kpad[kTile];
   const int b = blockIdx.z, h = blockIdx.y, k0 = blockIdx.x * kTile;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
-  const int hcol = h * p.head_dim;
-  const int64_t row_base = (int64_t(b) * p.heads + h) * p.len_q;  // lse / delta rows
-  const T* qb = head_rows<T>(p.q, b, p.len_q, p.ld_q, hcol);
-  const T* kb = head_rows<T>(p.k, b, p.len_k, p.ld_k, hcol);
-  const T* vb = head_rows<T>(p.v, b, p.len_k, p.ld_v, hcol);
-  const T* gb = head_rows<T>(p.d_ctx, b, p.len_q, p.ld_ctx, hcol);
-  const uint64_t offset = p.drop.active ? dropout_offset(p.drop.key) : 0;
+  const HeadSlice<T> hs(p, b, h);
 
   const int q_first = p.causal ? k0 / kTile : 0, q_tiles = (p.len_q + kTile - 1) / kTile;
   {  // K, V and the first query tile's Q, dO in one round trip
     TileFetch<T, DP> fk, fv, fq, fg;
-    fk.fetch(kb, p.ld_k, k0, p.len_k, p.head_dim);
-    fv.fetch(vb, p.ld_v, k0, p.len_k, p.head_dim);
+    fk.fetch(hs.k, p.ld_k, k0, p.len_k, p.head_dim);
+    fv.fetch(hs.v, p.ld_v, k0, p.len_k, p.head_dim);
     if (q_first < q_tiles) {
-      fq.fetch(qb, p.ld_q, q_first * kTile, p.len_q, p.head_dim);
-      fg.fetch(gb, p.ld_ctx, q_first * kTile, p.len_q, p.head_dim);
+      fq.fetch(hs.q, p.ld_q, q_first * kTile, p.len_q, p.head_dim);
+      fg.fetch(hs.d_ctx, p.ld_ctx, q_first * kTile, p.len_q, p.head_dim);
     }
     fk.store(ks);
     fv.store(vs);
@@ -668,14 +677,15 @@ __global__ void __launch_bounds__(kThreads, 2) attention_backward_kv_kernel(Attn
   for (int qt = q_first; qt < q_tiles; ++qt) {
     const int q0 = qt * kTile;
     __syncthreads();  // the previous query tile is no longer read
-    if (qt > q_first) load_tiles<T, DP>(qs, qb, p.ld_q, dos, gb, p.ld_ctx, q0, p.len_q, p.head_dim);
+    if (qt > q_first)
+      load_tiles<T, DP>(qs, hs.q, p.ld_q, dos, hs.d_ctx, p.ld_ctx, q0, p.len_q, p.head_dim);
     if (threadIdx.x < kTile) {
       const int i = q0 + threadIdx.x;
-      float L = i < p.len_q ? p.lse[row_base + i] : -INFINITY;
+      float L = i < p.len_q ? p.lse[hs.row_base + i] : -INFINITY;
       lse2[threadIdx.x] = L == -INFINITY ? INFINITY : L * kLog2e;  // +inf: P = 0
-      dl[threadIdx.x] = i < p.len_q ? p.delta[row_base + i] : 0.f;
+      dl[threadIdx.x] = i < p.len_q ? p.delta[hs.row_base + i] : 0.f;
     }
-    if (p.drop.active) build_drop_bits<kThreads>(bits, p, offset, b, h, q0, k0);
+    if (p.drop.active) build_drop_bits<kThreads>(bits, p, hs.drop_offset, b, h, q0, k0);
     __syncthreads();
     // S^T = K Q^T and dP^T = V dO^T (16 keys x 64 queries per warp).
     float st[8][4], dpt[8][4];
@@ -705,9 +715,9 @@ __global__ void __launch_bounds__(kThreads, 2) attention_backward_kv_kernel(Attn
   }
 
   const float dk_scale[2] = {p.scale, p.scale}, dv_scale[2] = {1.f, 1.f};
-  store_acc_rows<NB>(static_cast<T*>(p.dk) + int64_t(b) * p.len_k * p.ld_k + hcol, p.ld_k,
+  store_acc_rows<NB>(static_cast<T*>(p.dk) + int64_t(b) * p.len_k * p.ld_k + hs.hcol, p.ld_k,
                      k0 + warp * 16, p.len_k, p.head_dim, dk, dk_scale);
-  store_acc_rows<NB>(static_cast<T*>(p.dv) + int64_t(b) * p.len_k * p.ld_v + hcol, p.ld_v,
+  store_acc_rows<NB>(static_cast<T*>(p.dv) + int64_t(b) * p.len_k * p.ld_v + hs.hcol, p.ld_v,
                      k0 + warp * 16, p.len_k, p.head_dim, dv, dv_scale);
 }
 
@@ -760,14 +770,7 @@ __global__ void __launch_bounds__(kOneTileThreads, 3)
   const int b = blockIdx.z, h = blockIdx.y;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const int rg = warp & 3, half = warp >> 2;  // row group; query (phase 1) / column half (2)
-  const int hcol = h * p.head_dim;
-  const int64_t row_base = (int64_t(b) * p.heads + h) * p.len_q;  // lse / delta rows
-  const T* qb = head_rows<T>(p.q, b, p.len_q, p.ld_q, hcol);
-  const T* kb = head_rows<T>(p.k, b, p.len_k, p.ld_k, hcol);
-  const T* vb = head_rows<T>(p.v, b, p.len_k, p.ld_v, hcol);
-  const T* gb = head_rows<T>(p.d_ctx, b, p.len_q, p.ld_ctx, hcol);
-  const T* ob = head_rows<T>(p.ctx, b, p.len_q, p.ld_ctx, hcol);
-  const uint64_t offset = p.drop.active ? dropout_offset(p.drop.key) : 0;
+  const HeadSlice<T> hs(p, b, h);
   const int q_tiles = kOneQueryTile ? 1 : (p.len_q + kTile - 1) / kTile;
   const bool bias = p.d_bias != nullptr;
 
@@ -784,14 +787,14 @@ __global__ void __launch_bounds__(kOneTileThreads, 3)
     float lse;  // threads < 64: row q0 + threadIdx.x
   };
   auto fetch_queries = [&](QueryFetch& f, int q0) {
-    f.q.fetch(qb, p.ld_q, q0, p.len_q, p.head_dim);
-    f.g.fetch(gb, p.ld_ctx, q0, p.len_q, p.head_dim);
-    f.o.fetch(ob, p.ld_ctx, q0, p.len_q, p.head_dim);
+    f.q.fetch(hs.q, p.ld_q, q0, p.len_q, p.head_dim);
+    f.g.fetch(hs.d_ctx, p.ld_ctx, q0, p.len_q, p.head_dim);
+    f.o.fetch(hs.ctx, p.ld_ctx, q0, p.len_q, p.head_dim);
     const int i = q0 + int(threadIdx.x);
-    f.lse = threadIdx.x < kTile && i < p.len_q ? p.lse[row_base + i] : -INFINITY;
+    f.lse = threadIdx.x < kTile && i < p.len_q ? p.lse[hs.row_base + i] : -INFINITY;
   };
   auto stage_queries = [&](const QueryFetch& f, int q0) {
-    if (p.drop.active) build_drop_bits<NT>(sm.bits, p, offset, b, h, q0, 0);
+    if (p.drop.active) build_drop_bits<NT>(sm.bits, p, hs.drop_offset, b, h, q0, 0);
     if (threadIdx.x < kTile)
       sm.lse2[threadIdx.x] = f.lse == -INFINITY ? INFINITY : f.lse * kLog2e;  // +inf: P = 0
     const Fetch &fq = f.q, &fg = f.g, &fo = f.o;
@@ -809,15 +812,15 @@ __global__ void __launch_bounds__(kOneTileThreads, 3)
       const int c = threadIdx.x + u * NT, row = c / Fetch::kChunks;
       if (c % Fetch::kChunks == 0) {
         sm.dl[row] = acc;
-        if (q0 + row < p.len_q) p.delta[row_base + q0 + row] = acc;
+        if (q0 + row < p.len_q) p.delta[hs.row_base + q0 + row] = acc;
       }
     }
   };
   {  // K, V, the key-padding flags and the first query tile in one round trip
     Fetch fk, fv;
     QueryFetch fq;
-    fk.fetch(kb, p.ld_k, 0, p.len_k, p.head_dim);
-    fv.fetch(vb, p.ld_v, 0, p.len_k, p.head_dim);
+    fk.fetch(hs.k, p.ld_k, 0, p.len_k, p.head_dim);
+    fv.fetch(hs.v, p.ld_v, 0, p.len_k, p.head_dim);
     if (q_tiles > 0) fetch_queries(fq, 0);
     const bool hidden = threadIdx.x < kTile && key_hidden(p, b, threadIdx.x);
     for (int i = threadIdx.x; i < 3 * 4 * DP; i += NT) (&sm.col[0][0][0])[i] = 0.f;
@@ -840,7 +843,7 @@ __global__ void __launch_bounds__(kOneTileThreads, 3)
     }
     const float sc[2] = {scale, scale};
     const int64_t rows_before = seg == 0 ? int64_t(b) * p.len_q : int64_t(b) * p.len_k;
-    store_acc_rows_staged<NBH>(static_cast<T*>(out) + rows_before * ld + hcol + c_half, ld,
+    store_acc_rows_staged<NBH>(static_cast<T*>(out) + rows_before * ld + hs.hcol + c_half, ld,
                                row0 + rg * 16, len, p.head_dim - c_half, acc, sc, sm.stage, LD,
                                rg * 16, c_half);
   };
@@ -947,7 +950,7 @@ __global__ void __launch_bounds__(kOneTileThreads, 3)
     const int seg = idx / p.head_dim, col = idx % p.head_dim;
     const float sum =
         ((sm.col[seg][0][col] + sm.col[seg][1][col]) + sm.col[seg][2][col]) + sm.col[seg][3][col];
-    const int64_t out = seg * HD + hcol + col;
+    const int64_t out = seg * HD + hs.hcol + col;
     if (p.bias_partials != nullptr)
       p.bias_partials[int64_t(b) * 3 * HD + out] = sum;
     else
@@ -966,17 +969,11 @@ __global__ void __launch_bounds__(kThreads) attention_backward_q_kernel(AttnPara
   __shared__ uint8_t kpad[kTile];
   const int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * kTile;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
-  const int hcol = h * p.head_dim;
-  const int64_t row_base = (int64_t(b) * p.heads + h) * p.len_q;
-  const T* qb = head_rows<T>(p.q, b, p.len_q, p.ld_q, hcol);
-  const T* kb = head_rows<T>(p.k, b, p.len_k, p.ld_k, hcol);
-  const T* vb = head_rows<T>(p.v, b, p.len_k, p.ld_v, hcol);
-  const T* gb = head_rows<T>(p.d_ctx, b, p.len_q, p.ld_ctx, hcol);
-  const uint64_t offset = p.drop.active ? dropout_offset(p.drop.key) : 0;
+  const HeadSlice<T> hs(p, b, h);
 
   const int r0 = warp * 16 + g;
   uint32_t qf[KS][4], gf[KS][4];
-  load_tiles<T, DP>(ks, qb, p.ld_q, vs, gb, p.ld_ctx, q0, p.len_q, p.head_dim);
+  load_tiles<T, DP>(ks, hs.q, p.ld_q, vs, hs.d_ctx, p.ld_ctx, q0, p.len_q, p.head_dim);
   __syncthreads();
 #pragma unroll
   for (int kk = 0; kk < KS; ++kk) {  // Q (staged in ks) and dO (in vs), rows = this warp's
@@ -988,9 +985,9 @@ __global__ void __launch_bounds__(kThreads) attention_backward_q_kernel(AttnPara
 #pragma unroll
   for (int ri = 0; ri < 2; ++ri) {
     const int i = rows_i[ri];
-    const float L = i < p.len_q ? p.lse[row_base + i] : -INFINITY;
+    const float L = i < p.len_q ? p.lse[hs.row_base + i] : -INFINITY;
     lse2[ri] = L == -INFINITY ? INFINITY : L * kLog2e;
-    dl[ri] = i < p.len_q ? p.delta[row_base + i] : 0.f;
+    dl[ri] = i < p.len_q ? p.delta[hs.row_base + i] : 0.f;
   }
   float dq[NB][4];
 #pragma unroll
@@ -1001,9 +998,9 @@ __global__ void __launch_bounds__(kThreads) attention_backward_q_kernel(AttnPara
   for (int kt = 0; kt < tiles; ++kt) {
     const int k0 = kt * kTile;
     __syncthreads();
-    load_tiles<T, DP>(ks, kb, p.ld_k, vs, vb, p.ld_v, k0, p.len_k, p.head_dim);
+    load_tiles<T, DP>(ks, hs.k, p.ld_k, vs, hs.v, p.ld_v, k0, p.len_k, p.head_dim);
     if (threadIdx.x < kTile) kpad[threadIdx.x] = key_hidden(p, b, k0 + threadIdx.x);
-    if (p.drop.active) build_drop_bits<kThreads>(bits, p, offset, b, h, q0, k0);
+    if (p.drop.active) build_drop_bits<kThreads>(bits, p, hs.drop_offset, b, h, q0, k0);
     __syncthreads();
     float s[8][4], dp[8][4];
 #pragma unroll
@@ -1035,7 +1032,7 @@ __global__ void __launch_bounds__(kThreads) attention_backward_q_kernel(AttnPara
     }
   }
   const float dq_scale[2] = {p.scale, p.scale};
-  store_acc_rows<NB>(static_cast<T*>(p.dq) + int64_t(b) * p.len_q * p.ld_q + hcol, p.ld_q,
+  store_acc_rows<NB>(static_cast<T*>(p.dq) + int64_t(b) * p.len_q * p.ld_q + hs.hcol, p.ld_q,
                      q0 + warp * 16, p.len_q, p.head_dim, dq, dq_scale);
 }
 

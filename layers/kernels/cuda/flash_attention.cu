@@ -752,7 +752,6 @@ struct OneTileSmem {
   float lse2[kTile], dl[kTile];
   uint32_t bits[kTile][2];
   float col[3][4][DP];  // column sums of dq, dk, dv per row group
-  uint8_t kpad[kTile];
 };
 
 // Three blocks per SM (80 registers) measured 5% faster than two (124 registers). kOneQueryTile
@@ -816,16 +815,17 @@ __global__ void __launch_bounds__(kOneTileThreads, 3)
       }
     }
   };
+  bool key_off[2];  // this thread's keys in phase 1 hidden (padding or beyond len_k)
   {  // K, V, the key-padding flags and the first query tile in one round trip
     Fetch fk, fv;
     QueryFetch fq;
     fk.fetch(hs.k, p.ld_k, 0, p.len_k, p.head_dim);
     fv.fetch(hs.v, p.ld_v, 0, p.len_k, p.head_dim);
     if (q_tiles > 0) fetch_queries(fq, 0);
-    const bool hidden = threadIdx.x < kTile && key_hidden(p, b, threadIdx.x);
+#pragma unroll
+    for (int kr = 0; kr < 2; ++kr) key_off[kr] = key_hidden(p, b, key_r[kr]);
     for (int i = threadIdx.x; i < 3 * 4 * DP; i += NT) (&sm.col[0][0][0])[i] = 0.f;
     if (q_tiles > 0) stage_queries(fq, 0);
-    if (threadIdx.x < kTile) sm.kpad[threadIdx.x] = hidden;
     fk.store(sm.k);
     fv.store(sm.v);
   }
@@ -865,9 +865,6 @@ __global__ void __launch_bounds__(kOneTileThreads, 3)
     // Phase 1: S^T and dP^T for keys rg * 16.., queries half * 32.. (two steps of 16, to hold
     // fewer accumulators); P^T (dropped) and dS^T to shared memory.
     {
-      bool key_off[2];
-#pragma unroll
-      for (int kr = 0; kr < 2; ++kr) key_off[kr] = sm.kpad[key_r[kr]] != 0;
 #pragma unroll 1
       for (int c0 = half * 32; c0 < half * 32 + 32; c0 += 16) {
         float st[2][4], dpt[2][4];

@@ -313,7 +313,7 @@ template <class T>
 struct HeadSlice {
   int hcol;
   int64_t row_base;                  // lse / delta rows of (b, h)
-  const T *q, *k, *v, *d_ctx, *ctx;  // d_ctx, ctx: null in the forward
+  const T *q, *k, *v, *d_ctx, *ctx;  // d_ctx: null in the forward
   uint64_t drop_offset;
   __device__ __forceinline__ HeadSlice(const AttnParams& p, int b, int h)
       : hcol(h * p.head_dim),
@@ -322,7 +322,7 @@ struct HeadSlice {
         k(head_rows<T>(p.k, b, p.len_k, p.ld_k, hcol)),
         v(head_rows<T>(p.v, b, p.len_k, p.ld_v, hcol)),
         d_ctx(p.d_ctx ? head_rows<T>(p.d_ctx, b, p.len_q, p.ld_ctx, hcol) : nullptr),
-        ctx(p.ctx ? head_rows<T>(p.ctx, b, p.len_q, p.ld_ctx, hcol) : nullptr),
+        ctx(head_rows<T>(p.ctx, b, p.len_q, p.ld_ctx, hcol)),
         drop_offset(p.drop.active ? dropout_offset(p.drop.key) : 0) {}
 };
 
@@ -357,14 +357,19 @@ struct TileFetch {
   }
 };
 
-// Two tiles at once (K and V, or Q and dO): both fetched, then both stored.
-template <class T, int DP>
+// Two tiles at once (K and V, or Q and dO): both fetched, then `in_flight()` (work that does not
+// need the tiles: flag loads, dropout bits), then both stored.
+struct NoWork {
+  __device__ void operator()() const {}
+};
+template <class T, int DP, class F = NoWork>
 __device__ __forceinline__ void load_tiles(T* tile_a, const T* base_a, int64_t ld_a, T* tile_b,
                                            const T* base_b, int64_t ld_b, int row0, int len,
-                                           int head_dim) {
+                                           int head_dim, F&& in_flight = F{}) {
   TileFetch<T, DP> a, b;
   a.fetch(base_a, ld_a, row0, len, head_dim);
   b.fetch(base_b, ld_b, row0, len, head_dim);
+  in_flight();
   a.store(tile_a);
   b.store(tile_b);
 }
@@ -444,21 +449,19 @@ __global__ void __launch_bounds__(kThreads, 4) attention_forward_kernel(AttnPara
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const HeadSlice<T> hs(p, b, h);
 
-  // Q, the first K, V tiles and the first tile's key-padding flags in one round trip; the first
-  // tile's dropout bits are drawn while those loads are in flight (the Philox rounds are most
-  // of the block's integer work). Q fragments (A operand, rows = this warp's 16 queries) then
-  // stay in registers.
+  // Q and the first K, V tiles in one round trip, the tile's key-padding flags loaded and its
+  // dropout bits drawn while they are in flight (the Philox rounds are most of the block's
+  // integer work). Q fragments (A operand, rows = this warp's 16 queries) then stay in registers.
   {
-    TileFetch<T, DP> fq, fk, fv;
+    TileFetch<T, DP> fq;
     fq.fetch(hs.q, p.ld_q, q0, p.len_q, p.head_dim);
-    fk.fetch(hs.k, p.ld_k, 0, p.len_k, p.head_dim);
-    fv.fetch(hs.v, p.ld_v, 0, p.len_k, p.head_dim);
-    const bool hidden = threadIdx.x < kTile && key_hidden(p, b, threadIdx.x);
-    if (p.drop.active) build_drop_bits<kThreads>(bits, p, hs.drop_offset, b, h, q0, 0);
+    bool hidden = false;
+    load_tiles<T, DP>(ks, hs.k, p.ld_k, vs, hs.v, p.ld_v, 0, p.len_k, p.head_dim, [&] {
+      hidden = threadIdx.x < kTile && key_hidden(p, b, threadIdx.x);
+      if (p.drop.active) build_drop_bits<kThreads>(bits, p, hs.drop_offset, b, h, q0, 0);
+    });
     build_pad_word(pad_words, hidden);
     fq.store(qs);
-    fk.store(ks);
-    fv.store(vs);
   }
   __syncthreads();
   const int r0 = warp * 16 + g;  // local rows r0 and r0 + 8
@@ -478,8 +481,12 @@ __global__ void __launch_bounds__(kThreads, 4) attention_forward_kernel(AttnPara
     const int k0 = kt * kTile;
     if (kt > 0) {       // the first tile came with Q
       __syncthreads();  // the previous tile is no longer read
-      const bool hidden = threadIdx.x < kTile && key_hidden(p, b, k0 + threadIdx.x);
-      load_tiles<T, DP>(ks, hs.k, p.ld_k, vs, hs.v, p.ld_v, k0, p.len_k, p.head_dim);
+      // Here the dropout bits come after the stores: drawn in flight, with o, m, l and the Q
+      // fragments live, they took the kernel from 16 to 64 bytes of spill.
+      bool hidden = false;
+      load_tiles<T, DP>(ks, hs.k, p.ld_k, vs, hs.v, p.ld_v, k0, p.len_k, p.head_dim, [&] {
+        hidden = threadIdx.x < kTile && key_hidden(p, b, k0 + threadIdx.x);
+      });
       build_pad_word(pad_words, hidden);
       if (p.drop.active) build_drop_bits<kThreads>(bits, p, hs.drop_offset, b, h, q0, k0);
       __syncthreads();
@@ -995,9 +1002,12 @@ __global__ void __launch_bounds__(kThreads) attention_backward_q_kernel(AttnPara
   for (int kt = 0; kt < tiles; ++kt) {
     const int k0 = kt * kTile;
     __syncthreads();
-    load_tiles<T, DP>(ks, hs.k, p.ld_k, vs, hs.v, p.ld_v, k0, p.len_k, p.head_dim);
-    if (threadIdx.x < kTile) kpad[threadIdx.x] = key_hidden(p, b, k0 + threadIdx.x);
-    if (p.drop.active) build_drop_bits<kThreads>(bits, p, hs.drop_offset, b, h, q0, k0);
+    bool hidden = false;
+    load_tiles<T, DP>(ks, hs.k, p.ld_k, vs, hs.v, p.ld_v, k0, p.len_k, p.head_dim, [&] {
+      hidden = threadIdx.x < kTile && key_hidden(p, b, k0 + threadIdx.x);
+      if (p.drop.active) build_drop_bits<kThreads>(bits, p, hs.drop_offset, b, h, q0, k0);
+    });
+    if (threadIdx.x < kTile) kpad[threadIdx.x] = hidden;
     __syncthreads();
     float s[8][4], dp[8][4];
 #pragma unroll

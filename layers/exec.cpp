@@ -58,6 +58,12 @@ class ScheduleOps final : public Ops {
                                      int64_t, float, DropoutKey, DType) override {
     touch(x, b, r, o);
   }
+  void bias_dropout_residual_layernorm_forward(const void* x, const void* b, const void* r, void* o,
+                                               const void* g, const void* be, void* y, void* m,
+                                               void* rs, int64_t, int64_t, float, DropoutKey, float,
+                                               DType) override {
+    touch(x, b, r, o, g, be, y, m, rs);
+  }
   void dropout_bias_backward(const void* d, void* dx, void* db, int64_t, int64_t, float,
                              DropoutKey, DType) override {
     touch(d, dx, db);

@@ -1,5 +1,7 @@
 #include "layers/residual_block.h"
 
+#include "runtime/error.h"
+
 namespace ls {
 
 ResidualBlock::ResidualBlock(Planner& planner, ParamSet& params, const std::string& norm_prefix,
@@ -41,17 +43,26 @@ ResidualBlock::ResidualBlock(Planner& planner, ParamSet& params, const std::stri
   d_in_ = planner.declare(p + "d_in", Tmp, td);
 }
 
-void ResidualBlock::forward(RunCtx& rc, BufferId in) {
+void ResidualBlock::forward(RunCtx& rc, BufferId in, const NormTarget* next, bool input_normed) {
   Ops& ops = rc.ops();
   const DType dt = rc.dt();
   const int64_t T = rc.tokens(side()), d = dims_.hidden;
   const float p = rc.rate(dropout_);
+  LS_REQUIRE(pre_norm_ || (next == nullptr && !input_normed), LS_ERR_INTERNAL,
+             "ResidualBlock::forward: a post-LN block neither writes nor reads a fused LayerNorm");
   if (pre_norm_) {
-    ops.layernorm_forward(rc.ptr(in), rc.wv.w(gamma_), rc.wv.w(beta_), rc.ptr(norm_), rc.ptr(mean_),
-                          rc.ptr(rstd_), T, d, eps_, dt);
+    if (!input_normed)
+      ops.layernorm_forward(rc.ptr(in), rc.wv.w(gamma_), rc.wv.w(beta_), rc.ptr(norm_),
+                            rc.ptr(mean_), rc.ptr(rstd_), T, d, eps_, dt);
     sub_->forward(rc, norm_, sub_out_);
-    ops.bias_dropout_residual_forward(rc.ptr(sub_out_), rc.wv.w(sub_->out_bias()), rc.ptr(in),
-                                      rc.ptr(out_), T, d, p, rc.key(site_), dt);
+    if (next != nullptr)
+      ops.bias_dropout_residual_layernorm_forward(
+          rc.ptr(sub_out_), rc.wv.w(sub_->out_bias()), rc.ptr(in), rc.ptr(out_),
+          rc.wv.w(next->gamma), rc.wv.w(next->beta), rc.ptr(next->out), rc.ptr(next->mean),
+          rc.ptr(next->rstd), T, d, p, rc.key(site_), next->eps, dt);
+    else
+      ops.bias_dropout_residual_forward(rc.ptr(sub_out_), rc.wv.w(sub_->out_bias()), rc.ptr(in),
+                                        rc.ptr(out_), T, d, p, rc.key(site_), dt);
   } else {
     sub_->forward(rc, in, sub_out_);
     ops.bias_dropout_residual_forward(rc.ptr(sub_out_), rc.wv.w(sub_->out_bias()), rc.ptr(in),

@@ -19,6 +19,12 @@
 //   next block's input), so the LN input is not kept: pre-LN blocks keep no block input (the
 //   previous block's output dies in forward), post-LN blocks no x + dropout(f(x) + b). rstd stays
 //   saved, mean is not read.
+//
+// Pre-LN stacks: the next LayerNorm's input is this block's output, so the block's residual add
+// can write that LayerNorm's output too (bias_dropout_residual_layernorm_forward, one pass where
+// there were two): forward(rc, in, &next) with next the following block's input_norm() (or the
+// stack's final LayerNorm), and the following block's forward(..., input_normed = true) skips
+// its own. The same bits either way.
 #pragma once
 
 #include <memory>
@@ -29,6 +35,13 @@
 namespace ls {
 
 enum class NormBackward { FromInput, Recompute, FromOutput };
+
+// A LayerNorm's parameters and what its forward writes: the output and the saved statistics.
+struct NormTarget {
+  ParamRef gamma, beta;
+  BufferId out, mean, rstd;
+  float eps = 1e-5f;
+};
 
 class ResidualBlock {
  public:
@@ -41,8 +54,13 @@ class ResidualBlock {
   static bool reads_input(bool pre_norm, NormBackward nb) {
     return !(pre_norm && nb == NormBackward::FromOutput);
   }
-  // in: [T, d] -> output(): [T, d]
-  void forward(RunCtx& rc, BufferId in);
+  // in: [T, d] -> output(): [T, d]. next (pre-LN only, may be null): the LayerNorm that reads
+  // output() next, written by this block's residual add. input_normed (pre-LN only): the
+  // previous block already wrote this block's LayerNorm of `in` (input_norm()).
+  void forward(RunCtx& rc, BufferId in, const NormTarget* next = nullptr,
+               bool input_normed = false);
+  // Pre-LN: the block's own LayerNorm of its input, for the previous block to write.
+  NormTarget input_norm() const { return NormTarget{gamma_, beta_, norm_, mean_, rstd_, eps_}; }
   // d_out: gradient of output() -> d_input(): gradient of in.
   void backward(RunCtx& rc, BufferId in, BufferId d_out);
   BufferId output() const { return out_; }

@@ -280,11 +280,24 @@ void TransformerGraph::build_stack(Stack& s, const std::string& prefix, int laye
 void TransformerGraph::stack_forward(RunCtx& rc, Stack& s) {
   s.embed->forward(rc);
   BufferId x = s.embed->output();
-  for (auto& b : s.blocks) {
-    b->forward(rc, x);
-    x = b->output();
+  // Pre-LN: each block's residual add also writes the next LayerNorm (the next block's, then the
+  // stack's final one), which then does not run on its own.
+  const bool pre = cfg_.pre_layer_norm != 0;
+  const NormTarget final_norm{s.norm_gamma, s.norm_beta, s.norm_out,
+                              s.norm_mean,  s.norm_rstd, cfg_.layer_norm_eps};
+  for (size_t i = 0; i < s.blocks.size(); ++i) {
+    NormTarget next;
+    const NormTarget* fused = nullptr;
+    if (pre && i + 1 < s.blocks.size()) {
+      next = s.blocks[i + 1]->input_norm();
+      fused = &next;
+    } else if (pre && s.final_norm) {
+      fused = &final_norm;
+    }
+    s.blocks[i]->forward(rc, x, fused, pre && i > 0);
+    x = s.blocks[i]->output();
   }
-  if (s.final_norm)
+  if (s.final_norm && s.blocks.empty())
     rc.ops().layernorm_forward(rc.ptr(x), rc.wv.w(s.norm_gamma), rc.wv.w(s.norm_beta),
                                rc.ptr(s.norm_out), rc.ptr(s.norm_mean), rc.ptr(s.norm_rstd),
                                rc.tokens(s.side), cfg_.hidden_size, cfg_.layer_norm_eps, dt_);

@@ -128,6 +128,7 @@ int main(int argc, char** argv) {
     Buf gamma(C * 2), beta(C * 2), bias(C * 2), mean(R * 4), rstd(R * 4), dg(C * 4), db(C * 4);
     fill_random(ops, x.p, rc, h);
     fill_random(ops, dy.p, rc, h);
+    fill_random(ops, res.p, rc, h);
     fill_random(ops, gamma.p, C, h);
     fill_random(ops, beta.p, C, h);
     fill_random(ops, bias.p, C, h);
@@ -166,6 +167,13 @@ int main(int argc, char** argv) {
     ms = time_ms(
         s, [&] { ops.bias_dropout_residual_forward(x.p, bias.p, res.p, y.p, R, C, 0.1f, key, h); });
     row("bias_dropout_residual", dims(R, C), "fp16", ms, e * 3 * rc);
+    // The same, fused with the next block's LayerNorm: reads x and the residual, writes the
+    // block output and its LayerNorm (the pair above and layernorm_forward move 5 [R, C]).
+    ms = time_ms(s, [&] {
+      ops.bias_dropout_residual_layernorm_forward(x.p, bias.p, res.p, dx.p, gamma.p, beta.p, y.p,
+                                                  mean.p, rstd.p, R, C, 0.1f, key, 1e-5f, h);
+    });
+    row("bias_dropout_residual +layernorm", dims(R, C), "fp16", ms, e * 4 * rc + 8.0 * R);
     ms = time_ms(s, [&] { ops.dropout_bias_backward(dy.p, dx.p, db.p, R, C, 0.1f, key, h); });
     row("dropout_bias_backward", dims(R, C), "fp16", ms, e * 2 * rc);
     ms = time_ms(

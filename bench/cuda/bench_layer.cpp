@@ -9,6 +9,9 @@
 //   decoder: pre-LN causal self-attention + pre-LN cross-attention (over a random encoder
 //            output of the same length) + pre-LN feed-forward (nn.TransformerDecoderLayer).
 // Dropout 0.1 everywhere (residual, attention probabilities, activation), ReLU, no padding.
+// Inside the layer each residual add writes the next block's LayerNorm, as in the model; the
+// layer's first LayerNorm and last residual add run on their own (in the model's stack they are
+// one fused kernel at the boundary between layers).
 // Parameters random (fairseq's initialisation), inputs and the incoming gradient uniform.
 // Configs: d=1024/ffn=4096/16 heads and d=512/ffn=2048/8 heads, batch 128 x len 64 (8192
 // tokens), fp16, bf16 and fp32.
@@ -210,11 +213,15 @@ class LayerRig {
 
  private:
   bool fused_ = false;
+  // As the model runs a pre-LN stack: each block's residual add also writes the next block's
+  // LayerNorm. The layer's first LayerNorm runs on its own and its last residual add writes no
+  // LayerNorm (in a stack both are one fused kernel of the layer boundary).
   void forward(RunCtx& rc) {
     BufferId h = x_;
-    for (auto& b : blocks_) {
-      b->forward(rc, h);
-      h = b->output();
+    for (size_t i = 0; i < blocks_.size(); ++i) {
+      const NormTarget next = i + 1 < blocks_.size() ? blocks_[i + 1]->input_norm() : NormTarget{};
+      blocks_[i]->forward(rc, h, i + 1 < blocks_.size() ? &next : nullptr, i > 0);
+      h = blocks_[i]->output();
     }
   }
   void backward(RunCtx& rc) {

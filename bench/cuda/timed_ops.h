@@ -229,6 +229,16 @@ class TimedOps final : public Ops {
       inner_.bias_dropout_residual_forward(x, bias, residual, out, rows, cols, p, key, dt);
     });
   }
+  void bias_dropout_residual_layernorm_forward(const void* x, const void* bias,
+                                               const void* residual, void* out, const void* gamma,
+                                               const void* beta, void* y, void* mean, void* rstd,
+                                               int64_t rows, int64_t cols, float p, DropoutKey key,
+                                               float eps, DType dt) override {
+    timed(kResidualLayernormForward, [&] {
+      inner_.bias_dropout_residual_layernorm_forward(x, bias, residual, out, gamma, beta, y, mean,
+                                                     rstd, rows, cols, p, key, eps, dt);
+    });
+  }
   void dropout_bias_backward(const void* d_out, void* dx, void* d_bias, int64_t rows, int64_t cols,
                              float p, DropoutKey key, DType dt) override {
     timed(kDropoutBiasBackward,
@@ -370,6 +380,7 @@ class TimedOps final : public Ops {
     kLayernormBackward,
     kLayernormBackwardWithOutput,
     kLayernormBackwardFromOutput,
+    kResidualLayernormForward,
     kBiasDropoutResidualForward,
     kDropoutBiasBackward,
     kActDropoutForward,
@@ -444,6 +455,7 @@ class TimedOps final : public Ops {
                "layernorm_backward",
                "layernorm_bwd_with_output",
                "layernorm_bwd_from_output",
+               "residual_layernorm_fwd",
                "bias_dropout_residual_fwd",
                "dropout_bias_backward",
                "act_dropout_forward",

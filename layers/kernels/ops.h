@@ -131,6 +131,13 @@ void check_nonneg(int64_t v, const char* call, const char* name);
 void check_dropout(float p, const char* call);
 void check_activation(Activation act, const char* call);
 void check_embedding_args(const EmbeddingArgs& a, const char* call);
+// bias_dropout_residual_layernorm_forward's checks, all of them before either op runs: sizes
+// (rows >= 0, cols > 0), p, eps >= 0, the pointers both ops need when rows > 0 (bias may be
+// null), and y aliasing x, residual or out.
+void check_residual_layernorm_args(const void* x, const void* residual, const void* out,
+                                   const void* gamma, const void* beta, const void* y,
+                                   const void* mean, const void* rstd, int64_t rows, int64_t cols,
+                                   float p, float eps, const char* call);
 
 // The argument checks every backend's attention_forward / attention_backward share: dimensions,
 // head size, dropout rate, row strides and pointers (backward: also d_ctx, dq, delta, and dk, dv
@@ -222,6 +229,17 @@ class Ops {
   virtual void bias_dropout_residual_forward(const void* x, const void* bias, const void* residual,
                                              void* out, int64_t rows, int64_t cols, float p,
                                              DropoutKey key, DType dt) = 0;
+  // bias_dropout_residual_forward, then layernorm_forward of its output: out = residual +
+  // dropout(x + bias), then y = LN(out; gamma, beta) with mean and rstd [rows] saved. The same
+  // bits as the two ops in turn, in one pass where the backend can (a pre-LN block's residual
+  // add fused with the next block's LayerNorm). out may alias residual or x; y may alias none of
+  // x, residual and out. The arguments of both are checked before either runs.
+  virtual void bias_dropout_residual_layernorm_forward(const void* x, const void* bias,
+                                                       const void* residual, void* out,
+                                                       const void* gamma, const void* beta, void* y,
+                                                       void* mean, void* rstd, int64_t rows,
+                                                       int64_t cols, float p, DropoutKey key,
+                                                       float eps, DType dt) = 0;
   // dx = dropout_bwd(d_out); d_bias [cols] (acc, may be null) += column sums of dx.
   virtual void dropout_bias_backward(const void* d_out, void* dx, void* d_bias, int64_t rows,
                                      int64_t cols, float p, DropoutKey key, DType dt) = 0;

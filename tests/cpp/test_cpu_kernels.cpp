@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <string>
@@ -457,6 +458,58 @@ TEST_CASE("bias_dropout_residual forward / dropout_bias_backward match finite di
   ops->bias_dropout_residual_forward(x.data(), nullptr, residual.data(), without.data(), rows, cols,
                                      p, key, DType::F64);
   CHECK(with_zero == without);
+}
+
+TEST_CASE("bias_dropout_residual_layernorm_forward is the two ops in turn, checked up front") {
+  auto ops = ls::make_cpu_ops();
+  const int64_t rows = 3, cols = 6;
+  const float p = 0.25f, eps = 1e-5f;
+  const DropoutKey key{41, 2};
+  const auto x = random_vector<double>(rows * cols, 70);
+  const auto bias = random_vector<double>(cols, 71);
+  const auto residual = random_vector<double>(rows * cols, 72);
+  const auto gamma = random_vector<double>(cols, 73);
+  const auto beta = random_vector<double>(cols, 74);
+  std::vector<double> out_ref(rows * cols), y_ref(rows * cols), mean_ref(rows), rstd_ref(rows);
+  ops->bias_dropout_residual_forward(x.data(), bias.data(), residual.data(), out_ref.data(), rows,
+                                     cols, p, key, DType::F64);
+  ops->layernorm_forward(out_ref.data(), gamma.data(), beta.data(), y_ref.data(), mean_ref.data(),
+                         rstd_ref.data(), rows, cols, eps, DType::F64);
+  for (bool alias : {false, true}) {
+    CAPTURE(alias);
+    std::vector<double> res = residual, out_buf(rows * cols), y(rows * cols), mean(rows),
+                        rstd(rows);
+    double* out = alias ? res.data() : out_buf.data();
+    ops->bias_dropout_residual_layernorm_forward(x.data(), bias.data(), res.data(), out,
+                                                 gamma.data(), beta.data(), y.data(), mean.data(),
+                                                 rstd.data(), rows, cols, p, key, eps, DType::F64);
+    CHECK(std::vector<double>(out, out + rows * cols) == out_ref);
+    CHECK(y == y_ref);
+    CHECK(mean == mean_ref);
+    CHECK(rstd == rstd_ref);
+  }
+  // Bad arguments are refused before anything is written: out keeps its contents.
+  std::vector<double> out(rows * cols, 7.0), y(rows * cols, 7.0), mean(rows), rstd(rows);
+  auto call = [&](const void* g, void* yy, float pp, float e, int64_t c) {
+    return [&, g, yy, pp, e, c] {
+      ops->bias_dropout_residual_layernorm_forward(x.data(), bias.data(), residual.data(),
+                                                   out.data(), g, beta.data(), yy, mean.data(),
+                                                   rstd.data(), rows, c, pp, key, e, DType::F64);
+    };
+  };
+  const std::string name = "bias_dropout_residual_layernorm_forward: ";
+  for (auto [f, text] : {std::pair<std::function<void()>, std::string>{
+                             call(nullptr, y.data(), p, eps, cols), "gamma is null"},
+                         {call(gamma.data(), nullptr, p, eps, cols), "y is null"},
+                         {call(gamma.data(), out.data(), p, eps, cols), "y must not alias"},
+                         {call(gamma.data(), y.data(), 1.f, eps, cols), "dropout probability 1"},
+                         {call(gamma.data(), y.data(), p, -1.f, cols), "eps = -1"},
+                         {call(gamma.data(), y.data(), p, eps, 0), "cols = 0 must be positive"}}) {
+    CAPTURE(text);
+    CHECK(status_of(f) == LS_ERR_INVALID_ARGUMENT);
+    CHECK(error_message(f).find(name + text) != std::string::npos);
+    CHECK(out == std::vector<double>(rows * cols, 7.0));
+  }
 }
 
 TEST_CASE("act_dropout backward matches finite differences (ReLU and GELU, with bias grad)") {

@@ -350,6 +350,20 @@ class CpuOps final : public Ops {
     });
   }
 
+  // The composition itself: the reference the fused backends are tested against.
+  void bias_dropout_residual_layernorm_forward(const void* x, const void* bias,
+                                               const void* residual, void* out, const void* gamma,
+                                               const void* beta, void* y, void* mean, void* rstd,
+                                               int64_t rows, int64_t cols, float p, DropoutKey key,
+                                               float eps, DType dt) override {
+    const char* call = "bias_dropout_residual_layernorm_forward";
+    check_residual_layernorm_args(x, residual, out, gamma, beta, y, mean, rstd, rows, cols, p, eps,
+                                  call);
+    dispatch(dt, call, [](auto) {});
+    bias_dropout_residual_forward(x, bias, residual, out, rows, cols, p, key, dt);
+    layernorm_forward(out, gamma, beta, y, mean, rstd, rows, cols, eps, dt);
+  }
+
   void dropout_bias_backward(const void* d_out, void* dx, void* d_bias, int64_t rows, int64_t cols,
                              float p, DropoutKey key, DType dt) override {
     const char* call = "dropout_bias_backward";

@@ -225,6 +225,16 @@ __device__ __forceinline__ void dropout_factors8_aligned(const DropoutParams& d,
   dropout_lane_factors<0, 8>(d, philox4x32_10_fast(d.key.seed, i >> 3, offset), f);
 }
 
+// One element of residual + dropout(x + bias): f is the element's dropout factor (0 or
+// 1 / (1 - p)). Every kernel that writes a block output (bias_dropout_residual, the fused
+// residual add + LayerNorm) goes through this expression, so they write the same bits.
+template <bool kBias, bool kDrop>
+__device__ __forceinline__ float bias_dropout_residual_value(float x, float bias, float residual,
+                                                             float f) {
+  const float v = kBias ? x + bias : x;
+  return kDrop ? residual + v * f : residual + v;
+}
+
 // ---------------------------------------------------------------- activations
 // GELU is the tanh approximation (what cuBLASLt's GELU epilogue computes).
 __device__ __forceinline__ float gelu_tanh(float x) {

@@ -139,6 +139,14 @@ void launch_layernorm_backward(const void* dy, const LnXhatSource& src, const vo
                                const float* rstd, const void* d_residual, void* dx, float* d_gamma,
                                float* d_beta, int64_t rows, int64_t cols, DType dt, cudaStream_t s);
 
+// residual_layernorm.cu: launch_bias_dropout_residual then launch_layernorm_forward of its
+// output, in one kernel where the shapes allow (fp16/bf16, cols % 8 == 0, cols <= 2048, aligned).
+void launch_bias_dropout_residual_layernorm(const void* x, const void* bias, const void* residual,
+                                            void* out, const void* gamma, const void* beta, void* y,
+                                            float* mean, float* rstd, int64_t rows, int64_t cols,
+                                            float p, DropoutKey key, float eps, DType dt,
+                                            cudaStream_t s);
+
 // dropout_fusions.cu
 void launch_bias_dropout_residual(const void* x, const void* bias, const void* residual, void* out,
                                   int64_t rows, int64_t cols, float p, DropoutKey key, DType dt,

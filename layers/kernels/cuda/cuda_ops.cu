@@ -348,6 +348,21 @@ void CudaOps::bias_dropout_residual_forward(const void* x, const void* bias, con
                                      as_stream(stream_));
 }
 
+void CudaOps::bias_dropout_residual_layernorm_forward(const void* x, const void* bias,
+                                                      const void* residual, void* out,
+                                                      const void* gamma, const void* beta, void* y,
+                                                      void* mean, void* rstd, int64_t rows,
+                                                      int64_t cols, float p, DropoutKey key,
+                                                      float eps, DType dt) {
+  const char* call = "bias_dropout_residual_layernorm_forward";
+  check_working(dt, call);
+  check_residual_layernorm_args(x, residual, out, gamma, beta, y, mean, rstd, rows, cols, p, eps,
+                                call);
+  cuda::launch_bias_dropout_residual_layernorm(x, bias, residual, out, gamma, beta, y,
+                                               static_cast<float*>(mean), static_cast<float*>(rstd),
+                                               rows, cols, p, key, eps, dt, as_stream(stream_));
+}
+
 void CudaOps::dropout_bias_backward(const void* d_out, void* dx, void* d_bias, int64_t rows,
                                     int64_t cols, float p, DropoutKey key, DType dt) {
   const char* call = "dropout_bias_backward";

@@ -69,6 +69,11 @@ class CudaOps final : public Ops {
   void bias_dropout_residual_forward(const void* x, const void* bias, const void* residual,
                                      void* out, int64_t rows, int64_t cols, float p, DropoutKey key,
                                      DType dt) override;
+  void bias_dropout_residual_layernorm_forward(const void* x, const void* bias,
+                                               const void* residual, void* out, const void* gamma,
+                                               const void* beta, void* y, void* mean, void* rstd,
+                                               int64_t rows, int64_t cols, float p, DropoutKey key,
+                                               float eps, DType dt) override;
   void dropout_bias_backward(const void* d_out, void* dx, void* d_bias, int64_t rows, int64_t cols,
                              float p, DropoutKey key, DType dt) override;
   void act_dropout_forward(const void* pre, void* out, int64_t rows, int64_t cols, Activation act,

@@ -125,10 +125,9 @@ __global__ void __launch_bounds__(kFlatThreads)
       unpack8(ra[g], r);
       if (kBias) unpack8(ba[g], b);
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        float v = kBias ? a[j] + b[j] : a[j];
-        a[j] = kDrop ? r[j] + v * f[j] : r[j] + v;
-      }
+      for (int j = 0; j < 8; ++j)
+        a[j] = bias_dropout_residual_value<kBias, kDrop>(a[j], kBias ? b[j] : 0.f, r[j],
+                                                         kDrop ? f[j] : 1.f);
       store8(out, i, n, aligned && i + 8 <= n, a);
     }
   }

@@ -58,6 +58,7 @@
 
 #include "layers/kernels/cuda/cuda_common.cuh"
 #include "layers/kernels/cuda/cuda_kernels.h"
+#include "layers/kernels/cuda/layernorm_row.cuh"
 #include "layers/kernels/cuda/partial_sums.cuh"
 
 namespace ls {
@@ -93,14 +94,6 @@ __device__ __forceinline__ void store_n(T* row, int64_t c, int64_t cols, const f
     for (int j = 0; j < N; ++j)
       if (c + j < cols) row[c + j] = from_f32<T>(in[j]);
   }
-}
-
-// One output element of the forward, y = (x - mean) * rstd * gamma + beta: every kernel that
-// writes y (the forwards, the backward that recomputes it) goes through this expression, so they
-// write the same bits for the same x, mean and rstd.
-__device__ __forceinline__ float ln_output(float x, float mean, float rstd, float gamma,
-                                           float beta) {
-  return (x - mean) * rstd * gamma + beta;
 }
 
 // N elements per lane per step: 16 bytes when VEC, 1 otherwise.
@@ -156,7 +149,9 @@ __global__ void layernorm_forward_kernel(const T* __restrict__ x, const T* __res
 // Register path of the forward (cols <= 32 x P x N, cols % N == 0, 16-byte aligned pointers):
 // lane l of the row's warp owns the packs of N = 16 / sizeof(T) columns starting at
 // (l + 32 i) * N, i < P, and keeps them in registers, so the row is read from memory once
-// (the general kernel above re-reads it from L1/L2 for the centred sum and for y).
+// (the general kernel above re-reads it from L1/L2 for the centred sum and for y). The
+// statistics and y: layernorm_row_forward (layernorm_row.cuh), shared with the fused residual
+// add + LayerNorm (residual_layernorm.cu), which therefore writes the same bits.
 template <class T, int P>
 __global__ void __launch_bounds__(128)
     layernorm_forward_register_kernel(const T* __restrict__ x, const T* __restrict__ gamma,
@@ -164,50 +159,24 @@ __global__ void __launch_bounds__(128)
                                       float* __restrict__ mean_out, float* __restrict__ rstd_out,
                                       int64_t rows, int64_t cols, float eps) {
   pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
-  constexpr int N = int(16 / sizeof(T));
+  constexpr int N = Pack16<T>::kElems;
   const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x & 31;
   if (row >= rows) return;
   const T* xr = x + row * cols;
-  PackN<T, N> xp[P];
-  float s = 0.f;
+  Pack16<T> xp[P];
 #pragma unroll
   for (int i = 0; i < P; ++i) {
     const int64_t c = int64_t(lane + 32 * i) * N;
     if (c < cols) {
-      xp[i] = *reinterpret_cast<const PackN<T, N>*>(xr + c);
+      xp[i] = *reinterpret_cast<const Pack16<T>*>(xr + c);
     } else {
 #pragma unroll
       for (int j = 0; j < N; ++j) xp[i].v[j] = from_f32<T>(0.f);
     }
   }
-#pragma unroll
-  for (int i = 0; i < P; ++i)
-#pragma unroll
-    for (int j = 0; j < N; ++j) s += to_f32(xp[i].v[j]);
-  const float mean = warp_sum(s) / float(cols);
-  float ss = 0.f;
-#pragma unroll
-  for (int i = 0; i < P; ++i) {
-    if (int64_t(lane + 32 * i) * N >= cols) continue;  // zero-filled packs are not (0 - mean)
-#pragma unroll
-    for (int j = 0; j < N; ++j) {
-      const float d = to_f32(xp[i].v[j]) - mean;
-      ss = fmaf(d, d, ss);
-    }
-  }
-  const float rstd = rsqrtf(warp_sum(ss) / float(cols) + eps);
-#pragma unroll
-  for (int i = 0; i < P; ++i) {
-    const int64_t c = int64_t(lane + 32 * i) * N;
-    if (c >= cols) continue;
-    float g[N], b[N], v[N];
-    load_n<N, true>(gamma, c, cols, g);
-    load_n<N, true>(beta, c, cols, b);
-#pragma unroll
-    for (int j = 0; j < N; ++j) v[j] = ln_output(to_f32(xp[i].v[j]), mean, rstd, g[j], b[j]);
-    store_n<N, true>(y + row * cols, c, cols, v);
-  }
+  float mean, rstd;
+  layernorm_row_forward<T, P>(xp, lane, cols, eps, gamma, beta, y + row * cols, mean, rstd);
   if (lane == 0) {
     mean_out[row] = mean;
     rstd_out[row] = rstd;

@@ -6,6 +6,8 @@
 // are compared with fp32 tolerances whatever dt is, since both sides accumulate the same
 // rounded inputs in fp32.
 #include <algorithm>
+#include <cmath>
+#include <functional>
 #include <string>
 #include <tuple>
 
@@ -308,6 +310,98 @@ TEST_CASE("cuda layernorm backward with the output rejects a null beta or y, nam
                                        " is null") != std::string::npos);
     }
     CHECK(threw);
+  }
+}
+
+TEST_CASE("cuda bias_dropout_residual_layernorm_forward: the two ops' bits, the CPU reference") {
+  auto cpu = ls::make_cpu_ops();
+  ls::CudaOps cuda(0, nullptr);
+  struct Shape {
+    int64_t rows, cols;
+  };
+  // The fused kernel (fp16/bf16, cols % 8 == 0, <= 2048): 1, 2, 4 and 8 packs per lane, full
+  // (256, 1024, 2048) and partly past the row (200, 520, 768); more rows than a block's 4 (513).
+  // The two-kernel path: fp32, cols % 8 != 0 (100), rows past 2048 columns (2056).
+  for (Shape s : {Shape{1, 64}, Shape{7, 200}, Shape{5, 256}, Shape{6, 520}, Shape{3, 768},
+                  Shape{513, 1024}, Shape{5, 2048}, Shape{11, 100}, Shape{9, 2056}}) {
+    for (float p : {0.f, 0.1f})
+      for (bool with_bias : {true, false})
+        for (DType dt : working_types()) {
+          CAPTURE(s.rows);
+          CAPTURE(s.cols);
+          CAPTURE(p);
+          CAPTURE(with_bias);
+          INFO("dtype " << dtype_str(dt));
+          const size_t n = size_t(s.rows * s.cols), nc = size_t(s.cols), nr = size_t(s.rows);
+          const float eps = 1e-5f;
+          auto x = rounded(dt, randn(n)), res = rounded(dt, randn(n, 2.f));
+          auto bias = rounded(dt, randn(nc));
+          auto gamma = rounded(dt, uniform(nc, 0.5f, 1.5f)), beta = rounded(dt, randn(nc));
+          // Reference: the block output in fp32, rounded to dt as the device stores it, then the
+          // LayerNorm of those stored values.
+          std::vector<float> out_ref(n), y_ref(n), mean_ref(nr), rstd_ref(nr);
+          cpu->bias_dropout_residual_forward(x.data(), with_bias ? bias.data() : nullptr,
+                                             res.data(), out_ref.data(), s.rows, s.cols, p,
+                                             key_for(3), DType::F32);
+          out_ref = rounded(dt, out_ref);
+          cpu->layernorm_forward(out_ref.data(), gamma.data(), beta.data(), y_ref.data(),
+                                 mean_ref.data(), rstd_ref.data(), s.rows, s.cols, eps, DType::F32);
+          DevBuf dx = upload(x, dt), dres = upload(res, dt), dbias = upload(bias, dt),
+                 dg = upload(gamma, dt), db = upload(beta, dt);
+          const void* bp = with_bias ? dbias.p : nullptr;
+          DevBuf out = poisoned(n, dt), y = poisoned(n, dt), mean = poisoned(nr, DType::F32),
+                 rstd = poisoned(nr, DType::F32);
+          cuda.bias_dropout_residual_layernorm_forward(dx.p, bp, dres.p, out.p, dg.p, db.p, y.p,
+                                                       mean.p, rstd.p, s.rows, s.cols, p,
+                                                       key_for(3), eps, dt);
+          const auto got_out = download(out, dt, n), got_y = download(y, dt, n);
+          const auto got_mean = download(mean, DType::F32, nr);
+          const auto got_rstd = download(rstd, DType::F32, nr);
+          CHECK_CLOSE(got_out, out_ref, tol(dt));
+          CHECK_CLOSE(got_y, y_ref, tol(dt));
+          CHECK_CLOSE(got_mean, mean_ref, tol(DType::F32));
+          CHECK_CLOSE(got_rstd, rstd_ref, tol(DType::F32));
+          // The same bits as bias_dropout_residual_forward, then layernorm_forward.
+          DevBuf out2 = poisoned(n, dt), y2 = poisoned(n, dt), mean2 = poisoned(nr, DType::F32),
+                 rstd2 = poisoned(nr, DType::F32);
+          cuda.bias_dropout_residual_forward(dx.p, bp, dres.p, out2.p, s.rows, s.cols, p,
+                                             key_for(3), dt);
+          cuda.layernorm_forward(out2.p, dg.p, db.p, y2.p, mean2.p, rstd2.p, s.rows, s.cols, eps,
+                                 dt);
+          CHECK(download(out2, dt, n) == got_out);
+          CHECK(download(y2, dt, n) == got_y);
+          CHECK(download(mean2, DType::F32, nr) == got_mean);
+          CHECK(download(rstd2, DType::F32, nr) == got_rstd);
+          // out may alias the residual.
+          DevBuf alias = upload(res, dt), y3 = poisoned(n, dt);
+          cuda.bias_dropout_residual_layernorm_forward(dx.p, bp, alias.p, alias.p, dg.p, db.p, y3.p,
+                                                       mean.p, rstd.p, s.rows, s.cols, p,
+                                                       key_for(3), eps, dt);
+          CHECK(download(alias, dt, n) == got_out);
+          CHECK(download(y3, dt, n) == got_y);
+        }
+  }
+  // Refused before anything runs: out keeps its poison.
+  DevBuf b = upload(std::vector<float>(64, 1.f), DType::F16);
+  DevBuf out = poisoned(64, DType::F16);
+  auto call = [&](const void* gamma, void* yy, DType dt) {
+    return [&, gamma, yy, dt] {
+      cuda.bias_dropout_residual_layernorm_forward(b.p, nullptr, b.p, out.p, gamma, b.p, yy, b.p,
+                                                   b.p, 2, 32, 0.1f, key_for(3), 1e-5f, dt);
+    };
+  };
+  DevBuf y = poisoned(64, DType::F16);
+  const std::string name = "bias_dropout_residual_layernorm_forward: ";
+  for (auto [f, status, text] :
+       {std::tuple<std::function<void()>, ls_status, std::string>{
+            call(nullptr, y.p, DType::F16), LS_ERR_INVALID_ARGUMENT, "gamma is null"},
+        {call(b.p, out.p, DType::F16), LS_ERR_INVALID_ARGUMENT, "y must not alias"},
+        {call(b.p, y.p, DType::F64), LS_ERR_UNSUPPORTED, ""}}) {
+    CAPTURE(text);
+    CHECK(ls::test::status_of(f) == status);
+    if (!text.empty()) CHECK(ls::test::error_message(f).find(name + text) != std::string::npos);
+    CHECK(zero_count(download(out, DType::F16, 64)) == 0);
+    CHECK(std::isnan(download(out, DType::F16, 64)[0]));
   }
 }
 

@@ -76,13 +76,9 @@ class ScheduleOps final : public Ops {
                             Activation, float, DropoutKey, DType) override {
     touch(d, pre, dp, db);
   }
-  void relu_dropout_forward_with_mask(const void* pre, void* o, uint8_t* m, int64_t, int64_t, float,
-                                      DropoutKey, DType) override {
-    touch(pre, o, m);
-  }
-  void relu_dropout_backward_from_mask(const void* d, const uint8_t* m, void* dp, void* db, int64_t,
-                                       int64_t, float, DType) override {
-    touch(d, m, dp, db);
+  void relu_dropout_backward_from_output(const void* d, const void* o, void* dp, void* db, int64_t,
+                                         int64_t, float, DType) override {
+    touch(d, o, dp, db);
   }
   void dropout_forward(const void* x, void* o, size_t, float, DropoutKey, DType) override {
     touch(x, o);

@@ -19,12 +19,8 @@ FeedForward::FeedForward(Planner& planner, ParamSet& params, const std::string& 
   b2_ = params.add(prefix + ".fc2.bias", {d}, ParamInit{});
   const size_t tf = static_cast<size_t>(dims.max_tokens * F) * dtype_size(dims.dt);
   if (act_ == Activation::ReLU) {
-    // ReLU: the saved state is fc2's input itself (for fc2's weight gradient) and a 1-bit keep
-    // mask (out > 0, for the backward through ReLU and dropout); no pre-activation buffer.
+    // ReLU: the saved state is fc2's input itself; there is no pre-activation buffer.
     hidden_ = planner.declare(prefix + ".ffn_hidden", MemCategory::SavedActivations, tf);
-    const size_t mask_bytes = static_cast<size_t>((dims.max_tokens * F + 7) / 8);
-    keep_mask_ =
-        planner.declare(prefix + ".ffn_keep_mask", MemCategory::SavedActivations, mask_bytes);
   } else {
     pre_ = planner.declare(prefix + ".ffn_pre", MemCategory::SavedActivations, tf);
     hidden_ = planner.declare(prefix + ".ffn_hidden", MemCategory::Temporaries, tf);
@@ -37,16 +33,10 @@ void FeedForward::forward(RunCtx& rc, BufferId in, BufferId out) {
   const DType dt = rc.dt();
   const int64_t T = rc.tokens(side_), d = dims_.hidden, F = dims_.ffn;
   void* hidden = rc.ptr(hidden_);
-  // ReLU: fc1 writes into `hidden` and the activation/dropout runs in place over it, also
-  // writing the keep mask that backward reads instead of `hidden` (1 bit instead of 2 bytes).
-  const bool relu = act_ == Activation::ReLU;
-  void* pre = relu ? hidden : rc.ptr(pre_);
+  // ReLU: fc1 writes into `hidden` and the activation/dropout runs in place over it.
+  void* pre = act_ == Activation::ReLU ? hidden : rc.ptr(pre_);
   Linear::forward(ops, dt, rc.ptr(in), rc.wv.w(w1_), pre, T, d, F, Epilogue::Bias, rc.wv.w(b1_));
-  if (relu)
-    ops.relu_dropout_forward_with_mask(pre, hidden, static_cast<uint8_t*>(rc.ptr(keep_mask_)), T, F,
-                                       rc.rate(dropout_), rc.key(site_), dt);
-  else
-    ops.act_dropout_forward(pre, hidden, T, F, act_, rc.rate(dropout_), rc.key(site_), dt);
+  ops.act_dropout_forward(pre, hidden, T, F, act_, rc.rate(dropout_), rc.key(site_), dt);
   Linear::forward(ops, dt, hidden, rc.wv.w(w2_), rc.ptr(out), T, F, d);
 }
 
@@ -66,8 +56,7 @@ void FeedForward::backward(RunCtx& rc, BufferId d_out, BufferId d_in, float beta
   Linear::backward_data(ops, dt, dout, rc.wv.w(w2_), d_hidden, T, F, d);
   // Through dropout and the activation (fc1's bias gradient in the same pass), then fc1.
   if (relu)
-    ops.relu_dropout_backward_from_mask(d_hidden, static_cast<const uint8_t*>(rc.ptr(keep_mask_)),
-                                        d_hidden, rc.wv.g(b1_), T, F, p, dt);
+    ops.relu_dropout_backward_from_output(d_hidden, hidden, d_hidden, rc.wv.g(b1_), T, F, p, dt);
   else
     ops.act_dropout_backward(d_hidden, rc.ptr(pre_), d_hidden, rc.wv.g(b1_), T, F, act_, p,
                              rc.key(site_), dt);

@@ -1,12 +1,8 @@
 // Feed-forward sublayer: fc2(dropout(act(fc1(x)))) without fc2's bias (fused by the residual
-// block). fc1's bias rides in the GEMM epilogue. Saved for backward: one [T, ffn] tensor, and
-// for ReLU also a [T, ffn] bit mask.
+// block). fc1's bias rides in the GEMM epilogue. Saved for backward: one [T, ffn] tensor.
 // - ReLU: fc2's input h = dropout(relu(pre)) itself (fc1 writes into it, the activation and
-//   dropout run in place), kept for fc2's weight gradient, and ffn_keep_mask, one bit per
-//   element set where h > 0 (relu' = 1 and the element was kept), written by the same pass
-//   (relu_dropout_forward_with_mask). The backward through dropout and ReLU reads the mask
-//   (relu_dropout_backward_from_mask: 1 bit per element instead of h's 2 or 4 bytes) and needs
-//   neither pre nor the Philox draws.
+//   dropout run in place). h > 0 exactly where relu' = 1 and the element was kept, so the
+//   backward needs neither pre nor the Philox mask (relu_dropout_backward_from_output).
 // - GELU: the pre-activation; h is recomputed in backward from it and the Philox key, trading
 //   one elementwise pass for T x ffn elements of memory.
 // Parameters (fairseq names): fc1.weight [ffn, d], fc1.bias [ffn], fc2.weight [d, ffn],
@@ -36,7 +32,7 @@ class FeedForward final : public Sublayer {
   float dropout_;
   uint32_t site_;
   ParamRef w1_, b1_, w2_, b2_;
-  BufferId pre_, hidden_, keep_mask_, d_hidden_;
+  BufferId pre_, hidden_, d_hidden_;
 };
 
 }  // namespace ls

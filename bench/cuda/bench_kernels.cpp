@@ -182,19 +182,6 @@ int main(int argc, char** argv) {
     ms = time_ms(
         s, [&] { ops.act_dropout_forward(x.p, y.p, R, C, ls::Activation::ReLU, 0.1f, key, h); });
     row("act_dropout_forward relu", dims(R, C), "fp16", ms, e * 2 * rc);
-    // The ReLU FFN's pair: the forward also writes a 1-bit keep mask, which the backward reads
-    // instead of the forward's output (rc / 8 bytes instead of e * rc).
-    Buf keep((rc + 7) / 8);
-    ms = time_ms(s, [&] {
-      ops.relu_dropout_forward_with_mask(x.p, y.p, static_cast<uint8_t*>(keep.p), R, C, 0.1f, key,
-                                         h);
-    });
-    row("relu_dropout_forward_with_mask", dims(R, C), "fp16", ms, e * 2 * rc + rc / 8.0);
-    ms = time_ms(s, [&] {
-      ops.relu_dropout_backward_from_mask(dy.p, static_cast<const uint8_t*>(keep.p), dx.p, db.p, R,
-                                          C, 0.1f, h);
-    });
-    row("relu_dropout_backward_from_mask", dims(R, C), "fp16", ms, e * 2 * rc + rc / 8.0);
     ms = time_ms(s, [&] {
       ops.act_dropout_backward(dy.p, x.p, dx.p, db.p, R, C, ls::Activation::GELU, 0.1f, key, h);
     });

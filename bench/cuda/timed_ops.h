@@ -256,17 +256,11 @@ class TimedOps final : public Ops {
       inner_.act_dropout_backward(d_out, pre, d_pre, d_bias, rows, cols, act, p, key, dt);
     });
   }
-  void relu_dropout_forward_with_mask(const void* pre, void* out, uint8_t* keep_mask, int64_t rows,
-                                      int64_t cols, float p, DropoutKey key, DType dt) override {
-    timed(kReluDropoutForwardWithMask, [&] {
-      inner_.relu_dropout_forward_with_mask(pre, out, keep_mask, rows, cols, p, key, dt);
-    });
-  }
-  void relu_dropout_backward_from_mask(const void* d_out, const uint8_t* keep_mask, void* d_pre,
-                                       void* d_bias, int64_t rows, int64_t cols, float p,
-                                       DType dt) override {
-    timed(kReluDropoutBackwardFromMask, [&] {
-      inner_.relu_dropout_backward_from_mask(d_out, keep_mask, d_pre, d_bias, rows, cols, p, dt);
+  void relu_dropout_backward_from_output(const void* d_out, const void* out, void* d_pre,
+                                         void* d_bias, int64_t rows, int64_t cols, float p,
+                                         DType dt) override {
+    timed(kReluDropoutBackwardFromOutput, [&] {
+      inner_.relu_dropout_backward_from_output(d_out, out, d_pre, d_bias, rows, cols, p, dt);
     });
   }
   void dropout_forward(const void* x, void* out, size_t n, float p, DropoutKey key,
@@ -391,8 +385,7 @@ class TimedOps final : public Ops {
     kDropoutBiasBackward,
     kActDropoutForward,
     kActDropoutBackward,
-    kReluDropoutForwardWithMask,
-    kReluDropoutBackwardFromMask,
+    kReluDropoutBackwardFromOutput,
     kDropoutForward,
     kBiasGrad,
     kSplitHeads,
@@ -467,8 +460,7 @@ class TimedOps final : public Ops {
                "dropout_bias_backward",
                "act_dropout_forward",
                "act_dropout_backward",
-               "relu_dropout_fwd_with_mask",
-               "relu_dropout_bwd_from_mask",
+               "relu_dropout_bwd_from_output",
                "dropout_forward",
                "bias_grad",
                "split_heads",

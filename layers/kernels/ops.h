@@ -13,9 +13,8 @@
 //   buffers; the trainer zeroes the flat gradient buffer once per update. Activation gradients
 //   are written (=), unless an argument says otherwise.
 // - Dropout: p in [0, 1); p == 0 means identity (no RNG drawn). Kept elements are scaled by
-//   1/(1-p). Masks are not stored: backward regenerates them from the same DropoutKey and
-//   the element's flat index in the tensor the forward call saw (see philox.h). The exception
-//   is relu_dropout_forward_with_mask's keep mask (ReLU and dropout together, 1 bit each).
+//   1/(1-p). Masks are never stored: backward regenerates them from the same DropoutKey and
+//   the element's flat index in the tensor the forward call saw (see philox.h).
 // - Token ids are int32. Key padding masks are uint8 [B, Lk], 1 = padded key (masked out).
 // - Reductions (LayerNorm statistics, softmax, cross-entropy, norms) accumulate in acc (>= fp32).
 // - No implementation allocates memory in any of these calls; scratch comes from `workspace`.
@@ -253,20 +252,14 @@ class Ops {
   virtual void act_dropout_backward(const void* d_out, const void* pre, void* d_pre, void* d_bias,
                                     int64_t rows, int64_t cols, Activation act, float p,
                                     DropoutKey key, DType dt) = 0;
-  // act_dropout_forward(ReLU) that also writes a 1-bit keep mask: out = dropout(relu(pre)) with
-  // the same bits (out may alias pre), and bit e % 8 of keep_mask[e / 8] set iff out[e] > 0, for
-  // the flat index e = r * cols + c (relu(pre) > 0 and the element kept). ceil(rows * cols / 8)
-  // bytes are written; bits past rows * cols are 0.
-  virtual void relu_dropout_forward_with_mask(const void* pre, void* out, uint8_t* keep_mask,
-                                              int64_t rows, int64_t cols, float p, DropoutKey key,
-                                              DType dt) = 0;
-  // act_dropout_backward for ReLU from relu_dropout_forward_with_mask's keep_mask instead of
-  // pre: d_pre = d_out * (bit ? 1/(1-p) : 0) (1 when p == 0; no Philox draw, so no key). d_pre
-  // may alias d_out; d_bias [cols] (acc, may be null) += column sums of d_pre. Equals
-  // act_dropout_backward(ReLU) with the same p and the key that produced the mask.
-  virtual void relu_dropout_backward_from_mask(const void* d_out, const uint8_t* keep_mask,
-                                               void* d_pre, void* d_bias, int64_t rows,
-                                               int64_t cols, float p, DType dt) = 0;
+  // act_dropout_backward for ReLU given the forward's OUTPUT out = dropout(relu(pre)) instead
+  // of pre: out > 0 exactly where the element was kept and pre > 0, so
+  // d_pre = d_out * (out > 0 ? 1/(1-p) : 0) (1 when p == 0; no mask is regenerated, so no key).
+  // d_pre may alias d_out; d_bias [cols] (acc, may be null) += column sums of d_pre. Equals
+  // act_dropout_backward(ReLU) with the same p and the key that produced out.
+  virtual void relu_dropout_backward_from_output(const void* d_out, const void* out, void* d_pre,
+                                                 void* d_bias, int64_t rows, int64_t cols,
+                                                 float p, DType dt) = 0;
   // out = dropout(x), n elements (out may alias x).
   virtual void dropout_forward(const void* x, void* out, size_t n, float p, DropoutKey key,
                                DType dt) = 0;

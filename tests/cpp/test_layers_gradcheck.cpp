@@ -167,8 +167,8 @@ TEST_CASE("every layer's gradient matches finite differences (fp64, dropout on)"
     Rig rig(c);
     const std::vector<double> analytic = rig.analytic_gradient();
     // The feed-forward's tensors are checked whole: every unit of fc1 (ReLU's and dropout's
-    // zeros included, since the ReLU backward reads them from the keep mask its forward
-    // saved), 4 sampled elements elsewhere.
+    // zeros included, since the ReLU backward reads the mask from the saved output), 4
+    // sampled elements elsewhere.
     check_against_finite_differences(
         rig, analytic, 123,
         [](const std::string& name) { return contains(name, ".fc1.") || contains(name, ".fc2."); },

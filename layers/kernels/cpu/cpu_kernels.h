@@ -134,11 +134,8 @@ template <typename T>
 void act_dropout_backward(const T* d_out, const T* pre, T* d_pre, acc_t<T>* d_bias, int64_t rows,
                           int64_t cols, Activation act, float p, DropoutKey key);
 template <typename T>
-void relu_dropout_forward_with_mask(const T* pre, T* out, uint8_t* keep_mask, int64_t rows,
-                                    int64_t cols, float p, DropoutKey key);
-template <typename T>
-void relu_dropout_backward_from_mask(const T* d_out, const uint8_t* keep_mask, T* d_pre,
-                                     acc_t<T>* d_bias, int64_t rows, int64_t cols, float p);
+void relu_dropout_backward_from_output(const T* d_out, const T* out, T* d_pre, acc_t<T>* d_bias,
+                                       int64_t rows, int64_t cols, float p);
 template <typename T>
 void dropout_forward(const T* x, T* out, size_t n, float p, DropoutKey key);
 template <typename T>

@@ -414,37 +414,21 @@ class CpuOps final : public Ops {
     });
   }
 
-  void relu_dropout_forward_with_mask(const void* pre, void* out, uint8_t* keep_mask, int64_t rows,
-                                      int64_t cols, float p, DropoutKey key, DType dt) override {
-    const char* call = "relu_dropout_forward_with_mask";
-    check_matrix(rows, cols, call);
-    check_dropout(p, call);
-    dispatch(dt, call, [&](auto tag) {
-      using T = decltype(tag);
-      if (rows * cols == 0) return;
-      check_ptr(pre, call, "pre");
-      check_ptr(out, call, "out");
-      check_ptr(keep_mask, call, "keep_mask");
-      cpu::relu_dropout_forward_with_mask<T>(static_cast<const T*>(pre), static_cast<T*>(out),
-                                             keep_mask, rows, cols, p, key);
-    });
-  }
-
-  void relu_dropout_backward_from_mask(const void* d_out, const uint8_t* keep_mask, void* d_pre,
-                                       void* d_bias, int64_t rows, int64_t cols, float p,
-                                       DType dt) override {
-    const char* call = "relu_dropout_backward_from_mask";
+  void relu_dropout_backward_from_output(const void* d_out, const void* out, void* d_pre,
+                                         void* d_bias, int64_t rows, int64_t cols, float p,
+                                         DType dt) override {
+    const char* call = "relu_dropout_backward_from_output";
     check_matrix(rows, cols, call);
     check_dropout(p, call);
     dispatch(dt, call, [&](auto tag) {
       using T = decltype(tag);
       if (rows * cols == 0) return;
       check_ptr(d_out, call, "d_out");
-      check_ptr(keep_mask, call, "keep_mask");
+      check_ptr(out, call, "out");
       check_ptr(d_pre, call, "d_pre");
-      cpu::relu_dropout_backward_from_mask<T>(static_cast<const T*>(d_out), keep_mask,
-                                              static_cast<T*>(d_pre),
-                                              static_cast<acc_t<T>*>(d_bias), rows, cols, p);
+      cpu::relu_dropout_backward_from_output<T>(static_cast<const T*>(d_out),
+                                                static_cast<const T*>(out), static_cast<T*>(d_pre),
+                                                static_cast<acc_t<T>*>(d_bias), rows, cols, p);
     });
   }
 

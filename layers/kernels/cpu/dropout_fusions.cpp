@@ -4,15 +4,13 @@
 //   dropout_bias_backward          dx = dropout_bwd(d_out); d_bias += column sums of dx
 //   act_dropout_forward            out = dropout(act(pre))
 //   act_dropout_backward           d_pre = act'(pre) * dropout_bwd(d_out); d_bias += sums
-//   relu_dropout_forward_with_mask act_dropout_forward(ReLU), plus keep_mask bit i = out_i > 0
-//   relu_dropout_backward_from_mask
-//                                  act_dropout_backward(ReLU) from that bit mask:
-//                                  d_pre = d_out * (bit ? 1/(1-p) : 0); no Philox draw
+//   relu_dropout_backward_from_output
+//                                  the same for ReLU from out = dropout(relu(pre)):
+//                                  d_pre = d_out * (out > 0 ? 1/(1-p) : 0); no mask drawn
 //   dropout_forward                out = dropout(x) over n elements
 //   bias_grad                      d_bias += column sums of dy
 // dropout(x)_i = x_i / (1-p) when element i is kept, else 0; dropout_bwd is the same map.
 // Outputs may alias inputs of the same shape: each element is read before it is written.
-// keep_mask: bit i % 8 of byte i / 8 for flat index i; ceil(R*C / 8) bytes, bits past R*C are 0.
 #include <cstddef>
 #include <cstdint>
 
@@ -74,34 +72,17 @@ void act_dropout_backward(const T* d_out, const T* pre, T* d_pre, acc_t<T>* d_bi
   if (d_bias) bias_grad(d_pre, d_bias, rows, cols);
 }
 
-// out = dropout(relu(pre)) as act_dropout_forward computes it; the mask records out > 0 as
-// stored (after rounding to T), which is exactly where act_dropout_backward(ReLU) has factor
-// 1/(1-p) and relu'(pre) = 1: relu(pre) > 0 and kept (the scale 1/(1-p) >= 1 cannot round a
-// positive value to 0).
+// out > 0 exactly where act_dropout_backward(ReLU) has factor 1/(1-p) and relu'(pre) = 1
+// (relu(pre) > 0 and kept; the scale 1/(1-p) > 1 cannot round a positive value to 0). The
+// product form keeps non-finite d_out propagating as act_dropout_backward does (inf * 0).
 template <typename T>
-void relu_dropout_forward_with_mask(const T* pre, T* out, uint8_t* keep_mask, int64_t rows,
-                                    int64_t cols, float p, DropoutKey key) {
-  using A = acc_t<T>;
-  DropoutMask mask(p, key);
-  const int64_t n = rows * cols;
-  for (int64_t b = 0; b < (n + 7) / 8; ++b) keep_mask[b] = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    out[i] =
-        static_cast<T>(activation(Activation::ReLU, static_cast<A>(pre[i])) * mask.factor<A>(i));
-    if (static_cast<A>(out[i]) > A(0)) keep_mask[i / 8] |= static_cast<uint8_t>(1u << (i % 8));
-  }
-}
-
-// The product form keeps non-finite d_out propagating as act_dropout_backward does (inf * 0),
-// and gives the same bits, signed zeros included (d_out * scale * 1 or d_out * {scale, 0} * 0).
-template <typename T>
-void relu_dropout_backward_from_mask(const T* d_out, const uint8_t* keep_mask, T* d_pre,
-                                     acc_t<T>* d_bias, int64_t rows, int64_t cols, float p) {
+void relu_dropout_backward_from_output(const T* d_out, const T* out, T* d_pre, acc_t<T>* d_bias,
+                                       int64_t rows, int64_t cols, float p) {
   using A = acc_t<T>;
   const A scale = p > 0.f ? static_cast<A>(1.0 / (1.0 - static_cast<double>(p))) : A(1);
   const int64_t n = rows * cols;
   for (int64_t i = 0; i < n; ++i) {
-    const A f = (keep_mask[i / 8] >> (i % 8)) & 1u ? scale : A(0);
+    const A f = static_cast<A>(out[i]) > A(0) ? scale : A(0);
     d_pre[i] = static_cast<T>(static_cast<A>(d_out[i]) * f);
   }
   if (d_bias) bias_grad(d_pre, d_bias, rows, cols);
@@ -125,20 +106,18 @@ void bias_grad(const T* dy, acc_t<T>* d_bias, int64_t rows, int64_t cols) {
   }
 }
 
-#define LS_INSTANTIATE_DROPOUT_FUSIONS(T)                                                          \
-  template void bias_dropout_residual_forward<T>(const T*, const T*, const T*, T*, int64_t,        \
-                                                 int64_t, float, DropoutKey);                      \
-  template void dropout_bias_backward<T>(const T*, T*, acc_t<T>*, int64_t, int64_t, float,         \
-                                         DropoutKey);                                              \
-  template void act_dropout_forward<T>(const T*, T*, int64_t, int64_t, Activation, float,          \
-                                       DropoutKey);                                                \
-  template void act_dropout_backward<T>(const T*, const T*, T*, acc_t<T>*, int64_t, int64_t,       \
-                                        Activation, float, DropoutKey);                            \
-  template void relu_dropout_forward_with_mask<T>(const T*, T*, uint8_t*, int64_t, int64_t, float, \
-                                                  DropoutKey);                                     \
-  template void relu_dropout_backward_from_mask<T>(const T*, const uint8_t*, T*, acc_t<T>*,        \
-                                                   int64_t, int64_t, float);                       \
-  template void dropout_forward<T>(const T*, T*, size_t, float, DropoutKey);                       \
+#define LS_INSTANTIATE_DROPOUT_FUSIONS(T)                                                        \
+  template void bias_dropout_residual_forward<T>(const T*, const T*, const T*, T*, int64_t,      \
+                                                 int64_t, float, DropoutKey);                    \
+  template void dropout_bias_backward<T>(const T*, T*, acc_t<T>*, int64_t, int64_t, float,       \
+                                         DropoutKey);                                            \
+  template void act_dropout_forward<T>(const T*, T*, int64_t, int64_t, Activation, float,        \
+                                       DropoutKey);                                              \
+  template void act_dropout_backward<T>(const T*, const T*, T*, acc_t<T>*, int64_t, int64_t,     \
+                                        Activation, float, DropoutKey);                          \
+  template void relu_dropout_backward_from_output<T>(const T*, const T*, T*, acc_t<T>*, int64_t, \
+                                                     int64_t, float);                            \
+  template void dropout_forward<T>(const T*, T*, size_t, float, DropoutKey);                     \
   template void bias_grad<T>(const T*, acc_t<T>*, int64_t, int64_t);
 
 LS_INSTANTIATE_DROPOUT_FUSIONS(float)

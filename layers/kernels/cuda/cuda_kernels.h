@@ -159,18 +159,12 @@ void launch_act_dropout_backward(const void* d_out, const void* pre, void* d_pre
                                  int64_t rows, int64_t cols, int64_t ld, bool has_act,
                                  Activation act, float p, DropoutKey key, DType dt, cudaStream_t s,
                                  const Reduction& red = {});
-// act_dropout_forward(ReLU) that also sets bit e % 8 of keep_mask[e / 8] iff out[e] > 0 (flat
-// e = r * cols + c); writes ceil(rows * cols / 8) bytes, bits past rows * cols 0.
-void launch_relu_dropout_forward_with_mask(const void* pre, void* out, uint8_t* keep_mask,
-                                           int64_t rows, int64_t cols, float p, DropoutKey key,
-                                           DType dt, cudaStream_t s);
-// d_pre = d_out * (keep bit ? 1/(1-p) : 0) from launch_relu_dropout_forward_with_mask's mask (no
-// Philox), d_bias += column sums (when non-null). d_out/d_pre rows use leading dimension ld; the
-// mask is dense over [rows, cols] (bit of element (r, c) at flat index r * cols + c).
-void launch_relu_dropout_backward_from_mask(const void* d_out, const uint8_t* keep_mask,
-                                            void* d_pre, float* d_bias, int64_t rows, int64_t cols,
-                                            int64_t ld, float p, DType dt, cudaStream_t s,
-                                            const Reduction& red = {});
+// d_pre = d_out * (out > 0 ? 1/(1-p) : 0) with out the output of dropout(relu(pre)) (no mask
+// drawn), d_bias += column sums (when non-null). out/d_out/d_pre rows use leading dimension ld.
+void launch_relu_dropout_backward_from_output(const void* d_out, const void* out, void* d_pre,
+                                              float* d_bias, int64_t rows, int64_t cols,
+                                              int64_t ld, float p, DType dt, cudaStream_t s,
+                                              const Reduction& red = {});
 void launch_dropout_forward(const void* x, void* out, size_t n, float p, DropoutKey key, DType dt,
                             cudaStream_t s);
 // d_bias [cols] += column sums of dy [rows, cols] with leading dimension ld.

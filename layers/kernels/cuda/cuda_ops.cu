@@ -4,8 +4,7 @@
 // device memory for the in-kernel fixed-order sums (allocated once, at construction); all other
 // scratch comes from set_workspace. Memory calls are asynchronous on the stream;
 // synchronize() waits for it.
-// Dropout masks are regenerated with Philox in every backward kernel, except the ReLU FFN's
-// 1-bit keep mask, which its forward stores (relu_dropout_forward_with_mask).
+// Dropout masks are regenerated with Philox in every backward kernel (no mask memory).
 // Embedding backward is deterministic only when asked (see embedding.cu). Column sums (bias
 // and LayerNorm parameter gradients), cross-entropy sums and sum_squares add into their fp32
 // outputs with atomics unless set_deterministic(true) and a workspace are given: then every
@@ -410,37 +409,21 @@ void CudaOps::act_dropout_backward(const void* d_out, const void* pre, void* d_p
                                     cols, true, act, p, key, dt, as_stream(stream_), reduction());
 }
 
-void CudaOps::relu_dropout_forward_with_mask(const void* pre, void* out, uint8_t* keep_mask,
-                                             int64_t rows, int64_t cols, float p, DropoutKey key,
-                                             DType dt) {
-  const char* call = "relu_dropout_forward_with_mask";
-  check_working(dt, call);
-  check_nonneg(rows, call, "rows");
-  check_nonneg(cols, call, "cols");
-  check_dropout(p, call);
-  if (rows * cols == 0) return;
-  check_ptr(pre, call, "pre");
-  check_ptr(out, call, "out");
-  check_ptr(keep_mask, call, "keep_mask");
-  cuda::launch_relu_dropout_forward_with_mask(pre, out, keep_mask, rows, cols, p, key, dt,
-                                              as_stream(stream_));
-}
-
-void CudaOps::relu_dropout_backward_from_mask(const void* d_out, const uint8_t* keep_mask,
-                                              void* d_pre, void* d_bias, int64_t rows, int64_t cols,
-                                              float p, DType dt) {
-  const char* call = "relu_dropout_backward_from_mask";
+void CudaOps::relu_dropout_backward_from_output(const void* d_out, const void* out, void* d_pre,
+                                                void* d_bias, int64_t rows, int64_t cols, float p,
+                                                DType dt) {
+  const char* call = "relu_dropout_backward_from_output";
   check_working(dt, call);
   check_nonneg(rows, call, "rows");
   check_nonneg(cols, call, "cols");
   check_dropout(p, call);
   if (rows * cols == 0) return;
   check_ptr(d_out, call, "d_out");
-  check_ptr(keep_mask, call, "keep_mask");
+  check_ptr(out, call, "out");
   check_ptr(d_pre, call, "d_pre");
-  cuda::launch_relu_dropout_backward_from_mask(d_out, keep_mask, d_pre, static_cast<float*>(d_bias),
-                                               rows, cols, cols, p, dt, as_stream(stream_),
-                                               reduction());
+  cuda::launch_relu_dropout_backward_from_output(d_out, out, d_pre, static_cast<float*>(d_bias),
+                                                 rows, cols, cols, p, dt, as_stream(stream_),
+                                                 reduction());
 }
 
 void CudaOps::dropout_forward(const void* x, void* out, size_t n, float p, DropoutKey key,

@@ -81,11 +81,9 @@ class CudaOps final : public Ops {
   void act_dropout_backward(const void* d_out, const void* pre, void* d_pre, void* d_bias,
                             int64_t rows, int64_t cols, Activation act, float p, DropoutKey key,
                             DType dt) override;
-  void relu_dropout_forward_with_mask(const void* pre, void* out, uint8_t* keep_mask, int64_t rows,
-                                      int64_t cols, float p, DropoutKey key, DType dt) override;
-  void relu_dropout_backward_from_mask(const void* d_out, const uint8_t* keep_mask, void* d_pre,
-                                       void* d_bias, int64_t rows, int64_t cols, float p,
-                                       DType dt) override;
+  void relu_dropout_backward_from_output(const void* d_out, const void* out, void* d_pre,
+                                         void* d_bias, int64_t rows, int64_t cols, float p,
+                                         DType dt) override;
   void dropout_forward(const void* x, void* out, size_t n, float p, DropoutKey key,
                        DType dt) override;
   void bias_grad(const void* dy, void* d_bias, int64_t rows, int64_t cols, DType dt) override;

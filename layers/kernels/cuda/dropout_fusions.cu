@@ -4,21 +4,15 @@
 //   dropout_forward:       out = dropout(x)                       (flat, out may alias x)
 //   act_dropout_backward:  d_pre = act'(pre) * dropout_bwd(d_out), d_bias += column sums
 //   dropout_bias_backward: the same without act'; bias_grad: column sums only
-//   relu_dropout_forward_with_mask: act_dropout_forward(ReLU) that also writes a 1-bit keep
-//                          mask, bit e % 8 of byte e / 8 = (out[e] > 0)
-//   relu_dropout_backward_from_mask: d_pre = d_out * (bit ? 1/(1-p) : 0) from that mask (no
-//                          Philox), d_bias += column sums
+//   relu_dropout_backward_from_output: d_pre = d_out * (out > 0 ? 1/(1-p) : 0) from the ReLU
+//                          forward's output (no Philox), d_bias += column sums
 //   row_sums (BGradA fallback), activation (GEMM BiasAct fallback).
-// Dropout masks are regenerated with Philox from the key and the element's flat index in the
-// [rows, cols] tensor (philox.h), eight elements per call; the one stored mask is the ReLU
-// FFN's keep mask (relu(pre) > 0 and kept), 1 bit per element, written by the forward pass
-// that draws it and read by the backward instead of the saved output.
+// Dropout masks are never stored: every kernel regenerates them with Philox from the key and
+// the element's flat index in the [rows, cols] tensor (philox.h), eight elements per call.
 // Layouts: flat kernels use 256 threads, each with 2 groups of 8 consecutive elements (16-byte
-// accesses when aligned; all loads issued before the Philox call of each group; a group starts
-// at a multiple of 8, so its keep bits are one mask byte) and a grid that covers the tensor
-// once. Column-sum kernels use blocks of 32 x 8 threads covering a tile of 256 columns: thread
-// x owns 8 columns (16-byte accesses; with the keep mask, one byte per row when cols % 8 == 0,
-// else the one or two bytes holding its columns' bits), thread y walks rows with stride
+// accesses when aligned; all loads issued before the Philox call of each group) and a grid
+// that covers the tensor once. Column-sum kernels use blocks of 32 x 8 threads covering a tile
+// of 256 columns: thread x owns 8 columns (16-byte accesses), thread y walks rows with stride
 // 8 * gridDim.y, 4 rows (fp32: 2) per step with their loads issued first; gridDim.y is sized
 // so that all blocks are resident at once. The 8 row-partials are reduced in shared memory and
 // added to the fp32 gradient with one atomicAdd per column per block (so d_bias's summation
@@ -27,7 +21,7 @@
 // activation and on p > 0: with p == 0 no Philox code runs. GELU is evaluated as
 // x * sigmoid(2u) with ex2 (cuda_common.cuh gelu_fast), the same function as the tanh form.
 // The elementwise kernels read each element before writing it from the same thread, so every
-// output may alias an input of the same shape (the FFN runs its activation forward in place).
+// output may alias an input of the same shape (the FFN runs act_dropout_forward in place).
 #include <type_traits>
 
 #include "layers/kernels/cuda/cuda_common.cuh"
@@ -39,10 +33,9 @@ namespace {
 
 constexpr int kThreads = 256;
 // backward_colsum_kernel's `act` beyond Activation's values: -1 no activation (dropout only);
-// kReluFromMask: no `pre`; the factor (relu' times the dropout factor) is read from the keep
-// mask of relu_dropout_forward_with_mask, one bit per element.
+// kReluFromOutput: `pre` is the output of dropout(relu(.)) and the mask is read from its sign.
 constexpr int kNoAct = -1;
-constexpr int kReluFromMask = -2;
+constexpr int kReluFromOutput = -2;
 
 // Calls run(integral_constant<int, ACT>{}, bool_constant<DROP>{}) for a runtime activation code
 // (kNoAct, 0 = ReLU, 1 = GELU) and whether dropout is active: one compiled variant each, so
@@ -140,15 +133,11 @@ __global__ void __launch_bounds__(kFlatThreads)
   }
 }
 
-// act < 0 (kNoAct): plain dropout. aligned: pre and out are 16-byte aligned. kMask (ReLU
-// only): keep_mask [ceil(n / 8)] bytes also written, byte i / 8 of the group at i (a multiple
-// of 8) holding bit j = (out[i + j] > 0); elements past n load as 0, so their bits are 0.
-template <class T, int kAct, bool kDrop, bool kMask>
+// act < 0 (kNoAct): plain dropout. aligned: pre and out are 16-byte aligned.
+template <class T, int kAct, bool kDrop>
 __global__ void __launch_bounds__(kFlatThreads)
-    act_dropout_forward_kernel(const T* pre, T* out, uint8_t* keep_mask, int64_t n, bool aligned,
-                               DropoutParams d) {
+    act_dropout_forward_kernel(const T* pre, T* out, int64_t n, bool aligned, DropoutParams d) {
   pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
-  static_assert(!kMask || kAct == 0, "the keep mask is ReLU's");
   const uint64_t off = kDrop ? dropout_offset(d.key) : 0;
   const int64_t step = int64_t(gridDim.x) * kFlatPerBlock;
   for (int64_t i0 = int64_t(blockIdx.x) * kFlatPerBlock + 8 * threadIdx.x; i0 < n; i0 += step) {
@@ -169,14 +158,6 @@ __global__ void __launch_bounds__(kFlatThreads)
       for (int j = 0; j < 8; ++j) {
         float v = act_forward<kAct>(a[j]);
         a[j] = kDrop ? v * f[j] : v;
-      }
-      if (kMask) {
-        // a[j] > 0 is out > 0 after rounding to T: a positive a[j] = x * scale with x a positive
-        // value of T and scale >= 1 rounds to at least x. (fmaxf(NaN, 0) = 0: no bit.)
-        uint32_t bits = 0;
-#pragma unroll
-        for (int j = 0; j < 8; ++j) bits |= (a[j] > 0.f ? 1u : 0u) << j;
-        keep_mask[i >> 3] = uint8_t(bits);
       }
       store8(out, i, n, aligned && i + 8 <= n, a);
     }
@@ -199,34 +180,18 @@ __device__ __forceinline__ float act_backward(float x) {
   return kAct == 0 ? (x > 0.f ? 1.f : 0.f) : gelu_fast_grad(x);
 }
 
-// The keep bits of columns c..c+7 of row r (bit j: column c + j; 0 past cols) from the mask
-// laid out flat over [rows, cols]. vec: the flat index is a multiple of 8 (cols % 8 == 0), so
-// they are one byte; otherwise the (at most two) bytes holding the row's columns c..cols-1.
-__device__ __forceinline__ uint32_t load_keep_bits(const uint8_t* keep_mask, int64_t r, int64_t c,
-                                                   int64_t cols, bool vec) {
-  const int64_t e = r * cols + c;
-  if (vec) return keep_mask[e >> 3];
-  const int count = cols - c < 8 ? int(cols - c) : 8;
-  const int64_t b0 = e >> 3, b1 = (e + count - 1) >> 3;
-  uint32_t w = keep_mask[b0];
-  if (b1 != b0) w |= uint32_t(keep_mask[b1]) << 8;
-  return (w >> (e & 7)) & ((1u << count) - 1u);
-}
-
-// One row's 8 columns from their raw loads (see backward_colsum_kernel); keep: kReluFromMask's
-// bits. kVec: the aligned path (cols % 8 == 0, so the flat index r * cols + c is a multiple of
-// 8).
+// One row's 8 columns from their raw loads (see backward_colsum_kernel). kVec: the aligned
+// path (cols % 8 == 0, so the flat index r * cols + c is a multiple of 8).
 template <class T, int kAct, bool kDrop, bool kVec>
-__device__ __forceinline__ void colsum_apply(const Raw8<T>& graw, const Raw8<T>& xraw,
-                                             uint32_t keep, T* d_pre, int64_t r, int64_t c,
-                                             int64_t cols, int64_t ld, const DropoutParams& d,
-                                             uint64_t off, float acc[8]) {
+__device__ __forceinline__ void colsum_apply(const Raw8<T>& graw, const Raw8<T>& xraw, T* d_pre,
+                                             int64_t r, int64_t c, int64_t cols, int64_t ld,
+                                             const DropoutParams& d, uint64_t off, float acc[8]) {
   float g[8], x[8];
   unpack8(graw, g);
-  if (kAct >= 0) unpack8(xraw, x);
-  if (kAct == kReluFromMask) {  // the product form of act_dropout_backward: the same bits
+  if (kAct != kNoAct) unpack8(xraw, x);
+  if (kAct == kReluFromOutput) {
 #pragma unroll
-    for (int j = 0; j < 8; ++j) g[j] *= (keep >> j) & 1u ? d.scale : 0.f;
+    for (int j = 0; j < 8; ++j) g[j] *= x[j] > 0.f ? d.scale : 0.f;
   } else {
     if (kDrop) {
       float f[8];
@@ -248,20 +213,17 @@ __device__ __forceinline__ void colsum_apply(const Raw8<T>& graw, const Raw8<T>&
 }
 
 // d_pre = [act'(pre)] * dropout_bwd(d_out) over [rows, cols] (leading dimension ld), plus
-// d_bias += column sums of d_pre. kAct == kNoAct: no activation; kAct == kReluFromMask:
-// d_pre = d_out * (keep bit ? d.scale : 0) with keep_mask [ceil(rows * cols / 8)] bytes from
-// relu_dropout_forward_with_mask (flat over [rows, cols], no Philox; the aligned path reads
-// one byte per row and thread, the other path the bits of its columns); d_pre null: sums only.
-// aligned: cols % 8 == 0, ld % 8 == 0 and every T pointer 16-byte aligned. kDrop: p > 0
-// (masks drawn; never with kReluFromMask).
+// d_bias += column sums of d_pre. kAct == kNoAct: no activation; kAct == kReluFromOutput:
+// d_pre = d_out * (pre > 0 ? d.scale : 0) with pre the ReLU forward's output (no Philox);
+// d_pre null: sums only. aligned: cols % 8 == 0, ld % 8 == 0 and every pointer 16-byte
+// aligned. kDrop: p > 0 (masks drawn; never with kReluFromOutput).
 template <class T, int kAct, bool kDrop>
 __global__ void __launch_bounds__(kColThreadsX* kColThreadsY, 3)
-    backward_colsum_kernel(const T* d_out, const T* pre, const uint8_t* keep_mask, T* d_pre,
-                           float* d_bias, int64_t rows, int64_t cols, int64_t ld, bool aligned,
-                           DropoutParams d, float* partials) {
+    backward_colsum_kernel(const T* d_out, const T* pre, T* d_pre, float* d_bias, int64_t rows,
+                           int64_t cols, int64_t ld, bool aligned, DropoutParams d,
+                           float* partials) {
   pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
-  constexpr bool kPre = kAct >= 0;
-  constexpr bool kMask = kAct == kReluFromMask;
+  constexpr bool kPre = kAct != kNoAct;
   constexpr int kColRows = sizeof(T) == 4 ? 2 : 4;  // 32 or 64 bytes per input in flight
   __shared__ __align__(16) float partial[kColThreadsY][kColTile];
   const int64_t c = (int64_t(blockIdx.x) * kColThreadsX + threadIdx.x) * 8;
@@ -274,30 +236,26 @@ __global__ void __launch_bounds__(kColThreadsX* kColThreadsY, 3)
     if (vec) {  // kColRows rows per step, all loads first
       for (; r + (kColRows - 1) * stride < rows; r += kColRows * stride) {
         Raw8<T> g[kColRows], x[kColRows];
-        uint32_t keep[kColRows];
 #pragma unroll
         for (int u = 0; u < kColRows; ++u) {
           g[u] = load_raw8(d_out + (r + u * stride) * ld, c, cols, true);
           if (kPre) x[u] = load_raw8(pre + (r + u * stride) * ld, c, cols, true);
-          if (kMask) keep[u] = load_keep_bits(keep_mask, r + u * stride, c, cols, true);
         }
 #pragma unroll
         for (int u = 0; u < kColRows; ++u)
-          colsum_apply<T, kAct, kDrop, true>(g[u], x[u], kMask ? keep[u] : 0u, d_pre,
-                                             r + u * stride, c, cols, ld, d, off, acc);
+          colsum_apply<T, kAct, kDrop, true>(g[u], x[u], d_pre, r + u * stride, c, cols, ld, d, off,
+                                             acc);
       }
     }
 #pragma unroll 1
     for (; r < rows; r += stride) {  // the remaining rows (all of them when not vec)
       Raw8<T> g, x;
-      uint32_t keep = 0;
       g = load_raw8(d_out + r * ld, c, cols, vec);
       if (kPre) x = load_raw8(pre + r * ld, c, cols, vec);
-      if (kMask) keep = load_keep_bits(keep_mask, r, c, cols, vec);
       if (vec)
-        colsum_apply<T, kAct, kDrop, true>(g, x, keep, d_pre, r, c, cols, ld, d, off, acc);
+        colsum_apply<T, kAct, kDrop, true>(g, x, d_pre, r, c, cols, ld, d, off, acc);
       else
-        colsum_apply<T, kAct, kDrop, false>(g, x, keep, d_pre, r, c, cols, ld, d, off, acc);
+        colsum_apply<T, kAct, kDrop, false>(g, x, d_pre, r, c, cols, ld, d, off, acc);
     }
   }
   if (d_bias == nullptr) return;
@@ -344,10 +302,9 @@ __global__ void activation_kernel(const T* in, T* out, int64_t rows, int64_t col
 }
 
 template <class T, int kAct, bool kDrop>
-void launch_colsum_variant(const void* d_out, const void* pre, const uint8_t* keep_mask,
-                           void* d_pre, float* d_bias, int64_t rows, int64_t cols, int64_t ld,
-                           const DropoutParams& d, cudaStream_t s, const char* name,
-                           const Reduction& red) {
+void launch_colsum_variant(const void* d_out, const void* pre, void* d_pre, float* d_bias,
+                           int64_t rows, int64_t cols, int64_t ld, const DropoutParams& d,
+                           cudaStream_t s, const char* name, const Reduction& red) {
   auto kernel = backward_colsum_kernel<T, kAct, kDrop>;
   constexpr int kBlock = kColThreadsX * kColThreadsY;
   static const int per_sm = [&] {  // resident blocks per SM (a property of the kernel)
@@ -366,26 +323,25 @@ void launch_colsum_variant(const void* d_out, const void* pre, const uint8_t* ke
     if (p != nullptr && !aligned16(p)) aligned = false;
   float* partials = d_bias != nullptr && red.deterministic() ? red.rows(gy, cols, name) : nullptr;
   launch_kernel(name, kernel, dim3(unsigned(gx), unsigned(gy)), dim3(kColThreadsX, kColThreadsY), 0,
-                s, static_cast<const T*>(d_out), static_cast<const T*>(pre), keep_mask,
-                static_cast<T*>(d_pre), d_bias, rows, cols, ld, aligned, d, partials);
+                s, static_cast<const T*>(d_out), static_cast<const T*>(pre), static_cast<T*>(d_pre),
+                d_bias, rows, cols, ld, aligned, d, partials);
   if (partials != nullptr) launch_sum_partials(partials, gy, cols, d_bias, s);
 }
 
-// keep_mask: kReluFromMask's bits (null for the other activation codes).
-void launch_backward_colsum(const void* d_out, const void* pre, const uint8_t* keep_mask,
-                            void* d_pre, float* d_bias, int64_t rows, int64_t cols, int64_t ld,
-                            int act, float p, DropoutKey key, DType dt, cudaStream_t s,
-                            const char* name, const Reduction& red) {
+void launch_backward_colsum(const void* d_out, const void* pre, void* d_pre, float* d_bias,
+                            int64_t rows, int64_t cols, int64_t ld, int act, float p,
+                            DropoutKey key, DType dt, cudaStream_t s, const char* name,
+                            const Reduction& red) {
   if (rows == 0 || cols == 0) return;
   const DropoutParams d = make_dropout(p, key);
   dispatch_dtype(dt, name, [&](auto tv) {
     using T = decltype(tv);
     auto run = [&](auto act_c, auto drop_c) {
       launch_colsum_variant<T, decltype(act_c)::value, decltype(drop_c)::value>(
-          d_out, pre, keep_mask, d_pre, d_bias, rows, cols, ld, d, s, name, red);
+          d_out, pre, d_pre, d_bias, rows, cols, ld, d, s, name, red);
     };
-    if (act == kReluFromMask)  // the stored mask includes the dropout: no dropout variant
-      run(std::integral_constant<int, kReluFromMask>{}, std::false_type{});
+    if (act == kReluFromOutput)  // the mask comes from the output: no dropout variant
+      run(std::integral_constant<int, kReluFromOutput>{}, std::false_type{});
     else
       dispatch_act_drop(act, d.active, name, run);
   });
@@ -424,31 +380,20 @@ void launch_bias_dropout_residual(const void* x, const void* bias, const void* r
 }
 
 namespace {
-// out = dropout(act(pre)) over n flat elements; act kNoAct: plain dropout. keep_mask non-null
-// (act 0, ReLU, only): the keep bits written too.
-void launch_flat_act_dropout(const void* pre, void* out, uint8_t* keep_mask, int64_t n, int act,
-                             float p, DropoutKey key, DType dt, cudaStream_t s, const char* name) {
+// out = dropout(act(pre)) over n flat elements; act kNoAct: plain dropout.
+void launch_flat_act_dropout(const void* pre, void* out, int64_t n, int act, float p,
+                             DropoutKey key, DType dt, cudaStream_t s, const char* name) {
   const DropoutParams d = make_dropout(p, key);
   const bool aligned = aligned16(pre) && aligned16(out);
   dispatch_dtype(dt, name, [&](auto tv) {
     using T = decltype(tv);
-    auto run_variant = [&](auto act_c, auto drop_c, auto mask_c) {
+    auto run = [&](auto act_c, auto drop_c) {
       launch_kernel(name,
-                    act_dropout_forward_kernel<T, decltype(act_c)::value, decltype(drop_c)::value,
-                                               decltype(mask_c)::value>,
+                    act_dropout_forward_kernel<T, decltype(act_c)::value, decltype(drop_c)::value>,
                     flat_grid(n), kFlatThreads, 0, s, static_cast<const T*>(pre),
-                    static_cast<T*>(out), keep_mask, n, aligned, d);
+                    static_cast<T*>(out), n, aligned, d);
     };
-    if (keep_mask != nullptr) {
-      LS_REQUIRE(act == 0, LS_ERR_INTERNAL, name << ": a keep mask is written for ReLU only");
-      auto relu = std::integral_constant<int, 0>{};
-      d.active ? run_variant(relu, std::true_type{}, std::true_type{})
-               : run_variant(relu, std::false_type{}, std::true_type{});
-      return;
-    }
-    dispatch_act_drop(act, d.active, name, [&](auto act_c, auto drop_c) {
-      run_variant(act_c, drop_c, std::false_type{});
-    });
+    dispatch_act_drop(act, d.active, name, run);
   });
 }
 }  // namespace
@@ -457,45 +402,36 @@ void launch_act_dropout_forward(const void* pre, void* out, int64_t rows, int64_
                                 Activation act, float p, DropoutKey key, DType dt, cudaStream_t s) {
   const int64_t n = rows * cols;
   if (n == 0) return;
-  launch_flat_act_dropout(pre, out, nullptr, n, int(act), p, key, dt, s, "act_dropout_forward");
-}
-
-void launch_relu_dropout_forward_with_mask(const void* pre, void* out, uint8_t* keep_mask,
-                                           int64_t rows, int64_t cols, float p, DropoutKey key,
-                                           DType dt, cudaStream_t s) {
-  const int64_t n = rows * cols;
-  if (n == 0) return;
-  launch_flat_act_dropout(pre, out, keep_mask, n, 0, p, key, dt, s,
-                          "relu_dropout_forward_with_mask");
+  launch_flat_act_dropout(pre, out, n, int(act), p, key, dt, s, "act_dropout_forward");
 }
 
 void launch_dropout_forward(const void* x, void* out, size_t n, float p, DropoutKey key, DType dt,
                             cudaStream_t s) {
   if (n == 0) return;
-  launch_flat_act_dropout(x, out, nullptr, int64_t(n), kNoAct, p, key, dt, s, "dropout_forward");
+  launch_flat_act_dropout(x, out, int64_t(n), kNoAct, p, key, dt, s, "dropout_forward");
 }
 
 void launch_act_dropout_backward(const void* d_out, const void* pre, void* d_pre, float* d_bias,
                                  int64_t rows, int64_t cols, int64_t ld, bool has_act,
                                  Activation act, float p, DropoutKey key, DType dt, cudaStream_t s,
                                  const Reduction& red) {
-  launch_backward_colsum(d_out, has_act ? pre : nullptr, nullptr, d_pre, d_bias, rows, cols, ld,
+  launch_backward_colsum(d_out, has_act ? pre : nullptr, d_pre, d_bias, rows, cols, ld,
                          has_act ? int(act) : kNoAct, p, key, dt, s,
                          has_act ? "act_dropout_backward" : "dropout_bias_backward", red);
 }
 
-void launch_relu_dropout_backward_from_mask(const void* d_out, const uint8_t* keep_mask,
-                                            void* d_pre, float* d_bias, int64_t rows, int64_t cols,
-                                            int64_t ld, float p, DType dt, cudaStream_t s,
-                                            const Reduction& red) {
-  launch_backward_colsum(d_out, nullptr, keep_mask, d_pre, d_bias, rows, cols, ld, kReluFromMask, p,
-                         DropoutKey{}, dt, s, "relu_dropout_backward_from_mask", red);
+void launch_relu_dropout_backward_from_output(const void* d_out, const void* out, void* d_pre,
+                                              float* d_bias, int64_t rows, int64_t cols, int64_t ld,
+                                              float p, DType dt, cudaStream_t s,
+                                              const Reduction& red) {
+  launch_backward_colsum(d_out, out, d_pre, d_bias, rows, cols, ld, kReluFromOutput, p,
+                         DropoutKey{}, dt, s, "relu_dropout_backward_from_output", red);
 }
 
 void launch_bias_grad(const void* dy, float* d_bias, int64_t rows, int64_t cols, int64_t ld,
                       DType dt, cudaStream_t s, const Reduction& red) {
-  launch_backward_colsum(dy, nullptr, nullptr, nullptr, d_bias, rows, cols, ld, kNoAct, 0.f,
-                         DropoutKey{}, dt, s, "bias_grad", red);
+  launch_backward_colsum(dy, nullptr, nullptr, d_bias, rows, cols, ld, kNoAct, 0.f, DropoutKey{},
+                         dt, s, "bias_grad", red);
 }
 
 void launch_row_sums(const void* a, float* d_bias, int64_t rows, int64_t cols, int64_t ld, DType dt,

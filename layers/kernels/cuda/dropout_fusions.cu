@@ -13,7 +13,8 @@
 // accesses when aligned; all loads issued before the Philox call of each group) and a grid
 // that covers the tensor once. Column-sum kernels use blocks of 32 x 8 threads covering a tile
 // of 256 columns: thread x owns 8 columns (16-byte accesses), thread y walks rows with stride
-// 8 * gridDim.y, 4 rows (fp32: 2) per step with their loads issued first; gridDim.y is sized
+// 8 * gridDim.y, 4 rows (fp32: 2) per step with their loads issued first (the last, shorter
+// step too); gridDim.y is sized
 // so that all blocks are resident at once. The 8 row-partials are reduced in shared memory and
 // added to the fp32 gradient with one atomicAdd per column per block (so d_bias's summation
 // order varies across runs), or, in deterministic mode, written to scratch rows
@@ -246,9 +247,27 @@ __global__ void __launch_bounds__(kColThreadsX* kColThreadsY, 3)
           colsum_apply<T, kAct, kDrop, true>(g[u], x[u], d_pre, r + u * stride, c, cols, ld, d, off,
                                              acc);
       }
+      // The last (fewer than kColRows) rows: their loads in flight together as well, where one
+      // row at a time waited for each in turn (a thread has only ~4-10 rows at 8192 rows).
+      if (r < rows) {
+        Raw8<T> g[kColRows - 1], x[kColRows - 1];
+#pragma unroll
+        for (int u = 0; u < kColRows - 1; ++u) {
+          if (r + u * stride >= rows) break;
+          g[u] = load_raw8(d_out + (r + u * stride) * ld, c, cols, true);
+          if (kPre) x[u] = load_raw8(pre + (r + u * stride) * ld, c, cols, true);
+        }
+#pragma unroll
+        for (int u = 0; u < kColRows - 1; ++u) {
+          if (r + u * stride >= rows) break;
+          colsum_apply<T, kAct, kDrop, true>(g[u], x[u], d_pre, r + u * stride, c, cols, ld, d, off,
+                                             acc);
+        }
+        r = rows;
+      }
     }
 #pragma unroll 1
-    for (; r < rows; r += stride) {  // the remaining rows (all of them when not vec)
+    for (; r < rows; r += stride) {  // not vec: one row at a time
       Raw8<T> g, x;
       g = load_raw8(d_out + r * ld, c, cols, vec);
       if (kPre) x = load_raw8(pre + r * ld, c, cols, vec);

@@ -65,10 +65,10 @@ void ResidualBlock::forward(RunCtx& rc, BufferId in, const NormTarget* next, boo
                                         rc.ptr(out_), T, d, p, rc.key(site_), dt);
   } else {
     sub_->forward(rc, in, sub_out_);
-    ops.bias_dropout_residual_forward(rc.ptr(sub_out_), rc.wv.w(sub_->out_bias()), rc.ptr(in),
-                                      rc.ptr(norm_), T, d, p, rc.key(site_), dt);
-    ops.layernorm_forward(rc.ptr(norm_), rc.wv.w(gamma_), rc.wv.w(beta_), rc.ptr(out_),
-                          rc.ptr(mean_), rc.ptr(rstd_), T, d, eps_, dt);
+    ops.bias_dropout_residual_layernorm_forward(rc.ptr(sub_out_), rc.wv.w(sub_->out_bias()),
+                                                rc.ptr(in), rc.ptr(norm_), rc.wv.w(gamma_),
+                                                rc.wv.w(beta_), rc.ptr(out_), rc.ptr(mean_),
+                                                rc.ptr(rstd_), T, d, p, rc.key(site_), eps_, dt);
   }
 }
 

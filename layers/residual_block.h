@@ -20,11 +20,12 @@
 //   previous block's output dies in forward), post-LN blocks no x + dropout(f(x) + b). rstd stays
 //   saved, mean is not read.
 //
-// Pre-LN stacks: the next LayerNorm's input is this block's output, so the block's residual add
-// can write that LayerNorm's output too (bias_dropout_residual_layernorm_forward, one pass where
-// there were two): forward(rc, in, &next) with next the following block's input_norm() (or the
-// stack's final LayerNorm), and the following block's forward(..., input_normed = true) skips
-// its own. The same bits either way.
+// The residual add and the LayerNorm that reads its result run as one op
+// (bias_dropout_residual_layernorm_forward, one pass where there were two; the same bits). Post-LN:
+// the block's own. Pre-LN: the next LayerNorm's input is this block's output, so the block's
+// residual add writes that LayerNorm's output too: forward(rc, in, &next) with next the following
+// block's input_norm() (or the stack's final LayerNorm), and the following block's
+// forward(..., input_normed = true) skips its own.
 #pragma once
 
 #include <memory>

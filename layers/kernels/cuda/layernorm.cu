@@ -777,7 +777,6 @@ void launch_layernorm_forward(const void* x, const void* gamma, const void* beta
   unsigned grid = unsigned((rows + kWarps - 1) / kWarps);
   dispatch_dtype(dt, "layernorm_forward", [&](auto tv) {
     using T = decltype(tv);
-    constexpr int64_t kPerPack = 32 * int64_t(16 / sizeof(T));  // columns per pack and warp
     const bool vec = can_vectorise<T>(cols, {x, gamma, beta, y});
     auto registers = [&](auto packs) {
       constexpr int P = decltype(packs)::value;
@@ -785,15 +784,8 @@ void launch_layernorm_forward(const void* x, const void* gamma, const void* beta
                     0, s, static_cast<const T*>(x), static_cast<const T*>(gamma),
                     static_cast<const T*>(beta), static_cast<T*>(y), mean, rstd, rows, cols, eps);
     };
-    if (vec && cols <= kPerPack)
-      registers(std::integral_constant<int, 1>{});
-    else if (vec && cols <= 2 * kPerPack)
-      registers(std::integral_constant<int, 2>{});
-    else if (vec && cols <= 4 * kPerPack)
-      registers(std::integral_constant<int, 4>{});
-    else if (vec && cols <= 8 * kPerPack)
-      registers(std::integral_constant<int, 8>{});
-    else if (vec)
+    if (vec && with_row_packs<T>(cols, registers)) return;
+    if (vec)
       launch_kernel("layernorm_forward", layernorm_forward_kernel<T, true>, grid, 32 * kWarps, 0, s,
                     static_cast<const T*>(x), static_cast<const T*>(gamma),
                     static_cast<const T*>(beta), static_cast<T*>(y), mean, rstd, rows, cols, eps);

@@ -5,6 +5,8 @@
 // code, so they write the same bits for the same row.
 #pragma once
 
+#include <type_traits>
+
 #include "layers/kernels/cuda/cuda_common.cuh"
 
 namespace ls {
@@ -60,6 +62,24 @@ __device__ __forceinline__ void layernorm_row_forward(const Pack16<T> (&xp)[P], 
   }
   mean_out = mean;
   rstd_out = rstd;
+}
+
+// Calls f(P) (an integral constant) with the fewest packs per lane, 1, 2, 4 or 8, that hold a
+// row of cols columns (cols <= 32 * 8 * N); both kernels pick P this way.
+template <class T, class F>
+bool with_row_packs(int64_t cols, F&& f) {
+  constexpr int64_t kPerPack = 32 * int64_t(Pack16<T>::kElems);  // columns per pack and warp
+  if (cols <= kPerPack)
+    f(std::integral_constant<int, 1>{});
+  else if (cols <= 2 * kPerPack)
+    f(std::integral_constant<int, 2>{});
+  else if (cols <= 4 * kPerPack)
+    f(std::integral_constant<int, 4>{});
+  else if (cols <= 8 * kPerPack)
+    f(std::integral_constant<int, 8>{});
+  else
+    return false;
+  return true;
 }
 
 }  // namespace cuda

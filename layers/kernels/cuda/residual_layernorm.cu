@@ -20,7 +20,6 @@ namespace cuda {
 namespace {
 
 constexpr int kRowWarps = 4;
-constexpr int kMaxPacks = 8;
 
 template <class T, int P, bool kDrop, bool kBias>
 __global__ void __launch_bounds__(32 * kRowWarps)
@@ -82,47 +81,40 @@ void launch_bias_dropout_residual_layernorm(const void* x, const void* bias, con
                                             float p, DropoutKey key, float eps, DType dt,
                                             cudaStream_t s) {
   if (rows == 0 || cols == 0) return;
-  const bool fused = dt != DType::F32 && cols % 8 == 0 && cols <= 32 * 8 * kMaxPacks &&
-                     aligned16(x) && aligned16(residual) && aligned16(out) && aligned16(gamma) &&
-                     aligned16(beta) && aligned16(y) && (bias == nullptr || aligned16(bias));
-  if (!fused) {
-    launch_bias_dropout_residual(x, bias, residual, out, rows, cols, p, key, dt, s);
-    launch_layernorm_forward(out, gamma, beta, y, mean, rstd, rows, cols, eps, dt, s);
-    return;
-  }
+  const bool aligned = cols % 8 == 0 && aligned16(x) && aligned16(residual) && aligned16(out) &&
+                       aligned16(gamma) && aligned16(beta) && aligned16(y) &&
+                       (bias == nullptr || aligned16(bias));
   const DropoutParams d = make_dropout(p, key);
   const unsigned grid = unsigned((rows + kRowWarps - 1) / kRowWarps);
+  bool fused = false;
   dispatch_dtype(dt, "bias_dropout_residual_layernorm_forward", [&](auto tv) {
     using T = decltype(tv);
     if constexpr (sizeof(T) == 2) {
-      auto run = [&](auto packs, auto drop_c, auto bias_c) {
-        launch_kernel(
-            "bias_dropout_residual_layernorm_forward",
-            bias_dropout_residual_layernorm_kernel<
-                T, decltype(packs)::value, decltype(drop_c)::value, decltype(bias_c)::value>,
-            grid, 32 * kRowWarps, 0, s, static_cast<const T*>(x), static_cast<const T*>(bias),
-            static_cast<const T*>(residual), static_cast<T*>(out), static_cast<const T*>(gamma),
-            static_cast<const T*>(beta), static_cast<T*>(y), mean, rstd, rows, cols, eps, d);
-      };
-      // P as layernorm_forward's register path picks it: the fewest packs of 32 x 8 columns.
-      auto with_flags = [&](auto packs) {
+      if (!aligned) return;
+      // P as layernorm_forward's register path picks it (with_row_packs; rows up to 2048).
+      fused = with_row_packs<T>(cols, [&](auto packs) {
+        auto run = [&](auto drop_c, auto bias_c) {
+          launch_kernel(
+              "bias_dropout_residual_layernorm_forward",
+              bias_dropout_residual_layernorm_kernel<
+                  T, decltype(packs)::value, decltype(drop_c)::value, decltype(bias_c)::value>,
+              grid, 32 * kRowWarps, 0, s, static_cast<const T*>(x), static_cast<const T*>(bias),
+              static_cast<const T*>(residual), static_cast<T*>(out), static_cast<const T*>(gamma),
+              static_cast<const T*>(beta), static_cast<T*>(y), mean, rstd, rows, cols, eps, d);
+        };
         using On = std::true_type;
         using Off = std::false_type;
         if (d.active)
-          bias != nullptr ? run(packs, On{}, On{}) : run(packs, On{}, Off{});
+          bias != nullptr ? run(On{}, On{}) : run(On{}, Off{});
         else
-          bias != nullptr ? run(packs, Off{}, On{}) : run(packs, Off{}, Off{});
-      };
-      if (cols <= 256)
-        with_flags(std::integral_constant<int, 1>{});
-      else if (cols <= 512)
-        with_flags(std::integral_constant<int, 2>{});
-      else if (cols <= 1024)
-        with_flags(std::integral_constant<int, 4>{});
-      else
-        with_flags(std::integral_constant<int, 8>{});
+          bias != nullptr ? run(Off{}, On{}) : run(Off{}, Off{});
+      });
     }
   });
+  if (!fused) {
+    launch_bias_dropout_residual(x, bias, residual, out, rows, cols, p, key, dt, s);
+    launch_layernorm_forward(out, gamma, beta, y, mean, rstd, rows, cols, eps, dt, s);
+  }
 }
 
 }  // namespace cuda

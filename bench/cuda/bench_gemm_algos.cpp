@@ -1,11 +1,13 @@
 // How far cuBLASLt's first heuristic choice is from the fastest of the algorithms it offers, for
-// the GEMMs of one encoder layer (tokens x d=1024, ffn=4096, fp16 inputs, fp32 accumulation).
+// the GEMMs of one encoder layer (tokens x d=1024, ffn=4096, fp16 inputs, fp32 accumulation) and
+// of the decoder's cross-attention K/V projection (1024 -> 2048).
 // The layouts are gemm_lt.cu's: row-major C[M, N] = op(A) op(B) handed to cuBLASLt as the
 // column-major C^T = op(B)^T op(A)^T. Forward Y = X W^T (trans_b), data gradient dX = dY W,
-// weight gradient dW += dY^T X (trans_a, fp32 output, beta = 1). No epilogues.
+// weight gradient dW += dY^T X (trans_a, fp32 output, beta = 1). The forward runs twice: plain
+// and with cuBLASLt's bias epilogue (fp16 bias).
 // Usage: bench_gemm_algos [tokens=8192] [candidates=16] [workspace MiB=32]
 // Prints, per GEMM, the heuristic's first algorithm and the fastest candidate (median of 20
-// timed runs each after 5 warm-up runs). Nothing asserts timings.
+// timed runs each after 5 warm-up runs) with their configurations. Nothing asserts timings.
 #include <cublasLt.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -34,6 +36,7 @@ struct Case {
   bool trans_a, trans_b;
   long m, n, k, lda, ldb, ldc;
   bool c_f32;  // weight gradient: fp32 output, beta = 1
+  bool bias;   // forward with the bias epilogue (fp16 bias [N])
 };
 
 void* device_random(size_t elems, bool f32, std::mt19937& rng) {
@@ -53,6 +56,32 @@ void* device_random(size_t elems, bool f32, std::mt19937& rng) {
   return p;
 }
 
+// An algorithm's configuration: "id/tile/stages/cluster/swizzle/custom/splitk".
+std::string algo_config(const cublasLtMatmulAlgo_t& a) {
+  const cublasLtMatmulAlgoConfigAttributes_t attrs[] = {CUBLASLT_ALGO_CONFIG_ID,
+                                                        CUBLASLT_ALGO_CONFIG_TILE_ID,
+                                                        CUBLASLT_ALGO_CONFIG_STAGES_ID,
+                                                        CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID,
+                                                        CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING,
+                                                        CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION,
+                                                        CUBLASLT_ALGO_CONFIG_SPLITK_NUM};
+  std::string out;
+  for (auto at : attrs) {
+    uint32_t v = 0;  // uint32 (the id int32), the cluster shape uint16
+    uint16_t v16 = 0;
+    size_t written = 0;
+    const bool narrow = at == CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID;
+    if (cublasLtMatmulAlgoConfigGetAttribute(&a, at, narrow ? static_cast<void*>(&v16) : &v,
+                                             narrow ? sizeof(v16) : sizeof(v),
+                                             &written) != CUBLAS_STATUS_SUCCESS)
+      v = 9999;
+    else if (narrow)
+      v = v16;
+    out += (out.empty() ? "" : "/") + std::to_string(v);
+  }
+  return out;
+}
+
 }  // namespace
 
 static int run(int argc, char** argv) {
@@ -65,12 +94,15 @@ static int run(int argc, char** argv) {
     const char* name;
     long in, out;
   };
-  const Linear linears[] = {{"qkv", d, 3 * d}, {"attn_out", d, d}, {"fc1", d, f}, {"fc2", f, d}};
+  const Linear linears[] = {
+      {"qkv", d, 3 * d}, {"attn_out", d, d}, {"fc1", d, f}, {"fc2", f, d}, {"kv", d, 2 * d}};
   for (const Linear& l : linears) {
     const std::string nm = l.name;
-    cases.push_back({"fwd " + nm, false, true, T, l.out, l.in, l.in, l.in, l.out, false});
-    cases.push_back({"dgrad " + nm, false, false, T, l.in, l.out, l.out, l.in, l.in, false});
-    cases.push_back({"wgrad " + nm, true, false, l.out, l.in, T, l.out, l.in, l.in, true});
+    cases.push_back({"fwd " + nm, false, true, T, l.out, l.in, l.in, l.in, l.out, false, false});
+    cases.push_back(
+        {"fwd+bias " + nm, false, true, T, l.out, l.in, l.in, l.in, l.out, false, true});
+    cases.push_back({"dgrad " + nm, false, false, T, l.in, l.out, l.out, l.in, l.in, false, false});
+    cases.push_back({"wgrad " + nm, true, false, l.out, l.in, T, l.out, l.in, l.in, true, false});
   }
   cudaDeviceProp prop{};
   LS_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
@@ -105,6 +137,17 @@ static int run(int argc, char** argv) {
     cublasOperation_t tb = c.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     CHECK_LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
     CHECK_LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+    void* bias = nullptr;
+    if (c.bias) {
+      bias = device_random(size_t(c.n), false, rng);
+      const cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
+      const cudaDataType_t bt = CUDA_R_16F;
+      CHECK_LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof(ep)));
+      CHECK_LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                              sizeof(bias)));
+      CHECK_LT(
+          cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)));
+    }
     cublasLtMatrixLayout_t la, lb, lc;
     // Column-major shapes: A' is N x K (stored K x N when transposed), B' is K x M (M x K).
     CHECK_LT(cublasLtMatrixLayoutCreate(&la, CUDA_R_16F, c.trans_b ? c.k : c.n,
@@ -146,9 +189,13 @@ static int run(int argc, char** argv) {
     if (found > 0) {
       const auto best = std::min_element(times.begin(), times.end());
       const double flop = 2.0 * double(c.m) * double(c.n) * double(c.k);
-      std::printf("%-16s %6ld %6ld %6ld %10.1f %10.1f %10.1f %5.1f%% %2d (#%ld)\n", c.name.c_str(),
-                  c.m, c.n, c.k, times[0], *best, flop / (*best * 1e-6) / 1e12,
-                  (times[0] / *best - 1) * 100, found, long(best - times.begin()));
+      std::printf("%-16s %6ld %6ld %6ld %10.1f %10.1f %10.1f %5.1f%% %2d (#%ld) first %.1f TF/s\n",
+                  c.name.c_str(), c.m, c.n, c.k, times[0], *best, flop / (*best * 1e-6) / 1e12,
+                  (times[0] / *best - 1) * 100, found, long(best - times.begin()),
+                  flop / (times[0] * 1e-6) / 1e12);
+      std::printf("  first %s, fastest %s (id/tile/stages/cluster/swizzle/custom/splitk)\n",
+                  algo_config(res[0].algo).c_str(),
+                  algo_config(res[size_t(best - times.begin())].algo).c_str());
       first_total += times[0];
       best_total += *best;
     } else {
@@ -162,9 +209,10 @@ static int run(int argc, char** argv) {
     LS_CUDA_CHECK(cudaFree(A));
     LS_CUDA_CHECK(cudaFree(B));
     LS_CUDA_CHECK(cudaFree(C));
+    if (bias != nullptr) LS_CUDA_CHECK(cudaFree(bias));
   }
-  std::printf("all GEMMs of one layer: first %.1f us, best %.1f us (%.1f%% faster)\n", first_total,
-              best_total, (first_total / best_total - 1) * 100);
+  std::printf("all cases: first %.1f us, best %.1f us (%.1f%% faster)\n", first_total, best_total,
+              (first_total / best_total - 1) * 100);
   return 0;
 }
 

@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,11 @@ namespace bench {
 
 class TimedOps final : public Ops {
  public:
+  // A GEMM's problem: m x n x k, batch, whether it accumulates into C (beta != 0).
+  struct GemmShape {
+    int64_t m = 0, n = 0, k = 0, batch = 0;
+    bool accumulate = false;
+  };
   // Per-label totals over the calls recorded since the last reset().
   struct Row {
     std::string label;
@@ -47,6 +53,8 @@ class TimedOps final : public Ops {
   };
   struct Report {
     std::vector<Row> rows;  // labels that ran, by time, largest first
+    // GEMMs by label and problem shape ("gemm wgrad 1024x1024x8192 +C"), by time, largest first
+    std::vector<Row> gemm_shapes;
     int64_t calls = 0;
     double timed_ms = 0;  // sum over rows
     double gemm_ms = 0, rest_ms = 0;
@@ -114,7 +122,32 @@ class TimedOps final : public Ops {
       r.rows.push_back(row);
     }
     for (Row& row : r.rows) row.share = r.timed_ms > 0 ? row.ms / r.timed_ms : 0;
-    std::sort(r.rows.begin(), r.rows.end(), [](const Row& a, const Row& b) { return a.ms > b.ms; });
+    const auto by_time = [](const Row& a, const Row& b) { return a.ms > b.ms; };
+    std::sort(r.rows.begin(), r.rows.end(), by_time);
+    std::map<std::string, Row> shapes;
+    for (size_t i = 0; i < count_; ++i) {
+      const Record& rec = records_[i];
+      if (rec.label < kGemmFirst) continue;
+      char key[160];
+      std::snprintf(key, sizeof key, "%s %lldx%lldx%lld%s%s", labels_[rec.label].c_str(),
+                    static_cast<long long>(rec.shape.m), static_cast<long long>(rec.shape.n),
+                    static_cast<long long>(rec.shape.k),
+                    rec.shape.batch > 1 ? (" x" + std::to_string(rec.shape.batch)).c_str() : "",
+                    rec.shape.accumulate ? " +C" : "");
+      float ms = 0;
+      LS_CUDA_CHECK(cudaEventElapsedTime(&ms, events_[2 * i], events_[2 * i + 1]));
+      Row& row = shapes[key];
+      row.label = key;
+      row.gemm = true;
+      row.calls += 1;
+      row.ms += ms;
+      row.flops += rec.flops;
+    }
+    for (auto& kv : shapes) {
+      kv.second.share = r.gemm_ms > 0 ? kv.second.ms / r.gemm_ms : 0;
+      r.gemm_shapes.push_back(kv.second);
+    }
+    std::sort(r.gemm_shapes.begin(), r.gemm_shapes.end(), by_time);
     return r;
   }
 
@@ -133,6 +166,17 @@ class TimedOps final : public Ops {
       std::snprintf(line, sizeof line, "  %-28s %7.1f %10.4f %6.1f%% %9s\n", row.label.c_str(),
                     row.calls / it, row.ms / it, 100 * row.share, tf);
       out += line;
+    }
+    if (!r.gemm_shapes.empty()) {
+      std::snprintf(line, sizeof line, "  %-44s %7s %10s %9s %9s\n", "GEMM by shape (m x n x k)",
+                    "calls", "ms/iter", "of GEMM", "TFLOP/s");
+      out += line;
+      for (const Row& row : r.gemm_shapes) {
+        std::snprintf(line, sizeof line, "  %-44s %7.1f %10.4f %8.1f%% %9.1f\n", row.label.c_str(),
+                      row.calls / it, row.ms / it, 100 * row.share,
+                      row.ms > 0 ? row.flops / (row.ms * 1e9) : 0.0);
+        out += line;
+      }
     }
     const double t = r.timed_ms > 0 ? r.timed_ms : 1;
     std::snprintf(line, sizeof line,
@@ -178,6 +222,7 @@ class TimedOps final : public Ops {
   void gemm(const GemmArgs& g) override {
     const double flops = 2.0 * static_cast<double>(g.m) * static_cast<double>(g.n) *
                          static_cast<double>(g.k) * static_cast<double>(g.batch);
+    pending_shape_ = GemmShape{g.m, g.n, g.k, g.batch, g.beta != 0.f};
     timed(gemm_label(g), flops, [&] { inner_.gemm(g); });
   }
 
@@ -412,6 +457,7 @@ class TimedOps final : public Ops {
   struct Record {
     uint16_t label;
     double flops;
+    GemmShape shape;  // GEMMs only
   };
 
   // Runs `call` between a start and an end event when enabled. A call that throws leaves its
@@ -433,7 +479,8 @@ class TimedOps final : public Ops {
     LS_CUDA_CHECK(cudaEventRecord(events_[2 * count_], stream_));
     call();
     LS_CUDA_CHECK(cudaEventRecord(events_[2 * count_ + 1], stream_));
-    records_[count_] = Record{label, flops};
+    records_[count_] = Record{label, flops, pending_shape_};
+    pending_shape_ = GemmShape{};
     ++count_;
   }
 
@@ -500,6 +547,7 @@ class TimedOps final : public Ops {
   std::vector<Record> records_;
   std::vector<cudaEvent_t> events_;
   size_t count_ = 0;
+  GemmShape pending_shape_;  // the shape of the GEMM being timed
 };
 
 }  // namespace bench

@@ -49,7 +49,7 @@ void check_residual_layernorm_args(const void* x, const void* residual, const vo
   check_nonneg(rows, call, "rows");
   LS_CHECK_ARG(cols > 0, call << ": cols = " << cols << " must be positive");
   check_dropout(p, call);
-  LS_CHECK_ARG(eps >= 0.f, call << ": eps = " << eps << " is negative");
+  LS_CHECK_ARG(eps >= 0.f, call << ": eps = " << eps << " must be >= 0");
   if (rows == 0) return;
   for (auto [ptr, name] : {std::pair<const void*, const char*>{x, "x"},
                            {residual, "residual"},

@@ -498,13 +498,15 @@ TEST_CASE("bias_dropout_residual_layernorm_forward is the two ops in turn, check
     };
   };
   const std::string name = "bias_dropout_residual_layernorm_forward: ";
-  for (auto [f, text] : {std::pair<std::function<void()>, std::string>{
-                             call(nullptr, y.data(), p, eps, cols), "gamma is null"},
-                         {call(gamma.data(), nullptr, p, eps, cols), "y is null"},
-                         {call(gamma.data(), out.data(), p, eps, cols), "y must not alias"},
-                         {call(gamma.data(), y.data(), 1.f, eps, cols), "dropout probability 1"},
-                         {call(gamma.data(), y.data(), p, -1.f, cols), "eps = -1"},
-                         {call(gamma.data(), y.data(), p, eps, 0), "cols = 0 must be positive"}}) {
+  for (auto [f, text] :
+       {std::pair<std::function<void()>, std::string>{call(nullptr, y.data(), p, eps, cols),
+                                                      "gamma is null"},
+        {call(gamma.data(), nullptr, p, eps, cols), "y is null"},
+        {call(gamma.data(), out.data(), p, eps, cols), "y must not alias"},
+        {call(gamma.data(), y.data(), 1.f, eps, cols), "dropout probability 1"},
+        {call(gamma.data(), y.data(), p, -1.f, cols), "eps = -1 must be >= 0"},
+        {call(gamma.data(), y.data(), p, std::nanf(""), cols), "eps = nan must be >= 0"},
+        {call(gamma.data(), y.data(), p, eps, 0), "cols = 0 must be positive"}}) {
     CAPTURE(text);
     CHECK(status_of(f) == LS_ERR_INVALID_ARGUMENT);
     CHECK(error_message(f).find(name + text) != std::string::npos);

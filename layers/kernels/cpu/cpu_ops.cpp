@@ -219,7 +219,7 @@ class CpuOps final : public Ops {
     const char* call = "layernorm_forward";
     check_nonneg(rows, call, "rows");
     LS_CHECK_ARG(cols > 0, call << ": cols = " << cols << " must be positive");
-    LS_CHECK_ARG(eps >= 0.f, call << ": eps = " << eps << " is negative");
+    LS_CHECK_ARG(eps >= 0.f, call << ": eps = " << eps << " must be >= 0");
     dispatch(dt, call, [&](auto tag) {
       using T = decltype(tag);
       using A = acc_t<T>;

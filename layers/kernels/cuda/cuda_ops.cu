@@ -230,6 +230,7 @@ void CudaOps::layernorm_forward(const void* x, const void* gamma, const void* be
   check_working(dt, call);
   check_nonneg(rows, call, "rows");
   LS_CHECK_ARG(cols > 0, call << ": cols = " << cols << " must be positive");
+  LS_CHECK_ARG(eps >= 0.f, call << ": eps = " << eps << " must be >= 0");
   if (rows == 0) return;
   for (auto pr :
        {std::make_pair((const void*)x, "x"), std::make_pair((const void*)gamma, "gamma"),

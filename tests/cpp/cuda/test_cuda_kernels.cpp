@@ -313,6 +313,33 @@ TEST_CASE("cuda layernorm backward with the output rejects a null beta or y, nam
   }
 }
 
+TEST_CASE("cuda layernorm forward rejects a negative or NaN eps and leaves y untouched") {
+  ls::CudaOps cuda(0, nullptr);
+  const int64_t rows = 2, cols = 8;
+  DevBuf x = upload(std::vector<float>(rows * cols, 1.f), DType::F32);
+  DevBuf gamma = upload(std::vector<float>(cols, 1.f), DType::F32);
+  DevBuf beta = upload(std::vector<float>(cols, 0.f), DType::F32);
+  DevBuf y = upload(std::vector<float>(rows * cols, 7.f), DType::F32);
+  DevBuf stats = upload(std::vector<float>(2 * rows, 0.f), DType::F32);
+  float* mean = static_cast<float*>(stats.p);
+  for (float eps : {-1e-5f, std::nanf("")}) {
+    CAPTURE(eps);
+    bool threw = false;
+    try {
+      cuda.layernorm_forward(x.p, gamma.p, beta.p, y.p, mean, mean + rows, rows, cols, eps,
+                             DType::F32);
+    } catch (const ls::Error& e) {
+      threw = true;
+      CHECK(e.status() == LS_ERR_INVALID_ARGUMENT);
+      CHECK(std::string(e.what()).find("layernorm_forward: eps = ") != std::string::npos);
+      CHECK(std::string(e.what()).find("must be >= 0") != std::string::npos);
+    }
+    CHECK(threw);
+  }
+  cuda.synchronize();
+  CHECK(download(y, DType::F32, rows * cols) == std::vector<float>(rows * cols, 7.f));
+}
+
 TEST_CASE("cuda bias_dropout_residual_layernorm_forward: the two ops' bits, the CPU reference") {
   auto cpu = ls::make_cpu_ops();
   ls::CudaOps cuda(0, nullptr);

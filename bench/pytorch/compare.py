@@ -202,8 +202,10 @@ def main(argv=None):
     ap.add_argument("--build", action="store_true",
                     help="build the two targets first (configures --build-dir as "
                     "scripts/device_ci.sh does when it has no cache)")
-    ap.add_argument("--runs", default="base:8192,big:8192,base:4096,base:16384",
-                    help="config:tokens pairs compared (bench_model_step runs these four)")
+    ap.add_argument("--runs",
+                    default="base:8192,big:8192,base:4096,base:16384,big:4096,big:16384",
+                    help="config:tokens pairs compared (bench_model_step's default matrix runs "
+                    "these six)")
     ap.add_argument("--modes", default="eager,compile")
     ap.add_argument("--steps", type=int, default=30, help="timed steps, both systems")
     ap.add_argument("--warmup", type=int, default=10, help="PyTorch warm-up steps "
@@ -289,7 +291,7 @@ def main(argv=None):
                           for r in ls_runs)]
     if missing and ls_runs:
         notes.append("bench_model_step has no fp16 run for " + ", ".join(missing) +
-                     " (it runs base/big at 128 x 64 and base at 64 x 64 and 256 x 64 only).")
+                     " (it runs base and big at 64, 128 and 256 x 64 only).")
 
     # ---- ls_train: largest batch within the budget, from the planner
     ls_search = {}

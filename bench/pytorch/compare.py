@@ -9,9 +9,11 @@
    must hold), for the same pre-LN model bench_model_step runs.
 3. PyTorch: bench_torch_transformer.py (eager and torch.compile, fp16 autocast; largest batch by
    out-of-memory probes in eager only).
-4. One table: system, mode, config, tokens, tok/s, peak GiB, largest batch in the budget, and
-   the ratios ls_train / eager and / compiled (speed) and ls_train / eager (memory). Written as
-   compare.md and compare.json under --out with the raw logs beside them.
+4. One table: system, mode, config, tokens, tok/s, peak GiB, largest batch in the budget, the
+   ratios ls_train / eager and / compiled (speed) and ls_train / eager (memory), and the GPU's
+   SM clock and power during each run's timed steps (gpu_monitor.py: nvidia-smi sampling every
+   50 ms; the card may be power-capped). Written as compare.md and compare.json under --out
+   with the raw logs beside them.
 
   python3 bench/pytorch/compare.py --out "$OUT"            # on the GPU machine, after the build
   python3 bench/pytorch/compare.py --out "$OUT" --build    # builds the two targets first
@@ -33,6 +35,9 @@ TORCH_SCRIPT = os.path.join(HERE, "bench_torch_transformer.py")
 GIB = float(1 << 30)
 PRESETS = {"base": "transformer-base", "big": "transformer-big", "tiny": "transformer-tiny"}
 
+sys.path.insert(0, HERE)
+import gpu_monitor  # noqa: E402  (beside this script)
+
 # One line of bench_model_step per run, e.g.
 # transformer-base fp16 B=128 L=64: 23.65 ms/step, 346355 target tokens/s, arena 3.51 GiB
 #   (planned 2.46 GiB, lower bound 2.46 GiB, persistent 1.05 GiB), loss/token 9.123
@@ -44,13 +49,19 @@ LS_LINE = re.compile(
     r"\(planned (?P<planned>[\d.]+) GiB, lower bound (?P<lower>[\d.]+) GiB, persistent "
     r"(?P<persistent>[\d.]+) GiB\), loss/token (?P<loss>[^,\s]+)(?:, .*)?$")
 
+# One line of bench_torch_transformer.py per run, e.g.
+# compile  big     128 x 64:    31.26 ms/step      262,035 tok/s  peak 8.19 GiB alloc ...
+TORCH_LINE = re.compile(r"^(?P<mode>eager|compile)\s+(?P<config>\S+)\s+(?P<batch>\d+) x "
+                        r"(?P<len>\d+):\s+(?P<ms>[\d.]+) ms/step")
+
 
 def log(msg):
     print(msg, flush=True)
 
 
-def run_logged(cmd, log_path, timeout=None, env=None):
-    """Runs cmd, echoing and saving its output; returns (exit code, output)."""
+def run_logged(cmd, log_path, timeout=None, env=None, stamps=None):
+    """Runs cmd, echoing and saving its output; returns (exit code, output). With a list
+    `stamps`, appends (time.time() on arrival, line) for each output line."""
     log("$ " + " ".join(cmd))
     t0 = time.perf_counter()
     lines = []
@@ -63,6 +74,8 @@ def run_logged(cmd, log_path, timeout=None, env=None):
                 sys.stdout.flush()
                 f.write(line)
                 lines.append(line)
+                if stamps is not None:
+                    stamps.append((time.time(), line))
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
@@ -152,8 +165,9 @@ def build_table(pairs, length, ls_runs, torch_runs, ls_search, torch_search):
                      and "error" not in r), None)
 
     header = ("| system | mode | config | tokens | tok/s | peak GiB | largest batch in budget | "
-              "ls_train / eager tok/s | ls_train / compiled tok/s | ls_train / eager memory |")
-    lines = [header, "|" + " --- |" * 10]
+              "ls_train / eager tok/s | ls_train / compiled tok/s | ls_train / eager memory | "
+              "GPU during the timed steps |")
+    lines = [header, "|" + " --- |" * 11]
     rows = []
     for cfg, tokens in pairs:
         # ls_train's async steps (no read-back per step), as the PyTorch loop runs; the sync and
@@ -182,13 +196,14 @@ def build_table(pairs, length, ls_runs, torch_runs, ls_search, torch_search):
             f"{fmt(ls and ls['arena_gib'], '.2f', suffix=' (arena)')} | {ls_batch} | "
             f"{fmt(row['speedup_vs_eager'], '.2f', suffix='x')} | "
             f"{fmt(row['speedup_vs_compile'], '.2f', suffix='x')} | "
-            f"{fmt(row['memory_vs_eager'], '.2f', suffix='x')} |")
+            f"{fmt(row['memory_vs_eager'], '.2f', suffix='x')} | "
+            f"{gpu_monitor.describe(ls and ls.get('gpu'))} |")
         for mode, r, batch in (("eager", eager, t_batch), ("compile", comp, "— (eager only)")):
             peak = (f"{r['peak_allocated_gib']:.2f} ({r['peak_reserved_gib']:.2f} reserved)"
                     if r and "peak_allocated_gib" in r else "—")
             lines.append(f"| PyTorch | {mode} | {cfg} | {tokens} | "
                          f"{fmt(r and r['tokens_per_s'], ',.0f', 'not run')} | {peak} | {batch} "
-                         f"| | | |")
+                         f"| | | | {gpu_monitor.describe(r and r.get('gpu'))} |")
     return "\n".join(lines), rows
 
 
@@ -233,6 +248,10 @@ def main(argv=None):
                     help="options for bench_model_step only, not for `ls-train plan` (context "
                     "options that leave the memory plan alone), e.g. --ls-bench-args=--gemm-autotune")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per child process")
+    ap.add_argument("--gpu-index", type=int, default=0,
+                    help="nvidia-smi index of the GPU both systems run on (for its clocks)")
+    ap.add_argument("--no-gpu-monitor", action="store_true",
+                    help="do not sample the GPU's clock and power with nvidia-smi")
     args = ap.parse_args(argv)
 
     os.makedirs(args.out, exist_ok=True)
@@ -250,6 +269,35 @@ def main(argv=None):
     ls_train_bin = os.path.join(args.build_dir, "ls-train")
     device = device_info()
     log(f"# device: {device}")
+    monitor = gpu_monitor.GpuMonitor(index=args.gpu_index)
+    monitoring = (not args.no_gpu_monitor and args.torch_device == "cuda" and
+                  not (args.ls_log and args.torch_json) and monitor.start())
+    try:
+        return run(args, ap, pairs, configs, bench_bin, ls_train_bin, device, ls_extra,
+                   bench_extra, notes, monitor if monitoring else None)
+    finally:
+        monitor.stop()
+
+
+def attach_gpu(runs, stamps, pattern, steps, monitor, key):
+    """Sets run["gpu"] (gpu_monitor.summarize of the run's timed steps) for each run whose
+    report line in `stamps` matches `pattern`, paired by key(run) == key(match)."""
+    def key_of(d):
+        try:
+            return key(d)
+        except (KeyError, TypeError, ValueError):  # e.g. an out-of-memory run: no batch
+            return None
+
+    for m, (t0, t1) in gpu_monitor.timed_windows(stamps, pattern, steps):
+        k = key_of(m.groupdict())
+        for r in runs:
+            if "gpu" not in r and k is not None and key_of(r) == k:
+                r["gpu"] = monitor.window(t0, t1)
+                break
+
+
+def run(args, ap, pairs, configs, bench_bin, ls_train_bin, device, ls_extra, bench_extra,
+        notes, monitor):
 
     if args.build:
         if not os.path.exists(os.path.join(args.build_dir, "CMakeCache.txt")):
@@ -281,9 +329,14 @@ def main(argv=None):
         log("# " + notes[-1])
     else:
         cmd = [bench_bin, str(args.steps)] + [PRESETS[c] for c in configs] + ls_extra + bench_extra
+        stamps = []
         rc, text = run_logged(cmd, os.path.join(args.out, "ls_bench_model_step.txt"),
-                              timeout=args.timeout)
+                              timeout=args.timeout, stamps=stamps)
         ls_runs = parse_ls_bench(text)
+        if monitor:
+            attach_gpu(ls_runs, stamps, LS_LINE, args.steps, monitor,
+                       lambda d: (d["preset"], d["dtype"], int(d["batch"]), int(d["len"]),
+                                  d.get("lsmode") or d.get("mode") or "sync"))
         if rc:
             notes.append(f"bench_model_step exited {rc}; parsed {len(ls_runs)} lines.")
     missing = [f"{c}:{t}" for c, t in pairs
@@ -329,10 +382,15 @@ def main(argv=None):
                "--len", str(args.len), "--budget-gib", str(args.budget_gib),
                "--search-resolution", str(args.search_resolution), "--device", args.torch_device,
                "--json", torch_json] + args.torch_args.split()
-        rc, _ = run_logged(cmd, os.path.join(args.out, "torch_stdout.txt"), timeout=args.timeout)
+        stamps = []
+        rc, _ = run_logged(cmd, os.path.join(args.out, "torch_stdout.txt"), timeout=args.timeout,
+                           stamps=stamps)
         if os.path.exists(torch_json):
             with open(torch_json) as f:
                 torch_result = json.load(f)
+            if monitor:
+                attach_gpu(torch_result.get("runs", []), stamps, TORCH_LINE, args.steps, monitor,
+                           lambda d: (d["mode"], d["config"], int(d["batch"]), int(d["len"])))
         else:
             notes.append(f"the PyTorch script exited {rc} without results (torch_stdout.txt).")
     torch_runs = torch_result["runs"] if torch_result else []
@@ -355,6 +413,17 @@ def main(argv=None):
         "held for 3 steps and reports skipped (overflowed) updates in the timed window "
         "(torch.json: skipped_steps_timed).",
     ]
+    if monitor:
+        notes.append(
+            "GPU during the timed steps: nvidia-smi's samples (every 50 ms) inside each run's "
+            "timed window (steps x ms/step before the line reporting it): median SM clock, "
+            "median power against the limit, and the share of samples whose clock-event reasons "
+            "say power cap (or thermal slowdown). A power-capped card lowers its clock until the "
+            "power fits, so a step that takes less energy runs faster. Both systems' timed "
+            "windows are short (20-30 steps after a few warm-up steps).")
+    else:
+        notes.append("GPU clocks and power were not sampled (no nvidia-smi, a CPU run, "
+                     "--no-gpu-monitor, or results reused from --ls-log and --torch-json).")
     torch_ver = torch_result.get("torch_version") if torch_result else None
     torch_dtype = torch_result.get("dtype", "fp16") if torch_result else "fp16"
     md = [f"# ls_train vs PyTorch, {time.strftime('%Y-%m-%d')}", "",
@@ -375,7 +444,9 @@ def main(argv=None):
     if other:
         md += ["", "Other ls_train runs (bench_model_step):", ""]
         md += [f"- {r['preset']} {r['dtype']} {r['lsmode']} {r['batch']} x {r['len']}: "
-               f"{r['tokens_per_s']:,.0f} tok/s, arena {r['arena_gib']:.2f} GiB" for r in other]
+               f"{r['tokens_per_s']:,.0f} tok/s, arena {r['arena_gib']:.2f} GiB"
+               + (f"; GPU {gpu_monitor.describe(r['gpu'])}" if r.get("gpu") else "")
+               for r in other]
     md_text = "\n".join(md) + "\n"
     with open(os.path.join(args.out, "compare.md"), "w") as f:
         f.write(md_text)

@@ -253,11 +253,12 @@ def bench_run(cfg, tokens, mode, args, device, amp_dtype):
         scale = new_scale
     sync(device)
     scale_before = loss_scale(trainer)
-    t0 = time.perf_counter()
+    t0, unix0 = time.perf_counter(), time.time()
     for _ in range(args.steps):
         loss = trainer.step(src, prev, target)
     sync(device)
     seconds = time.perf_counter() - t0
+    unix1 = time.time()  # the timed window in host time, for compare.py's clock samples
     scale_after = loss_scale(trainer)
     # GradScaler only grows after 2000 clean steps, so within the timed window every halving
     # of the scale is one skipped (overflowed) update.
@@ -269,7 +270,7 @@ def bench_run(cfg, tokens, mode, args, device, amp_dtype):
                   tokens_per_s=num_tokens * args.steps / seconds, first_step_s=first_step_s,
                   first_loss_per_token=first_loss, loss_per_token=float(loss) / num_tokens,
                   loss_scale=scale_after,
-                  skipped_steps_timed=skipped)
+                  skipped_steps_timed=skipped, timed_window_unix=[unix0, unix1])
     if device.type == "cuda":
         result["peak_allocated_gib"] = torch.cuda.max_memory_allocated(device) / GIB
         result["peak_reserved_gib"] = torch.cuda.max_memory_reserved(device) / GIB

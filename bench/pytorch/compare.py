@@ -296,6 +296,18 @@ def attach_gpu(runs, stamps, pattern, steps, monitor, key):
                 break
 
 
+def attach_torch_gpu(runs, stamps, steps, monitor):
+    """attach_gpu for the PyTorch script's runs. The script records each timed window in host
+    time (timed_window_unix): it prints a run's line only after freeing the run's memory
+    (seconds, under torch.compile), so the line's arrival time is only the fallback (runs of an
+    older script)."""
+    for r in runs:
+        if "timed_window_unix" in r:
+            r["gpu"] = monitor.window(*r["timed_window_unix"])
+    attach_gpu(runs, stamps, TORCH_LINE, steps, monitor,
+               lambda d: (d["mode"], d["config"], int(d["batch"]), int(d["len"])))
+
+
 def run(args, ap, pairs, configs, bench_bin, ls_train_bin, device, ls_extra, bench_extra,
         notes, monitor):
 
@@ -389,8 +401,7 @@ def run(args, ap, pairs, configs, bench_bin, ls_train_bin, device, ls_extra, ben
             with open(torch_json) as f:
                 torch_result = json.load(f)
             if monitor:
-                attach_gpu(torch_result.get("runs", []), stamps, TORCH_LINE, args.steps, monitor,
-                           lambda d: (d["mode"], d["config"], int(d["batch"]), int(d["len"])))
+                attach_torch_gpu(torch_result.get("runs", []), stamps, args.steps, monitor)
         else:
             notes.append(f"the PyTorch script exited {rc} without results (torch_stdout.txt).")
     torch_runs = torch_result["runs"] if torch_result else []
@@ -416,7 +427,8 @@ def run(args, ap, pairs, configs, bench_bin, ls_train_bin, device, ls_extra, ben
     if monitor:
         notes.append(
             "GPU during the timed steps: nvidia-smi's samples (every 50 ms) inside each run's "
-            "timed window (steps x ms/step before the line reporting it): median SM clock, "
+            "timed window (PyTorch: the window the script recorded; ls_train: steps x ms/step "
+            "before the line reporting it): median SM clock, "
             "median power against the limit, and the share of samples whose clock-event reasons "
             "say power cap (or thermal slowdown). A power-capped card lowers its clock until the "
             "power fits, so a step that takes less energy runs faster. Both systems' timed "

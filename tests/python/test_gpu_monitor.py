@@ -100,6 +100,18 @@ def test_attach_gpu_pairs_each_line_with_its_run_and_the_table_shows_it():
     assert lines[3].endswith("| — |")  # the eager run has no samples here
 
 
+def test_pytorch_runs_use_the_window_the_script_recorded():
+    mon = FixedMonitor()
+    runs = [dict(mode="compile", config="big", batch=128, len=64, timed_window_unix=[10.0, 10.6]),
+            dict(mode="eager", config="big", batch=128, len=64)]  # an older script's run
+    stamps = [(99.0, "compile  big     128 x 64:    31.26 ms/step\n"),
+              (120.0, "eager    big     128 x 64:    46.00 ms/step\n")]
+    compare.attach_torch_gpu(runs, stamps, 20, mon)
+    # The compiled run's line arrived long after its steps: its recorded window counts.
+    assert mon.asked == [(10.0, 10.6), pytest.approx((120.0 - 20 * 0.046, 120.0))]
+    assert runs[0]["gpu"]["samples"] == 3 and runs[1]["gpu"]["samples"] == 3
+
+
 def fake_smi(tmp_path):
     """An nvidia-smi stand-in: answers the field probes, then prints a sample every 10 ms."""
     path = tmp_path / "nvidia-smi"

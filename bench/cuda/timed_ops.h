@@ -100,12 +100,12 @@ class TimedOps final : public Ops {
       by_label[i].gemm = i >= kGemmFirst;
     }
     Report r;
+    std::vector<float> call_ms(count_);
     for (size_t i = 0; i < count_; ++i) {
-      float ms = 0;
-      LS_CUDA_CHECK(cudaEventElapsedTime(&ms, events_[2 * i], events_[2 * i + 1]));
+      LS_CUDA_CHECK(cudaEventElapsedTime(&call_ms[i], events_[2 * i], events_[2 * i + 1]));
       Row& row = by_label[records_[i].label];
       row.calls += 1;
-      row.ms += ms;
+      row.ms += call_ms[i];
       row.flops += records_[i].flops;
     }
     if (count_ > 0) {
@@ -134,13 +134,11 @@ class TimedOps final : public Ops {
                     static_cast<long long>(rec.shape.k),
                     rec.shape.batch > 1 ? (" x" + std::to_string(rec.shape.batch)).c_str() : "",
                     rec.shape.accumulate ? " +C" : "");
-      float ms = 0;
-      LS_CUDA_CHECK(cudaEventElapsedTime(&ms, events_[2 * i], events_[2 * i + 1]));
       Row& row = shapes[key];
       row.label = key;
       row.gemm = true;
       row.calls += 1;
-      row.ms += ms;
+      row.ms += call_ms[i];
       row.flops += rec.flops;
     }
     for (auto& kv : shapes) {
@@ -222,8 +220,8 @@ class TimedOps final : public Ops {
   void gemm(const GemmArgs& g) override {
     const double flops = 2.0 * static_cast<double>(g.m) * static_cast<double>(g.n) *
                          static_cast<double>(g.k) * static_cast<double>(g.batch);
-    pending_shape_ = GemmShape{g.m, g.n, g.k, g.batch, g.beta != 0.f};
-    timed(gemm_label(g), flops, [&] { inner_.gemm(g); });
+    timed(gemm_label(g), flops, GemmShape{g.m, g.n, g.k, g.batch, g.beta != 0.f},
+          [&] { inner_.gemm(g); });
   }
 
   void embedding_forward(const EmbeddingArgs& a, const void* table, void* out) override {
@@ -464,10 +462,10 @@ class TimedOps final : public Ops {
   // slot unclaimed (count_ moves only after the end event), so the pairs stay matched.
   template <class F>
   void timed(uint16_t label, F&& call) {
-    timed(label, 0.0, call);
+    timed(label, 0.0, GemmShape{}, call);
   }
   template <class F>
-  void timed(uint16_t label, double flops, F&& call) {
+  void timed(uint16_t label, double flops, const GemmShape& shape, F&& call) {
     if (!enabled_ || capturing_) {
       call();
       return;
@@ -479,8 +477,7 @@ class TimedOps final : public Ops {
     LS_CUDA_CHECK(cudaEventRecord(events_[2 * count_], stream_));
     call();
     LS_CUDA_CHECK(cudaEventRecord(events_[2 * count_ + 1], stream_));
-    records_[count_] = Record{label, flops, pending_shape_};
-    pending_shape_ = GemmShape{};
+    records_[count_] = Record{label, flops, shape};
     ++count_;
   }
 
@@ -547,7 +544,6 @@ class TimedOps final : public Ops {
   std::vector<Record> records_;
   std::vector<cudaEvent_t> events_;
   size_t count_ = 0;
-  GemmShape pending_shape_;  // the shape of the GEMM being timed
 };
 
 }  // namespace bench

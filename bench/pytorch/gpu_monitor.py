@@ -88,8 +88,12 @@ class GpuMonitor:
 
     def _first_known(self, names):
         for name in names:
-            out = subprocess.run([self.smi, "-i", str(self.index), f"--query-gpu={name}",
-                                  "--format=csv,noheader,nounits"], capture_output=True, text=True)
+            try:
+                out = subprocess.run([self.smi, "-i", str(self.index), f"--query-gpu={name}",
+                                      "--format=csv,noheader,nounits"], capture_output=True,
+                                     text=True, timeout=30)
+            except (OSError, subprocess.TimeoutExpired):  # a broken or hanging nvidia-smi
+                return None
             if out.returncode == 0 and "not a valid field" not in out.stdout.lower():
                 return name
         return None

@@ -152,8 +152,9 @@ def test_monitor_samples_a_running_nvidia_smi_and_stops_it(tmp_path):
     assert mon.window(t0 - 100, t0 - 50) is None
 
 
-def test_monitor_without_nvidia_smi_does_not_start():
-    mon = gpu_monitor.GpuMonitor(smi="")
-    assert not mon.start()
-    mon.stop()
-    assert mon.window(0, time.time()) is None
+def test_monitor_without_nvidia_smi_does_not_start(tmp_path):
+    for smi in ("", str(tmp_path / "missing-nvidia-smi")):
+        mon = gpu_monitor.GpuMonitor(smi=smi)
+        assert not mon.start()
+        mon.stop()
+        assert mon.window(0, time.time()) is None

@@ -254,27 +254,11 @@ def main(argv=None):
                     help="do not sample the GPU's clock and power with nvidia-smi")
     args = ap.parse_args(argv)
 
-    os.makedirs(args.out, exist_ok=True)
-    ls_extra = shlex.split(args.ls_args)
-    bench_extra = shlex.split(args.ls_bench_args)
-    notes = [f"ls_train model options: {args.ls_args}"] if ls_extra else []
-    if bench_extra:
-        notes.append(f"ls_train bench_model_step options: {args.ls_bench_args}")
-    pairs = [(c, int(t)) for c, t in (x.split(":") for x in args.runs.split(",") if x)]
-    configs = list(dict.fromkeys(c for c, _ in pairs))
-    for c in configs:
-        if c not in PRESETS:
-            ap.error(f"unknown config '{c}' (known: {', '.join(PRESETS)})")
-    bench_bin = os.path.join(args.build_dir, "bench", "bench_model_step")
-    ls_train_bin = os.path.join(args.build_dir, "ls-train")
-    device = device_info()
-    log(f"# device: {device}")
     monitor = gpu_monitor.GpuMonitor(index=args.gpu_index)
     monitoring = (not args.no_gpu_monitor and args.torch_device == "cuda" and
                   not (args.ls_log and args.torch_json) and monitor.start())
     try:
-        return run(args, ap, pairs, configs, bench_bin, ls_train_bin, device, ls_extra,
-                   bench_extra, notes, monitor if monitoring else None)
+        return run(args, ap, monitor if monitoring else None)
     finally:
         monitor.stop()
 
@@ -308,8 +292,23 @@ def attach_torch_gpu(runs, stamps, steps, monitor):
                lambda d: (d["mode"], d["config"], int(d["batch"]), int(d["len"])))
 
 
-def run(args, ap, pairs, configs, bench_bin, ls_train_bin, device, ls_extra, bench_extra,
-        notes, monitor):
+def run(args, ap, monitor):
+    """The comparison (main's body), with `monitor` sampling the GPU (None: not sampling)."""
+    os.makedirs(args.out, exist_ok=True)
+    ls_extra = shlex.split(args.ls_args)
+    bench_extra = shlex.split(args.ls_bench_args)
+    notes = [f"ls_train model options: {args.ls_args}"] if ls_extra else []
+    if bench_extra:
+        notes.append(f"ls_train bench_model_step options: {args.ls_bench_args}")
+    pairs = [(c, int(t)) for c, t in (x.split(":") for x in args.runs.split(",") if x)]
+    configs = list(dict.fromkeys(c for c, _ in pairs))
+    for c in configs:
+        if c not in PRESETS:
+            ap.error(f"unknown config '{c}' (known: {', '.join(PRESETS)})")
+    bench_bin = os.path.join(args.build_dir, "bench", "bench_model_step")
+    ls_train_bin = os.path.join(args.build_dir, "ls-train")
+    device = device_info()
+    log(f"# device: {device}")
 
     if args.build:
         if not os.path.exists(os.path.join(args.build_dir, "CMakeCache.txt")):

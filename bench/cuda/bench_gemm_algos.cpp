@@ -5,9 +5,18 @@
 // column-major C^T = op(B)^T op(A)^T. Forward Y = X W^T (trans_b), data gradient dX = dY W,
 // weight gradient dW += dY^T X (trans_a, fp32 output, beta = 1). The forward runs twice: plain
 // and with cuBLASLt's bias epilogue (fp16 bias).
-// Usage: bench_gemm_algos [tokens=8192] [candidates=16] [workspace MiB=32]
+// Usage: bench_gemm_algos [tokens=8192] [candidates=16] [workspace MiB=32] [--energy-ms MS]
+//                         [--energy-candidates N=4] [--only SUBSTRING]
 // Prints, per GEMM, the heuristic's first algorithm and the fastest candidate (median of 20
 // timed runs each after 5 warm-up runs) with their configurations. Nothing asserts timings.
+//
+// --energy-ms MS: then runs the heuristic's first and the fastest other candidates (up to N in
+// all) back to back for MS milliseconds each, after MS / 2 of warm-up, and reads the GPU's
+// energy counter (NVML, bench/cuda/nvml_energy.h) around the measured stretch: the sustained
+// time per call, the average power, the SM clock at the end and the energy per call (GFLOP/J).
+// A GPU at its power limit lowers its clock until the work's power fits, so there the
+// candidate that takes the least energy per call is the fastest one. --only keeps the cases
+// whose name contains SUBSTRING.
 #include <cublasLt.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -20,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/cuda/nvml_energy.h"
 #include "runtime/cuda_check.h"
 
 namespace {
@@ -85,9 +95,32 @@ std::string algo_config(const cublasLtMatmulAlgo_t& a) {
 }  // namespace
 
 static int run(int argc, char** argv) {
-  const long T = argc > 1 ? std::atol(argv[1]) : 8192;
-  const int want = argc > 2 ? std::atoi(argv[2]) : 16;
-  const size_t ws_bytes = size_t(argc > 3 ? std::atol(argv[3]) : 32) << 20;
+  std::vector<std::string> positional;
+  double energy_ms = 0;
+  int energy_candidates = 4;
+  std::string only;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    const bool has_value = i + 1 < argc;
+    if (a == "--energy-ms" && has_value)
+      energy_ms = std::atof(argv[++i]);
+    else if (a == "--energy-candidates" && has_value)
+      energy_candidates = std::max(1, std::atoi(argv[++i]));
+    else if (a == "--only" && has_value)
+      only = argv[++i];
+    else if (a.rfind("--", 0) == 0)
+      LS_FAIL(LS_ERR_INVALID_ARGUMENT, "unknown or incomplete option " << a);
+    else
+      positional.push_back(a);
+  }
+  const long T = positional.size() > 0 ? std::atol(positional[0].c_str()) : 8192;
+  const int want = positional.size() > 1 ? std::atoi(positional[1].c_str()) : 16;
+  const size_t ws_bytes = size_t(positional.size() > 2 ? std::atol(positional[2].c_str()) : 32)
+                          << 20;
+  if (T <= 0 || want <= 0) LS_FAIL(LS_ERR_INVALID_ARGUMENT, "tokens and candidates must be > 0");
+  ls::bench::NvmlEnergy nvml(0);
+  if (energy_ms > 0 && !nvml.available())
+    LS_FAIL(LS_ERR_UNSUPPORTED, "--energy-ms needs the GPU's energy counter: " << nvml.why());
   const long d = 1024, f = 4096;
   std::vector<Case> cases;
   struct Linear {
@@ -122,7 +155,9 @@ static int run(int argc, char** argv) {
   LS_CUDA_CHECK(cudaEventCreate(&e1));
   std::mt19937 rng(1);
   double first_total = 0, best_total = 0;
+  double first_joules = 0, least_joules = 0;  // summed over the cases, per call
   for (const Case& c : cases) {
+    if (!only.empty() && c.name.find(only) == std::string::npos) continue;
     // Row-major operands: A is [M, K] (or [K, M] when trans_a), B is [K, N] (or [N, K]).
     const size_t a_elems = size_t(c.m) * c.k, b_elems = size_t(c.k) * c.n;
     const size_t c_elems = size_t(c.m) * c.n;
@@ -198,6 +233,45 @@ static int run(int argc, char** argv) {
                   algo_config(res[size_t(best - times.begin())].algo).c_str());
       first_total += times[0];
       best_total += *best;
+      if (energy_ms > 0) {
+        // The first candidate, then the others from the fastest in isolation.
+        std::vector<int> order(static_cast<size_t>(found));
+        for (int i = 0; i < found; ++i) order[size_t(i)] = i;
+        std::sort(order.begin() + 1, order.end(),
+                  [&](int x, int y) { return times[size_t(x)] < times[size_t(y)]; });
+        double first_j = 0, least_j = 1e30;
+        for (int r = 0; r < std::min(found, energy_candidates); ++r) {
+          const int i = order[size_t(r)];
+          if (times[size_t(i)] >= 1e29) continue;
+          auto call = [&] {
+            CHECK_LT(cublasLtMatmul(lt, op, &alpha, B, la, A, lb, &beta, C, lc, C, lc,
+                                    &res[size_t(i)].algo, ws, ws_bytes, s));
+          };
+          const long calls = std::max(10L, long(energy_ms * 1e3 / times[size_t(i)]));
+          for (long w = 0; w < calls / 2; ++w) call();
+          LS_CUDA_CHECK(cudaStreamSynchronize(s));
+          const double j0 = nvml.joules();
+          LS_CUDA_CHECK(cudaEventRecord(e0, s));
+          for (long w = 0; w < calls; ++w) call();
+          LS_CUDA_CHECK(cudaEventRecord(e1, s));
+          LS_CUDA_CHECK(cudaEventSynchronize(e1));
+          const double j = nvml.joules() - j0;
+          const int mhz = nvml.sm_clock_mhz();
+          float ms = 0;
+          LS_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+          const double per_call_j = j / double(calls);
+          if (r == 0) first_j = per_call_j;
+          least_j = std::min(least_j, per_call_j);
+          std::printf(
+              "  energy %-26s isolated %7.1f us, sustained %7.1f us (%5.1f TF/s), %4.0f W, "
+              "%4d MHz, %7.1f mJ/call, %6.1f GFLOP/J\n",
+              (algo_config(res[size_t(i)].algo) + (r == 0 ? " (first)" : "")).c_str(),
+              times[size_t(i)], 1e3 * ms / double(calls), flop * double(calls) / (ms * 1e-3) / 1e12,
+              j / (ms * 1e-3), mhz, per_call_j * 1e3, flop / per_call_j / 1e9);
+        }
+        first_joules += first_j;
+        least_joules += least_j;
+      }
     } else {
       std::printf("%-16s no algorithm\n", c.name.c_str());
     }
@@ -213,6 +287,9 @@ static int run(int argc, char** argv) {
   }
   std::printf("all cases: first %.1f us, best %.1f us (%.1f%% faster)\n", first_total, best_total,
               (first_total / best_total - 1) * 100);
+  if (energy_ms > 0 && least_joules > 0)
+    std::printf("all cases, energy per call: first %.1f mJ, least %.1f mJ (%.1f%% less)\n",
+                first_joules * 1e3, least_joules * 1e3, (1 - least_joules / first_joules) * 100);
   return 0;
 }
 

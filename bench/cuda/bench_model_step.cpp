@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/cuda/nvml_energy.h"
 #include "bench/cuda/timed_ops.h"
 #include "capi/handles.h"
 #include "ls_train.h"
@@ -181,6 +182,13 @@ bool g_grad_overwrite = true;
 // --deterministic: the trainer's fixed-order reductions (ls_trainer_config.deterministic).
 bool g_deterministic = false;
 
+// The GPU's energy counter (NVML, opened once); the timed steps' joules are printed where it
+// is available.
+const ls::bench::NvmlEnergy& energy_counter() {
+  static const ls::bench::NvmlEnergy counter(0);
+  return counter;
+}
+
 void bench(const Config& cfg, int steps, bool breakdown) {
   const bool sync = cfg.mode == "sync", graph = cfg.mode == "graph";
   const int batch = cfg.batch, len = cfg.len;
@@ -254,12 +262,16 @@ void bench(const Config& cfg, int steps, bool breakdown) {
   for (int i = 0; i < 5; ++i)
     if (ls_trainer_step(tr, &b, &r) != LS_OK) die("ls_trainer_step");
   ls_context_synchronize(ctx);
+  const ls::bench::NvmlEnergy& nvml = energy_counter();
+  const double j0 = nvml.joules();
   auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < steps; ++i)
     if (ls_trainer_step(tr, &b, sync || i + 1 == steps ? &r : nullptr) != LS_OK)
       die("ls_trainer_step");
   ls_context_synchronize(ctx);
   double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const int clock_end = nvml.sm_clock_mhz();
+  const double joules = j0 >= 0 ? nvml.joules() - j0 : -1;
   ls_memory_report rep;
   ls_memory_report_init(&rep);
   ls_model_memory_report(model, &rep);
@@ -282,6 +294,12 @@ void bench(const Config& cfg, int steps, bool breakdown) {
       g_recompute_ln ? "" : ", LayerNorm outputs kept",
       g_ln_from_output ? ", LayerNorm backward from output" : "",
       g_gemm_autotune ? ", GEMMs autotuned" : "", suffix.c_str());
+  if (joules > 0)
+    std::printf(
+        "  energy (NVML): %.3f J/step, %.1f uJ/target token, %.0f W average, SM clock "
+        "%d MHz at the end\n",
+        joules / steps, 1e6 * joules / (static_cast<double>(batch) * len * steps), joules / sec,
+        clock_end);
 
   std::ostringstream json;
   json.precision(10);
@@ -296,6 +314,9 @@ void bench(const Config& cfg, int steps, bool breakdown) {
        << ",\"persistent_bytes\":" << rep.persistent_bytes
        << ",\"gemm_autotune\":" << (g_gemm_autotune ? 1 : 0)
        << ",\"loss_per_token\":" << (r.tokens > 0 ? r.loss / r.tokens : 0.0);
+  if (joules > 0)
+    json << ",\"joules_per_step\":" << joules / steps << ",\"average_watts\":" << joules / sec
+         << ",\"sm_clock_mhz_end\":" << clock_end;
 
   if (breakdown && graph) {
     std::printf(

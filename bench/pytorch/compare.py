@@ -187,6 +187,12 @@ def build_table(pairs, length, ls_runs, torch_runs, ls_search, torch_search):
                                          eager and eager.get("peak_allocated_gib")),
                    memory_vs_eager_reserved=ratio(ls and ls["arena_gib"],
                                                   eager and eager.get("peak_reserved_gib")))
+        # Energy per target token from each run's GPU samples (None without them).
+        energy = {name: gpu_monitor.energy_per_token_uj(r and r.get("gpu"),
+                                                        r and r.get("tokens_per_s"))
+                  for name, r in (("ls_train", ls), ("eager", eager), ("compile", comp))}
+        row["energy_uj_per_token"] = energy
+        row["energy_vs_compile"] = ratio(energy["ls_train"], energy["compile"])
         rows.append(row)
         ls_batch = f"{lss['largest_batch']} x {lss['len']} (plan)" if lss else "—"
         t_batch = f"{ts['largest_batch']} x {ts['len']}" if ts else "—"
@@ -197,13 +203,14 @@ def build_table(pairs, length, ls_runs, torch_runs, ls_search, torch_search):
             f"{fmt(row['speedup_vs_eager'], '.2f', suffix='x')} | "
             f"{fmt(row['speedup_vs_compile'], '.2f', suffix='x')} | "
             f"{fmt(row['memory_vs_eager'], '.2f', suffix='x')} | "
-            f"{gpu_monitor.describe(ls and ls.get('gpu'))} |")
+            f"{gpu_monitor.describe(ls and ls.get('gpu'), ls and ls['tokens_per_s'])} |")
         for mode, r, batch in (("eager", eager, t_batch), ("compile", comp, "— (eager only)")):
             peak = (f"{r['peak_allocated_gib']:.2f} ({r['peak_reserved_gib']:.2f} reserved)"
                     if r and "peak_allocated_gib" in r else "—")
             lines.append(f"| PyTorch | {mode} | {cfg} | {tokens} | "
                          f"{fmt(r and r['tokens_per_s'], ',.0f', 'not run')} | {peak} | {batch} "
-                         f"| | | | {gpu_monitor.describe(r and r.get('gpu'))} |")
+                         f"| | | | "
+                         f"{gpu_monitor.describe(r and r.get('gpu'), r and r.get('tokens_per_s'))} |")
     return "\n".join(lines), rows
 
 
@@ -430,8 +437,10 @@ def run(args, ap, monitor):
             "before the line reporting it): median SM clock, "
             "median power against the limit, and the share of samples whose clock-event reasons "
             "say power cap (or thermal slowdown). A power-capped card lowers its clock until the "
-            "power fits, so a step that takes less energy runs faster. Both systems' timed "
-            "windows are short (20-30 steps after a few warm-up steps).")
+            "power fits, so a step that takes less energy runs faster. µJ/token: the mean "
+            "power of the window's samples over the run's tokens/s (compare.json rows: "
+            "energy_uj_per_token, energy_vs_compile). Both systems' timed windows are as long "
+            "as --steps makes them (a few warm-up steps before).")
     else:
         notes.append("GPU clocks and power were not sampled (no nvidia-smi, a CPU run, "
                      "--no-gpu-monitor, or results reused from --ls-log and --torch-json).")
@@ -456,7 +465,8 @@ def run(args, ap, monitor):
         md += ["", "Other ls_train runs (bench_model_step):", ""]
         md += [f"- {r['preset']} {r['dtype']} {r['lsmode']} {r['batch']} x {r['len']}: "
                f"{r['tokens_per_s']:,.0f} tok/s, arena {r['arena_gib']:.2f} GiB"
-               + (f"; GPU {gpu_monitor.describe(r['gpu'])}" if r.get("gpu") else "")
+               + (f"; GPU {gpu_monitor.describe(r['gpu'], r['tokens_per_s'])}"
+                  if r.get("gpu") else "")
                for r in other]
     md_text = "\n".join(md) + "\n"
     with open(os.path.join(args.out, "compare.md"), "w") as f:

@@ -5,7 +5,9 @@ clock (to ~1600 MHz from 1980 in bench/RESULTS.md's thirteenth session) until th
 so a step's speed depends on how much energy it takes, and two systems compared on the same
 card should be compared at the clocks they ran at. compare.py starts a GpuMonitor, stamps each
 output line of the benchmarks with its arrival time, and asks for the samples inside each run's
-timed steps (the steps x ms/step before the line that reports them).
+timed steps (the steps x ms/step before the line that reports them). Each run's mean power
+over its tokens per second is its energy per target token: on a power-capped card the system
+that takes less energy per token is the faster one.
 
 No GPU or no nvidia-smi: start() returns False and every window is None.
 """
@@ -42,8 +44,8 @@ def parse_sample(line, t):
 
 
 def summarize(samples):
-    """Median SM clock and power, the limit, and the fractions of samples whose event reasons
-    say power cap or thermal slowdown; None without samples."""
+    """Median SM clock and power, the mean power, the limit, and the fractions of samples whose
+    event reasons say power cap or thermal slowdown; None without samples."""
     if not samples:
         return None
 
@@ -57,6 +59,7 @@ def summarize(samples):
                 sm_mhz=median([s.sm_mhz for s in samples]),
                 sm_mhz_min=min(s.sm_mhz for s in samples),
                 power_w=median([s.power_w for s in samples]),
+                power_w_mean=sum(s.power_w for s in samples) / n,
                 power_limit_w=max(s.limit_w for s in samples),
                 power_capped=sum(1 for s in samples if s.reasons & POWER_CAP_BITS) / n,
                 thermal=sum(1 for s in samples if s.reasons & THERMAL_BITS) / n)
@@ -139,8 +142,19 @@ class GpuMonitor:
             return summarize([s for s in self.samples if t0 <= s.t <= t1])
 
 
-def describe(g):
-    """A table cell: "1590 MHz, 693 W of 700, power-capped 83%" ("—" without samples)."""
+def energy_per_token_uj(g, tokens_per_s):
+    """Microjoules per target token: the mean power over the timed steps' samples divided by the
+    run's tokens per second; None without samples or a rate. The samples are instants every
+    50 ms, so over a short window this is an estimate (bench_model_step reads the GPU's energy
+    counter for its own runs)."""
+    if not g or not tokens_per_s or "power_w_mean" not in g:
+        return None
+    return 1e6 * g["power_w_mean"] / tokens_per_s
+
+
+def describe(g, tokens_per_s=None):
+    """A table cell: "1590 MHz, 693 W of 700, power-capped 83% (12 samples), 1950 µJ/token"
+    ("—" without samples; the energy only with the run's tokens/s)."""
     if not g:
         return "—"
     text = f"{g['sm_mhz']:.0f} MHz, {g['power_w']:.0f} W of {g['power_limit_w']:.0f}"
@@ -148,4 +162,6 @@ def describe(g):
         text += f", power-capped {100 * g['power_capped']:.0f}%"
     if g["thermal"] > 0:
         text += f", thermal {100 * g['thermal']:.0f}%"
-    return text + f" ({g['samples']} samples)"
+    text += f" ({g['samples']} samples)"
+    uj = energy_per_token_uj(g, tokens_per_s)
+    return text + (f", {uj:.0f} µJ/token" if uj is not None else "")

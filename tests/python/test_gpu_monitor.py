@@ -31,6 +31,7 @@ def test_summarize_gives_medians_and_the_capped_and_thermal_shares():
     assert g["sm_mhz"] == pytest.approx(1550)  # even count: the mean of the middle two
     assert g["sm_mhz_min"] == 1400
     assert g["power_w"] == pytest.approx(694.5)
+    assert g["power_w_mean"] == pytest.approx((500 + 699 + 701 + 690) / 4)
     assert g["power_limit_w"] == 700
     assert g["power_capped"] == pytest.approx(0.75)  # 0x4, 0x80 and 0x24 have a power bit
     assert g["thermal"] == pytest.approx(0.25)  # 0x24 has the software thermal bit
@@ -38,6 +39,11 @@ def test_summarize_gives_medians_and_the_capped_and_thermal_shares():
     assert gpu_monitor.describe(g) == ("1550 MHz, 694 W of 700, power-capped 75%, thermal 25% "
                                        "(4 samples)")
     assert gpu_monitor.describe(None) == "—"
+    # With the run's rate: the mean power (647.5 W) over 350,000 tokens/s, in µJ per token.
+    assert gpu_monitor.energy_per_token_uj(g, 350000.0) == pytest.approx(1e6 * 647.5 / 350000)
+    assert gpu_monitor.describe(g, 350000.0).endswith("(4 samples), 1850 µJ/token")
+    assert gpu_monitor.energy_per_token_uj(g, None) is None
+    assert gpu_monitor.energy_per_token_uj(None, 350000.0) is None
 
 
 def test_timed_windows_end_at_the_report_line_and_span_steps_times_ms():
@@ -62,7 +68,7 @@ class FixedMonitor:
     def window(self, t0, t1):
         self.asked.append((t0, t1))
         return dict(samples=3, sm_mhz=1590.0, sm_mhz_min=1500.0, power_w=693.0,
-                    power_limit_w=700.0, power_capped=1.0, thermal=0.0)
+                    power_w_mean=712.0, power_limit_w=700.0, power_capped=1.0, thermal=0.0)
 
 
 def test_attach_gpu_pairs_each_line_with_its_run_and_the_table_shows_it():
@@ -96,8 +102,12 @@ def test_attach_gpu_pairs_each_line_with_its_run_and_the_table_shows_it():
     lines = table.splitlines()
     assert lines[0].endswith("| GPU during the timed steps |")
     assert all(line.count("|") == 12 for line in lines)
-    assert "1590 MHz, 693 W of 700, power-capped 100% (3 samples)" in lines[2]  # ls_train async
+    # ls_train async: 712 W mean over 356,000 tokens/s = 2000 µJ per token.
+    assert "1590 MHz, 693 W of 700, power-capped 100% (3 samples), 2000 µJ/token" in lines[2]
     assert lines[3].endswith("| — |")  # the eager run has no samples here
+    assert rows[0]["energy_uj_per_token"]["ls_train"] == pytest.approx(2000.0)
+    assert rows[0]["energy_uj_per_token"]["eager"] is None
+    assert rows[0]["energy_vs_compile"] is None  # no compiled run
 
 
 def test_pytorch_runs_use_the_window_the_script_recorded():

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "layers/kernels/philox.h"
@@ -566,6 +567,18 @@ void dispatch_dtype(DType dt, const char* name, F&& f) {
       LS_FAIL(LS_ERR_UNSUPPORTED,
               name << ": dtype " << dtype_name(dt) << " is not supported by the CUDA backend");
   }
+}
+
+// Calls f(A{}, B{}) with A and B std::bool_constant of the two runtime flags: one kernel
+// instantiation per combination (e.g. dropout on/off x bias present/absent).
+template <class F>
+void dispatch_flags(bool a, bool b, F&& f) {
+  using On = std::true_type;
+  using Off = std::false_type;
+  if (a)
+    b ? f(On{}, On{}) : f(On{}, Off{});
+  else
+    b ? f(Off{}, On{}) : f(Off{}, Off{});
 }
 
 inline void require_acc_f32(DType acc, const char* name) {

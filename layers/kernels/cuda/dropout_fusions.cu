@@ -389,12 +389,7 @@ void launch_bias_dropout_residual(const void* x, const void* bias, const void* r
           static_cast<const T*>(residual), static_cast<T*>(out), n, cols, cdiv, fast_limit, aligned,
           bias_vec, d);
     };
-    using Off = std::false_type;
-    using On = std::true_type;
-    if (d.active)
-      bias != nullptr ? run(On{}, On{}) : run(On{}, Off{});
-    else
-      bias != nullptr ? run(Off{}, On{}) : run(Off{}, Off{});
+    dispatch_flags(d.active, bias != nullptr, run);
   });
 }
 

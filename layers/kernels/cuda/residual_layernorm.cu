@@ -102,12 +102,7 @@ void launch_bias_dropout_residual_layernorm(const void* x, const void* bias, con
               static_cast<const T*>(residual), static_cast<T*>(out), static_cast<const T*>(gamma),
               static_cast<const T*>(beta), static_cast<T*>(y), mean, rstd, rows, cols, eps, d);
         };
-        using On = std::true_type;
-        using Off = std::false_type;
-        if (d.active)
-          bias != nullptr ? run(On{}, On{}) : run(On{}, Off{});
-        else
-          bias != nullptr ? run(Off{}, On{}) : run(Off{}, Off{});
+        dispatch_flags(d.active, bias != nullptr, run);
       });
     }
   });

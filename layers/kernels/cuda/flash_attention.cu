@@ -684,15 +684,22 @@ __global__ void __launch_bounds__(kThreads, 2) attention_backward_kv_kernel(Attn
   for (int qt = q_first; qt < q_tiles; ++qt) {
     const int q0 = qt * kTile;
     __syncthreads();  // the previous query tile is no longer read
+    // The tile's lse, delta and dropout bits: while its Q and dO are in flight (load_tiles),
+    // except for the first tile, which the prologue loaded.
+    auto tile_rows = [&] {
+      if (threadIdx.x < kTile) {
+        const int i = q0 + threadIdx.x;
+        float L = i < p.len_q ? p.lse[hs.row_base + i] : -INFINITY;
+        lse2[threadIdx.x] = L == -INFINITY ? INFINITY : L * kLog2e;  // +inf: P = 0
+        dl[threadIdx.x] = i < p.len_q ? p.delta[hs.row_base + i] : 0.f;
+      }
+      if (p.drop.active) build_drop_bits<kThreads>(bits, p, hs.drop_offset, b, h, q0, k0);
+    };
     if (qt > q_first)
-      load_tiles<T, DP>(qs, hs.q, p.ld_q, dos, hs.d_ctx, p.ld_ctx, q0, p.len_q, p.head_dim);
-    if (threadIdx.x < kTile) {
-      const int i = q0 + threadIdx.x;
-      float L = i < p.len_q ? p.lse[hs.row_base + i] : -INFINITY;
-      lse2[threadIdx.x] = L == -INFINITY ? INFINITY : L * kLog2e;  // +inf: P = 0
-      dl[threadIdx.x] = i < p.len_q ? p.delta[hs.row_base + i] : 0.f;
-    }
-    if (p.drop.active) build_drop_bits<kThreads>(bits, p, hs.drop_offset, b, h, q0, k0);
+      load_tiles<T, DP>(qs, hs.q, p.ld_q, dos, hs.d_ctx, p.ld_ctx, q0, p.len_q, p.head_dim,
+                        tile_rows);
+    else
+      tile_rows();
     __syncthreads();
     // S^T = K Q^T and dP^T = V dO^T (16 keys x 64 queries per warp).
     float st[8][4], dpt[8][4];

@@ -786,12 +786,13 @@ TEST_CASE("cuda fused attention forward/backward match the CPU reference (fp16, 
     int64_t batch, heads, lq, lk, head_dim;
   };
   // One 64 x 64 tile (the layers' 64-token rows), partial tiles (37, 1, 7), several key tiles
-  // (130, 513: the separate dQ kernel), head_dim 8 / 32 (the DP = 32 variant), 40 (padded to
-  // 64) and 64, cross-attention with Lq != Lk, and no keys at all (Lk = 0).
+  // (130, 150, 513: the key-tile and dQ kernels; 130 and 150 walk three query tiles, with
+  // DP = 32 and 64), head_dim 8 / 32 (the DP = 32 variant), 40 (padded to 64) and 64,
+  // cross-attention with Lq != Lk, and no keys at all (Lk = 0).
   const Shape shapes[] = {{false, 2, 2, 64, 64, 64},   {false, 3, 2, 37, 37, 64},
-                          {false, 2, 1, 130, 130, 32}, {false, 1, 3, 1, 1, 8},
-                          {true, 2, 2, 7, 513, 40},    {true, 2, 1, 70, 64, 64},
-                          {true, 1, 2, 3, 0, 16}};
+                          {false, 2, 1, 130, 130, 32}, {false, 1, 2, 150, 150, 64},
+                          {false, 1, 3, 1, 1, 8},      {true, 2, 2, 7, 513, 40},
+                          {true, 2, 1, 70, 64, 64},    {true, 1, 2, 3, 0, 16}};
   for (const Shape& s : shapes)
     for (bool causal : {false, true})
       for (float p : {0.f, 0.1f})

@@ -207,10 +207,10 @@ def build_table(pairs, length, ls_runs, torch_runs, ls_search, torch_search):
         for mode, r, batch in (("eager", eager, t_batch), ("compile", comp, "— (eager only)")):
             peak = (f"{r['peak_allocated_gib']:.2f} ({r['peak_reserved_gib']:.2f} reserved)"
                     if r and "peak_allocated_gib" in r else "—")
+            gpu = gpu_monitor.describe(r and r.get("gpu"), r and r.get("tokens_per_s"))
             lines.append(f"| PyTorch | {mode} | {cfg} | {tokens} | "
                          f"{fmt(r and r['tokens_per_s'], ',.0f', 'not run')} | {peak} | {batch} "
-                         f"| | | | "
-                         f"{gpu_monitor.describe(r and r.get('gpu'), r and r.get('tokens_per_s'))} |")
+                         f"| | | | {gpu} |")
     return "\n".join(lines), rows
 
 

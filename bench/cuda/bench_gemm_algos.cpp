@@ -199,12 +199,14 @@ static int run(int argc, char** argv) {
     CHECK_LT(cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, want, res.data(),
                                             &found));
     const float alpha = 1.f, beta = c.c_f32 ? 1.f : 0.f;
+    // One call with candidate i.
+    auto matmul = [&](int i) {
+      return cublasLtMatmul(lt, op, &alpha, B, la, A, lb, &beta, C, lc, C, lc, &res[size_t(i)].algo,
+                            ws, ws_bytes, s);
+    };
     std::vector<double> times;
     for (int i = 0; i < found; ++i) {
-      auto run = [&] {
-        return cublasLtMatmul(lt, op, &alpha, B, la, A, lb, &beta, C, lc, C, lc, &res[size_t(i)].algo,
-                              ws, ws_bytes, s);
-      };
+      auto run = [&] { return matmul(i); };
       if (run() != CUBLAS_STATUS_SUCCESS) {
         times.push_back(1e30);
         continue;
@@ -243,10 +245,7 @@ static int run(int argc, char** argv) {
         for (int r = 0; r < std::min(found, energy_candidates); ++r) {
           const int i = order[size_t(r)];
           if (times[size_t(i)] >= 1e29) continue;
-          auto call = [&] {
-            CHECK_LT(cublasLtMatmul(lt, op, &alpha, B, la, A, lb, &beta, C, lc, C, lc,
-                                    &res[size_t(i)].algo, ws, ws_bytes, s));
-          };
+          auto call = [&] { CHECK_LT(matmul(i)); };
           const long calls = std::max(10L, long(energy_ms * 1e3 / times[size_t(i)]));
           for (long w = 0; w < calls / 2; ++w) call();
           LS_CUDA_CHECK(cudaStreamSynchronize(s));

@@ -42,24 +42,31 @@ void check_dropout(float p, const char* call) {
   LS_CHECK_ARG(p >= 0.f && p < 1.f, call << ": dropout probability " << p << " not in [0, 1)");
 }
 
-void check_residual_layernorm_args(const void* x, const void* residual, const void* out,
-                                   const void* gamma, const void* beta, const void* y,
-                                   const void* mean, const void* rstd, int64_t rows, int64_t cols,
-                                   float p, float eps, const char* call) {
+bool check_layernorm_args(const void* x, const void* gamma, const void* beta, const void* y,
+                          const void* mean, const void* rstd, int64_t rows, int64_t cols, float eps,
+                          const char* call) {
   check_nonneg(rows, call, "rows");
   LS_CHECK_ARG(cols > 0, call << ": cols = " << cols << " must be positive");
-  check_dropout(p, call);
   LS_CHECK_ARG(eps >= 0.f, call << ": eps = " << eps << " must be >= 0");
-  if (rows == 0) return;
+  if (rows == 0) return false;
   for (auto [ptr, name] : {std::pair<const void*, const char*>{x, "x"},
-                           {residual, "residual"},
-                           {out, "out"},
                            {gamma, "gamma"},
                            {beta, "beta"},
                            {y, "y"},
                            {mean, "mean"},
                            {rstd, "rstd"}})
     check_ptr(ptr, call, name);
+  return true;
+}
+
+void check_residual_layernorm_args(const void* x, const void* residual, const void* out,
+                                   const void* gamma, const void* beta, const void* y,
+                                   const void* mean, const void* rstd, int64_t rows, int64_t cols,
+                                   float p, float eps, const char* call) {
+  check_dropout(p, call);
+  if (!check_layernorm_args(x, gamma, beta, y, mean, rstd, rows, cols, eps, call)) return;
+  check_ptr(residual, call, "residual");
+  check_ptr(out, call, "out");
   LS_CHECK_ARG(y != x && y != residual && y != out,
                call << ": y must not alias x, residual or out (the LayerNorm reads all of out)");
 }

@@ -131,9 +131,14 @@ void check_nonneg(int64_t v, const char* call, const char* name);
 void check_dropout(float p, const char* call);
 void check_activation(Activation act, const char* call);
 void check_embedding_args(const EmbeddingArgs& a, const char* call);
-// bias_dropout_residual_layernorm_forward's checks, all of them before either op runs: sizes
-// (rows >= 0, cols > 0), p, eps >= 0, the pointers both ops need when rows > 0 (bias may be
-// null), and y aliasing x, residual or out.
+// layernorm_forward's checks: sizes (rows >= 0, cols > 0), eps >= 0 (not NaN), and when
+// rows > 0 the six pointers. Returns false when there is nothing to compute (rows == 0).
+bool check_layernorm_args(const void* x, const void* gamma, const void* beta, const void* y,
+                          const void* mean, const void* rstd, int64_t rows, int64_t cols, float eps,
+                          const char* call);
+// bias_dropout_residual_layernorm_forward's checks, all of them before either op runs: p, the
+// LayerNorm's (check_layernorm_args, on the block output), residual and out when rows > 0 (bias
+// may be null), and y aliasing x, residual or out.
 void check_residual_layernorm_args(const void* x, const void* residual, const void* out,
                                    const void* gamma, const void* beta, const void* y,
                                    const void* mean, const void* rstd, int64_t rows, int64_t cols,

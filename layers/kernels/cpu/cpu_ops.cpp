@@ -217,20 +217,10 @@ class CpuOps final : public Ops {
   void layernorm_forward(const void* x, const void* gamma, const void* beta, void* y, void* mean,
                          void* rstd, int64_t rows, int64_t cols, float eps, DType dt) override {
     const char* call = "layernorm_forward";
-    check_nonneg(rows, call, "rows");
-    LS_CHECK_ARG(cols > 0, call << ": cols = " << cols << " must be positive");
-    LS_CHECK_ARG(eps >= 0.f, call << ": eps = " << eps << " must be >= 0");
     dispatch(dt, call, [&](auto tag) {
       using T = decltype(tag);
       using A = acc_t<T>;
-      if (rows == 0) return;
-      for (auto [p, name] : {std::pair<const void*, const char*>{x, "x"},
-                             {gamma, "gamma"},
-                             {beta, "beta"},
-                             {y, "y"},
-                             {mean, "mean"},
-                             {rstd, "rstd"}})
-        check_ptr(p, call, name);
+      if (!check_layernorm_args(x, gamma, beta, y, mean, rstd, rows, cols, eps, call)) return;
       cpu::layernorm_forward<T>(static_cast<const T*>(x), static_cast<const T*>(gamma),
                                 static_cast<const T*>(beta), static_cast<T*>(y),
                                 static_cast<A*>(mean), static_cast<A*>(rstd), rows, cols, eps);

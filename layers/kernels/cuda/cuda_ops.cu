@@ -228,15 +228,7 @@ void CudaOps::layernorm_forward(const void* x, const void* gamma, const void* be
                                 DType dt) {
   const char* call = "layernorm_forward";
   check_working(dt, call);
-  check_nonneg(rows, call, "rows");
-  LS_CHECK_ARG(cols > 0, call << ": cols = " << cols << " must be positive");
-  LS_CHECK_ARG(eps >= 0.f, call << ": eps = " << eps << " must be >= 0");
-  if (rows == 0) return;
-  for (auto pr :
-       {std::make_pair((const void*)x, "x"), std::make_pair((const void*)gamma, "gamma"),
-        std::make_pair((const void*)beta, "beta"), std::make_pair((const void*)y, "y"),
-        std::make_pair((const void*)mean, "mean"), std::make_pair((const void*)rstd, "rstd")})
-    check_ptr(pr.first, call, pr.second);
+  if (!check_layernorm_args(x, gamma, beta, y, mean, rstd, rows, cols, eps, call)) return;
   cuda::launch_layernorm_forward(x, gamma, beta, y, static_cast<float*>(mean),
                                  static_cast<float*>(rstd), rows, cols, eps, dt,
                                  as_stream(stream_));

@@ -40,7 +40,7 @@ class DropoutMask {
     if (!active_) return true;
     uint64_t block = i >> 3;
     if (!has_block_ || block != block_) {
-      words_ = philox4x32_10(key_.seed, block, key_.offset);
+      words_ = dropout_draw(key_.seed, block, key_.offset);
       block_ = block;
       has_block_ = true;
     }

@@ -122,17 +122,17 @@ __device__ __forceinline__ void store4(T* p, int64_t i, int64_t n, bool vec, con
   }
 }
 
-// philox4x32_10 (philox.h) with each 32 x 32 -> 64-bit product taken as __umulhi and a low
+// philox.h's dropout_draw with each 32 x 32 -> 64-bit product taken as __umulhi and a low
 // multiply, which the compiler fuses into one IMAD.WIDE; the 64-bit product form of philox.h
 // costs an extra add per multiply on sm_90. Same words, bit for bit (the CUDA tests compare the
 // masks with the CPU's).
-__device__ __forceinline__ Philox4 philox4x32_10_fast(uint64_t key64, uint64_t ctr_lo64,
-                                                      uint64_t ctr_hi64) {
+__device__ __forceinline__ Philox4 dropout_draw_fast(uint64_t key64, uint64_t ctr_lo64,
+                                                     uint64_t ctr_hi64) {
   uint32_t c0 = uint32_t(ctr_lo64), c1 = uint32_t(ctr_lo64 >> 32);
   uint32_t c2 = uint32_t(ctr_hi64), c3 = uint32_t(ctr_hi64 >> 32);
   uint32_t k0 = uint32_t(key64), k1 = uint32_t(key64 >> 32);
 #pragma unroll
-  for (int r = 0; r < 10; ++r) {
+  for (int r = 0; r < kDropoutPhiloxRounds; ++r) {
     const uint32_t hi0 = __umulhi(0xD2511F53u, c0), lo0 = 0xD2511F53u * c0;
     const uint32_t hi1 = __umulhi(0xCD9E8D57u, c2), lo1 = 0xCD9E8D57u * c2;
     c0 = hi1 ^ c1 ^ k0;
@@ -186,7 +186,7 @@ __device__ __forceinline__ void dropout_factors4(const DropoutParams& d, uint64_
     return;
   }
   if ((i & 3) == 0) {
-    const Philox4 r = philox4x32_10_fast(d.key.seed, i >> 3, dropout_offset(d.key));
+    const Philox4 r = dropout_draw_fast(d.key.seed, i >> 3, dropout_offset(d.key));
     if (i & 4)
       dropout_lane_factors<4, 4>(d, r, f);
     else
@@ -208,13 +208,13 @@ __device__ __forceinline__ float dropout_factor1(const DropoutParams& d, uint64_
 __device__ __forceinline__ void dropout_factors8(const DropoutParams& d, uint64_t offset,
                                                  uint64_t i, float f[8]) {
   const uint64_t g = i >> 3;
-  const Philox4 a = philox4x32_10_fast(d.key.seed, g, offset);
+  const Philox4 a = dropout_draw_fast(d.key.seed, g, offset);
   const unsigned s = unsigned(i & 7);
   if (s == 0) {
     dropout_lane_factors<0, 8>(d, a, f);
     return;
   }
-  const Philox4 b = philox4x32_10_fast(d.key.seed, g + 1, offset);
+  const Philox4 b = dropout_draw_fast(d.key.seed, g + 1, offset);
   const uint32_t bits =
       (dropout_keep_bits8(a, d.threshold) | (dropout_keep_bits8(b, d.threshold) << 8)) >> s;
 #pragma unroll
@@ -223,7 +223,7 @@ __device__ __forceinline__ void dropout_factors8(const DropoutParams& d, uint64_
 // The i % 8 == 0 case only (flat kernels): one Philox call, no other path compiled.
 __device__ __forceinline__ void dropout_factors8_aligned(const DropoutParams& d, uint64_t offset,
                                                          uint64_t i, float f[8]) {
-  dropout_lane_factors<0, 8>(d, philox4x32_10_fast(d.key.seed, i >> 3, offset), f);
+  dropout_lane_factors<0, 8>(d, dropout_draw_fast(d.key.seed, i >> 3, offset), f);
 }
 
 // One element of residual + dropout(x + bias): f is the element's dropout factor (0 or

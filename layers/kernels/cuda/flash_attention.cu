@@ -394,13 +394,13 @@ __device__ __forceinline__ void build_drop_bits(uint32_t (*bits)[2], const AttnP
 #pragma unroll
       for (int u = 0; u < KP / 8; ++u)
         word |=
-            dropout_keep_bits8(philox4x32_10_fast(p.drop.key.seed, (start >> 3) + u, offset), thr)
+            dropout_keep_bits8(dropout_draw_fast(p.drop.key.seed, (start >> 3) + u, offset), thr)
             << (8 * u);
     } else {
       const uint64_t end = start + n;
       for (uint64_t grp = start >> 3; grp <= (end - 1) >> 3; ++grp) {
         const uint32_t kb =
-            dropout_keep_bits8(philox4x32_10_fast(p.drop.key.seed, grp, offset), thr);
+            dropout_keep_bits8(dropout_draw_fast(p.drop.key.seed, grp, offset), thr);
         const int sh = int(int64_t(grp * 8) - int64_t(start));  // -7..KP-1
         word |= sh >= 0 ? kb << sh : kb >> -sh;
       }

@@ -127,7 +127,10 @@ void launch_add_bias_rows(void* c, DType c_t, int64_t ldc, const void* bias, DTy
 void launch_accumulate_f32(float* dst, const void* src, DType src_t, size_t n, cudaStream_t s);
 
 // embedding.cu
-void launch_embedding_forward(const EmbeddingArgs& a, const void* table, void* out, cudaStream_t s);
+// scratch (may be null): room for the [len, dim] fp32 sinusoid rows, used when it fits and the
+// positions are sinusoidal; its contents are overwritten.
+void launch_embedding_forward(const EmbeddingArgs& a, const void* table, void* out, float* scratch,
+                              size_t scratch_bytes, cudaStream_t s);
 void launch_embedding_backward(const EmbeddingArgs& a, const void* d_out, float* d_table,
                                float* d_positions, bool deterministic, cudaStream_t s);
 

@@ -206,7 +206,8 @@ void CudaOps::embedding_forward(const EmbeddingArgs& a, const void* table, void*
   check_ptr(table, call, "table");
   check_ptr(out, call, "out");
   if (a.learned_positions != nullptr) check_learned_positions(a, call);
-  cuda::launch_embedding_forward(a, table, out, as_stream(stream_));
+  cuda::launch_embedding_forward(a, table, out, static_cast<float*>(workspace_), workspace_bytes_,
+                                 as_stream(stream_));
 }
 
 void CudaOps::embedding_backward(const EmbeddingArgs& a, const void* d_out, void* d_table,

@@ -24,8 +24,10 @@ class CudaOps final : public Ops {
   CudaOps(const CudaOps&) = delete;
   CudaOps& operator=(const CudaOps&) = delete;
 
-  // Scratch for cuBLASLt (and the bias-gradient slice of fused dGELU+bgrad GEMMs). Until set,
-  // cuBLASLt runs with no workspace. The memory must outlive its use on the stream.
+  // Scratch for cuBLASLt (and the bias-gradient slice of fused dGELU+bgrad GEMMs), the
+  // deterministic reductions' partial sums and embedding_forward's sinusoid rows (len x dim
+  // floats; without room for them each element evaluates its sinusoid). Until set, cuBLASLt
+  // runs with no workspace. The memory must outlive its use on the stream.
   void set_workspace(void* p, size_t bytes) override;
   // Whether cuBLASLt's fused epilogues may be used (default true); false forces plain GEMMs
   // followed by this backend's own epilogue kernels (tests exercise both).
@@ -139,7 +141,8 @@ class CudaOps final : public Ops {
   bool owns_stream_ = false;
   void* mark_ = nullptr;  // cudaEvent_t recorded by mark()
   bool deterministic_ = true;
-  void* workspace_ = nullptr;  // scratch of deterministic reductions (shared with cuBLASLt)
+  void* workspace_ = nullptr;  // scratch of deterministic reductions and the embedding's
+                               // sinusoid rows (shared with cuBLASLt)
   size_t workspace_bytes_ = 0;
   unsigned* sync_ = nullptr;  // PartialSums counters (partial_sums.cuh), zero between kernels
   std::unique_ptr<cuda::LtGemm> gemm_;

@@ -59,6 +59,7 @@ TEST_CASE("cuda cast and add_inplace are exact conversions") {
 TEST_CASE("cuda embedding forward/backward match the CPU reference") {
   auto cpu = ls::make_cpu_ops();
   ls::CudaOps cuda(0, nullptr);
+  DevBuf workspace(1u << 20);  // the sinusoid rows (at most 2 x 513 x 36 floats here)
   struct Shape {
     int64_t batch, len, dim;
   };
@@ -117,6 +118,20 @@ TEST_CASE("cuda embedding forward/backward match the CPU reference") {
           if (p > 0) {
             CHECK(zero_mismatches(out, rounded(dt, out_ref)) == 0);
             CHECK(zero_count(out_ref) > 0);
+          }
+          if (!learned) {
+            // With a workspace the sinusoid rows are computed once per position first; one
+            // float too small for them, each element evaluates its own. Both give the bits of
+            // the per-element form above.
+            const size_t rows_bytes = size_t(s.len * s.dim) * sizeof(float);
+            for (size_t ws_bytes : {size_t(workspace.bytes), rows_bytes, rows_bytes - 4}) {
+              CAPTURE(ws_bytes);
+              cuda.set_workspace(workspace.p, ws_bytes);
+              DevBuf dout2 = poisoned(size_t(rows * s.dim), dt);
+              cuda.embedding_forward(ad, dtable.p, dout2.p);
+              CHECK(download(dout2, dt, out_ref.size()) == out);
+            }
+            cuda.set_workspace(nullptr, 0);
           }
 
           // Backward: both paths, accumulating into non-zero fp32 gradients.

@@ -87,9 +87,8 @@ __global__ void embedding_forward_kernel(EmbeddingArgs a, const T* __restrict__ 
   int64_t dim = a.dim;
   const T* trow = table + tok * dim;
   const T* prow = (learned != nullptr && pos >= 0) ? learned + pos * dim : nullptr;
-  const float* srow = (learned == nullptr && sin_rows != nullptr && pos >= 0)
-                          ? sin_rows + (pos - a.padding_idx - 1) * dim
-                          : nullptr;
+  const float* srow = (sin_rows != nullptr && pos >= 0) ? sin_rows + (pos - a.padding_idx - 1) * dim
+                                                        : nullptr;  // read only when prow is null
   T* orow = out + t * dim;
   if (dim % 8 == 0 && aligned16(table) && aligned16(out) &&
       (learned == nullptr || aligned16(learned)) && (sin_rows == nullptr || aligned16(sin_rows))) {

@@ -136,7 +136,8 @@ class Seq2SeqWithLoss(nn.Module):
 
 
 def make_batch(batch, length, vocab, device, seed):
-    """Random tokens in [FIRST_WORD, vocab), no padding; prev_output = [eos] + target[:-1]."""
+    """Random tokens in [FIRST_WORD, vocab), no padding; prev_output = [eos] + target[:-1].
+    The batches have no padding, so Trainer.step's has_padding stays False for them."""
     g = torch.Generator(device="cpu").manual_seed(seed)
     src = torch.randint(FIRST_WORD, vocab, (batch, length), generator=g, dtype=torch.long)
     target = torch.randint(FIRST_WORD, vocab, (batch, length), generator=g, dtype=torch.long)
@@ -150,6 +151,7 @@ class Trainer:
 
     def __init__(self, cfg, args, device, amp_dtype, compile_model):
         self.device = device
+        self.padding_masks = args.padding_masks
         torch.manual_seed(args.seed)  # the same initial weights in every run of a config
         self.model = Seq2SeqWithLoss(**CONFIGS[cfg], max_len=args.len, dropout=args.dropout,
                                      label_smoothing=args.label_smoothing, device=device)
@@ -192,9 +194,14 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def step(self, src, prev, target):
+    def step(self, src, prev, target, has_padding=False):
+        # "auto" passes the key-padding masks only when the batch has padding (the benchmark's
+        # batches have none); "always" passes them every step, as a training script does that
+        # does not know its batches are unpadded. The caller says whether the batch has padding
+        # (known when it is made, so no host synchronisation here).
+        padded = self.padding_masks == "always" or has_padding
         with self.autocast():
-            loss = self.forward(src, prev, target)
+            loss = self.forward(src, prev, target, padded=padded)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.opt)
         self.scaler.update()
@@ -270,7 +277,8 @@ def bench_run(cfg, tokens, mode, args, device, amp_dtype):
                   tokens_per_s=num_tokens * args.steps / seconds, first_step_s=first_step_s,
                   first_loss_per_token=first_loss, loss_per_token=float(loss) / num_tokens,
                   loss_scale=scale_after,
-                  skipped_steps_timed=skipped, timed_window_unix=[unix0, unix1])
+                  skipped_steps_timed=skipped, timed_window_unix=[unix0, unix1],
+                  padding_masks=args.padding_masks)
     if device.type == "cuda":
         result["peak_allocated_gib"] = torch.cuda.max_memory_allocated(device) / GIB
         result["peak_reserved_gib"] = torch.cuda.max_memory_reserved(device) / GIB
@@ -479,6 +487,9 @@ def main(argv=None):
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--label-smoothing", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--padding-masks", default="auto", choices=["auto", "always"],
+                    help="auto: key-padding masks only for batches with padding (none here; "
+                    "keeps SDPA's causal flash path); always: pass them every step")
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--self-test", action="store_true",
                     help="check the search and position helpers, then exit")
@@ -523,8 +534,8 @@ def main(argv=None):
                 cuda_version=torch.version.cuda, dtype=dtype_name, args=vars(args))
     if device.type == "cuda":
         info["device_total_gib"] = torch.cuda.get_device_properties(device).total_memory / GIB
-    print(f"# PyTorch {torch.__version__} on {info['device_name']}, autocast {dtype_name}",
-          flush=True)
+    print(f"# PyTorch {torch.__version__} on {info['device_name']}, autocast {dtype_name}, "
+          f"key-padding masks {args.padding_masks}", flush=True)
 
     runs = []
     # Modes outermost: eager numbers come first, and one compile failure cannot hide them.

@@ -410,6 +410,10 @@ def run(args, ap, monitor):
                 attach_torch_gpu(torch_result.get("runs", []), stamps, args.steps, monitor)
         else:
             notes.append(f"the PyTorch script exited {rc} without results (torch_stdout.txt).")
+    if "--padding-masks always" in " ".join(args.torch_args.split()):
+        notes.append("PyTorch ran with --padding-masks always: the source, target and memory "
+                     "key-padding masks are passed every step (all false here), so SDPA leaves "
+                     "its flash path; ls_train reads its padding flags every step either way.")
     torch_runs = torch_result["runs"] if torch_result else []
     torch_search = {s["config"]: s for s in (torch_result or {}).get("budget_search", [])}
 

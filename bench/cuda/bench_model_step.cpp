@@ -20,6 +20,14 @@
 // decorator is put in through the internal ls::Context::wrap_ops on the context behind the C
 // handle (capi/handles.h), before the model is created, so the model and the trainer call
 // through it. Not with --mode graph: a replay is one call to TimedOps.
+//
+// --drop GROUPS (an attribution run; comma list of the breakdown's group keys, or "rest" for
+// every group but the GEMMs): the warm-up steps run in full, then the timed steps run without
+// the calls of those groups (TimedOps::set_dropped). The kernels left work on the data the
+// last full step left in the buffers (the same batch every step), so the rate and the energy
+// per step measure what the step costs without those groups under the same power limit. The
+// losses and the updates of such a run are meaningless; the line says so. Not with --mode
+// graph or --breakdown.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -181,6 +189,14 @@ bool g_criterion_scratch = true;
 bool g_grad_overwrite = true;
 // --deterministic: the trainer's fixed-order reductions (ls_trainer_config.deterministic).
 bool g_deterministic = false;
+// --drop GROUPS: the breakdown groups (keys) an attribution run leaves out of the timed steps.
+std::vector<std::string> g_drop_groups;
+
+bool dropped_group(const std::string& group) {
+  for (const std::string& g : g_drop_groups)
+    if (g == group || (g == "rest" && group.rfind("gemm", 0) != 0)) return true;
+  return false;
+}
 
 // The GPU's energy counter (NVML, opened once); the timed steps' joules are printed where it
 // is available.
@@ -200,7 +216,8 @@ void bench(const Config& cfg, int steps, bool breakdown) {
   if (ls_context_create(&o, &ctx) != LS_OK) die("ls_context_create");
   // The decorator goes in before the model exists: the model and trainer hold on to ops().
   TimedOps* timed = nullptr;
-  if (breakdown && !graph) {
+  const bool drop = !g_drop_groups.empty();
+  if ((breakdown || drop) && !graph) {
     ls::Context& c = *ctx->impl;
     c.wrap_ops([&](ls::Ops& inner) {
       auto t = std::make_unique<TimedOps>(inner, c.stream(), 16384);
@@ -263,12 +280,17 @@ void bench(const Config& cfg, int steps, bool breakdown) {
     if (ls_trainer_step(tr, &b, &r) != LS_OK) die("ls_trainer_step");
   ls_context_synchronize(ctx);
   const ls::bench::NvmlEnergy& nvml = energy_counter();
+  if (drop && timed != nullptr) {
+    timed->set_dropped([](const std::string& label) { return dropped_group(group_of(label)); });
+    timed->set_dropping(true);
+  }
   const double j0 = nvml.joules();
   auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < steps; ++i)
     if (ls_trainer_step(tr, &b, sync || i + 1 == steps ? &r : nullptr) != LS_OK)
       die("ls_trainer_step");
   ls_context_synchronize(ctx);
+  if (timed != nullptr) timed->set_dropping(false);
   double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const int clock_end = nvml.sm_clock_mhz();
   const double joules = j0 >= 0 ? nvml.joules() - j0 : -1;
@@ -282,8 +304,11 @@ void bench(const Config& cfg, int steps, bool breakdown) {
                 static_cast<long long>(tg.last_criterion_chunks),
                 tg.last_criterion_in_scratch ? " in the gradient buffer" : "",
                 tg.overwrite_weight_grads ? ", weight gradients overwritten" : "");
+  std::string dropped_note;
+  for (const std::string& g : g_drop_groups) dropped_note += (dropped_note.empty() ? "" : ",") + g;
   const std::string suffix =
-      std::string(criterion) + (g_deterministic ? ", deterministic reductions" : "");
+      std::string(criterion) + (g_deterministic ? ", deterministic reductions" : "") +
+      (drop ? ", DROPPED " + dropped_note + " (attribution run: not a training step)" : "");
   const double tokens_per_s = static_cast<double>(batch) * len * steps / sec;
   std::printf(
       "%-16s %s B=%d L=%d %-5s: %.2f ms/step, %.0f target tokens/s, arena %.2f GiB "
@@ -312,7 +337,8 @@ void bench(const Config& cfg, int steps, bool breakdown) {
        << ",\"arena_bytes\":" << rep.total_bytes << ",\"planned_bytes\":" << rep.planned_bytes
        << ",\"lower_bound_bytes\":" << rep.lower_bound_bytes
        << ",\"persistent_bytes\":" << rep.persistent_bytes
-       << ",\"gemm_autotune\":" << (g_gemm_autotune ? 1 : 0)
+       << ",\"gemm_autotune\":" << (g_gemm_autotune ? 1 : 0) << ",\"dropped\":\"" << dropped_note
+       << "\""
        << ",\"loss_per_token\":" << (r.tokens > 0 ? r.loss / r.tokens : 0.0);
   if (joules > 0)
     json << ",\"joules_per_step\":" << joules / steps << ",\"average_watts\":" << joules / sec
@@ -366,12 +392,16 @@ const char* const kUsage =
     "usage: bench_model_step [steps] [preset...] [model option] [--gemm-autotune]\n"
     "       bench_model_step [--preset NAME]... [--batch N] [--len L] [--dtype fp16|bf16|fp32]...\n"
     "                        [--mode sync|async|graph]... [--steps N] [--breakdown]\n"
-    "                        [model option] [--gemm-autotune]\n"
+    "                        [--drop GROUPS] [model option] [--gemm-autotune]\n"
     "  model option: --no-recompute-layer-norm | --layer-norm-backward-from-output\n"
     "  --criterion-rows N: target rows per criterion chunk instead of the library's rule\n"
     "  --no-criterion-scratch: keep the criterion's logits out of the gradient buffer\n"
     "  --no-grad-overwrite: zero the whole gradient buffer, accumulate every weight gradient\n"
     "  --deterministic: the trainer's fixed-order reductions instead of atomics\n"
+    "  --drop GROUPS: attribution run: the timed steps leave out the calls of these breakdown\n"
+    "  groups (attention, layernorm, dropout, criterion, optimizer, embedding, other, gemm_fwd,\n"
+    "  gemm_dgrad, gemm_wgrad, gemm_batched, gemm_other; rest = all but the GEMMs); not a\n"
+    "  training step. Not with --mode graph or --breakdown\n"
     "  no option: the default matrix (fp16 sync/async/graph and bf16 async at 128 x 64 per\n"
     "  preset, then base and big fp16 async at 64 x 64 and 256 x 64). With any of the other\n"
     "  options: each preset x dtype x mode at --batch x --len (defaults: transformer-base and\n"
@@ -474,6 +504,15 @@ int run(int argc, char** argv) {
     } else if (a == "--breakdown") {
       breakdown = true;
       options = true;
+    } else if (a == "--drop") {
+      for (const std::string& g : split_commas(value())) {
+        bool known = g == "rest";
+        for (const GroupName& k : kGroups) known = known || g == k.key;
+        if (!known) throw UsageError{"--drop: unknown group '" + g + "'"};
+        g_drop_groups.push_back(g);
+      }
+      if (g_drop_groups.empty()) throw UsageError{"--drop needs at least one group"};
+      options = true;
     } else if (a == "--no-recompute-layer-norm") {  // model options: with either usage
       g_recompute_ln = false;
     } else if (a == "--recompute-layer-norm") {  // the default, accepted
@@ -503,6 +542,9 @@ int run(int argc, char** argv) {
   }
   if (options && positional > 0)
     throw UsageError{"positional [steps] [preset...] and --options do not mix"};
+  if (!g_drop_groups.empty() &&
+      (breakdown || std::find(modes.begin(), modes.end(), "graph") != modes.end()))
+    throw UsageError{"--drop goes with --mode sync or async, without --breakdown"};
 
   int devices = 0;
   if (ls_cuda_device_count(&devices) != LS_OK || devices == 0) {
@@ -528,6 +570,7 @@ int run(int argc, char** argv) {
   }
   if (dtypes.empty()) dtypes = {LS_DTYPE_FP16};
   if (modes.empty()) modes = {"async"};
+
   for (const auto& p : presets)
     for (ls_dtype dt : dtypes)
       for (const auto& m : modes) bench(Config{p, dt, batch, len, m}, steps, breakdown);

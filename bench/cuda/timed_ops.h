@@ -11,6 +11,12 @@
 // Calls that queue no device work of their own (to_host, from_host, synchronize, host memory,
 // marks) are forwarded untimed, and so is everything while a stream capture is open.
 //
+// Attribution runs (set_dropped, set_dropping): while dropping is on, the calls whose label the
+// predicate selected are neither run nor timed. The step's results are then meaningless; what
+// runs is the device work of the other calls, on the data the last full step left in the
+// buffers, so that the step's rate without a group of kernels can be measured under the same
+// power limit as with them.
+//
 // GEMM roles, from the shape of the call (the layers' conventions in layer_common.h):
 //   batched: batch > 1 (per-head attention products);
 //   wgrad:   trans_a (weight gradient dW += dy^T x);
@@ -87,6 +93,14 @@ class TimedOps final : public Ops {
   // Recording is off until enabled; while off, calls are only forwarded.
   void set_enabled(bool on) { enabled_ = on; }
   bool enabled() const { return enabled_; }
+  // Which labels an attribution run drops: drop(label) for each label ("gemm fwd+bias", ...).
+  template <class Pred>
+  void set_dropped(Pred&& drop) {
+    dropped_.assign(labels_.size(), false);
+    for (size_t i = 0; i < labels_.size(); ++i) dropped_[i] = drop(labels_[i]);
+  }
+  // While on, the calls set_dropped selected are skipped (neither run nor timed).
+  void set_dropping(bool on) { dropping_ = on; }
   // Forgets the recorded calls (their events may be re-recorded right away).
   void reset() { count_ = 0; }
   size_t recorded() const { return count_; }
@@ -466,6 +480,7 @@ class TimedOps final : public Ops {
   }
   template <class F>
   void timed(uint16_t label, double flops, const GemmShape& shape, F&& call) {
+    if (dropping_ && !capturing_ && label < dropped_.size() && dropped_[label]) return;
     if (!enabled_ || capturing_) {
       call();
       return;
@@ -540,6 +555,8 @@ class TimedOps final : public Ops {
   cudaStream_t stream_;
   bool enabled_ = false;
   bool capturing_ = false;
+  bool dropping_ = false;
+  std::vector<bool> dropped_;  // by label, for attribution runs
   std::vector<std::string> labels_;
   std::vector<Record> records_;
   std::vector<cudaEvent_t> events_;

@@ -276,8 +276,16 @@ void bench(const Config& cfg, int steps, bool breakdown) {
   b.target = tgt.data();
   ls_step_result r;
   ls_step_result_init(&r);
-  for (int i = 0; i < 5; ++i)
+  // Warm-up: 5 steps, then on (at most 40 more) until the loss scale has held for 3 steps in a
+  // row, as the PyTorch benchmark does (fp16 starts at 65536 and overflows for several steps):
+  // the timed steps are then real updates, not skipped ones, and in an attribution run the
+  // buffers that the dropped calls leave as they were hold a clean step's values.
+  int warmup = 0;
+  for (int held = 0; warmup < 5 || (held < 3 && warmup < 45); ++warmup) {
+    const double scale = warmup > 0 ? r.loss_scale : -1.0;
     if (ls_trainer_step(tr, &b, &r) != LS_OK) die("ls_trainer_step");
+    held = r.loss_scale == scale ? held + 1 : 0;
+  }
   ls_context_synchronize(ctx);
   const ls::bench::NvmlEnergy& nvml = energy_counter();
   if (drop && timed != nullptr) {
@@ -307,7 +315,8 @@ void bench(const Config& cfg, int steps, bool breakdown) {
   std::string dropped_note;
   for (const std::string& g : g_drop_groups) dropped_note += (dropped_note.empty() ? "" : ",") + g;
   const std::string suffix =
-      std::string(criterion) + (g_deterministic ? ", deterministic reductions" : "") +
+      std::string(criterion) + ", warm-up " + std::to_string(warmup) +
+      (g_deterministic ? ", deterministic reductions" : "") +
       (drop ? ", DROPPED " + dropped_note + " (attribution run: not a training step)" : "");
   const double tokens_per_s = static_cast<double>(batch) * len * steps / sec;
   std::printf(

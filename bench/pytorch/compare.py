@@ -427,7 +427,8 @@ def run(args, ap, monitor):
         "over the run (max_memory_reserved in parentheses). Neither counts the CUDA context.",
         "ls_train / eager memory: arena / PyTorch peak allocated.",
         "ls_train rows: bench_model_step's async step (nothing read back inside the timed "
-        "window, as in the PyTorch loop; 5 warm-up steps); its sync (result read back every "
+        "window, as in the PyTorch loop; warm-up: 5 steps, then on until the loss scale has "
+        "held for 3 steps, as PyTorch's); its sync (result read back every "
         "step) and CUDA-graph steps are listed below the table.",
         "Both use the fairseq inverse_sqrt schedule's warm-up (lr from 1e-7 towards 5e-4 over "
         "4000 updates) and GradScaler's defaults; PyTorch warms up until the loss scale has "

@@ -23,11 +23,16 @@
 //
 // --drop GROUPS (an attribution run; comma list of the breakdown's group keys, or "rest" for
 // every group but the GEMMs): the warm-up steps run in full, then the timed steps run without
-// the calls of those groups (TimedOps::set_dropped). The kernels left work on the data the
-// last full step left in the buffers (the same batch every step), so the rate and the energy
-// per step measure what the step costs without those groups under the same power limit. The
-// losses and the updates of such a run are meaningless; the line says so. Not with --mode
-// graph or --breakdown.
+// the calls of those groups (TimedOps::set_dropped), so the rate and the energy per step say
+// what the step costs without them under the same power limit. The losses and the updates of
+// such a run are meaningless; the line says so. Not with --mode graph or --breakdown.
+// Caveat: the planner shares memory between buffers, so a dropped call's output holds whatever
+// was last placed there, possibly another tensor's bytes read as fp16, i.e. non-finite values.
+// Then the loss scale collapses and the trainer stops (drop "optimizer" too, so that no update
+// or overflow check runs), and GEMMs fed NaNs draw less power: a run whose card is no longer
+// power-capped, or whose energy falls by more than its groups' kernel time allows, is not an
+// attribution. Dropping the optimizer, the criterion, the dropout fusions or every non-GEMM
+// group ("rest") kept the card power-capped in the H200 runs (bench/RESULTS.md).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>

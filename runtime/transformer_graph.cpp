@@ -378,11 +378,13 @@ void TransformerGraph::criterion(RunCtx& rc) {
     const std::byte* x = hidden + static_cast<size_t>(r0 * d) * e;
     void* lse_c = lse_rows + static_cast<size_t>(r0) * a;
     Linear::forward(ops, dt_, x, w, lg, rows, d, V);
-    ops.cross_entropy_forward(lg, tgt + r0, lse_c, sums, rows, V, cfg_.padding_idx,
-                              cfg_.label_smoothing, dt_);
-    if (!train) continue;
-    ops.cross_entropy_backward(lg, tgt + r0, lse_c, grad_scale, lg, rows, V, cfg_.padding_idx,
-                               cfg_.label_smoothing, dt_);
+    if (!train) {
+      ops.cross_entropy_forward(lg, tgt + r0, lse_c, sums, rows, V, cfg_.padding_idx,
+                                cfg_.label_smoothing, dt_);
+      continue;
+    }
+    ops.cross_entropy_forward_backward(lg, tgt + r0, lse_c, sums, grad_scale, lg, rows, V,
+                                       cfg_.padding_idx, cfg_.label_smoothing, dt_);
     Linear::backward_weight(ops, dt_, lg, x, dw, nullptr, rows, d, V,
                             r0 == 0 ? rc.weight_grad_beta() : 1.f);
     // The dry run (max_seq_len target rows) may run this body once where a real step runs it

@@ -373,6 +373,15 @@ class TimedOps final : public Ops {
                                     padding_idx, eps, dt);
     });
   }
+  void cross_entropy_forward_backward(const void* logits, const int32_t* targets, void* lse,
+                                      void* sums, const void* grad_scale_dev, void* d_logits,
+                                      int64_t rows, int64_t vocab, int32_t padding_idx, float eps,
+                                      DType dt) override {
+    timed(kCrossEntropyForwardBackward, [&] {
+      inner_.cross_entropy_forward_backward(logits, targets, lse, sums, grad_scale_dev, d_logits,
+                                            rows, vocab, padding_idx, eps, dt);
+    });
+  }
 
   // ---- optimizer, inputs and counters, host memory, step capture ----
   // (The part of ops.h that moves most: keep these last.)
@@ -453,6 +462,7 @@ class TimedOps final : public Ops {
     kAttentionBackward,
     kCrossEntropyForward,
     kCrossEntropyBackward,
+    kCrossEntropyForwardBackward,
     kSumSquares,
     kUpdateControl,
     kAdamUpdate,
@@ -530,6 +540,7 @@ class TimedOps final : public Ops {
                "attention_backward",
                "cross_entropy_forward",
                "cross_entropy_backward",
+               "cross_entropy_fwd_bwd",
                "sum_squares",
                "update_control",
                "adam_update",

@@ -321,6 +321,17 @@ class Ops {
                                       const void* grad_scale_dev, void* d_logits, int64_t rows,
                                       int64_t vocab, int32_t padding_idx, float eps,
                                       DType dt) = 0;
+  // Training's criterion: cross_entropy_forward, then cross_entropy_backward on the same logits,
+  // with the same results (lse, sums, d_logits; d_logits may alias logits). A backend may fuse
+  // the two (CUDA: the logits are read once).
+  virtual void cross_entropy_forward_backward(const void* logits, const int32_t* targets, void* lse,
+                                              void* sums, const void* grad_scale_dev,
+                                              void* d_logits, int64_t rows, int64_t vocab,
+                                              int32_t padding_idx, float eps, DType dt) {
+    cross_entropy_forward(logits, targets, lse, sums, rows, vocab, padding_idx, eps, dt);
+    cross_entropy_backward(logits, targets, lse, grad_scale_dev, d_logits, rows, vocab, padding_idx,
+                           eps, dt);
+  }
 
   // ---- optimizer over flat acc buffers ----
   // out[0] += sum of x[i]^2 (acc), n elements of x (acc type); inf/NaN propagate.

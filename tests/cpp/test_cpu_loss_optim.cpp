@@ -82,6 +82,16 @@ TEST_CASE("cross_entropy backward matches finite differences of the loss; paddin
   ops->cross_entropy_backward(in_place.data(), targets.data(), lse.data(), &one, in_place.data(),
                               rows, vocab, pad, eps, DType::F64);
   CHECK(in_place == d_logits);
+  // Forward and backward in one call (training's criterion), in place: the same lse, sums and
+  // gradient as the two calls.
+  std::vector<double> fused = logits, fused_lse(rows), fused_sums = {0.0, 0.0, 0.0};
+  ops->cross_entropy_forward_backward(fused.data(), targets.data(), fused_lse.data(),
+                                      fused_sums.data(), &one, fused.data(), rows, vocab, pad, eps,
+                                      DType::F64);
+  loss();
+  CHECK(fused_lse == lse);
+  CHECK(fused_sums == sums);
+  CHECK(fused == d_logits);
 }
 
 TEST_CASE("cross_entropy in fp32 agrees with fp64") {

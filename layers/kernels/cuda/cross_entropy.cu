@@ -18,6 +18,11 @@
 //   when V % 4 == 0): d_logits = grad_scale * (exp(z - lse) - q), q[y] = 1 - eps,
 //   q[v != y] = eps/(V-1); rows whose target is padding are written as zeros. Reads the logits
 //   once and writes d_logits once (d_logits may alias the logits).
+// Forward + backward (training, launch_cross_entropy_forward_backward): on the register path
+//   the forward kernel (kGrad) goes on, once every thread has the row's sums, to write its own
+//   logits' d_logits from its registers with the backward's expression and the lse it stores
+//   (the same bits): the logits are read once instead of twice. Each thread overwrites only
+//   logits it has already read, so d_logits may alias the logits. Longer rows: the two kernels.
 // Shapes: logits, d_logits [T, V] (dt); targets [T] int32; lse [T], sums [3], grad_scale [1]
 // (fp32).
 #include <type_traits>
@@ -170,12 +175,14 @@ __device__ __forceinline__ void finish_row(int64_t t, float mx, float sum_exp, f
 // exp(z - max), sum of z and z[y] from the registers; one block reduction of the three.
 // kVec: vocab % 8 == 0 and logits 16-byte aligned (16-byte loads); a separate instantiation
 // from the element-by-element one so that the vector path has no per-element packing.
-template <class T, int kSlots, bool kVec>
+// kGrad: also d_logits = grad_scale * (exp(z - lse) - q) from the registers (see the header);
+// logits is then not __restrict__, as d_logits may alias it.
+template <class T, int kSlots, bool kVec, bool kGrad>
 __global__ void __launch_bounds__(kForwardThreads, 2)
-    cross_entropy_forward_regs_kernel(const T* __restrict__ logits,
-                                      const int32_t* __restrict__ targets, float* lse, float* sums,
-                                      int64_t vocab, int32_t padding_idx, float eps,
-                                      float* partials) {
+    cross_entropy_forward_regs_kernel(const T* logits, const int32_t* __restrict__ targets,
+                                      float* lse, float* sums, int64_t vocab, int32_t padding_idx,
+                                      float eps, float* partials, const float* grad_scale,
+                                      T* d_logits) {
   pdl_wait();  // the previous kernel of the stream is done (launch_kernel)
   __shared__ float scratch[3][32];
   const int64_t t = blockIdx.x;
@@ -205,6 +212,26 @@ __global__ void __launch_bounds__(kForwardThreads, 2)
   const float3 tot = block_sum3(s, sz, zy, scratch);
   if (threadIdx.x == 0)
     finish_row(t, mx, tot.x, tot.y, y, tot.z, lse, sums, vocab, padding_idx, eps, partials);
+  if (!kGrad) return;
+  // The backward's expression, with the lse that finish_row stores (same operands, same bits).
+  const float row_lse = mx + logf(tot.x);
+  const bool pad = y == padding_idx;
+  const float scale = grad_scale[0];
+  const float eps_other = eps / float(vocab - 1), q_target = 1.f - eps;
+  T* dz = d_logits + t * vocab;
+#pragma unroll
+  for (int k = 0; k < kSlots; ++k) {
+    const int64_t v0 = (int64_t(k) * kForwardThreads + threadIdx.x) * 8;
+    if (v0 >= vocab) continue;
+    float x[8];
+    unpack8(v[k], x);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const float q = (v0 + j == y) ? q_target : eps_other;
+      x[j] = pad ? 0.f : scale * (expf(x[j] - row_lse) - q);
+    }
+    store8(dz, v0, vocab, kVec && v0 + 8 <= vocab, x);
+  }
 }
 
 // Rows longer than the register path: one pass with an online (max, sum) per thread, rescaled
@@ -277,6 +304,58 @@ __global__ void cross_entropy_backward_kernel(const T* logits, const int32_t* __
 
 }  // namespace
 
+namespace {
+
+// Whether a row of `vocab` logits fits the forward's register path (the element-by-element
+// path keeps at most 4 slots: beyond, it would spill).
+template <class T>
+bool fits_registers(int64_t vocab, bool vec) {
+  constexpr int64_t kPerSlot = int64_t(kForwardThreads) * 8;
+  const int64_t slots = (vocab + kPerSlot - 1) / kPerSlot;
+  return slots <= (vec ? max_slots<T>() : 4);
+}
+
+// Launches the forward's register-path kernel (kGrad: with the backward fused) when the row
+// fits it; returns false (nothing launched) when it does not.
+template <class T, bool kGrad>
+bool launch_forward_regs(const T* z, const int32_t* targets, float* lse, float* sums, int64_t rows,
+                         int64_t vocab, int32_t padding_idx, float eps, bool vec, float* partials,
+                         const float* grad_scale, T* d_logits, cudaStream_t s) {
+  constexpr int64_t kPerSlot = int64_t(kForwardThreads) * 8;
+  const int64_t slots = (vocab + kPerSlot - 1) / kPerSlot;
+  const char* name = kGrad ? "cross_entropy_forward_backward" : "cross_entropy_forward";
+  auto regs = [&](auto slots_c, auto vec_c) {
+    launch_kernel(name,
+                  cross_entropy_forward_regs_kernel<T, decltype(slots_c)::value,
+                                                    decltype(vec_c)::value, kGrad>,
+                  unsigned(rows), kForwardThreads, 0, s, z, targets, lse, sums, vocab, padding_idx,
+                  eps, partials, grad_scale, d_logits);
+  };
+  using VecOn = std::true_type;
+  using VecOff = std::false_type;
+  if (!fits_registers<T>(vocab, vec)) return false;
+  if (vec) {
+    if (slots <= 1)
+      regs(std::integral_constant<int, 1>{}, VecOn{});
+    else if (slots <= 2)
+      regs(std::integral_constant<int, 2>{}, VecOn{});
+    else if (slots <= 4)
+      regs(std::integral_constant<int, 4>{}, VecOn{});
+    else if constexpr (max_slots<T>() >= 8)
+      regs(std::integral_constant<int, 8>{}, VecOn{});
+    return true;
+  }
+  if (slots <= 1)
+    regs(std::integral_constant<int, 1>{}, VecOff{});
+  else if (slots <= 2)
+    regs(std::integral_constant<int, 2>{}, VecOff{});
+  else
+    regs(std::integral_constant<int, 4>{}, VecOff{});
+  return true;
+}
+
+}  // namespace
+
 void launch_cross_entropy_forward(const void* logits, const int32_t* targets, float* lse,
                                   float* sums, int64_t rows, int64_t vocab, int32_t padding_idx,
                                   float eps, DType dt, cudaStream_t s, const Reduction& red) {
@@ -286,45 +365,46 @@ void launch_cross_entropy_forward(const void* logits, const int32_t* targets, fl
   dispatch_dtype(dt, "cross_entropy_forward", [&](auto tv) {
     using T = decltype(tv);
     const T* z = static_cast<const T*>(logits);
-    constexpr int64_t kPerSlot = int64_t(kForwardThreads) * 8;
-    const int64_t slots = (vocab + kPerSlot - 1) / kPerSlot;
-    const unsigned grid = unsigned(rows);
-    auto regs = [&](auto slots_c, auto vec_c) {
-      launch_kernel(
-          "cross_entropy_forward",
-          cross_entropy_forward_regs_kernel<T, decltype(slots_c)::value, decltype(vec_c)::value>,
-          grid, kForwardThreads, 0, s, z, targets, lse, sums, vocab, padding_idx, eps, partials);
-    };
-    using VecOn = std::true_type;
-    using VecOff = std::false_type;
-    // The element-by-element path keeps at most 4 slots (beyond, it would spill).
-    if (vec && slots <= max_slots<T>()) {
-      if (slots <= 1)
-        regs(std::integral_constant<int, 1>{}, VecOn{});
-      else if (slots <= 2)
-        regs(std::integral_constant<int, 2>{}, VecOn{});
-      else if (slots <= 4)
-        regs(std::integral_constant<int, 4>{}, VecOn{});
-      else if constexpr (max_slots<T>() >= 8)
-        regs(std::integral_constant<int, 8>{}, VecOn{});
-    } else if (!vec && slots <= 4) {
-      if (slots <= 1)
-        regs(std::integral_constant<int, 1>{}, VecOff{});
-      else if (slots <= 2)
-        regs(std::integral_constant<int, 2>{}, VecOff{});
-      else
-        regs(std::integral_constant<int, 4>{}, VecOff{});
-    } else if (vec) {
-      launch_kernel("cross_entropy_forward", cross_entropy_forward_online_kernel<T, true>, grid,
-                    kForwardThreads, 0, s, z, targets, lse, sums, vocab, padding_idx, eps,
-                    partials);
-    } else {
-      launch_kernel("cross_entropy_forward", cross_entropy_forward_online_kernel<T, false>, grid,
-                    kForwardThreads, 0, s, z, targets, lse, sums, vocab, padding_idx, eps,
-                    partials);
-    }
+    if (launch_forward_regs<T, false>(z, targets, lse, sums, rows, vocab, padding_idx, eps, vec,
+                                      partials, nullptr, nullptr, s))
+      return;
+    if (vec)
+      launch_kernel("cross_entropy_forward", cross_entropy_forward_online_kernel<T, true>,
+                    unsigned(rows), kForwardThreads, 0, s, z, targets, lse, sums, vocab,
+                    padding_idx, eps, partials);
+    else
+      launch_kernel("cross_entropy_forward", cross_entropy_forward_online_kernel<T, false>,
+                    unsigned(rows), kForwardThreads, 0, s, z, targets, lse, sums, vocab,
+                    padding_idx, eps, partials);
   });
   if (partials != nullptr) launch_sum_partials(partials, rows, 3, sums, s);
+}
+
+void launch_cross_entropy_forward_backward(const void* logits, const int32_t* targets, float* lse,
+                                           float* sums, const float* grad_scale_dev, void* d_logits,
+                                           int64_t rows, int64_t vocab, int32_t padding_idx,
+                                           float eps, DType dt, cudaStream_t s,
+                                           const Reduction& red) {
+  if (rows == 0) return;
+  const bool vec = vocab % 8 == 0 && aligned16(logits) && aligned16(d_logits);
+  bool fused = false;
+  float* partials = nullptr;
+  dispatch_dtype(dt, "cross_entropy_forward_backward", [&](auto tv) {
+    using T = decltype(tv);
+    if (!fits_registers<T>(vocab, vec)) return;  // the two kernels, below
+    partials = red.deterministic() ? red.rows(rows, 3, "cross_entropy_forward_backward") : nullptr;
+    fused = launch_forward_regs<T, true>(static_cast<const T*>(logits), targets, lse, sums, rows,
+                                         vocab, padding_idx, eps, vec, partials, grad_scale_dev,
+                                         static_cast<T*>(d_logits), s);
+  });
+  if (fused) {
+    if (partials != nullptr) launch_sum_partials(partials, rows, 3, sums, s);
+    return;
+  }
+  launch_cross_entropy_forward(logits, targets, lse, sums, rows, vocab, padding_idx, eps, dt, s,
+                               red);
+  launch_cross_entropy_backward(logits, targets, lse, grad_scale_dev, d_logits, rows, vocab,
+                                padding_idx, eps, dt, s);
 }
 
 void launch_cross_entropy_backward(const void* logits, const int32_t* targets, const float* lse,

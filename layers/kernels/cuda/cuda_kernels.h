@@ -208,6 +208,14 @@ void launch_cross_entropy_backward(const void* logits, const int32_t* targets, c
                                    const float* grad_scale_dev, void* d_logits, int64_t rows,
                                    int64_t vocab, int32_t padding_idx, float eps, DType dt,
                                    cudaStream_t s);
+// The forward and the backward in one pass over the logits where the forward's register path
+// applies (the logits held in registers, d_logits written from them after the row's lse);
+// otherwise the two kernels above. Same results as the two, bit for bit.
+void launch_cross_entropy_forward_backward(const void* logits, const int32_t* targets, float* lse,
+                                           float* sums, const float* grad_scale_dev, void* d_logits,
+                                           int64_t rows, int64_t vocab, int32_t padding_idx,
+                                           float eps, DType dt, cudaStream_t s,
+                                           const Reduction& red = {});
 
 // adam.cu
 void launch_sum_squares(const float* x, size_t n, float* out, cudaStream_t s,

@@ -549,6 +549,28 @@ void CudaOps::cross_entropy_backward(const void* logits, const int32_t* targets,
                                       vocab, padding_idx, eps, dt, as_stream(stream_));
 }
 
+void CudaOps::cross_entropy_forward_backward(const void* logits, const int32_t* targets, void* lse,
+                                             void* sums, const void* grad_scale_dev, void* d_logits,
+                                             int64_t rows, int64_t vocab, int32_t padding_idx,
+                                             float eps, DType dt) {
+  const char* call = "cross_entropy_forward_backward";
+  check_working(dt, call);
+  check_nonneg(rows, call, "rows");
+  LS_CHECK_ARG(vocab >= 2, call << ": vocab = " << vocab << " must be >= 2");
+  if (rows == 0) return;
+  check_ptr(logits, call, "logits");
+  check_ptr(targets, call, "targets");
+  check_ptr(lse, call, "lse");
+  check_ptr(sums, call, "sums");
+  check_ptr(grad_scale_dev, call, "grad_scale_dev");
+  check_ptr(d_logits, call, "d_logits");
+  LS_CHECK_ARG(rows <= INT32_MAX, call << ": too many rows");
+  cuda::launch_cross_entropy_forward_backward(
+      logits, targets, static_cast<float*>(lse), static_cast<float*>(sums),
+      static_cast<const float*>(grad_scale_dev), d_logits, rows, vocab, padding_idx, eps, dt,
+      as_stream(stream_), reduction());
+}
+
 // ---------------------------------------------------------------- optimizer
 void CudaOps::sum_squares(const void* x, size_t n, void* out, DType acc) {
   cuda::require_acc_f32(acc, "sum_squares");

@@ -107,6 +107,10 @@ class CudaOps final : public Ops {
   void cross_entropy_backward(const void* logits, const int32_t* targets, const void* lse,
                               const void* grad_scale_dev, void* d_logits, int64_t rows,
                               int64_t vocab, int32_t padding_idx, float eps, DType dt) override;
+  void cross_entropy_forward_backward(const void* logits, const int32_t* targets, void* lse,
+                                      void* sums, const void* grad_scale_dev, void* d_logits,
+                                      int64_t rows, int64_t vocab, int32_t padding_idx, float eps,
+                                      DType dt) override;
   void sum_squares(const void* x, size_t n, void* out, DType acc) override;
   void update_control(const void* sumsq_dev, void* tokens_dev, const UpdateControlArgs& args,
                       TrainState* state_dev, void* grad_scale_dev, DType acc) override;

@@ -999,6 +999,7 @@ TEST_CASE("cuda cross-entropy forward/backward match the CPU reference") {
       // over rows: kSumTol.
       CHECK_CLOSE(download(dlse, DType::F32, size_t(s.rows)), lse_ref, kSumTol);
       CHECK_CLOSE(download(dsums, DType::F32, 3), sums_ref, kSumTol);
+      std::vector<float> det_sums;  // the deterministic sums' bits, for the fused call below
       {  // deterministic: per-row values summed in row order by reduce.cu, bitwise repeatable
         cuda.set_workspace(workspace.p, workspace.bytes);
         cuda.set_deterministic(true);
@@ -1013,6 +1014,7 @@ TEST_CASE("cuda cross-entropy forward/backward match the CPU reference") {
           CHECK_CLOSE(runs.back(), sums_ref, kSumTol);
         }
         CHECK(runs[0] == runs[1]);
+        det_sums = runs[0];
         cuda.set_workspace(nullptr, 0);
       }
 
@@ -1026,6 +1028,34 @@ TEST_CASE("cuda cross-entropy forward/backward match the CPU reference") {
       // softmax - q: the target entry cancels (p - (1 - eps)); in fp32 the lse difference of
       // ~1e-6 relative becomes an absolute error of ~1e-6 * |lse| on each probability: 1e-4.
       CHECK_CLOSE(download(dd, dt, n), d_ref, dt == DType::F32 ? 1e-4 : tol(dt));
+
+      // Forward and backward fused (training's call): the same bits as the two kernels above,
+      // out of place and in place (d_logits over the logits, as the model runs it), with
+      // atomics and with the deterministic sums (then the sums' bits too).
+      const auto lse_sep = download(dlse, DType::F32, size_t(s.rows));
+      const auto d_sep = download(dd, dt, n);
+      for (int mode = 0; mode < 3; ++mode) {
+        const bool in_place = mode == 1, deterministic = mode == 2;
+        INFO("fused, " << (in_place ? "in place" : "out of place")
+                       << (deterministic ? ", deterministic" : ""));
+        DevBuf fl = upload(logits, dt), flse = poisoned(size_t(s.rows), DType::F32),
+               fsums = upload(std::vector<float>{1.f, 2.f, 3.f}, DType::F32), fd = poisoned(n, dt);
+        if (deterministic) {
+          cuda.set_workspace(workspace.p, workspace.bytes);
+          cuda.set_deterministic(true);
+        }
+        cuda.cross_entropy_forward_backward(fl.p, dt_.as<int32_t>(), flse.p, fsums.p, dscale.p,
+                                            in_place ? fl.p : fd.p, s.rows, s.vocab, 1, eps, dt);
+        if (deterministic) {
+          cuda.set_deterministic(false);
+          cuda.set_workspace(nullptr, 0);
+        }
+        CHECK(download(flse, DType::F32, size_t(s.rows)) == lse_sep);
+        CHECK(download(in_place ? fl : fd, dt, n) == d_sep);
+        const auto fused_sums = download(fsums, DType::F32, 3);
+        CHECK_CLOSE(fused_sums, sums_ref, kSumTol);
+        if (deterministic) CHECK(fused_sums == det_sums);
+      }
     }
   }
 }

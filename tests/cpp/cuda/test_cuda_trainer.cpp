@@ -276,9 +276,9 @@ TEST_CASE(
       if (row.label == label) return row.calls > 0;
     return false;
   };
-  for (const char* label : {"embedding_forward", "embedding_backward", "layernorm_forward",
-                            "layernorm_backward", "cross_entropy_forward", "cross_entropy_backward",
-                            "sum_squares", "update_control", "adam_update"}) {
+  for (const char* label :
+       {"embedding_forward", "embedding_backward", "layernorm_forward", "layernorm_backward",
+        "cross_entropy_fwd_bwd", "sum_squares", "update_control", "adam_update"}) {
     CAPTURE(label);
     CHECK(ran(label));
   }

@@ -512,19 +512,28 @@ void CudaOps::softmax_backward(const void* d_dropped, const void* probs, void* d
 }
 
 // ---------------------------------------------------------------- criterion
+namespace {
+// The checks every criterion call makes; false: no rows, nothing to do.
+bool check_criterion_args(const char* call, DType dt, int64_t rows, int64_t vocab,
+                          const void* logits, const int32_t* targets, const void* lse) {
+  check_working(dt, call);
+  check_nonneg(rows, call, "rows");
+  LS_CHECK_ARG(vocab >= 2, call << ": vocab = " << vocab << " must be >= 2");
+  if (rows == 0) return false;
+  check_ptr(logits, call, "logits");
+  check_ptr(targets, call, "targets");
+  check_ptr(lse, call, "lse");
+  LS_CHECK_ARG(rows <= INT32_MAX, call << ": too many rows");
+  return true;
+}
+}  // namespace
+
 void CudaOps::cross_entropy_forward(const void* logits, const int32_t* targets, void* lse,
                                     void* sums, int64_t rows, int64_t vocab, int32_t padding_idx,
                                     float eps, DType dt) {
   const char* call = "cross_entropy_forward";
-  check_working(dt, call);
-  check_nonneg(rows, call, "rows");
-  LS_CHECK_ARG(vocab >= 2, call << ": vocab = " << vocab << " must be >= 2");
-  if (rows == 0) return;
-  check_ptr(logits, call, "logits");
-  check_ptr(targets, call, "targets");
-  check_ptr(lse, call, "lse");
+  if (!check_criterion_args(call, dt, rows, vocab, logits, targets, lse)) return;
   check_ptr(sums, call, "sums");
-  LS_CHECK_ARG(rows <= INT32_MAX, call << ": too many rows");
   cuda::launch_cross_entropy_forward(logits, targets, static_cast<float*>(lse),
                                      static_cast<float*>(sums), rows, vocab, padding_idx, eps, dt,
                                      as_stream(stream_), reduction());
@@ -534,16 +543,9 @@ void CudaOps::cross_entropy_backward(const void* logits, const int32_t* targets,
                                      const void* grad_scale_dev, void* d_logits, int64_t rows,
                                      int64_t vocab, int32_t padding_idx, float eps, DType dt) {
   const char* call = "cross_entropy_backward";
-  check_working(dt, call);
-  check_nonneg(rows, call, "rows");
-  LS_CHECK_ARG(vocab >= 2, call << ": vocab = " << vocab << " must be >= 2");
-  if (rows == 0) return;
-  check_ptr(logits, call, "logits");
-  check_ptr(targets, call, "targets");
-  check_ptr(lse, call, "lse");
+  if (!check_criterion_args(call, dt, rows, vocab, logits, targets, lse)) return;
   check_ptr(grad_scale_dev, call, "grad_scale_dev");
   check_ptr(d_logits, call, "d_logits");
-  LS_CHECK_ARG(rows <= INT32_MAX, call << ": too many rows");
   cuda::launch_cross_entropy_backward(logits, targets, static_cast<const float*>(lse),
                                       static_cast<const float*>(grad_scale_dev), d_logits, rows,
                                       vocab, padding_idx, eps, dt, as_stream(stream_));
@@ -554,17 +556,10 @@ void CudaOps::cross_entropy_forward_backward(const void* logits, const int32_t* 
                                              int64_t rows, int64_t vocab, int32_t padding_idx,
                                              float eps, DType dt) {
   const char* call = "cross_entropy_forward_backward";
-  check_working(dt, call);
-  check_nonneg(rows, call, "rows");
-  LS_CHECK_ARG(vocab >= 2, call << ": vocab = " << vocab << " must be >= 2");
-  if (rows == 0) return;
-  check_ptr(logits, call, "logits");
-  check_ptr(targets, call, "targets");
-  check_ptr(lse, call, "lse");
+  if (!check_criterion_args(call, dt, rows, vocab, logits, targets, lse)) return;
   check_ptr(sums, call, "sums");
   check_ptr(grad_scale_dev, call, "grad_scale_dev");
   check_ptr(d_logits, call, "d_logits");
-  LS_CHECK_ARG(rows <= INT32_MAX, call << ": too many rows");
   cuda::launch_cross_entropy_forward_backward(
       logits, targets, static_cast<float*>(lse), static_cast<float*>(sums),
       static_cast<const float*>(grad_scale_dev), d_logits, rows, vocab, padding_idx, eps, dt,

@@ -293,7 +293,7 @@ void bench(const Config& cfg, int steps, bool breakdown) {
   }
   ls_context_synchronize(ctx);
   const ls::bench::NvmlEnergy& nvml = energy_counter();
-  if (drop && timed != nullptr) {
+  if (drop) {  // timed exists: --drop excludes graph mode
     timed->set_dropped([](const std::string& label) { return dropped_group(group_of(label)); });
     timed->set_dropping(true);
   }
@@ -303,7 +303,7 @@ void bench(const Config& cfg, int steps, bool breakdown) {
     if (ls_trainer_step(tr, &b, sync || i + 1 == steps ? &r : nullptr) != LS_OK)
       die("ls_trainer_step");
   ls_context_synchronize(ctx);
-  if (timed != nullptr) timed->set_dropping(false);
+  if (drop) timed->set_dropping(false);
   double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const int clock_end = nvml.sm_clock_mhz();
   const double joules = j0 >= 0 ? nvml.joules() - j0 : -1;
@@ -584,7 +584,6 @@ int run(int argc, char** argv) {
   }
   if (dtypes.empty()) dtypes = {LS_DTYPE_FP16};
   if (modes.empty()) modes = {"async"};
-
   for (const auto& p : presets)
     for (ls_dtype dt : dtypes)
       for (const auto& m : modes) bench(Config{p, dt, batch, len, m}, steps, breakdown);

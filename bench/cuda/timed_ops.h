@@ -13,9 +13,10 @@
 //
 // Attribution runs (set_dropped, set_dropping): while dropping is on, the calls whose label the
 // predicate selected are neither run nor timed. The step's results are then meaningless; what
-// runs is the device work of the other calls, on the data the last full step left in the
-// buffers, so that the step's rate without a group of kernels can be measured under the same
-// power limit as with them.
+// runs is the device work of the other calls, on whatever their input buffers hold (a dropped
+// call's output keeps what was last stored in its memory), so that the step's rate without a
+// group of kernels can be measured under the same power limit as with them (bench_model_step
+// --drop, with its caveats).
 //
 // GEMM roles, from the shape of the call (the layers' conventions in layer_common.h):
 //   batched: batch > 1 (per-head attention products);

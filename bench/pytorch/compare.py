@@ -410,7 +410,7 @@ def run(args, ap, monitor):
                 attach_torch_gpu(torch_result.get("runs", []), stamps, args.steps, monitor)
         else:
             notes.append(f"the PyTorch script exited {rc} without results (torch_stdout.txt).")
-    if "--padding-masks always" in " ".join(args.torch_args.split()):
+    if re.search(r"--padding-masks(=|\s+)always\b", args.torch_args):
         notes.append("PyTorch ran with --padding-masks always: the source, target and memory "
                      "key-padding masks are passed every step (all false here), so SDPA leaves "
                      "its flash path; ls_train reads its padding flags every step either way.")

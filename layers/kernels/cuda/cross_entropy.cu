@@ -146,12 +146,28 @@ __device__ __forceinline__ void slot_exp_sum(const Raw8<T>& r, int64_t v0, int64
   }
 }
 
-// Thread 0 of the block: lse[t], and the row's {loss, nll, 1} into sums or partials.
-__device__ __forceinline__ void finish_row(int64_t t, float mx, float sum_exp, float total_z,
-                                           int32_t y, float zy, float* lse, float* sums,
-                                           int64_t vocab, int32_t padding_idx, float eps,
-                                           float* partials) {
-  float row_lse = mx + logf(sum_exp);
+// The row's lse from its maximum and its sum of exp(z - max): one expression for the value
+// stored and the one the fused backward uses.
+__device__ __forceinline__ float row_lse_of(float mx, float sum_exp) {
+  return mx + logf(sum_exp);
+}
+
+// d_logits[v] = scale * (exp(z[v] - lse) - q[v]), q[y] = 1 - eps, q[v != y] = eps / (V - 1):
+// the backward's expression, shared by its kernel and the fused forward (the same bits).
+struct LogitGrad {
+  float scale, lse, q_target, eps_other;
+  int32_t y;
+  __device__ LogitGrad(float scale_, float lse_, float eps, int64_t vocab, int32_t y_)
+      : scale(scale_), lse(lse_), q_target(1.f - eps), eps_other(eps / float(vocab - 1)), y(y_) {}
+  __device__ __forceinline__ float operator()(float z, int64_t v) const {
+    return scale * (expf(z - lse) - (v == y ? q_target : eps_other));
+  }
+};
+
+// Thread 0 of the block: lse[t] = row_lse, and the row's {loss, nll, 1} into sums or partials.
+__device__ __forceinline__ void finish_row(int64_t t, float row_lse, float total_z, int32_t y,
+                                           float zy, float* lse, float* sums, int64_t vocab,
+                                           int32_t padding_idx, float eps, float* partials) {
   lse[t] = row_lse;
   float row[3] = {0.f, 0.f, 0.f};
   if (y != padding_idx) {
@@ -210,14 +226,12 @@ __global__ void __launch_bounds__(kForwardThreads, 2)
       if (k == ky) zy = slot_pick(v[k], y & 7);
   }
   const float3 tot = block_sum3(s, sz, zy, scratch);
+  const float row_lse = row_lse_of(mx, tot.x);
   if (threadIdx.x == 0)
-    finish_row(t, mx, tot.x, tot.y, y, tot.z, lse, sums, vocab, padding_idx, eps, partials);
+    finish_row(t, row_lse, tot.y, y, tot.z, lse, sums, vocab, padding_idx, eps, partials);
   if (!kGrad) return;
-  // The backward's expression, with the lse that finish_row stores (same operands, same bits).
-  const float row_lse = mx + logf(tot.x);
   const bool pad = y == padding_idx;
-  const float scale = grad_scale[0];
-  const float eps_other = eps / float(vocab - 1), q_target = 1.f - eps;
+  const LogitGrad grad(grad_scale[0], row_lse, eps, vocab, y);
   T* dz = d_logits + t * vocab;
 #pragma unroll
   for (int k = 0; k < kSlots; ++k) {
@@ -226,10 +240,7 @@ __global__ void __launch_bounds__(kForwardThreads, 2)
     float x[8];
     unpack8(v[k], x);
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      const float q = (v0 + j == y) ? q_target : eps_other;
-      x[j] = pad ? 0.f : scale * (expf(x[j] - row_lse) - q);
-    }
+    for (int j = 0; j < 8; ++j) x[j] = pad ? 0.f : grad(x[j], v0 + j);
     store8(dz, v0, vocab, kVec && v0 + 8 <= vocab, x);
   }
 }
@@ -267,7 +278,8 @@ __global__ void __launch_bounds__(kForwardThreads)
   const float scaled = m == -INFINITY ? 0.f : s * fast_exp2((m - mx) * kLog2e);
   const float3 tot = block_sum3(scaled, sz, zy, scratch);
   if (threadIdx.x == 0)
-    finish_row(t, mx, tot.x, tot.y, y, tot.z, lse, sums, vocab, padding_idx, eps, partials);
+    finish_row(t, row_lse_of(mx, tot.x), tot.y, y, tot.z, lse, sums, vocab, padding_idx, eps,
+               partials);
 }
 
 template <class T>
@@ -279,8 +291,7 @@ __global__ void cross_entropy_backward_kernel(const T* logits, const int32_t* __
   int64_t t = blockIdx.x;
   int32_t y = targets[t];
   bool pad = y == padding_idx;
-  float scale = grad_scale[0], row_lse = lse[t];
-  float eps_other = eps / float(vocab - 1), q_target = 1.f - eps;
+  const LogitGrad grad(grad_scale[0], lse[t], eps, vocab, y);
   const T* z = logits + t * vocab;
   T* dz = d_logits + t * vocab;
   bool aligned = vocab % 4 == 0 && pack_aligned<T>(logits) && pack_aligned<T>(d_logits);
@@ -293,10 +304,7 @@ __global__ void cross_entropy_backward_kernel(const T* logits, const int32_t* __
     } else {
       load4(z, v0, vocab, vec, x);
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        float q = (v0 + j == y) ? q_target : eps_other;
-        x[j] = scale * (expf(x[j] - row_lse) - q);
-      }
+      for (int j = 0; j < 4; ++j) x[j] = grad(x[j], v0 + j);
     }
     store4(dz, v0, vocab, vec, x);
   }
@@ -315,10 +323,10 @@ bool fits_registers(int64_t vocab, bool vec) {
   return slots <= (vec ? max_slots<T>() : 4);
 }
 
-// Launches the forward's register-path kernel (kGrad: with the backward fused) when the row
-// fits it; returns false (nothing launched) when it does not.
+// Launches the forward's register-path kernel (kGrad: with the backward fused), for a row that
+// fits_registers.
 template <class T, bool kGrad>
-bool launch_forward_regs(const T* z, const int32_t* targets, float* lse, float* sums, int64_t rows,
+void launch_forward_regs(const T* z, const int32_t* targets, float* lse, float* sums, int64_t rows,
                          int64_t vocab, int32_t padding_idx, float eps, bool vec, float* partials,
                          const float* grad_scale, T* d_logits, cudaStream_t s) {
   constexpr int64_t kPerSlot = int64_t(kForwardThreads) * 8;
@@ -333,7 +341,6 @@ bool launch_forward_regs(const T* z, const int32_t* targets, float* lse, float* 
   };
   using VecOn = std::true_type;
   using VecOff = std::false_type;
-  if (!fits_registers<T>(vocab, vec)) return false;
   if (vec) {
     if (slots <= 1)
       regs(std::integral_constant<int, 1>{}, VecOn{});
@@ -343,7 +350,7 @@ bool launch_forward_regs(const T* z, const int32_t* targets, float* lse, float* 
       regs(std::integral_constant<int, 4>{}, VecOn{});
     else if constexpr (max_slots<T>() >= 8)
       regs(std::integral_constant<int, 8>{}, VecOn{});
-    return true;
+    return;
   }
   if (slots <= 1)
     regs(std::integral_constant<int, 1>{}, VecOff{});
@@ -351,7 +358,6 @@ bool launch_forward_regs(const T* z, const int32_t* targets, float* lse, float* 
     regs(std::integral_constant<int, 2>{}, VecOff{});
   else
     regs(std::integral_constant<int, 4>{}, VecOff{});
-  return true;
 }
 
 }  // namespace
@@ -365,10 +371,10 @@ void launch_cross_entropy_forward(const void* logits, const int32_t* targets, fl
   dispatch_dtype(dt, "cross_entropy_forward", [&](auto tv) {
     using T = decltype(tv);
     const T* z = static_cast<const T*>(logits);
-    if (launch_forward_regs<T, false>(z, targets, lse, sums, rows, vocab, padding_idx, eps, vec,
-                                      partials, nullptr, nullptr, s))
-      return;
-    if (vec)
+    if (fits_registers<T>(vocab, vec))
+      launch_forward_regs<T, false>(z, targets, lse, sums, rows, vocab, padding_idx, eps, vec,
+                                    partials, nullptr, nullptr, s);
+    else if (vec)
       launch_kernel("cross_entropy_forward", cross_entropy_forward_online_kernel<T, true>,
                     unsigned(rows), kForwardThreads, 0, s, z, targets, lse, sums, vocab,
                     padding_idx, eps, partials);
@@ -391,11 +397,12 @@ void launch_cross_entropy_forward_backward(const void* logits, const int32_t* ta
   float* partials = nullptr;
   dispatch_dtype(dt, "cross_entropy_forward_backward", [&](auto tv) {
     using T = decltype(tv);
-    if (!fits_registers<T>(vocab, vec)) return;  // the two kernels, below
+    fused = fits_registers<T>(vocab, vec);
+    if (!fused) return;  // the two kernels, below
     partials = red.deterministic() ? red.rows(rows, 3, "cross_entropy_forward_backward") : nullptr;
-    fused = launch_forward_regs<T, true>(static_cast<const T*>(logits), targets, lse, sums, rows,
-                                         vocab, padding_idx, eps, vec, partials, grad_scale_dev,
-                                         static_cast<T*>(d_logits), s);
+    launch_forward_regs<T, true>(static_cast<const T*>(logits), targets, lse, sums, rows, vocab,
+                                 padding_idx, eps, vec, partials, grad_scale_dev,
+                                 static_cast<T*>(d_logits), s);
   });
   if (fused) {
     if (partials != nullptr) launch_sum_partials(partials, rows, 3, sums, s);

@@ -503,6 +503,25 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
+// ---------------------------------------------------------------- L2 prefetch
+// The 128-byte line holding p into L2 (prefetch.global.L2: a hint, no register result, no wait).
+// For a kernel whose blocks or warps load, compute and store in turn, naming the lines of the
+// next work item early keeps DRAM busy while they compute; the later loads then hit L2. Not a
+// rule: where the loads already keep DRAM busy the extra requests cost time (measured on the
+// fused attention, which prefetched its next blocks' tiles, and on the dropout column sums:
+// bench/RESULTS.md, seventeenth session).
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
+// The lines of [p, p + bytes) into L2, thread t of n taking lines t, t + n, ... Every address
+// named lies in the span (the first line by p itself).
+__device__ __forceinline__ void prefetch_span_l2(const void* p, int64_t bytes, int t, int n) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p), end = a + uintptr_t(bytes);
+  for (uintptr_t l = (a & ~uintptr_t(127)) + uintptr_t(t) * 128; l < end; l += uintptr_t(n) * 128)
+    prefetch_l2(reinterpret_cast<const void*>(l < a ? a : l));
+}
+
 // p[0..4) += v in global memory: one 16-byte atomic on sm_90 and later (p 16-byte aligned:
 // pack_aligned<float>), four fp32 atomics below. Where many blocks add into the same addresses
 // the number of atomics, not their bytes, bounds the adds.

@@ -48,6 +48,10 @@ class TimedOps final : public Ops {
   struct GemmShape {
     int64_t m = 0, n = 0, k = 0, batch = 0;
     bool accumulate = false;
+    double flops() const {  // 2 m n k batch; 0 for the empty shape of the other ops
+      return 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) *
+             static_cast<double>(batch);
+    }
   };
   // Per-label totals over the calls recorded since the last reset().
   struct Row {
@@ -121,7 +125,7 @@ class TimedOps final : public Ops {
       Row& row = by_label[records_[i].label];
       row.calls += 1;
       row.ms += call_ms[i];
-      row.flops += records_[i].flops;
+      row.flops += records_[i].shape.flops();
     }
     if (count_ > 0) {
       float span = 0;
@@ -154,7 +158,7 @@ class TimedOps final : public Ops {
       row.gemm = true;
       row.calls += 1;
       row.ms += call_ms[i];
-      row.flops += rec.flops;
+      row.flops += rec.shape.flops();
     }
     for (auto& kv : shapes) {
       kv.second.share = r.gemm_ms > 0 ? kv.second.ms / r.gemm_ms : 0;
@@ -233,10 +237,7 @@ class TimedOps final : public Ops {
   }
 
   void gemm(const GemmArgs& g) override {
-    const double flops = 2.0 * static_cast<double>(g.m) * static_cast<double>(g.n) *
-                         static_cast<double>(g.k) * static_cast<double>(g.batch);
-    timed(gemm_label(g), flops, GemmShape{g.m, g.n, g.k, g.batch, g.beta != 0.f},
-          [&] { inner_.gemm(g); });
+    timed(gemm_label(g), GemmShape{g.m, g.n, g.k, g.batch, g.beta != 0.f}, [&] { inner_.gemm(g); });
   }
 
   void embedding_forward(const EmbeddingArgs& a, const void* table, void* out) override {
@@ -479,18 +480,17 @@ class TimedOps final : public Ops {
 
   struct Record {
     uint16_t label;
-    double flops;
-    GemmShape shape;  // GEMMs only
+    GemmShape shape;  // GEMMs only (the flops come from it)
   };
 
   // Runs `call` between a start and an end event when enabled. A call that throws leaves its
   // slot unclaimed (count_ moves only after the end event), so the pairs stay matched.
   template <class F>
   void timed(uint16_t label, F&& call) {
-    timed(label, 0.0, GemmShape{}, call);
+    timed(label, GemmShape{}, call);
   }
   template <class F>
-  void timed(uint16_t label, double flops, const GemmShape& shape, F&& call) {
+  void timed(uint16_t label, const GemmShape& shape, F&& call) {
     if (dropping_ && !capturing_ && label < dropped_.size() && dropped_[label]) return;
     if (!enabled_ || capturing_) {
       call();
@@ -503,7 +503,7 @@ class TimedOps final : public Ops {
     LS_CUDA_CHECK(cudaEventRecord(events_[2 * count_], stream_));
     call();
     LS_CUDA_CHECK(cudaEventRecord(events_[2 * count_ + 1], stream_));
-    records_[count_] = Record{label, flops, shape};
+    records_[count_] = Record{label, shape};
     ++count_;
   }
 

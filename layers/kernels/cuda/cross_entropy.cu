@@ -310,10 +310,6 @@ __global__ void cross_entropy_backward_kernel(const T* logits, const int32_t* __
   }
 }
 
-}  // namespace
-
-namespace {
-
 // Whether a row of `vocab` logits fits the forward's register path (the element-by-element
 // path keeps at most 4 slots: beyond, it would spill).
 template <class T>

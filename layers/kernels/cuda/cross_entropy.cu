@@ -310,13 +310,17 @@ __global__ void cross_entropy_backward_kernel(const T* logits, const int32_t* __
   }
 }
 
+// The register path's slots of 8 logits per thread for a row of `vocab` logits.
+int64_t forward_slots(int64_t vocab) {
+  constexpr int64_t kPerSlot = int64_t(kForwardThreads) * 8;
+  return (vocab + kPerSlot - 1) / kPerSlot;
+}
+
 // Whether a row of `vocab` logits fits the forward's register path (the element-by-element
 // path keeps at most 4 slots: beyond, it would spill).
 template <class T>
 bool fits_registers(int64_t vocab, bool vec) {
-  constexpr int64_t kPerSlot = int64_t(kForwardThreads) * 8;
-  const int64_t slots = (vocab + kPerSlot - 1) / kPerSlot;
-  return slots <= (vec ? max_slots<T>() : 4);
+  return forward_slots(vocab) <= (vec ? max_slots<T>() : 4);
 }
 
 // Launches the forward's register-path kernel (kGrad: with the backward fused), for a row that
@@ -325,8 +329,7 @@ template <class T, bool kGrad>
 void launch_forward_regs(const T* z, const int32_t* targets, float* lse, float* sums, int64_t rows,
                          int64_t vocab, int32_t padding_idx, float eps, bool vec, float* partials,
                          const float* grad_scale, T* d_logits, cudaStream_t s) {
-  constexpr int64_t kPerSlot = int64_t(kForwardThreads) * 8;
-  const int64_t slots = (vocab + kPerSlot - 1) / kPerSlot;
+  const int64_t slots = forward_slots(vocab);
   const char* name = kGrad ? "cross_entropy_forward_backward" : "cross_entropy_forward";
   auto regs = [&](auto slots_c, auto vec_c) {
     launch_kernel(name,
